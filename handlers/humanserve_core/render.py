@@ -1,0 +1,39 @@
+"""Drawing answers onto the picture (the ``render`` option)."""
+
+import cv2
+import numpy as np
+
+# OpenCV draws at pixel indices; 4 fractional bits keep sub-pixel positions.
+_SHIFT = 4
+_ONE = 1 << _SHIFT
+_LIMB = (0, 200, 255)
+_JOINT = (255, 60, 60)
+_BOX = (60, 255, 60)
+
+
+def _fixed(x: float, y: float) -> tuple[int, int]:
+    # Continuous coordinates put pixel centres at +0.5; OpenCV puts them at integers.
+    return round((x - 0.5) * _ONE), round((y - 0.5) * _ONE)
+
+
+def draw_people(
+    rgb: np.ndarray,
+    boxes: np.ndarray,
+    keypoints: np.ndarray,
+    skeleton: tuple[tuple[int, int], ...],
+    min_score: float,
+) -> np.ndarray:
+    """Draw ``boxes[P, 4]`` and ``keypoints[P, K, 3]`` (x, y, score) with the skeleton on a copy of ``rgb``."""
+    canvas = np.ascontiguousarray(rgb).copy()
+    thickness = max(1, round(max(canvas.shape[:2]) / 400))
+    for box in boxes:
+        cv2.rectangle(canvas, _fixed(*box[:2]), _fixed(*box[2:]), _BOX, thickness, cv2.LINE_AA, _SHIFT)
+    for person in keypoints:
+        visible = person[:, 2] >= min_score
+        for a, b in skeleton:
+            if visible[a] and visible[b]:
+                start, end = _fixed(*person[a, :2]), _fixed(*person[b, :2])
+                cv2.line(canvas, start, end, _LIMB, thickness, cv2.LINE_AA, _SHIFT)
+        for x, y, _ in person[visible]:
+            cv2.circle(canvas, _fixed(x, y), (thickness + 2) * _ONE, _JOINT, -1, cv2.LINE_AA, _SHIFT)
+    return canvas
