@@ -1,0 +1,70 @@
+"""Export models into TorchServe archives: ``python -m export [MODEL ...] [options]``."""
+
+import argparse
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+from .archive import HANDLERS, REPO, write_archive
+from .recipes import DEFAULT_MODELS, RECIPES
+from .weights import choose_weights
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser.add_argument("models", nargs="*", metavar="MODEL", help=f"default: {' '.join(DEFAULT_MODELS)}; any of {', '.join(RECIPES)}")
+    parser.add_argument("--store", type=Path, default=REPO / "model_store", help="where the .mar files go")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", type=Path, help="local weights file (one model only)")
+    source.add_argument("--weights", help="'random' for untrained weights (tests, offline demos)")
+    parser.add_argument("--batch-size", type=int, help="override the recipe's TorchServe batch size")
+    parser.add_argument("--max-batch-delay", type=int, help="override the recipe's batch delay (ms)")
+    parser.add_argument("--workers", type=int, help="override the recipe's workers per model")
+    parser.add_argument(
+        "--if-stale", action="store_true",
+        help="skip models whose archive is newer than the handler and export code and any local checkpoint",
+    )  # fmt: skip
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+    names = args.models or DEFAULT_MODELS
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}; known: {', '.join(RECIPES)}")
+    if args.checkpoint and len(names) != 1:
+        parser.error("--checkpoint needs exactly one MODEL")
+    for name in names:
+        recipe = RECIPES[name]
+        if args.if_stale and not args.checkpoint and is_current(args.store / f"{name}.mar", recipe.default_checkpoint):
+            print(f"{name}: {args.store / name}.mar is up to date")
+            continue
+        serving = replace(
+            recipe.serving,
+            **{
+                key: value
+                for key, value in (
+                    ("batch_size", args.batch_size),
+                    ("max_batch_delay_ms", args.max_batch_delay),
+                    ("workers", args.workers),
+                )
+                if value is not None
+            },
+        )
+        module = recipe.build()
+        weights = choose_weights(module, args.checkpoint, args.weights, recipe.default_checkpoint, recipe.adapt_state_dict)
+        write_archive(recipe.package(module, serving), weights, args.store)
+
+
+def is_current(archive: Path, checkpoint: Optional[Path]) -> bool:
+    """True when ``archive`` is newer than every source it is built from."""
+    if not archive.exists():
+        return False
+    sources = [p for folder in (HANDLERS, REPO / "export") for p in folder.rglob("*.py")]
+    if checkpoint is not None and checkpoint.exists():
+        sources.append(checkpoint)
+    return archive.stat().st_mtime > max(p.stat().st_mtime for p in sources)
+
+
+if __name__ == "__main__":
+    main()

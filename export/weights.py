@@ -1,0 +1,84 @@
+"""Where a model's weights come from: the one place that decides, loads and records it.
+
+Sources, in order: an explicit ``--checkpoint PATH``; ``--weights random``; a
+recipe's default checkpoint file when present locally. With none of them the model
+stays randomly initialised, which is said loudly and recorded in the archive, so the
+server reports it too (startup log and describe API).
+"""
+
+import hashlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+logger = logging.getLogger("export")
+
+StateDictAdapter = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file: a bare state dict, or one under ``state_dict``; ``module.`` prefixes removed."""
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict")
+    return {key.removeprefix("module."): value for key, value in loaded.items()}
+
+
+def load_checkpoint(model: nn.Module, path: Path, adapt: Optional[StateDictAdapter] = None) -> dict[str, Any]:
+    """Load ``path`` into ``model`` strictly (every key must match) and return its provenance record."""
+    state = read_state_dict(path)
+    if adapt is not None:
+        state = adapt(state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not fit {type(model).__name__}: "
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
+        )
+    return {"source": "checkpoint", "pretrained": True, "file": path.name, "sha256": _sha256(path)}
+
+
+def random_weights(reason: str) -> dict[str, Any]:
+    """Keep the random initialisation, warn loudly and return its provenance record."""
+    banner = "!" * 78
+    print(
+        f"{banner}\n!! WARNING: exporting RANDOM weights ({reason}).\n"
+        f"!! Answers will be well-formed but meaningless. Pass --checkpoint PATH for real ones.\n{banner}",
+        file=sys.stderr,
+    )
+    return {"source": "random", "pretrained": False, "reason": reason}
+
+
+def choose_weights(
+    model: nn.Module,
+    checkpoint: Optional[Path],
+    weights: Optional[str],
+    default_checkpoint: Optional[Path],
+    adapt: Optional[StateDictAdapter] = None,
+) -> dict[str, Any]:
+    """Apply the chosen source to ``model`` and return the record that travels in the archive."""
+    if checkpoint is not None:
+        return load_checkpoint(model, checkpoint, adapt)
+    if weights == "random":
+        return random_weights("asked for with --weights random")
+    if weights is not None:
+        raise ValueError(f"unknown --weights {weights!r} for this model; use 'random' or --checkpoint PATH")
+    if default_checkpoint is not None and default_checkpoint.is_file():
+        logger.info("using the local checkpoint %s", default_checkpoint)
+        return load_checkpoint(model, default_checkpoint, adapt)
+    where = f" and {default_checkpoint} is absent" if default_checkpoint else ""
+    return random_weights(f"no checkpoint given{where}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

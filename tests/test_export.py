@@ -1,0 +1,127 @@
+"""Real architectures (keys, shapes, TorchScript) and the export command's archive."""
+
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from export.archive import HANDLERS, REPO, to_torchscript
+from export.architectures import PoseResNet
+from export.recipes import RECIPES
+from export.weights import choose_weights
+
+BN = ("weight", "bias", "running_mean", "running_var")
+BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+def msra_simplebaseline_keys(depth: int) -> set[str]:
+    """State-dict keys of the MSRA SimpleBaseline release (PyTorch 0.4: no num_batches_tracked)."""
+    keys = {"conv1.weight", *(f"bn1.{p}" for p in BN), "final_layer.weight", "final_layer.bias"}
+    for layer, count in enumerate(BLOCKS[depth], start=1):
+        for block in range(count):
+            prefix = f"layer{layer}.{block}"
+            for i in (1, 2, 3):
+                keys |= {f"{prefix}.conv{i}.weight", *(f"{prefix}.bn{i}.{p}" for p in BN)}
+            if block == 0:
+                keys |= {f"{prefix}.downsample.0.weight", *(f"{prefix}.downsample.1.{p}" for p in BN)}
+    for conv in (0, 3, 6):
+        keys |= {f"deconv_layers.{conv}.weight", *(f"deconv_layers.{conv + 1}.{p}" for p in BN)}
+    return keys
+
+
+def msra_style_checkpoint(path: Path, depth: int = 50, wrapped: bool = True) -> dict[str, torch.Tensor]:
+    """Save random weights the way the MSRA release stores them; return the bare state dict."""
+    state = {k: v for k, v in PoseResNet(depth).state_dict().items() if not k.endswith("num_batches_tracked")}
+    state = {k: v + torch.rand_like(v.float()).to(v.dtype) for k, v in state.items()}  # differ from any fresh init
+    saved = {"epoch": 140, "state_dict": {f"module.{k}": v for k, v in state.items()}} if wrapped else state
+    torch.save(saved, path)
+    return state
+
+
+@pytest.mark.parametrize("depth", [50, 101, 152])
+def test_pose_resnet_keys_match_the_msra_release(depth):
+    ours = {k for k in PoseResNet(depth).state_dict() if not k.endswith("num_batches_tracked")}
+    assert ours == msra_simplebaseline_keys(depth)
+
+
+def test_pose_resnet_shapes_of_published_layers():
+    state = PoseResNet(50).state_dict()
+    assert state["conv1.weight"].shape == (64, 3, 7, 7)
+    assert state["layer4.2.conv3.weight"].shape == (2048, 512, 1, 1)
+    assert state["deconv_layers.0.weight"].shape == (2048, 256, 4, 4)  # ConvTranspose2d: [in, out, k, k]
+    assert state["deconv_layers.6.weight"].shape == (256, 256, 4, 4)
+    assert state["final_layer.weight"].shape == (17, 256, 1, 1)
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_msra_checkpoint_loads_and_is_recorded(tmp_path, wrapped):
+    path = tmp_path / "pose_resnet_50_256x192.pth.tar"
+    saved = msra_style_checkpoint(path, wrapped=wrapped)
+    model = PoseResNet(50)
+    record = choose_weights(model, path, None, None)
+    assert record == {
+        "source": "checkpoint", "pretrained": True, "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }  # fmt: skip
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items())
+
+
+def test_checkpoint_of_another_depth_is_refused(tmp_path):
+    path = tmp_path / "resnet101.pth"
+    msra_style_checkpoint(path, depth=101)
+    with pytest.raises(ValueError, match="does not fit PoseResNet: 0 missing keys .* unexpected keys"):
+        choose_weights(PoseResNet(50), path, None, None)
+
+
+def test_default_checkpoint_is_used_when_present_and_random_otherwise(tmp_path, capsys):
+    path = tmp_path / "pose_resnet_50_256x192.pth.tar"
+    assert choose_weights(PoseResNet(50), None, None, path)["source"] == "random"
+    assert "RANDOM weights" in capsys.readouterr().err
+    msra_style_checkpoint(path)
+    assert choose_weights(PoseResNet(50), None, None, path)["source"] == "checkpoint"
+
+
+def test_pose_resnet50_torchscript_matches_eager_and_heatmap_shape():
+    recipe = RECIPES["pose_resnet50"]
+    model = recipe.build().eval()
+    scripted = to_torchscript(recipe.package(model))  # raises if TorchScript and eager differ
+    crops = torch.randn(3, 3, 256, 192)
+    with torch.no_grad():
+        heatmaps = scripted(crops)
+        assert heatmaps.shape == (3, 17, 64, 48)
+        assert torch.allclose(heatmaps, model(crops), rtol=1e-4, atol=1e-5)
+
+
+def test_export_command_writes_a_self_contained_archive(tmp_path):
+    checkpoint = tmp_path / "weights.pth"
+    msra_style_checkpoint(checkpoint)
+    store = tmp_path / "store"
+    result = subprocess.run(
+        [sys.executable, "-m", "export", "pose_resnet50", "--checkpoint", str(checkpoint), "--store", str(store),
+         "--batch-size", "4", "--max-batch-delay", "7"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with zipfile.ZipFile(store / "pose_resnet50.mar") as archive:
+        names = set(archive.namelist())
+        config = yaml.safe_load(archive.read("model-config.yaml"))
+        manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
+    core = {f"humanserve_core/{p.name}" for p in (HANDLERS / "humanserve_core").glob("*.py")}
+    assert core <= names
+    assert {"model.pt", "pose_handler.py", "pose.py", "model-config.yaml"} <= names
+    assert not any("__pycache__" in name for name in names)
+    assert manifest["model"]["handler"] == "pose_handler.py"
+    assert config["batchSize"] == 4 and config["maxBatchDelay"] == 7 and config["minWorkers"] == config["maxWorkers"] == 1
+    weights = config["handler"]["weights"]
+    assert weights["source"] == "checkpoint"
+    assert weights["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert config["handler"]["input"] == {
+        "height": 256, "width": 192, "channels": "bgr", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+    }  # fmt: skip
