@@ -1,0 +1,60 @@
+"""TorchServe handler for top-down pose models (SimpleBaseline): the life cycle around ``pose``'s steps."""
+
+import torch
+from torch import Tensor
+
+from humanserve_core.base import Item, VisionHandler
+from humanserve_core.options import boxes, flag
+from humanserve_core.responses import Answer
+from pose import (
+    MAX_BOXES,
+    OUTPUT_OPTIONS,
+    PoseInputs,
+    PoseSpec,
+    check_boxes_overlap,
+    check_output_options,
+    people,
+    person_boxes,
+    pose_answer,
+    pose_crops,
+    pose_heatmaps,
+    pose_keypoints,
+)
+
+
+class PoseHandler(VisionHandler):
+    """SimpleBaseline pose: crops each given box (or the whole image) and decodes 17 COCO keypoints."""
+
+    options = {
+        "boxes": boxes(MAX_BOXES, "people to estimate, [[x1, y1, x2, y2], ...] in image pixels; default: the whole image"),
+        "flip_test": flag(False, "also run each mirrored crop and average the heatmaps (twice the compute)"),
+        **OUTPUT_OPTIONS,
+    }
+
+    def initialize(self, context):
+        super().initialize(context)
+        self.spec = PoseSpec.from_config(self.config)
+
+    def validate(self, item: Item) -> None:
+        check_output_options(item.options)
+        check_boxes_overlap(item)
+
+    def prepare(self, items: list[Item]) -> PoseInputs:
+        boxes_all, image_index, counts = person_boxes(items)
+        images = [item.image.to(self.device) for item in items]
+        boxes_all = boxes_all.to(self.device)
+        crops, crop_boxes = pose_crops(images, boxes_all, image_index.to(self.device), self.spec)
+        flip = torch.tensor([item.options["flip_test"] for item in items], device=self.device)[image_index.to(self.device)]
+        return PoseInputs(crops, crop_boxes, boxes_all, counts, flip)
+
+    def forward(self, inputs: PoseInputs) -> Tensor:
+        return pose_heatmaps(self.model, inputs.crops, inputs.flip, self.spec)
+
+    def answer(self, items: list[Item], inputs: PoseInputs, heatmaps: Tensor) -> list[Answer]:
+        keypoints = pose_keypoints(heatmaps, inputs.crop_boxes, self.spec).cpu()
+        per_item = zip(items, inputs.boxes.cpu().split(inputs.counts), keypoints.split(inputs.counts))
+        return [
+            pose_answer(item, *people(item_boxes, item_keypoints, item.options), self.model_name, self.model_version)
+            for item, item_boxes, item_keypoints in per_item
+        ]
+

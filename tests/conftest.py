@@ -1,0 +1,77 @@
+"""Shared fixtures: a model store with oracle and real archives, and a real TorchServe serving it."""
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from export.archive import REPO, write_archive
+from oracles import ORACLE_WEIGHTS, pose_oracle_package
+from tools.server import TorchServe
+
+SERVED_MODELS = ["pose_oracle", "pose_resnet50"]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def server_overrides(store: Path) -> dict[str, str]:
+    """The only differences from config.properties in tests: free loopback ports and token auth off."""
+    inference, management, metrics, grpc, grpc_management = free_ports(5)
+    return {
+        "inference_address": f"http://127.0.0.1:{inference}",
+        "management_address": f"http://127.0.0.1:{management}",
+        "metrics_address": f"http://127.0.0.1:{metrics}",
+        "grpc_inference_address": "127.0.0.1",
+        "grpc_inference_port": str(grpc),
+        "grpc_management_port": str(grpc_management),
+        "disable_token_authorization": "true",
+        "model_store": str(store),
+    }
+
+
+@pytest.fixture(scope="session")
+def export_log() -> list[str]:
+    return []
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory, export_log) -> Path:
+    store = tmp_path_factory.mktemp("model_store")
+    write_archive(pose_oracle_package(), ORACLE_WEIGHTS, store)
+    result = subprocess.run(
+        [sys.executable, "-m", "export", "pose_resnet50", "--weights", "random", "--store", str(store)],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    export_log.append(result.stderr)
+    return store
+
+
+@pytest.fixture(scope="session")
+def server(model_store, tmp_path_factory):
+    instance = TorchServe(
+        tmp_path_factory.mktemp("torchserve"), SERVED_MODELS, model_store, overrides=server_overrides(model_store)
+    )
+    instance.start()
+    try:
+        instance.wait_ready(timeout=300)
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="session")
+def http() -> requests.Session:
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=64))
+    return session

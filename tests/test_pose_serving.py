@@ -1,0 +1,263 @@
+"""Pose served by a real TorchServe: oracle geometry, batching, answer formats, bad input, the real model."""
+
+import base64
+import io
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from humanserve_core.keypoints import COCO_KEYPOINTS, COCO_SKELETON
+from oracles import paint_people
+
+ORACLE = "pose_oracle"
+
+
+def encode(image: np.ndarray, image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    save_args = {"quality": 95, "subsampling": 0} if image_format == "JPEG" else {}
+    Image.fromarray(image).save(buffer, format=image_format, **save_args)
+    return buffer.getvalue()
+
+
+@dataclass
+class Case:
+    """One photo of painted people and how it is sent."""
+
+    name: str
+    width: int
+    height: int
+    regions: list[list[float]]
+    send_boxes: bool
+    form: str  # raw | multipart | json
+    image_format: str = "PNG"
+    options: dict = field(default_factory=dict)
+
+    def send(self, server, http, painted):
+        options = dict(self.options)
+        if self.send_boxes:
+            options["boxes"] = painted.boxes
+        return post(server, http, ORACLE, encode(painted.image, self.image_format), self.form, options, self.image_format)
+
+
+def post(server, http, model: str, data: bytes, form: str = "raw", options: Optional[dict] = None,
+         image_format: str = "PNG", timeout: float = 120):  # fmt: skip
+    """Send one image in one of the three request forms."""
+    url = f"{server.inference_url}/predictions/{model}"
+    options = options or {}
+    if form == "raw":
+        headers = {"Content-Type": f"image/{image_format.lower()}"}
+        headers.update({f"X-Option-{k.replace('_', '-')}": json.dumps(v) if not isinstance(v, str) else v for k, v in options.items()})
+        return http.post(url, data=data, headers=headers, timeout=timeout)
+    if form == "multipart":
+        fields = {k: (None, json.dumps(v) if not isinstance(v, str) else v) for k, v in options.items()}
+        return http.post(url, files={"data": ("photo", data, f"image/{image_format.lower()}"), **fields}, timeout=timeout)
+    return http.post(url, json={"image": base64.b64encode(data).decode(), **options}, timeout=timeout)
+
+
+def send_together(jobs: list, send) -> list:
+    """Run ``send(job)`` for every job at the same moment, so the server batches them together."""
+    start = threading.Barrier(len(jobs), timeout=60)
+
+    def at_once(job):
+        start.wait()
+        return send(job)
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(at_once, jobs))
+
+
+CASES = [
+    WHOLE_IMAGE := Case("landscape 640x480, no boxes, raw PNG", 640, 480, [[0, 0, 640, 480]], False, "raw"),
+    Case("portrait 480x800, one box, multipart JPEG", 480, 800, [[40, 60, 300, 700]], True, "multipart", "JPEG"),
+    Case("large 2400x1600, no boxes, JSON", 2400, 1600, [[0, 0, 2400, 1600]], False, "json"),
+    TWO_PEOPLE := Case("800x600, two boxes, one partly outside", 800, 600, [[-150, 100, 250, 580], [450, 50, 780, 560]], True, "json"),
+    Case("portrait 600x900, flip test", 600, 900, [[0, 0, 600, 900]], False, "raw", options={"flip_test": True}),
+    # Small enough that a half-heatmap-pixel slip in flip realignment (4 px here) breaks the 2.4 px bound.
+    Case("small 320x240, flip test", 320, 240, [[0, 0, 320, 240]], False, "json", options={"flip_test": True}),
+    THREE_PEOPLE := Case("1000x700, three boxes, flip test, multipart", 1000, 700,
+         [[20, 50, 200, 350], [370, 200, 550, 500], [720, 380, 900, 680]], True, "multipart", options={"flip_test": True}),
+]  # fmt: skip
+# Every person wears the same joint colours, so no person's padded crop may reach another's region.
+
+
+def check_people(answer: dict, case: Case, painted) -> None:
+    """Every painted joint must be found within max(1.5 px, 1% of its box height)."""
+    assert answer["image"] == {"width": case.width, "height": case.height}
+    assert answer["keypoint_names"] == list(COCO_KEYPOINTS)
+    assert [tuple(limb) for limb in answer["skeleton"]] == list(COCO_SKELETON)
+    assert len(answer["people"]) == len(case.regions)
+    expected_boxes = case.regions if case.send_boxes else [[0, 0, case.width, case.height]]
+    by_box = {tuple(person["box"]): person for person in answer["people"]}
+    for box, joints in zip(expected_boxes, painted.joints):
+        person = by_box[tuple(float(v) for v in box)]
+        keypoints = np.array(person["keypoints"])
+        assert keypoints.shape == (17, 3)
+        error = np.linalg.norm(keypoints[:, :2] - joints, axis=1)
+        bound = max(1.5, 0.01 * (box[3] - box[1]))
+        worst = int(error.argmax())
+        assert error.max() <= bound, (
+            f"{case.name}: {COCO_KEYPOINTS[worst]} is {error.max():.2f} px off (bound {bound:.2f}); "
+            f"served {keypoints[worst, :2]}, painted {joints[worst]}"
+        )
+        assert (keypoints[:, 2] > 0.5).all(), f"{case.name}: some joints not found: {keypoints[:, 2]}"
+
+
+def test_keypoints_land_on_painted_joints_in_mixed_concurrent_batches(server, http):
+    painted = {case.name: paint_people(case.width, case.height, case.regions, seed=i) for i, case in enumerate(CASES)}
+    jobs = [case for case in CASES for _ in range(2)]
+    results = send_together(jobs, lambda case: (case, case.send(server, http, painted[case.name])))
+    batch_sizes = []
+    for case, response in results:
+        assert response.status_code == 200, f"{case.name}: {response.status_code} {response.text}"
+        assert response.headers["Content-Type"] == "application/json"
+        check_people(response.json(), case, painted[case.name])
+        batch_sizes.append(int(response.headers["X-Batch-Size"]))
+    assert max(batch_sizes) > 1, f"the server never formed a batch larger than one: {batch_sizes}"
+
+
+def test_one_request_alone_gets_the_same_keypoints_as_in_a_batch(server, http):
+    case = TWO_PEOPLE
+    painted = paint_people(case.width, case.height, case.regions, seed=3)
+    response = case.send(server, http, painted)
+    assert response.status_code == 200 and response.headers["X-Batch-Size"] == "1"
+    check_people(response.json(), case, painted)
+
+
+@pytest.mark.parametrize(("options", "content_type", "image_format"), [
+    ({"render": True}, "image/jpeg", "JPEG"),
+    ({"format": "png"}, "image/png", "PNG"),
+    ({"render": "true", "format": "png"}, "image/png", "PNG"),
+])  # fmt: skip
+def test_render_answers_the_picture_with_skeletons(server, http, options, content_type, image_format):
+    painted = paint_people(320, 240, [[0, 0, 320, 240]], seed=11)
+    response = post(server, http, ORACLE, encode(painted.image, "PNG"), "raw", options)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == content_type
+    with Image.open(io.BytesIO(response.content)) as picture:
+        assert picture.format == image_format and picture.size == (320, 240)
+        drawn = np.asarray(picture.convert("RGB")).astype(int)
+    assert np.abs(drawn - painted.image.astype(int)).sum(axis=2).max() > 100  # something was drawn
+
+
+def test_coco_results_format(server, http):
+    case = TWO_PEOPLE
+    painted = paint_people(case.width, case.height, case.regions, seed=5)
+    response = post(server, http, ORACLE, encode(painted.image, "PNG"), "json",
+                    {"boxes": painted.boxes, "format": "coco", "image_id": 397133})  # fmt: skip
+    assert response.status_code == 200, response.text
+    results = response.json()
+    assert len(results) == 2
+    for result in results:
+        assert result["image_id"] == 397133 and result["category_id"] == 1
+        assert len(result["keypoints"]) == 51 and len(result["bbox"]) == 4
+        x, y, w, h = result["bbox"]
+        joints = painted.joints[painted.boxes.index([x, y, x + w, y + h])]
+        assert np.abs(np.array(result["keypoints"]).reshape(17, 3)[:, :2] - joints).max() < 5
+
+
+def test_max_people_and_score_threshold(server, http):
+    case = THREE_PEOPLE
+    painted = paint_people(case.width, case.height, case.regions, seed=6)
+    data = encode(painted.image, "PNG")
+    top = post(server, http, ORACLE, data, "json", {"boxes": painted.boxes, "max_people": 2}).json()["people"]
+    assert len(top) == 2 and top[0]["score"] >= top[1]["score"]
+    none = post(server, http, ORACLE, data, "json", {"boxes": painted.boxes, "score_threshold": 1.0}).json()["people"]
+    assert none == []
+    empty = post(server, http, ORACLE, data, "json", {"boxes": []}).json()["people"]
+    assert empty == []
+
+
+def worker_pids(server, model: str) -> list[int]:
+    return sorted(worker["pid"] for worker in server.describe(model)["workers"])
+
+
+def jpeg_bytes() -> bytes:
+    return encode(paint_people(200, 150, [[0, 0, 200, 150]], seed=1).image, "JPEG")
+
+
+def pixel_bomb() -> bytes:
+    from test_images import pixel_bomb_png
+
+    return pixel_bomb_png(50_000, 50_000)
+
+
+BAD_REQUESTS = [
+    # (name, how to send it, expected code, expected type, words the message must contain)
+    ("not an image", dict(data=b"definitely not an image", headers={"Content-Type": "application/octet-stream"}), 400, "InvalidImage", "not an image"),
+    ("truncated JPEG", dict(data=jpeg_bytes()[:700], headers={"Content-Type": "image/jpeg"}), 400, "InvalidImage", "cannot be decoded"),
+    ("empty body", dict(data=b"", headers={"Content-Type": "image/jpeg"}), 400, "EmptyRequest", "empty"),
+    ("bad base64", dict(json={"image": "%%% not base64 %%%"}), 400, "InvalidBase64", "base64"),
+    ("bad JSON", dict(data=b'{"image": "abc", ', headers={"Content-Type": "application/json"}), 400, "InvalidJSON", "not valid JSON"),
+    ("boxes not a list", dict(json={"image": base64.b64encode(jpeg_bytes()).decode(), "boxes": "[[1, 2"}), 400, "InvalidOption", "'boxes'"),
+    ("box with 3 numbers", dict(json={"image": base64.b64encode(jpeg_bytes()).decode(), "boxes": [[1, 2, 3]]}), 400, "InvalidOption", "'boxes[0]'"),
+    ("box upside down", dict(files={"data": ("a.jpg", jpeg_bytes()), "boxes": (None, "[[50, 50, 10, 80]]")}), 400, "InvalidOption", "x2 > x1"),
+    ("box outside the image", dict(json={"image": base64.b64encode(jpeg_bytes()).decode(), "boxes": [[500, 10, 600, 90]]}), 400, "InvalidOption", "outside the 200x150 image"),
+    ("unknown option", dict(json={"image": base64.b64encode(jpeg_bytes()).decode(), "colour": "red"}), 400, "UnknownOption", "unknown option 'colour'"),
+    ("unknown header option", dict(data=jpeg_bytes(), headers={"Content-Type": "image/jpeg", "X-Option-Zoom": "2"}), 400, "UnknownOption", "'zoom'"),
+    ("render with json format", dict(json={"image": base64.b64encode(jpeg_bytes()).decode(), "render": True, "format": "json"}), 400, "InvalidOption", "render"),
+    ("GIF", dict(data=encode(np.zeros((8, 8, 3), np.uint8), "GIF"), headers={"Content-Type": "image/gif"}), 415, "UnsupportedImageType", "GIF"),
+    ("pixel bomb", dict(data=pixel_bomb(), headers={"Content-Type": "image/png"}), 413, "ImageTooLarge", "2500000000 pixels"),
+    ("no image field", dict(files={"boxes": (None, "[]")}), 400, "NoImage", "no image"),
+]  # fmt: skip
+
+
+def test_bad_requests_get_their_own_4xx_while_batch_mates_succeed(server, http):
+    pids_before = worker_pids(server, ORACLE)
+    good_case = WHOLE_IMAGE
+    painted = paint_people(good_case.width, good_case.height, good_case.regions, seed=21)
+    url = f"{server.inference_url}/predictions/{ORACLE}"
+    jobs = [None] * 4 + BAD_REQUESTS
+
+    def send(job):
+        if job is None:
+            return good_case.send(server, http, painted)
+        return http.post(url, timeout=120, **job[1])
+
+    responses = send_together(jobs, send)
+    for response in responses[:4]:
+        assert response.status_code == 200, response.text
+        check_people(response.json(), good_case, painted)
+    for (name, _, code, kind, words), response in zip(BAD_REQUESTS, responses[4:]):
+        body = response.json()
+        assert (response.status_code, body["code"], body["type"]) == (code, code, kind), f"{name}: {response.text}"
+        assert words in body["message"], f"{name}: {body['message']!r} lacks {words!r}"
+    assert max(int(r.headers["X-Batch-Size"]) for r in responses) > 1
+    assert worker_pids(server, ORACLE) == pids_before, "a bad request restarted the worker"
+
+
+def test_describe_reports_weights_and_options(server):
+    real = server.describe("pose_resnet50")
+    assert real["batchSize"] == 8 and real["minWorkers"] == 1
+    metadata = real["customizedMetadata"]
+    assert metadata["weights"]["source"] == "random" and metadata["weights"]["pretrained"] is False
+    assert {"boxes", "flip_test", "render", "format", "score_threshold", "max_people"} <= set(metadata["options"])
+    assert server.describe(ORACLE)["customizedMetadata"]["weights"]["source"] == "oracle"
+
+
+def test_untrained_weights_are_announced_at_export_and_startup(server, export_log):
+    assert "RANDOM weights" in export_log[0]
+    log = (server.run_dir / "logs" / "model_log.log").read_text()
+    assert "pose_resnet50 serves UNTRAINED weights (random)" in log
+
+
+@pytest.mark.parametrize("form", ["raw", "multipart", "json"])
+def test_real_model_answers_the_astronaut(server, http, form):
+    from skimage import data
+
+    astronaut = encode(data.astronaut(), "PNG")
+    response = post(server, http, "pose_resnet50", astronaut, form)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model"] == "pose_resnet50" and answer["version"] == "1.0"
+    assert answer["image"] == {"width": 512, "height": 512}
+    assert len(answer["people"]) == 1
+    person = answer["people"][0]
+    assert person["box"] == [0.0, 0.0, 512.0, 512.0]
+    assert len(person["keypoints"]) == 17 and all(len(k) == 3 for k in person["keypoints"])
+    assert all(np.isfinite(v) for k in person["keypoints"] for v in k)

@@ -1,0 +1,268 @@
+"""Run a TorchServe instance: start, wait until its models answer, show a first request, stop.
+
+Used by ``make serve|start|stop``, by the tests (with a generated test config) and by
+the load tests. Each instance keeps its state in its own run directory: logs, the
+token file TorchServe writes (key_file.json), and TMPDIR, which is where TorchServe
+keeps its pid file, so several instances never see each other.
+
+    python -m tools.server serve|start|stop [--models NAME ...]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from export.recipes import DEFAULT_MODELS
+
+REPO = Path(__file__).resolve().parent.parent
+PRODUCTION_CONFIG = REPO / "config.properties"
+DEFAULT_RUN_DIR = REPO / "run"
+DEFAULT_STORE = REPO / "model_store"
+PID_FILE = "server.pid"
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """``key=value`` lines of a Java properties file (comments and blanks skipped)."""
+    properties = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            properties[key.strip()] = value.strip()
+    return properties
+
+
+def example_image(run_dir: Path) -> Path:
+    """scikit-image's astronaut photo, copied into the run directory for example requests."""
+    from skimage import data
+
+    target = run_dir / "astronaut.png"
+    if not target.exists():
+        shutil.copy(Path(data.__file__).parent / "astronaut.png", target)
+    return target
+
+
+@dataclass
+class TorchServe:
+    """One TorchServe instance: the config it runs with, its models and its run directory."""
+
+    run_dir: Path
+    models: list[str]
+    model_store: Path = DEFAULT_STORE
+    config: Path = PRODUCTION_CONFIG
+    overrides: dict[str, str] = field(default_factory=dict)
+    process: Optional[subprocess.Popen] = None
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """The settings in force: the config file, then the overrides."""
+        return {**read_properties(self.config), **self.overrides}
+
+    @property
+    def inference_url(self) -> str:
+        return self._local_url("inference_address", "http://127.0.0.1:8080")
+
+    @property
+    def management_url(self) -> str:
+        return self._local_url("management_address", "http://127.0.0.1:8081")
+
+    @property
+    def metrics_url(self) -> str:
+        return self._local_url("metrics_address", "http://127.0.0.1:8082")
+
+    def token(self, api: str = "inference") -> Optional[str]:
+        """The bearer key TorchServe generated for ``api`` (inference or management), if auth is on."""
+        key_file = self.run_dir / "key_file.json"
+        if self.properties.get("disable_token_authorization") == "true" or not key_file.exists():
+            return None
+        return json.loads(key_file.read_text())[api]["key"]
+
+    def start(self, detach: bool = False) -> None:
+        """Launch TorchServe; its console goes to the terminal, or to logs/console.log when detached."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "tmp").mkdir(exist_ok=True)
+        logs = self.run_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        (self.run_dir / "key_file.json").unlink(missing_ok=True)
+        config = self.config
+        if self.overrides:
+            config = self.run_dir / "config.properties"
+            config.write_text("".join(f"{k}={v}\n" for k, v in self.properties.items()))
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},  # archives must be self-contained
+            # TMPDIR holds TorchServe's pid file; TEMP becomes java.io.tmpdir, where worker sockets live.
+            "TMPDIR": str(self.run_dir / "tmp"),
+            "TEMP": str(self.run_dir / "tmp"),
+            "LOG_LOCATION": str(logs),
+            "METRICS_LOCATION": str(logs),
+        }
+        command = [
+            str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ncs",
+            "--ts-config", str(config.resolve()),
+            "--model-store", str(self.model_store.resolve()),
+            "--models", *[f"{name}={name}.mar" for name in self.models],
+        ]  # fmt: skip
+        output = open(logs / "console.log", "ab") if detach or self.overrides else None
+        self.process = subprocess.Popen(
+            command, cwd=self.run_dir, env=env, stdout=output, stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+        )  # fmt: skip
+        (self.run_dir / PID_FILE).write_text(str(self.process.pid))
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        """Return once /ping is healthy and every model has a READY worker; raise with the log tail otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"TorchServe exited with {self.process.returncode}\n{self.log_tail()}")
+            if self._healthy() and all(self._model_ready(name) for name in self.models):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"models {self.models} not ready after {timeout:.0f}s\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the instance and every worker it started (its whole process group)."""
+        pid_file = self.run_dir / PID_FILE
+        if self.process is None and not pid_file.exists():
+            return
+        pid = self.process.pid if self.process else int(pid_file.read_text())
+        _stop_group(pid, timeout)
+        pid_file.unlink(missing_ok=True)
+        self.process = None
+
+    def describe(self, model: str) -> dict:
+        """The management API's description of ``model``, with our handler's metadata."""
+        return self.get_json(f"{self.management_url}/models/{model}?customized=true", api="management")[0]
+
+    def get_json(self, url: str, api: str) -> object:
+        request = urllib.request.Request(url, headers=self._auth(api))
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The last lines of the console and model logs, for failure messages."""
+        tails = []
+        for name in ("console.log", "ts_log.log", "model_log.log"):
+            path = self.run_dir / "logs" / name
+            if path.exists():
+                tails.append(f"--- {path} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+        return "\n".join(tails)
+
+    def _auth(self, api: str) -> dict[str, str]:
+        token = self.token(api)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _healthy(self) -> bool:
+        # TorchServe 0.12 asks for the inference token even on /ping.
+        request = urllib.request.Request(f"{self.inference_url}/ping", headers=self._auth("inference"))
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                return json.loads(response.read()).get("status") == "Healthy"
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            return False
+
+    def _model_ready(self, name: str) -> bool:
+        try:
+            workers = self.describe(name)["workers"]
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError, IndexError):
+            return False
+        return any(worker["status"] == "READY" for worker in workers)
+
+    def _local_url(self, key: str, default: str) -> str:
+        address = self.properties.get(key, default)
+        return address.replace("0.0.0.0", "127.0.0.1")
+
+
+def _stop_group(pid: int, timeout: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap our own child so the group can vanish
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    os.killpg(pid, signal.SIGKILL)
+
+
+def show_first_request(server: TorchServe) -> None:
+    """Send the astronaut photo to each model and print the command and a summary of the answer."""
+    image = example_image(server.run_dir)
+    token = server.token("inference")
+    auth = f' -H "Authorization: Bearer {token}"' if token else ""
+    print("\nhumanserve is ready. First requests:\n")
+    for model in server.models:
+        url = f"{server.inference_url}/predictions/{model}"
+        print(f"  curl -s {url}{auth} -T {image.relative_to(REPO) if image.is_relative_to(REPO) else image}")
+        headers = {"Content-Type": "image/png", **server._auth("inference")}
+        request = urllib.request.Request(url, data=image.read_bytes(), method="POST", headers=headers)
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.loads(response.read())
+        weights = server.describe(model).get("customizedMetadata", {}).get("weights", {})
+        summary = {key: answer[key] for key in ("model", "version", "image") if key in answer}
+        if "people" in answer:
+            summary["people"] = len(answer["people"])
+            summary["keypoints_per_person"] = [len(p.get("keypoints", [])) for p in answer["people"]]
+        print(f"  -> {json.dumps(summary)}")
+        if not weights.get("pretrained"):
+            print(f"  !! {model} serves UNTRAINED weights ({weights.get('source')}): answers are meaningless")
+    print(
+        f"\n  Options: JSON {{\"image\": \"<base64>\", \"flip_test\": true}}, multipart -F data=@photo.jpg -F boxes='[[x1,y1,x2,y2]]',"
+        f"\n  or headers -H 'X-Option-Render: true'. Describe: curl {server.management_url}/models/{server.models[0]}?customized=true"
+        + (f' -H "Authorization: Bearer {server.token("management")}"' if token else "")
+        + "\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tools.server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("serve", "start", "stop"))
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help=f"default: {' '.join(DEFAULT_MODELS)}")
+    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
+    parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE)
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the models to load")
+    args = parser.parse_args()
+    server = TorchServe(args.run_dir, args.models, args.model_store)
+    if args.action == "stop":
+        server.stop()
+        print("TorchServe stopped.")
+        return
+    server.stop()  # a previous instance of this run directory
+    server.start(detach=args.action == "start")
+    try:
+        server.wait_ready(args.timeout)
+        show_first_request(server)
+    except BaseException as error:
+        server.stop()
+        sys.exit(f"TorchServe did not come up: {error}")
+    if args.action == "serve":
+        print("Serving in the foreground; Ctrl-C stops it.")
+        try:
+            server.process.wait()
+        except KeyboardInterrupt:
+            print("\nStopping TorchServe...")
+        finally:
+            server.stop()
+    else:
+        print(f"TorchServe runs in the background (logs in {server.run_dir / 'logs'}); `make stop` stops it.")
+
+
+if __name__ == "__main__":
+    main()
