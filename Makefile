@@ -1,0 +1,53 @@
+# humanserve. Newcomers: `make serve` to try it, `make test` to check it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Models to export and serve; empty means the defaults (export/recipes.py).
+MODELS ?=
+MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
+
+.PHONY: setup check-java export serve start stop test bench-decode clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt constraints.txt | check-java
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -r requirements.txt -c constraints.txt
+	touch $@
+
+check-java:
+	@command -v java >/dev/null || { \
+	  echo "TorchServe needs Java 11 or newer, and no 'java' is on the PATH."; \
+	  echo "Install one, e.g. 'sudo apt-get install -y openjdk-17-jre-headless' (Debian/Ubuntu)"; \
+	  echo "or 'brew install openjdk@17' (macOS), then run make again."; exit 1; }
+	@major=$$(java -version 2>&1 | awk -F'"' '/version/ {print $$2; exit}' | awk -F. '{print ($$1 == 1) ? $$2 : $$1}'); \
+	if [ -z "$$major" ] || [ "$$major" -lt 11 ]; then \
+	  echo "TorchServe needs Java 11 or newer; 'java -version' reports $${major:-an unknown version}."; \
+	  echo "Install e.g. 'sudo apt-get install -y openjdk-17-jre-headless' and put it first on the PATH."; exit 1; fi
+
+# Re-export every chosen model (EXPORT_ARGS, e.g. --checkpoint PATH or --batch-size 16).
+export: setup
+	$(PY) -m export $(MODELS) $(EXPORT_ARGS)
+
+# Export what is missing or stale, serve in the foreground, send a first request. Ctrl-C stops.
+serve: setup
+	$(PY) -m export $(MODELS) --if-stale
+	$(PY) -m tools.server serve $(MODEL_ARGS)
+
+# The same server in the background; returns once the models answer.
+start: setup
+	$(PY) -m export $(MODELS) --if-stale
+	$(PY) -m tools.server start $(MODEL_ARGS)
+
+stop: setup
+	$(PY) -m tools.server stop
+
+test: setup
+	$(PY) -m pytest
+
+bench-decode: setup
+	$(PY) -m loadtest.bench_decode
+
+clean:
+	rm -rf run model_store/*.mar .pytest_cache
