@@ -200,8 +200,8 @@ def check_boxes_overlap(item: Item) -> None:
 
 
 def _rounded(values: Tensor, decimals: int) -> Tensor:
-    scale = 10.0**decimals
-    return (values * scale).round() / scale
+    # In float64, so that JSON shows 322.67 rather than float32's 322.6700134277344.
+    return values.double().round(decimals=decimals)
 
 
 OUTPUT_OPTIONS = {

@@ -92,7 +92,10 @@ class TorchServe:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "tmp").mkdir(exist_ok=True)
         logs = self.run_dir / "logs"
-        logs.mkdir(exist_ok=True)
+        if logs.exists():  # TorchServe appends; keep one previous run's logs apart
+            shutil.rmtree(self.run_dir / "logs.previous", ignore_errors=True)
+            logs.rename(self.run_dir / "logs.previous")
+        logs.mkdir()
         (self.run_dir / "key_file.json").unlink(missing_ok=True)
         config = self.config
         if self.overrides:
@@ -125,6 +128,9 @@ class TorchServe:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"TorchServe exited with {self.process.returncode}\n{self.log_tail()}")
+            failed = self._failed_models()
+            if failed:
+                raise RuntimeError(f"model {failed[0]} failed to load (TorchServe retries forever)\n{self.log_tail()}")
             if self._healthy() and all(self._model_ready(name) for name in self.models):
                 return
             time.sleep(0.5)
@@ -157,6 +163,12 @@ class TorchServe:
             if path.exists():
                 tails.append(f"--- {path} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
         return "\n".join(tails)
+
+    def _failed_models(self) -> list[str]:
+        # The worker logs this line (ts/model_service_worker.py) when a model cannot load.
+        log = self.run_dir / "logs" / "model_log.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return [name for name in self.models if f"Failed to load model {name}," in text]
 
     def _auth(self, api: str) -> dict[str, str]:
         token = self.token(api)
@@ -254,11 +266,13 @@ def main() -> None:
         sys.exit(f"TorchServe did not come up: {error}")
     if args.action == "serve":
         print("Serving in the foreground; Ctrl-C stops it.")
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the same way when terminated
         try:
             server.process.wait()
         except KeyboardInterrupt:
             print("\nStopping TorchServe...")
         finally:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # finish stopping even if the terminal goes away
             server.stop()
     else:
         print(f"TorchServe runs in the background (logs in {server.run_dir / 'logs'}); `make stop` stops it.")

@@ -1,0 +1,34 @@
+"""The server controller that make start / make serve use: failing fast when a model cannot load."""
+
+import time
+import zipfile
+
+import psutil
+import pytest
+
+from conftest import server_overrides
+from tools.server import TorchServe
+
+
+def test_a_model_that_cannot_load_fails_start_with_the_log_tail(model_store, tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    with zipfile.ZipFile(model_store / "pose_oracle.mar") as good, zipfile.ZipFile(store / "broken.mar", "w") as bad:
+        for item in good.infolist():
+            bad.writestr(item, b"not a TorchScript file" if item.filename == "model.pt" else good.read(item.filename))
+    server = TorchServe(tmp_path / "run", ["broken"], store, overrides=server_overrides(store))
+    server.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError) as failure:
+            server.wait_ready(timeout=120)
+        assert time.monotonic() - started < 60, "waited for the timeout instead of noticing the failure"
+        message = str(failure.value)
+        assert "model broken failed to load" in message
+        assert "PytorchStreamReader failed" in message  # the log tail names the cause
+    finally:
+        pid = server.process.pid
+        server.stop()
+    assert not any(p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"]) for p in psutil.process_iter(["cmdline"])), (
+        f"processes of the stopped server (group {pid}) are still running"
+    )
