@@ -8,7 +8,6 @@ from typing import Optional
 
 from .archive import HANDLERS, REPO, write_archive
 from .recipes import DEFAULT_MODELS, RECIPES
-from .weights import choose_weights
 
 
 def main() -> None:
@@ -17,7 +16,9 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=REPO / "model_store", help="where the .mar files go")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, help="local weights file (one model only)")
-    source.add_argument("--weights", help="'random' for untrained weights (tests, offline demos)")
+    source.add_argument(
+        "--weights", help="'random' for untrained weights (tests, offline demos), or a torchvision weights name"
+    )
     parser.add_argument("--batch-size", type=int, help="override the recipe's TorchServe batch size")
     parser.add_argument("--max-batch-delay", type=int, help="override the recipe's batch delay (ms)")
     parser.add_argument("--workers", type=int, help="override the recipe's workers per model")
@@ -36,7 +37,10 @@ def main() -> None:
         parser.error("--checkpoint needs exactly one MODEL")
     for name in names:
         recipe = RECIPES[name]
-        if args.if_stale and not args.checkpoint and is_current(args.store / f"{name}.mar", recipe.default_checkpoint):
+        if len(recipe.parts) > 1 and (args.checkpoint or args.weights not in (None, "random")):
+            parser.error(f"{name} has several parts; put their weights under checkpoints/ or the torch cache")
+        newest_input = [part.default_checkpoint for part in recipe.parts]
+        if args.if_stale and not args.checkpoint and is_current(args.store / f"{name}.mar", newest_input):
             print(f"{name}: {args.store / name}.mar is up to date")
             continue
         serving = replace(
@@ -51,18 +55,16 @@ def main() -> None:
                 if value is not None
             },
         )
-        module = recipe.build()
-        weights = choose_weights(module, args.checkpoint, args.weights, recipe.default_checkpoint, recipe.adapt_state_dict)
-        write_archive(recipe.package(module, serving), weights, args.store)
+        parts = tuple(part.make(args.checkpoint, args.weights) for part in recipe.parts)
+        write_archive(recipe.package(parts, serving), args.store)
 
 
-def is_current(archive: Path, checkpoint: Optional[Path]) -> bool:
+def is_current(archive: Path, checkpoints: list[Optional[Path]]) -> bool:
     """True when ``archive`` is newer than every source it is built from."""
     if not archive.exists():
         return False
     sources = [p for folder in (HANDLERS, REPO / "export") for p in folder.rglob("*.py")]
-    if checkpoint is not None and checkpoint.exists():
-        sources.append(checkpoint)
+    sources += [c for c in checkpoints if c is not None and c.exists()]
     return archive.stat().st_mtime > max(p.stat().st_mtime for p in sources)
 
 

@@ -44,3 +44,39 @@ def example_crops(batch: int, height: int, width: int, seed: int) -> Tensor:
     """Reproducible normalised-looking inputs for tracing and verification."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, height, width, generator=generator)
+
+
+class PersonBoxPredictor(nn.Module):
+    """A COCO Faster R-CNN box predictor reduced to background and person, keeping each box's person score.
+
+    The new background logit is the log-sum-exp of every non-person logit, so the 2-way
+    softmax gives exactly the person probability of the 91-way one; only person box
+    deltas are kept. Post-processing (thresholds, NMS, the 100-detection cap) then spends
+    itself on people alone.
+    """
+
+    def __init__(self, predictor: nn.Module, person_label: int = 1):
+        super().__init__()
+        self.predictor = predictor
+        classes = predictor.cls_score.out_features
+        self.person_label = person_label
+        self.register_buffer("others", torch.tensor([c for c in range(classes) if c != person_label]))
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        logits, deltas = self.predictor(features)
+        person = self.person_label
+        two_way = torch.stack([logits[:, self.others].logsumexp(dim=1), logits[:, person]], dim=1)
+        return two_way, torch.cat([deltas[:, :4], deltas[:, 4 * person : 4 * person + 4]], dim=1)
+
+
+def keep_person_class(detector: nn.Module) -> nn.Module:
+    """Make a torchvision COCO detector answer people only (label 1), with unchanged person scores."""
+    detector.roi_heads.box_predictor = PersonBoxPredictor(detector.roi_heads.box_predictor)
+    return detector
+
+
+def example_images(count: int, seed: int) -> list[Tensor]:
+    """Reproducible RGB images in 0..1 of different sizes, as detection models take them."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [(240, 320), (320, 200), (256, 256), (180, 300)]
+    return [torch.rand(3, *sizes[i % len(sizes)], generator=generator) for i in range(count)]

@@ -43,32 +43,42 @@ class Serving:
 
 
 @dataclass(frozen=True)
+class Part:
+    """One TorchScript file of an archive and where its weights came from."""
+
+    name: str
+    module: nn.Module
+    example_inputs: Callable[[int], tuple[Any, ...]]
+    weights: dict[str, Any]
+    torchscript: str = "trace"
+    check_batch: int = 3  # batch size of the TorchScript-vs-eager check (traces use 2)
+
+
+@dataclass(frozen=True)
 class Package:
     """Everything one archive holds besides the shared handler core."""
 
     name: str
-    module: nn.Module
-    example_inputs: Callable[[int], tuple[Tensor, ...]]
+    parts: tuple[Part, ...]  # the first is the archive's serialized file, model.pt; others NAME.pt
     handler: str
     handler_modules: tuple[str, ...]  # model files the handler imports, besides the core
     handler_config: dict[str, Any]
     serving: Serving
     version: str = "1.0"
-    torchscript: str = "trace"
 
 
-def to_torchscript(package: Package) -> torch.jit.ScriptModule:
-    """Script or trace ``package.module`` (eval mode) and check it against eager on a new batch size."""
-    module = package.module.eval()
+def to_torchscript(part: Part) -> torch.jit.ScriptModule:
+    """Script or trace ``part.module`` (eval mode) and check it against eager on a new batch size."""
+    module = part.module.eval()
     # TorchScript is deprecated upstream but is the format TorchServe 0.12 loads.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", FutureWarning)
-        if package.torchscript == "script":
+        if part.torchscript == "script":
             scripted = torch.jit.script(module)
         else:
-            scripted = torch.jit.trace(module, package.example_inputs(2), check_trace=False)
-        check_inputs = package.example_inputs(3)
-        assert_same_outputs(module(*check_inputs), scripted(*check_inputs), package.name)
+            scripted = torch.jit.trace(module, part.example_inputs(2), check_trace=False)
+        check_inputs = part.example_inputs(part.check_batch)
+        assert_same_outputs(module(*check_inputs), scripted(*check_inputs), part.name)
     return scripted
 
 
@@ -85,19 +95,20 @@ def assert_same_outputs(eager: Any, scripted: Any, name: str, tolerance: float =
             raise AssertionError(f"{name}: TorchScript output {index} differs from eager by {error:.2e} (relative)")
 
 
-def write_archive(package: Package, weights: dict[str, Any], store: Path) -> Path:
+def write_archive(package: Package, store: Path) -> Path:
     """Export ``package`` into ``store/NAME.mar`` carrying its handler, the handler core and model-config.yaml."""
-    scripted = to_torchscript(package)
     store.mkdir(parents=True, exist_ok=True)
+    weights = {part.name: part.weights for part in package.parts}
     with tempfile.TemporaryDirectory(prefix=f"export-{package.name}-") as stage_dir:
         stage = Path(stage_dir)
-        scripted.save(str(stage / "model.pt"))
-        config = {**package.serving.config(), "handler": {**package.handler_config, "weights": weights}}
-        (stage / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         extra = stage / "extra"
         shutil.copytree(HANDLERS / CORE_PACKAGE, extra / CORE_PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
         for name in package.handler_modules:
             shutil.copy(HANDLERS / name, extra / name)
+        for index, part in enumerate(package.parts):
+            to_torchscript(part).save(str(stage / "model.pt" if index == 0 else extra / f"{part.name}.pt"))
+        config = {**package.serving.config(), "handler": {**package.handler_config, "weights": weights}}
+        (stage / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         command = [
             str(Path(sys.executable).parent / "torch-model-archiver"),
             "--model-name", package.name,
@@ -113,7 +124,7 @@ def write_archive(package: Package, weights: dict[str, Any], store: Path) -> Pat
         env = {**os.environ, "TMPDIR": str(stage)}
         subprocess.run(command, check=True, env=env)
     archive = store / f"{package.name}.mar"
-    logger.info("wrote %s (weights: %s)", archive, weights["source"])
+    logger.info("wrote %s (weights: %s)", archive, {name: w["source"] for name, w in weights.items()})
     return archive
 
 

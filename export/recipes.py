@@ -1,19 +1,21 @@
-"""One recipe per model: architecture, weights, input facts, handler and serving settings."""
+"""One recipe per model: its TorchScript parts (architecture and weights), handler, input facts and serving settings."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from torch import Tensor, nn
+from torchvision.models import detection
 
-from .archive import REPO, Package, Serving
-from .architectures import PoseResNet, example_crops
-from .weights import StateDictAdapter
+from .archive import REPO, Package, Part, Serving
+from .architectures import PoseResNet, example_crops, example_images, keep_person_class
+from .weights import StateDictAdapter, choose_weights
 
 CHECKPOINTS = REPO / "checkpoints"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+IMAGE_LIMITS = {"max_image_bytes": 20 * 1024 * 1024, "max_image_pixels": 40_000_000}
 
 # The MSRA SimpleBaseline release, as trained by its own code:
 # - images are read with cv2.imread (BGR) and never converted, so the ImageNet
@@ -24,50 +26,19 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 #   point 4u: offset 0 (and flip test realigns by one column, as SHIFT_HEATMAP did).
 SIMPLEBASELINE_INPUT = {"height": 256, "width": 192, "channels": "bgr", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 SIMPLEBASELINE_HEATMAP = {"stride": 4, "offset": 0.0, "sigma": 2.0, "refine": "dark"}
-IMAGE_LIMITS = {"max_image_bytes": 20 * 1024 * 1024, "max_image_pixels": 40_000_000}
-
-POSE_HANDLER_CONFIG: dict[str, Any] = {
+POSE_CONFIG: dict[str, Any] = {
     "input": SIMPLEBASELINE_INPUT,
     "heatmap": SIMPLEBASELINE_HEATMAP,
     "box_padding": 1.25,
     "max_crops_per_forward": 64,
-    "limits": IMAGE_LIMITS,
 }
+POSE_HANDLER_CONFIG = {**POSE_CONFIG, "limits": IMAGE_LIMITS}
 
-
-@dataclass(frozen=True)
-class Recipe:
-    """How to build, weigh and archive one model."""
-
-    name: str
-    build: Callable[[], nn.Module]
-    example_inputs: Callable[[int], tuple[Tensor, ...]]
-    handler: str
-    handler_modules: tuple[str, ...]
-    handler_config: dict[str, Any]
-    serving: Serving
-    default_checkpoint: Optional[Path] = None
-    adapt_state_dict: Optional[StateDictAdapter] = None
-    torchscript: str = "trace"
-    served_by_default: bool = False
-
-    def package(self, module: nn.Module, serving: Optional[Serving] = None) -> Package:
-        """The archive contents for ``module`` built by this recipe."""
-        return Package(
-            name=self.name,
-            module=module,
-            example_inputs=self.example_inputs,
-            handler=self.handler,
-            handler_modules=self.handler_modules,
-            handler_config=self.handler_config,
-            serving=serving or self.serving,
-            torchscript=self.torchscript,
-        )
-
-
-def _pose_crops(batch: int) -> tuple[Tensor, ...]:
-    return (example_crops(batch, SIMPLEBASELINE_INPUT["height"], SIMPLEBASELINE_INPUT["width"], seed=batch),)
-
+# torchvision's COCO detectors: label 1 is person (kept as label 1 by keep_person_class).
+DETECTOR_CONFIG: dict[str, Any] = {"person_label": 1}
+# Keypoint R-CNN's joint scores are heatmap logits, not probabilities. Thresholds for the
+# view rule: not calibrated here (no trained weights offline); every request can override.
+KEYPOINT_RCNN_CONFIG: dict[str, Any] = {"person_label": 1, "view": {"face_threshold": 2.0, "body_threshold": 2.0}}
 
 # Serving defaults (issue 6 tunes them under load): batch 8 because batching pays even on
 # CPU (ResNet-50 256x192 on 2 cores: 95 ms for 1 crop, 427 ms for 8, 1.8x the throughput)
@@ -75,21 +46,156 @@ def _pose_crops(batch: int) -> tuple[Tensor, ...]:
 # model call; one worker, since torch already uses every CPU core and a GPU wants one
 # worker each; 120 s covers a full batch of 64-box requests with flip test on CPU.
 POSE_SERVING = Serving(batch_size=8, max_batch_delay_ms=20, workers=1, response_timeout_s=120)
+# Detectors resize every image to 800 px on the short side: a batch of 4 already keeps a
+# GPU busy, and on CPU (seconds per image) a larger batch only lengthens the wait.
+DETECTION_SERVING = Serving(batch_size=4, max_batch_delay_ms=20, workers=1, response_timeout_s=300)
 
 
-def _pose_resnet(depth: int) -> Recipe:
-    return Recipe(
-        name=f"pose_resnet{depth}",
+@dataclass(frozen=True)
+class PartRecipe:
+    """How to build and weigh one TorchScript part of an archive."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    example_inputs: Callable[[int], tuple[Any, ...]]
+    torchscript: str = "trace"
+    check_batch: int = 3
+    default_checkpoint: Optional[Path] = None
+    default_weights: Optional[str] = None  # torchvision weights name
+    adapt_state_dict: Optional[StateDictAdapter] = None
+    finish: Optional[Callable[[nn.Module], nn.Module]] = None  # after the weights, before TorchScript
+
+    def make(self, checkpoint: Optional[Path] = None, weights: Optional[str] = None) -> Part:
+        """Build the architecture, apply the chosen weights and return the part to archive."""
+        module = self.build()
+        record = choose_weights(
+            module, checkpoint, weights, self.default_checkpoint, self.default_weights, self.adapt_state_dict
+        )
+        if self.finish is not None:
+            module = self.finish(module)
+        return Part(self.name, module, self.example_inputs, record, self.torchscript, self.check_batch)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build, weigh and archive one model."""
+
+    name: str
+    parts: tuple[PartRecipe, ...]
+    handler: str
+    handler_modules: tuple[str, ...]
+    handler_config: dict[str, Any]
+    serving: Serving
+    served_by_default: bool = False
+
+    def package(self, parts: tuple[Part, ...], serving: Optional[Serving] = None) -> Package:
+        """The archive contents for ``parts`` built by this recipe."""
+        return Package(
+            name=self.name,
+            parts=parts,
+            handler=self.handler,
+            handler_modules=self.handler_modules,
+            handler_config=self.handler_config,
+            serving=serving or self.serving,
+        )
+
+
+def _pose_crops(batch: int) -> tuple[Tensor, ...]:
+    return (example_crops(batch, SIMPLEBASELINE_INPUT["height"], SIMPLEBASELINE_INPUT["width"], seed=batch),)
+
+
+def _images(batch: int) -> tuple[list[Tensor], ...]:
+    return (example_images(batch, seed=batch),)
+
+
+def _pose_part(depth: int, name: str = "model") -> PartRecipe:
+    return PartRecipe(
+        name=name,
         build=partial(PoseResNet, depth),
         example_inputs=_pose_crops,
+        default_checkpoint=CHECKPOINTS / f"pose_resnet_{depth}_256x192.pth.tar",
+    )
+
+
+def _detector_part(builder: Callable[..., nn.Module], weights: str, name: str = "model") -> PartRecipe:
+    return PartRecipe(
+        name=name,
+        build=partial(builder, weights=None, weights_backbone=None),
+        example_inputs=_images,
+        torchscript="script",
+        check_batch=2,
+        default_weights=weights,
+        finish=keep_person_class,
+    )
+
+
+PERSON_DETECTOR = _detector_part(detection.fasterrcnn_resnet50_fpn_v2, "FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1")
+PERSON_DETECTOR_MOBILENET = _detector_part(
+    detection.fasterrcnn_mobilenet_v3_large_fpn, "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1"
+)
+KEYPOINT_RCNN = PartRecipe(
+    name="model",
+    build=partial(detection.keypointrcnn_resnet50_fpn, weights=None, weights_backbone=None),
+    example_inputs=_images,
+    torchscript="script",
+    check_batch=2,
+    default_weights="KeypointRCNN_ResNet50_FPN_Weights.COCO_V1",
+)
+
+
+def _pose_recipe(depth: int) -> Recipe:
+    return Recipe(
+        name=f"pose_resnet{depth}",
+        parts=(_pose_part(depth),),
         handler="pose_handler.py",
         handler_modules=("pose.py",),
         handler_config=POSE_HANDLER_CONFIG,
         serving=POSE_SERVING,
-        default_checkpoint=CHECKPOINTS / f"pose_resnet_{depth}_256x192.pth.tar",
         served_by_default=depth == 50,
     )
 
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (_pose_resnet(50), _pose_resnet(101), _pose_resnet(152))}
+def _detector_recipe(name: str, part: PartRecipe, served_by_default: bool) -> Recipe:
+    return Recipe(
+        name=name,
+        parts=(part,),
+        handler="detector_handler.py",
+        handler_modules=("detection.py",),
+        handler_config={**DETECTOR_CONFIG, "limits": IMAGE_LIMITS},
+        serving=DETECTION_SERVING,
+        served_by_default=served_by_default,
+    )
+
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        _pose_recipe(50),
+        _pose_recipe(101),
+        _pose_recipe(152),
+        _detector_recipe("person_detector", PERSON_DETECTOR, served_by_default=True),
+        _detector_recipe("person_detector_mobilenet", PERSON_DETECTOR_MOBILENET, served_by_default=False),
+        Recipe(
+            name="keypoint_rcnn",
+            parts=(KEYPOINT_RCNN,),
+            handler="keypoint_rcnn_handler.py",
+            handler_modules=("detection.py", "keypoint_rcnn.py"),
+            handler_config={**KEYPOINT_RCNN_CONFIG, "limits": IMAGE_LIMITS},
+            serving=DETECTION_SERVING,
+            served_by_default=True,
+        ),
+        Recipe(
+            name="pose_pipeline",
+            parts=(
+                replace(PERSON_DETECTOR, name="detector"),
+                _pose_part(50, name="pose"),
+            ),
+            handler="pipeline_handler.py",
+            handler_modules=("detection.py", "pose.py"),
+            handler_config={"detector": DETECTOR_CONFIG, "pose": POSE_CONFIG, "limits": IMAGE_LIMITS},
+            serving=DETECTION_SERVING,
+            served_by_default=True,
+        ),
+    )
+}
 DEFAULT_MODELS = [name for name, recipe in RECIPES.items() if recipe.served_by_default]

@@ -1,9 +1,11 @@
 """Where a model's weights come from: the one place that decides, loads and records it.
 
-Sources, in order: an explicit ``--checkpoint PATH``; ``--weights random``; a
-recipe's default checkpoint file when present locally. With none of them the model
-stays randomly initialised, which is said loudly and recorded in the archive, so the
-server reports it too (startup log and describe API).
+Sources, in order: an explicit ``--checkpoint PATH``; ``--weights random`` or a
+torchvision weights name (``--weights FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1``);
+a recipe's default checkpoint file when present locally; a recipe's default torchvision
+weights, from the torch hub cache or downloaded. When none can be had the model stays
+randomly initialised, which is said loudly and recorded in the archive, so the server
+reports it too (startup log and describe API).
 """
 
 import hashlib
@@ -11,8 +13,10 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
+from urllib.parse import urlparse
 
 import torch
+import torchvision
 from torch import nn
 
 logger = logging.getLogger("export")
@@ -35,13 +39,21 @@ def load_checkpoint(model: nn.Module, path: Path, adapt: Optional[StateDictAdapt
     state = read_state_dict(path)
     if adapt is not None:
         state = adapt(state)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{path} does not fit {type(model).__name__}: "
-            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
-        )
+    _load_strictly(model, state, str(path))
     return {"source": "checkpoint", "pretrained": True, "file": path.name, "sha256": _sha256(path)}
+
+
+def load_torchvision_weights(model: nn.Module, name: str) -> dict[str, Any]:
+    """torchvision's ``name`` weights from the torch hub cache, else downloaded; random when neither works."""
+    weights = torchvision.models.get_weight(name)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    if not cached.is_file():
+        try:
+            weights.get_state_dict(progress=False, check_hash=True)  # downloads into the cache
+        except Exception as error:  # offline, proxy, hash mismatch: all mean no weights
+            return random_weights(f"{name} is not in {cached.parent} and could not be downloaded ({error})")
+    _load_strictly(model, torch.load(cached, map_location="cpu", weights_only=True), name)
+    return {"source": "torchvision", "pretrained": True, "name": name, "file": cached.name, "sha256": _sha256(cached)}
 
 
 def random_weights(reason: str) -> dict[str, Any]:
@@ -59,7 +71,8 @@ def choose_weights(
     model: nn.Module,
     checkpoint: Optional[Path],
     weights: Optional[str],
-    default_checkpoint: Optional[Path],
+    default_checkpoint: Optional[Path] = None,
+    default_weights: Optional[str] = None,
     adapt: Optional[StateDictAdapter] = None,
 ) -> dict[str, Any]:
     """Apply the chosen source to ``model`` and return the record that travels in the archive."""
@@ -68,12 +81,23 @@ def choose_weights(
     if weights == "random":
         return random_weights("asked for with --weights random")
     if weights is not None:
-        raise ValueError(f"unknown --weights {weights!r} for this model; use 'random' or --checkpoint PATH")
+        return load_torchvision_weights(model, weights)
     if default_checkpoint is not None and default_checkpoint.is_file():
         logger.info("using the local checkpoint %s", default_checkpoint)
         return load_checkpoint(model, default_checkpoint, adapt)
+    if default_weights is not None:
+        return load_torchvision_weights(model, default_weights)
     where = f" and {default_checkpoint} is absent" if default_checkpoint else ""
     return random_weights(f"no checkpoint given{where}")
+
+
+def _load_strictly(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{origin} does not fit {type(model).__name__}: "
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
+        )
 
 
 def _sha256(path: Path) -> str:

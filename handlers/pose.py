@@ -6,7 +6,7 @@ so the steps and their data classes live here.)
 """
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -17,12 +17,11 @@ from humanserve_core.geometry import crop_and_resize, widen_boxes
 from humanserve_core.heatmaps import decode_heatmaps, flip_back
 from humanserve_core.images import normalize
 from humanserve_core.keypoints import COCO_KEYPOINTS, COCO_SKELETON, mirror_index
-from humanserve_core.options import choice, flag, integer, number
-from humanserve_core.render import draw_people
-from humanserve_core.responses import Answer, image_answer, json_answer
+from humanserve_core.people import Layout, People, ranked
 
 MAX_BOXES = 64
 MIRROR = torch.tensor(mirror_index(COCO_KEYPOINTS))
+POSE_LAYOUT = Layout(COCO_KEYPOINTS, COCO_SKELETON)
 
 
 @dataclass(frozen=True)
@@ -114,78 +113,11 @@ def pose_keypoints(heatmaps: Tensor, crop_boxes: Tensor, spec: PoseSpec) -> Tens
     )
 
 
-def people(boxes: Tensor, keypoints: Tensor, options: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
-    """One image's people as (boxes, keypoints, scores), best first, filtered by score and count."""
+def pose_people(boxes: Tensor, keypoints: Tensor, options: Mapping[str, Any]) -> People:
+    """One image's people from given boxes: scored by their mean joint score, ranked and filtered."""
     scores = keypoints[:, :, 2].mean(dim=1)
-    order = scores.argsort(descending=True)
-    threshold: Optional[float] = options["score_threshold"]
-    if threshold is not None:
-        order = order[scores[order] >= threshold]
-    if options["max_people"] is not None:
-        order = order[: options["max_people"]]
-    return boxes[order], keypoints[order], scores[order]
-
-
-def pose_answer(
-    item: Item, boxes: Tensor, keypoints: Tensor, scores: Tensor, model: str, version: str
-) -> Answer:
-    """Answer one image: JSON, COCO results, or the picture with the skeletons drawn."""
-    options = item.options
-    image_format = output_format(options)
-    if image_format in ("jpeg", "png"):
-        drawn_boxes = boxes.numpy() if options["boxes"] is not None else boxes[:0].numpy()
-        picture = draw_people(
-            item.image.permute(1, 2, 0).numpy(), drawn_boxes, keypoints.numpy(), COCO_SKELETON,
-            min_score=options["score_threshold"] or 0.0,
-        )
-        return image_answer(picture, image_format)
-    boxes_r = _rounded(boxes, 2)
-    xy_r = _rounded(keypoints[:, :, :2], 2)
-    kp_scores_r = _rounded(keypoints[:, :, 2:], 4)
-    scores_r = _rounded(scores, 4)
-    if image_format == "coco":
-        return json_answer(
-            [
-                {
-                    "image_id": options["image_id"],
-                    "category_id": 1,
-                    "bbox": [b[0], b[1], round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
-                    "keypoints": [v for joint in torch.cat([xy_r, kp_scores_r], 2)[p].tolist() for v in joint],
-                    "score": scores_r[p].item(),
-                }
-                for p, b in enumerate(boxes_r.tolist())
-            ]
-        )
-    height, width = item.size
-    return json_answer(
-        {
-            "model": model,
-            "version": version,
-            "image": {"width": width, "height": height},
-            "people": [
-                {"box": box, "score": score, "keypoints": joints}
-                for box, score, joints in zip(
-                    boxes_r.tolist(), scores_r.tolist(), torch.cat([xy_r, kp_scores_r], 2).tolist()
-                )
-            ],
-            "keypoint_names": list(COCO_KEYPOINTS),
-            "skeleton": [list(limb) for limb in COCO_SKELETON],
-        }
-    )
-
-
-def output_format(options: Mapping[str, Any]) -> str:
-    """The answer's format: ``format`` if given, else jpeg when ``render``, else json."""
-    return options["format"] or ("jpeg" if options["render"] else "json")
-
-
-def check_output_options(options: Mapping[str, Any]) -> None:
-    """``render`` asks for a picture, so it cannot be combined with a data format."""
-    if options["render"] and options["format"] in ("json", "coco"):
-        raise RequestError(
-            f"render=true returns a picture; format must be jpeg or png, not {options['format']!r}",
-            "InvalidOption",
-        )
+    order = ranked(scores, options)
+    return People(boxes[order], scores[order], keypoints[order])
 
 
 def check_boxes_overlap(item: Item) -> None:
@@ -197,17 +129,3 @@ def check_boxes_overlap(item: Item) -> None:
                 f"boxes[{index}] = {[x1, y1, x2, y2]} lies outside the {width}x{height} image",
                 "InvalidOption",
             )
-
-
-def _rounded(values: Tensor, decimals: int) -> Tensor:
-    # In float64, so that JSON shows 322.67 rather than float32's 322.6700134277344.
-    return values.double().round(decimals=decimals)
-
-
-OUTPUT_OPTIONS = {
-    "score_threshold": number(None, 0.0, 1.0, "leave out people whose score is below this; also hides weaker joints in renders"),
-    "max_people": integer(None, 1, 1000, "answer at most this many people, best first"),
-    "render": flag(False, "answer the picture with the skeletons drawn (JPEG unless format=png)"),
-    "format": choice(None, ("json", "coco", "jpeg", "png"), "json (default), coco (COCO results list), jpeg or png (rendered picture)"),
-    "image_id": integer(0, 0, 2**63 - 1, "image_id written in format=coco answers"),
-}

@@ -1,24 +1,25 @@
 """TorchServe handler for top-down pose models (SimpleBaseline): the life cycle around ``pose``'s steps."""
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
 from humanserve_core.base import Item, VisionHandler
 from humanserve_core.options import boxes, flag
+from humanserve_core.people import OUTPUT_OPTIONS, check_output_options, people_answer
 from humanserve_core.responses import Answer
 from pose import (
     MAX_BOXES,
-    OUTPUT_OPTIONS,
+    POSE_LAYOUT,
     PoseInputs,
     PoseSpec,
     check_boxes_overlap,
-    check_output_options,
-    people,
     person_boxes,
-    pose_answer,
     pose_crops,
     pose_heatmaps,
     pose_keypoints,
+    pose_people,
 )
 
 
@@ -42,9 +43,9 @@ class PoseHandler(VisionHandler):
     def prepare(self, items: list[Item]) -> PoseInputs:
         boxes_all, image_index, counts = person_boxes(items)
         images = [item.image.to(self.device) for item in items]
-        boxes_all = boxes_all.to(self.device)
-        crops, crop_boxes = pose_crops(images, boxes_all, image_index.to(self.device), self.spec)
-        flip = torch.tensor([item.options["flip_test"] for item in items], device=self.device)[image_index.to(self.device)]
+        image_index = image_index.to(self.device)
+        crops, crop_boxes = pose_crops(images, boxes_all.to(self.device), image_index, self.spec)
+        flip = torch.tensor([item.options["flip_test"] for item in items], device=self.device)[image_index]
         return PoseInputs(crops, crop_boxes, boxes_all, counts, flip)
 
     def forward(self, inputs: PoseInputs) -> Tensor:
@@ -52,9 +53,11 @@ class PoseHandler(VisionHandler):
 
     def answer(self, items: list[Item], inputs: PoseInputs, heatmaps: Tensor) -> list[Answer]:
         keypoints = pose_keypoints(heatmaps, inputs.crop_boxes, self.spec).cpu()
-        per_item = zip(items, inputs.boxes.cpu().split(inputs.counts), keypoints.split(inputs.counts))
+        per_item = zip(items, inputs.boxes.split(inputs.counts), keypoints.split(inputs.counts))
         return [
-            pose_answer(item, *people(item_boxes, item_keypoints, item.options), self.model_name, self.model_version)
+            people_answer(
+                item.image, pose_people(item_boxes, item_keypoints, item.options), item.options,
+                replace(POSE_LAYOUT, draw_boxes=item.options["boxes"] is not None), self.answer_header,
+            )  # fmt: skip
             for item, item_boxes, item_keypoints in per_item
         ]
-

@@ -9,10 +9,12 @@ import pytest
 import requests
 
 from export.archive import REPO, write_archive
-from oracles import ORACLE_WEIGHTS, pose_oracle_package
+from oracles import oracle_packages
 from tools.server import TorchServe
 
-SERVED_MODELS = ["pose_oracle", "pose_resnet50"]
+ORACLES = ["pose_oracle", "detector_oracle", "keypoint_oracle", "pipeline_oracle"]
+# Real architectures with random weights: they must load and answer in a worker, offline.
+REAL_MODELS = ["pose_resnet50", "person_detector_mobilenet", "keypoint_rcnn"]
 
 
 def free_ports(count: int) -> list[int]:
@@ -48,9 +50,10 @@ def export_log() -> list[str]:
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory, export_log) -> Path:
     store = tmp_path_factory.mktemp("model_store")
-    write_archive(pose_oracle_package(), ORACLE_WEIGHTS, store)
+    for package in oracle_packages():
+        write_archive(package, store)
     result = subprocess.run(
-        [sys.executable, "-m", "export", "pose_resnet50", "--weights", "random", "--store", str(store)],
+        [sys.executable, "-m", "export", *REAL_MODELS, "--weights", "random", "--store", str(store)],
         cwd=REPO, capture_output=True, text=True, check=True,
     )  # fmt: skip
     export_log.append(result.stderr)
@@ -60,7 +63,7 @@ def model_store(tmp_path_factory, export_log) -> Path:
 @pytest.fixture(scope="session")
 def server(model_store, tmp_path_factory):
     instance = TorchServe(
-        tmp_path_factory.mktemp("torchserve"), SERVED_MODELS, model_store, overrides=server_overrides(model_store)
+        tmp_path_factory.mktemp("torchserve"), ORACLES + REAL_MODELS, model_store, overrides=server_overrides(model_store)
     )
     instance.start()
     try:

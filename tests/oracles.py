@@ -10,7 +10,7 @@ checked end to end: any slip moves the served keypoints off the painted discs.
 import functools
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -128,12 +128,15 @@ class PaintedPeople:
 
 
 def paint_people(
-    width: int, height: int, regions: list[list[float]], seed: int
+    width: int, height: int, regions: list[list[float]], seed: int, joints: Optional[tuple[str, ...]] = None
 ) -> PaintedPeople:
     """Paint 17 two-tone discs per region on a dark noisy background, on a jittered grid inside the region.
 
-    Each region is [x1, y1, x2, y2]; only its part inside the image is painted.
+    Each region is [x1, y1, x2, y2]; only its part inside the image is painted. With
+    ``joints``, only those joints are painted (all are still placed, so positions do not
+    depend on the choice).
     """
+    painted = set(range(NUM_JOINTS)) if joints is None else {COCO_KEYPOINTS.index(name) for name in joints}
     rng = np.random.default_rng(seed)
     image = rng.integers(0, BACKGROUND_MAX, size=(height, width, 3), dtype=np.uint8)
     colours_a, colours_b = joint_colours()
@@ -146,34 +149,147 @@ def paint_people(
         cell_w, cell_h = (vx2 - vx1) / cols, (vy2 - vy1) / rows
         radius = 0.28 * min(cell_w, cell_h)
         cells = rng.permutation(cols * rows)[:NUM_JOINTS]
-        joints = np.zeros((NUM_JOINTS, 2))
+        positions = np.zeros((NUM_JOINTS, 2))
         for joint, cell in enumerate(cells):
             cx = vx1 + (cell % cols + 0.5 + rng.uniform(-0.15, 0.15)) * cell_w
             cy = vy1 + (cell // cols + 0.5 + rng.uniform(-0.15, 0.15)) * cell_h
-            joints[joint] = (cx, cy)
+            positions[joint] = (cx, cy)
+            if joint not in painted:
+                continue
             inside = (centres_x - cx) ** 2 + (centres_y - cy) ** 2 <= radius**2
             image[inside & (centres_x < cx)] = colours_a[joint]
             image[inside & (centres_x >= cx)] = colours_b[joint]
-        all_joints.append(joints)
-    return PaintedPeople(image, np.stack(all_joints), [list(map(float, r)) for r in regions])
+        all_joints.append(positions)
+    return PaintedPeople(image, np.stack(all_joints) if all_joints else np.zeros((0, NUM_JOINTS, 2)), [list(map(float, r)) for r in regions])
 
 
-def pose_oracle_package(name: str = "pose_oracle", batch_size: int = 8, max_batch_delay_ms: int = 300):
-    """The pose oracle archived exactly like a real pose model: same handler, same input config."""
-    from export.archive import Package, Serving
-    from export.recipes import POSE_HANDLER_CONFIG
+# Person frames: grey outlines (never a joint colour) whose shade sets the detection score,
+# and one coloured frame the detector labels as something else (label 3), which must be ignored.
+PERSON_FRAMES = ((255, 255, 255), (176, 176, 176), (112, 112, 112))
+PERSON_SCORES = (0.99, 0.80, 0.60)
+OTHER_FRAME = (96, 32, 160)
+FRAME_TOLERANCE = 8.0
 
-    input_config = POSE_HANDLER_CONFIG["input"]
-    return Package(
-        name=name,
-        module=PoseOracle(input_config, POSE_HANDLER_CONFIG["heatmap"]),
-        example_inputs=lambda n: (torch.randn(n, 3, input_config["height"], input_config["width"]),),
-        handler="pose_handler.py",
-        handler_modules=("pose.py",),
-        handler_config=POSE_HANDLER_CONFIG,
-        serving=Serving(batch_size=batch_size, max_batch_delay_ms=max_batch_delay_ms),
-        torchscript="script",
-    )
+
+class DetectorOracle(nn.Module):
+    """torchvision-style detector: one box per painted frame colour, scored and labelled by colour.
+
+    Takes a list of RGB images in 0..1 of any sizes and returns ``(losses, detections)``
+    like a scripted torchvision detection model, boxes in image pixels.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("colours", torch.tensor([*PERSON_FRAMES, OTHER_FRAME], dtype=torch.float32))
+        self.register_buffer("labels", torch.tensor([1] * len(PERSON_FRAMES) + [3]))
+        self.register_buffer("scores", torch.tensor([*PERSON_SCORES, 0.95]))
+        self.tolerance = FRAME_TOLERANCE
+
+    def frames(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        boxes = torch.jit.annotate(List[Tensor], [])
+        keep = torch.jit.annotate(List[int], [])
+        pixels = image * 255
+        for f in range(self.colours.shape[0]):
+            match = ((pixels - self.colours[f].view(3, 1, 1)).abs() <= self.tolerance).all(dim=0)
+            if bool(match.any()):
+                yx = torch.nonzero(match)
+                low, high = yx.min(dim=0).values, yx.max(dim=0).values + 1
+                boxes.append(torch.stack([low[1], low[0], high[1], high[0]]).float())
+                keep.append(f)
+        if len(boxes) == 0:
+            return torch.zeros((0, 4), device=image.device), self.labels[:0], self.scores[:0]
+        chosen = torch.tensor(keep, device=image.device)
+        return torch.stack(boxes), self.labels[chosen], self.scores[chosen]
+
+    def forward(self, images: List[Tensor]) -> Tuple[Dict[str, Tensor], List[Dict[str, Tensor]]]:
+        detections = torch.jit.annotate(List[Dict[str, Tensor]], [])
+        for image in images:
+            boxes, labels, scores = self.frames(image)
+            detections.append({"boxes": boxes, "labels": labels, "scores": scores})
+        return {}, detections
+
+
+class KeypointOracle(DetectorOracle):
+    """torchvision-style Keypoint R-CNN: frames as in ``DetectorOracle``, joints found by colour in each box.
+
+    A joint scores +10 (a confident heatmap logit) where its painted disc is found
+    inside the box, -10 where it is not painted.
+    """
+
+    def __init__(self):
+        super().__init__()
+        colours_a, colours_b = joint_colours()
+        self.register_buffer("joint_colours", torch.from_numpy(np.stack([colours_a, colours_b], axis=1)))  # [K, 2, 3]
+
+    def forward(self, images: List[Tensor]) -> Tuple[Dict[str, Tensor], List[Dict[str, Tensor]]]:
+        detections = torch.jit.annotate(List[Dict[str, Tensor]], [])
+        for image in images:
+            boxes, labels, scores = self.frames(image)
+            count = self.joint_colours.shape[0]
+            joints = torch.zeros((boxes.shape[0], count, 3), device=image.device)
+            joint_scores = torch.full((boxes.shape[0], count), -10.0, device=image.device)
+            pixels = image * 255
+            for n in range(boxes.shape[0]):
+                x1, y1 = int(boxes[n, 0].item()), int(boxes[n, 1].item())
+                x2, y2 = int(boxes[n, 2].item()), int(boxes[n, 3].item())
+                region = pixels[:, y1:y2, x1:x2]
+                distance = (region.unsqueeze(0).unsqueeze(0) - self.joint_colours.view(count, 2, 3, 1, 1)).abs()
+                match = (distance <= self.tolerance).all(dim=2).any(dim=1).float()  # [K, h, w]
+                mass = match.sum(dim=(1, 2))
+                ys = torch.arange(y2 - y1, device=image.device).float() + 0.5 + y1
+                xs = torch.arange(x2 - x1, device=image.device).float() + 0.5 + x1
+                cx = (match.sum(dim=1) * xs).sum(dim=1) / mass.clamp(min=1.0)
+                cy = (match.sum(dim=2) * ys).sum(dim=1) / mass.clamp(min=1.0)
+                joints[n] = torch.stack([cx, cy, torch.ones_like(cx)], dim=1)
+                joint_scores[n] = torch.where(mass >= 3, torch.full_like(mass, 10.0), torch.full_like(mass, -10.0))
+            detections.append(
+                {"boxes": boxes, "labels": labels, "scores": scores, "keypoints": joints, "keypoints_scores": joint_scores}
+            )
+        return {}, detections
+
+
+def paint_frames(image: np.ndarray, frames: list[tuple[list[float], tuple[int, int, int]]], thickness: int = 3) -> None:
+    """Paint rectangle outlines [x1, y1, x2, y2] (integer pixel edges) in their colours onto ``image``."""
+    for (x1, y1, x2, y2), colour in frames:
+        x1, y1, x2, y2 = (int(v) for v in (x1, y1, x2, y2))
+        image[y1:y2, x1 : x1 + thickness] = colour
+        image[y1:y2, x2 - thickness : x2] = colour
+        image[y1 : y1 + thickness, x1:x2] = colour
+        image[y2 - thickness : y2, x1:x2] = colour
 
 
 ORACLE_WEIGHTS = {"source": "oracle", "pretrained": False, "reason": "test model: answers are known from the input"}
+
+
+def _crops(n: int) -> tuple[Tensor]:
+    from export.recipes import SIMPLEBASELINE_INPUT
+
+    return (torch.randn(n, 3, SIMPLEBASELINE_INPUT["height"], SIMPLEBASELINE_INPUT["width"]),)
+
+
+def _images(n: int) -> tuple[List[Tensor]]:
+    return ([torch.rand(3, 60 + 10 * i, 80) for i in range(n)],)
+
+
+def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
+    """Every oracle archived exactly like its real model: same handler, same handler config."""
+    from dataclasses import replace
+
+    from export.archive import Part, Serving
+    from export.recipes import POSE_CONFIG, RECIPES
+
+    serving = Serving(batch_size=batch_size, max_batch_delay_ms=max_batch_delay_ms)
+
+    def pose_part(name: str) -> Part:
+        return Part(name, PoseOracle(POSE_CONFIG["input"], POSE_CONFIG["heatmap"]), _crops, ORACLE_WEIGHTS, "script")
+
+    def detector_part(name: str, module: nn.Module) -> Part:
+        return Part(name, module, _images, ORACLE_WEIGHTS, "script", check_batch=2)
+
+    recipes = {
+        "pose_oracle": (RECIPES["pose_resnet50"], (pose_part("model"),)),
+        "detector_oracle": (RECIPES["person_detector"], (detector_part("model", DetectorOracle()),)),
+        "keypoint_oracle": (RECIPES["keypoint_rcnn"], (detector_part("model", KeypointOracle()),)),
+        "pipeline_oracle": (RECIPES["pose_pipeline"], (detector_part("detector", DetectorOracle()), pose_part("pose"))),
+    }
+    return [replace(recipe.package(parts, serving), name=name) for name, (recipe, parts) in recipes.items()]

@@ -11,8 +11,10 @@ import pytest
 import torch
 import yaml
 
-from export.archive import HANDLERS, REPO, to_torchscript
-from export.architectures import PoseResNet
+from torchvision.models import detection
+
+from export.archive import HANDLERS, REPO, Part, to_torchscript
+from export.architectures import PersonBoxPredictor, PoseResNet, example_images
 from export.recipes import RECIPES
 from export.weights import choose_weights
 
@@ -89,9 +91,9 @@ def test_default_checkpoint_is_used_when_present_and_random_otherwise(tmp_path, 
 
 
 def test_pose_resnet50_torchscript_matches_eager_and_heatmap_shape():
-    recipe = RECIPES["pose_resnet50"]
-    model = recipe.build().eval()
-    scripted = to_torchscript(recipe.package(model))  # raises if TorchScript and eager differ
+    part = RECIPES["pose_resnet50"].parts[0]
+    model = part.build().eval()
+    scripted = to_torchscript(Part("model", model, part.example_inputs, {}))  # raises if TorchScript and eager differ
     crops = torch.randn(3, 3, 256, 192)
     with torch.no_grad():
         heatmaps = scripted(crops)
@@ -119,9 +121,57 @@ def test_export_command_writes_a_self_contained_archive(tmp_path):
     assert not any("__pycache__" in name for name in names)
     assert manifest["model"]["handler"] == "pose_handler.py"
     assert config["batchSize"] == 4 and config["maxBatchDelay"] == 7 and config["minWorkers"] == config["maxWorkers"] == 1
-    weights = config["handler"]["weights"]
+    weights = config["handler"]["weights"]["model"]
     assert weights["source"] == "checkpoint"
     assert weights["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert config["handler"]["input"] == {
         "height": 256, "width": 192, "channels": "bgr", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
     }  # fmt: skip
+
+
+def test_torchvision_weights_load_from_the_torch_cache(tmp_path, monkeypatch):
+    """A file in torchvision's published format, in the torch hub cache, is found and loaded strictly."""
+    name = "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1"
+    published = detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None).state_dict()
+    url_name = Path(detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1.url).name
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(published, tmp_path / "checkpoints" / url_name)
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    part = RECIPES["person_detector_mobilenet"].parts[0].make(weights=name)
+    assert part.weights["source"] == "torchvision" and part.weights["name"] == name
+    assert part.weights["sha256"] == hashlib.sha256((tmp_path / "checkpoints" / url_name).read_bytes()).hexdigest()
+    loaded = part.module.state_dict()
+    assert torch.equal(loaded["backbone.body.0.0.weight"], published["backbone.body.0.0.weight"])
+    assert isinstance(part.module.roi_heads.box_predictor, PersonBoxPredictor)
+
+
+def test_missing_torchvision_weights_fall_back_to_random_loudly(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))  # empty cache; no network here
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    part = RECIPES["person_detector_mobilenet"].parts[0].make()
+    assert part.weights["source"] == "random"
+    assert "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1 is not in" in part.weights["reason"]
+    assert "RANDOM weights" in capsys.readouterr().err
+
+
+def test_person_box_predictor_keeps_the_person_probability_and_deltas():
+    full = detection.faster_rcnn.FastRCNNPredictor(1024, 91)
+    reduced = PersonBoxPredictor(full)
+    features = torch.randn(50, 1024) * 3
+    with torch.no_grad():
+        logits, deltas = full(features)
+        two_way, person_deltas = reduced(features)
+    assert two_way.shape == (50, 2) and person_deltas.shape == (50, 8)
+    assert torch.allclose(two_way.softmax(1)[:, 1], logits.softmax(1)[:, 1], atol=1e-6)
+    assert torch.equal(person_deltas, torch.cat([deltas[:, :4], deltas[:, 4:8]], 1))
+
+
+def test_person_detector_scripts_and_answers_people_only():
+    part = RECIPES["person_detector"].parts[0].make(weights="random")
+    scripted = to_torchscript(part)  # raises if TorchScript and eager differ
+    with torch.no_grad():
+        losses, detections = scripted(example_images(2, seed=5))
+    assert losses == {} and len(detections) == 2
+    for found in detections:
+        assert set(found) == {"boxes", "labels", "scores"}
+        assert found["boxes"].shape[1] == 4 and (found["labels"] == 1).all()

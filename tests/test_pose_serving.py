@@ -1,12 +1,7 @@
 """Pose served by a real TorchServe: oracle geometry, batching, answer formats, bad input, the real model."""
 
-import base64
 import io
-import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -14,15 +9,17 @@ from PIL import Image
 
 from humanserve_core.keypoints import COCO_KEYPOINTS, COCO_SKELETON
 from oracles import paint_people
+from serving import (
+    BAD_REQUESTS,
+    SMALL_JPEG,
+    SMALL_JPEG_BASE64,
+    check_bad_requests_beside_good_ones,
+    encode,
+    post,
+    send_together,
+)
 
 ORACLE = "pose_oracle"
-
-
-def encode(image: np.ndarray, image_format: str) -> bytes:
-    buffer = io.BytesIO()
-    save_args = {"quality": 95, "subsampling": 0} if image_format == "JPEG" else {}
-    Image.fromarray(image).save(buffer, format=image_format, **save_args)
-    return buffer.getvalue()
 
 
 @dataclass
@@ -43,33 +40,6 @@ class Case:
         if self.send_boxes:
             options["boxes"] = painted.boxes
         return post(server, http, ORACLE, encode(painted.image, self.image_format), self.form, options, self.image_format)
-
-
-def post(server, http, model: str, data: bytes, form: str = "raw", options: Optional[dict] = None,
-         image_format: str = "PNG", timeout: float = 120):  # fmt: skip
-    """Send one image in one of the three request forms."""
-    url = f"{server.inference_url}/predictions/{model}"
-    options = options or {}
-    if form == "raw":
-        headers = {"Content-Type": f"image/{image_format.lower()}"}
-        headers.update({f"X-Option-{k.replace('_', '-')}": json.dumps(v) if not isinstance(v, str) else v for k, v in options.items()})
-        return http.post(url, data=data, headers=headers, timeout=timeout)
-    if form == "multipart":
-        fields = {k: (None, json.dumps(v) if not isinstance(v, str) else v) for k, v in options.items()}
-        return http.post(url, files={"data": ("photo", data, f"image/{image_format.lower()}"), **fields}, timeout=timeout)
-    return http.post(url, json={"image": base64.b64encode(data).decode(), **options}, timeout=timeout)
-
-
-def send_together(jobs: list, send) -> list:
-    """Run ``send(job)`` for every job at the same moment, so the server batches them together."""
-    start = threading.Barrier(len(jobs), timeout=60)
-
-    def at_once(job):
-        start.wait()
-        return send(job)
-
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        return list(pool.map(at_once, jobs))
 
 
 CASES = [
@@ -173,77 +143,38 @@ def test_max_people_and_score_threshold(server, http):
     assert empty == []
 
 
-def worker_pids(server, model: str) -> list[int]:
-    return sorted(worker["pid"] for worker in server.describe(model)["workers"])
 
 
-def jpeg_bytes() -> bytes:
-    return encode(paint_people(200, 150, [[0, 0, 200, 150]], seed=1).image, "JPEG")
-
-
-def pixel_bomb() -> bytes:
-    from test_images import pixel_bomb_png
-
-    return pixel_bomb_png(50_000, 50_000)
-
-
-BAD_REQUESTS = [
-    # (name, how to send it, expected code, expected type, words the message must contain)
-    ("not an image", dict(data=b"definitely not an image", headers={"Content-Type": "application/octet-stream"}), 400, "InvalidImage", "not an image"),
-    ("truncated JPEG", dict(data=jpeg_bytes()[:700], headers={"Content-Type": "image/jpeg"}), 400, "InvalidImage", "cannot be decoded"),
-    ("empty body", dict(data=b"", headers={"Content-Type": "image/jpeg"}), 400, "EmptyRequest", "empty"),
-    ("bad base64", dict(json={"image": "%%% not base64 %%%"}), 400, "InvalidBase64", "base64"),
-    ("bad JSON", dict(data=b'{"image": "abc", ', headers={"Content-Type": "application/json"}), 400, "InvalidJSON", "not valid JSON"),
-    ("boxes not a list", dict(json={"image": base64.b64encode(jpeg_bytes()).decode(), "boxes": "[[1, 2"}), 400, "InvalidOption", "'boxes'"),
-    ("box with 3 numbers", dict(json={"image": base64.b64encode(jpeg_bytes()).decode(), "boxes": [[1, 2, 3]]}), 400, "InvalidOption", "'boxes[0]'"),
-    ("box upside down", dict(files={"data": ("a.jpg", jpeg_bytes()), "boxes": (None, "[[50, 50, 10, 80]]")}), 400, "InvalidOption", "x2 > x1"),
-    ("box outside the image", dict(json={"image": base64.b64encode(jpeg_bytes()).decode(), "boxes": [[500, 10, 600, 90]]}), 400, "InvalidOption", "outside the 200x150 image"),
-    ("unknown option", dict(json={"image": base64.b64encode(jpeg_bytes()).decode(), "colour": "red"}), 400, "UnknownOption", "unknown option 'colour'"),
-    ("unknown header option", dict(data=jpeg_bytes(), headers={"Content-Type": "image/jpeg", "X-Option-Zoom": "2"}), 400, "UnknownOption", "'zoom'"),
-    ("render with json format", dict(json={"image": base64.b64encode(jpeg_bytes()).decode(), "render": True, "format": "json"}), 400, "InvalidOption", "render"),
-    ("GIF", dict(data=encode(np.zeros((8, 8, 3), np.uint8), "GIF"), headers={"Content-Type": "image/gif"}), 415, "UnsupportedImageType", "GIF"),
-    ("pixel bomb", dict(data=pixel_bomb(), headers={"Content-Type": "image/png"}), 413, "ImageTooLarge", "2500000000 pixels"),
-    ("no image field", dict(files={"boxes": (None, "[]")}), 400, "NoImage", "no image"),
+BOX_BAD_REQUESTS = [
+    ("boxes not a list", dict(json={"image": SMALL_JPEG_BASE64, "boxes": "[[1, 2"}), 400, "InvalidOption", "'boxes'"),
+    ("box with 3 numbers", dict(json={"image": SMALL_JPEG_BASE64, "boxes": [[1, 2, 3]]}), 400, "InvalidOption", "'boxes[0]'"),
+    ("box upside down", dict(files={"data": ("a.jpg", SMALL_JPEG), "boxes": (None, "[[50, 50, 10, 80]]")}), 400, "InvalidOption", "x2 > x1"),
+    ("box outside the image", dict(json={"image": SMALL_JPEG_BASE64, "boxes": [[500, 10, 600, 90]]}), 400, "InvalidOption", "outside the 200x150 image"),
 ]  # fmt: skip
 
 
 def test_bad_requests_get_their_own_4xx_while_batch_mates_succeed(server, http):
-    pids_before = worker_pids(server, ORACLE)
-    good_case = WHOLE_IMAGE
-    painted = paint_people(good_case.width, good_case.height, good_case.regions, seed=21)
-    url = f"{server.inference_url}/predictions/{ORACLE}"
-    jobs = [None] * 4 + BAD_REQUESTS
-
-    def send(job):
-        if job is None:
-            return good_case.send(server, http, painted)
-        return http.post(url, timeout=120, **job[1])
-
-    responses = send_together(jobs, send)
-    for response in responses[:4]:
-        assert response.status_code == 200, response.text
-        check_people(response.json(), good_case, painted)
-    for (name, _, code, kind, words), response in zip(BAD_REQUESTS, responses[4:]):
-        body = response.json()
-        assert (response.status_code, body["code"], body["type"]) == (code, code, kind), f"{name}: {response.text}"
-        assert words in body["message"], f"{name}: {body['message']!r} lacks {words!r}"
-    assert max(int(r.headers["X-Batch-Size"]) for r in responses) > 1
-    assert worker_pids(server, ORACLE) == pids_before, "a bad request restarted the worker"
+    painted = paint_people(WHOLE_IMAGE.width, WHOLE_IMAGE.height, WHOLE_IMAGE.regions, seed=21)
+    check_bad_requests_beside_good_ones(
+        server, http, ORACLE, BAD_REQUESTS + BOX_BAD_REQUESTS,
+        send_good=lambda: WHOLE_IMAGE.send(server, http, painted),
+        check_good=lambda response: check_people(response.json(), WHOLE_IMAGE, painted),
+    )  # fmt: skip
 
 
 def test_describe_reports_weights_and_options(server):
     real = server.describe("pose_resnet50")
     assert real["batchSize"] == 8 and real["minWorkers"] == 1
     metadata = real["customizedMetadata"]
-    assert metadata["weights"]["source"] == "random" and metadata["weights"]["pretrained"] is False
+    assert metadata["weights"]["model"]["source"] == "random" and metadata["weights"]["model"]["pretrained"] is False
     assert {"boxes", "flip_test", "render", "format", "score_threshold", "max_people"} <= set(metadata["options"])
-    assert server.describe(ORACLE)["customizedMetadata"]["weights"]["source"] == "oracle"
+    assert server.describe(ORACLE)["customizedMetadata"]["weights"]["model"]["source"] == "oracle"
 
 
 def test_untrained_weights_are_announced_at_export_and_startup(server, export_log):
     assert "RANDOM weights" in export_log[0]
     log = (server.run_dir / "logs" / "model_log.log").read_text()
-    assert "pose_resnet50 serves UNTRAINED weights (random)" in log
+    assert "pose_resnet50 serves UNTRAINED weights for its model (random)" in log
 
 
 @pytest.mark.parametrize("form", ["raw", "multipart", "json"])

@@ -79,6 +79,14 @@ def test_unreadable_requests_are_400_with_a_reason(row, headers, kind, words):
     assert words in caught.value.message
 
 
+def test_json_without_its_content_type_is_recognised():
+    body = b'  {"image": "' + base64.b64encode(IMAGE) + b'", "flip_test": true}'
+    request = read_request({"body": bytearray(body)}, raw_headers("application/octet-stream"))
+    assert request.image == IMAGE and request.options == {"flip_test": True}
+    with pytest.raises(RequestError, match="not valid JSON"):
+        read_request({"body": bytearray(b'{"image": ')}, raw_headers(""))
+
+
 def test_option_sent_twice_is_an_error():
     body = {"image": base64.b64encode(IMAGE).decode(), "render": True}
     with pytest.raises(RequestError, match="both as a header and in the body"):

@@ -11,6 +11,7 @@ keeps its pid file, so several instances never see each other.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -165,10 +166,14 @@ class TorchServe:
         return "\n".join(tails)
 
     def _failed_models(self) -> list[str]:
-        # The worker logs this line (ts/model_service_worker.py) when a model cannot load.
-        log = self.run_dir / "logs" / "model_log.log"
+        # The front end logs this state change when a worker dies before its model loaded,
+        # whatever the cause (the worker itself names only some causes).
+        log = self.run_dir / "logs" / "ts_log.log"
         text = log.read_text(errors="replace") if log.exists() else ""
-        return [name for name in self.models if f"Failed to load model {name}," in text]
+        return [
+            name for name in self.models
+            if re.search(rf"W-\d+-{re.escape(name)}_\S+ State change WORKER_STARTED -> WORKER_ERROR", text)
+        ]  # fmt: skip
 
     def _auth(self, api: str) -> dict[str, str]:
         token = self.token(api)

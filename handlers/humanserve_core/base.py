@@ -64,14 +64,19 @@ class VisionHandler(BaseHandler):
         manifest = context.manifest["model"]
         self.model_name = manifest["modelName"]
         self.model_version = manifest.get("modelVersion", "")
-        self.weights = self.config.get("weights", {"source": "unknown", "pretrained": False})
-        if not self.weights.get("pretrained"):
-            logger.warning(
-                "!!! %s serves UNTRAINED weights (%s): answers are well-formed but meaningless !!!",
-                self.model_name,
-                self.weights.get("source"),
-            )
+        self.weights = self.config.get("weights", {})  # per TorchScript file: {"model": {...}, ...}
+        for part, record in self.weights.items():
+            if not record.get("pretrained"):
+                logger.warning(
+                    "!!! %s serves UNTRAINED weights for its %s (%s): answers are well-formed but meaningless !!!",
+                    self.model_name, part, record.get("source"),
+                )  # fmt: skip
         logger.info("%s %s on %s, weights: %s", self.model_name, self.model_version, self.device, self.weights)
+
+    @property
+    def answer_header(self) -> dict[str, str]:
+        """The fields every JSON answer starts with."""
+        return {"model": self.model_name, "version": self.model_version}
 
     def preprocess(self, data: list[dict[str, Any]]) -> Batch:
         """Read, decode and validate each request; gather the readable ones into one model input."""

@@ -6,7 +6,8 @@ Three request forms are accepted (design.md section 3):
   (``X-Option-Flip-Test: true`` sets option ``flip_test``);
 - multipart form, or gRPC input map: field ``data`` or ``image`` holds the file,
   every other field is an option;
-- JSON object: ``{"image": "<base64>", ...options}``.
+- JSON object: ``{"image": "<base64>", ...options}``, also recognised without its
+  content type (a body starting with ``{`` is never an image).
 
 Option headers may accompany any form; naming the same option twice is an error.
 """
@@ -56,6 +57,10 @@ def _read_body(body: Any, content_type: str) -> tuple[bytes, dict[str, Any]]:
             _raise_json_error(bytes(body))
         if not body:
             raise RequestError("the request body is empty; send an image", "EmptyRequest")
+        if body.lstrip()[:1] == b"{":
+            # No image format starts with '{': this is JSON sent without its content type
+            # (TorchServe workflows pass node outputs this way).
+            return _read_body(_parse_json(bytes(body)), "application/json")
         return bytes(body), {}
     if isinstance(body, str):
         raise RequestError(
@@ -115,9 +120,9 @@ def decode_base64(text: str, field: str) -> bytes:
     return data
 
 
-def _raise_json_error(body: bytes) -> None:
+def _parse_json(body: bytes) -> Any:
     try:
-        json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise RequestError("the JSON body is not UTF-8 text", "InvalidJSON") from None
     except json.JSONDecodeError as err:
@@ -125,6 +130,10 @@ def _raise_json_error(body: bytes) -> None:
             f"the body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}",
             "InvalidJSON",
         ) from None
+
+
+def _raise_json_error(body: bytes) -> None:
+    _parse_json(body)
     # TorchServe hands over raw bytes only when its own parse failed.
     raise RequestError("the body is not valid JSON", "InvalidJSON")
 

@@ -1,0 +1,80 @@
+"""Person detection steps: a batch of images through a torchvision-style detector in one call, detections to people.
+
+``DetectionHandler`` is the life cycle ``detector_handler`` and ``keypoint_rcnn_handler``
+share (each adds its answer); the pose pipeline composes these steps with ``pose``'s.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+import torchvision  # noqa: F401  registers torchvision::nms and roi_align, which scripted detectors call
+from torch import Tensor
+
+from humanserve_core.base import Item, VisionHandler
+from humanserve_core.options import number
+from humanserve_core.people import OUTPUT_OPTIONS, Layout, People, check_output_options, ranked
+
+BOX_LAYOUT = Layout()
+DETECTION_OPTIONS = {
+    **OUTPUT_OPTIONS,
+    "score_threshold": number(0.5, 0.0, 1.0, "leave out detections scoring below this (the detector's person confidence)"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """Which label the detector gives people (archive config)."""
+
+    person_label: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "DetectorSpec":
+        """Read the detector section written by the export recipe."""
+        return cls(person_label=int(config["person_label"]))
+
+
+def detect(model: torch.nn.Module, images: list[Tensor]) -> list[dict[str, Tensor]]:
+    """RGB ``uint8[3, H, W]`` images of any sizes, one model call: a detections dict per image (on the CPU).
+
+    torchvision's detection models resize and batch a list of images themselves;
+    scripted, they return ``(losses, detections)``.
+    """
+    output = model([image.float() / 255 for image in images])
+    detections = output[1] if isinstance(output, tuple) else output
+    return [{key: value.cpu() for key, value in found.items()} for found in detections]
+
+
+def detected_people(detections: Mapping[str, Tensor], spec: DetectorSpec, options: Mapping[str, Any]) -> People:
+    """The people among one image's detections, best first, filtered by the request's options.
+
+    With keypoints (Keypoint R-CNN), each joint is (x, y, score): torchvision's
+    visibility flag is replaced by its keypoint score.
+    """
+    person = detections["labels"] == spec.person_label
+    scores = detections["scores"][person]
+    order = ranked(scores, options)
+    keypoints = None
+    if "keypoints" in detections:
+        joints = detections["keypoints"][person][order]
+        keypoints = torch.cat([joints[..., :2], detections["keypoints_scores"][person][order].unsqueeze(-1)], dim=-1)
+    return People(detections["boxes"][person][order], scores[order], keypoints)
+
+
+class DetectionHandler(VisionHandler):
+    """The life cycle of torchvision-style detectors: a batch of images of any sizes, one detector call."""
+
+    options = DETECTION_OPTIONS
+
+    def initialize(self, context):
+        super().initialize(context)
+        self.spec = DetectorSpec.from_config(self.config)
+
+    def validate(self, item: Item) -> None:
+        check_output_options(item.options)
+
+    def prepare(self, items: list[Item]) -> list[Tensor]:
+        return [item.image.to(self.device) for item in items]
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        return detect(self.model, images)

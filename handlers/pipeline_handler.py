@@ -1,0 +1,69 @@
+"""TorchServe handler for detect-then-pose in one worker: every person of every photo, with 17 keypoints each.
+
+The archive holds two TorchScript files: the person detector (``model.pt``) and the pose
+model (``pose.pt``). A batch goes through the detector in one call, the people each
+request keeps go through the pose model in one call, and each person's ``score`` is the
+detector's confidence.
+"""
+
+import os
+
+import torch
+from torch import Tensor
+
+from detection import DETECTION_OPTIONS, DetectorSpec, detect, detected_people
+from humanserve_core.base import Item, VisionHandler
+from humanserve_core.options import flag
+from humanserve_core.people import People, check_output_options, people_answer
+from humanserve_core.responses import Answer
+from pose import POSE_LAYOUT, PoseSpec, pose_crops, pose_heatmaps, pose_keypoints
+
+
+# The batch's images on the device, and each request's options (whom it wants, flip test).
+# A tuple, not a class: TorchServe wants exactly one class in a handler module.
+PipelineInputs = tuple[list[Tensor], list[dict]]
+
+
+class PosePipelineHandler(VisionHandler):
+    """Person detector, then top-down pose on every person it keeps."""
+
+    options = {
+        **DETECTION_OPTIONS,
+        "flip_test": flag(False, "also run each mirrored person crop and average the heatmaps"),
+    }
+
+    def initialize(self, context):
+        super().initialize(context)
+        self.detector_spec = DetectorSpec.from_config(self.config["detector"])
+        self.pose_spec = PoseSpec.from_config(self.config["pose"])
+        pose_file = os.path.join(context.system_properties["model_dir"], "pose.pt")
+        self.pose_model = torch.jit.load(pose_file, map_location=self.device).eval()
+
+    def validate(self, item: Item) -> None:
+        check_output_options(item.options)
+
+    def prepare(self, items: list[Item]) -> PipelineInputs:
+        return [item.image.to(self.device) for item in items], [item.options for item in items]
+
+    def forward(self, inputs: PipelineInputs) -> list[People]:
+        images, options = inputs
+        found = [
+            detected_people(detections, self.detector_spec, item_options)
+            for detections, item_options in zip(detect(self.model, images), options)
+        ]
+        counts = [len(people.boxes) for people in found]
+        boxes = torch.cat([people.boxes for people in found]).to(self.device)
+        image_index = torch.repeat_interleave(torch.arange(len(found), device=self.device), torch.tensor(counts, device=self.device))
+        crops, crop_boxes = pose_crops(images, boxes, image_index, self.pose_spec)
+        flip = torch.tensor([item_options["flip_test"] for item_options in options], device=self.device)[image_index]
+        heatmaps = pose_heatmaps(self.pose_model, crops, flip, self.pose_spec)
+        keypoints = pose_keypoints(heatmaps, crop_boxes, self.pose_spec).cpu()
+        for people, joints in zip(found, keypoints.split(counts)):
+            people.keypoints = joints
+        return found
+
+    def answer(self, items: list[Item], inputs: PipelineInputs, found: list[People]) -> list[Answer]:
+        return [
+            people_answer(item.image, people, item.options, POSE_LAYOUT, self.answer_header)
+            for item, people in zip(items, found)
+        ]
