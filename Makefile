@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
-.PHONY: setup check-java export serve start stop test bench-decode clean
+.PHONY: setup check-java export export-gpu serve start stop test bench-decode clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ check-java:
 export: setup
 	$(PY) -m export $(MODELS) $(EXPORT_ARGS)
 
+# Archives for GPU nodes (k8s/overlays/gpu), in model_store/gpu/: one worker on the pod's GPU and
+# larger batches. The archive decides these; TorchServe 0.12 lets it win over config.properties.
+GPU_SERVING := --batch-size 32 --max-batch-delay 10 --workers 1
+export-gpu: setup
+	$(PY) -m export $(MODELS) --store model_store/gpu $(GPU_SERVING) $(EXPORT_ARGS)
+
 # Export what is missing or stale, serve in the foreground, send a first request. Ctrl-C stops.
 serve: setup
 	$(PY) -m export $(MODELS) --if-stale
@@ -50,4 +56,4 @@ bench-decode: setup
 	$(PY) -m loadtest.bench_decode
 
 clean:
-	rm -rf run model_store/*.mar .pytest_cache
+	rm -rf run model_store/*.mar model_store/gpu .pytest_cache

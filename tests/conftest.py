@@ -27,8 +27,8 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def server_overrides(store: Path) -> dict[str, str]:
-    """The only differences from config.properties in tests: free loopback ports and token auth off."""
+def loopback_overrides(store: Path) -> dict[str, str]:
+    """Free loopback ports for every API, and the test model store: all a test may change in the production config."""
     inference, management, metrics, grpc, grpc_management = free_ports(5)
     return {
         "inference_address": f"http://127.0.0.1:{inference}",
@@ -37,9 +37,13 @@ def server_overrides(store: Path) -> dict[str, str]:
         "grpc_inference_address": "127.0.0.1",
         "grpc_inference_port": str(grpc),
         "grpc_management_port": str(grpc_management),
-        "disable_token_authorization": "true",
         "model_store": str(store),
     }
+
+
+def server_overrides(store: Path) -> dict[str, str]:
+    """The only differences from config.properties in tests: free loopback ports and token auth off."""
+    return {**loopback_overrides(store), "disable_token_authorization": "true"}
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from export.recipes import DEFAULT_MODELS
-
 REPO = Path(__file__).resolve().parent.parent
 PRODUCTION_CONFIG = REPO / "config.properties"
 DEFAULT_RUN_DIR = REPO / "run"
@@ -34,8 +32,13 @@ PID_FILE = "server.pid"
 
 def read_properties(path: Path) -> dict[str, str]:
     """``key=value`` lines of a Java properties file (comments and blanks skipped)."""
+    return parse_properties(path.read_text())
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """``key=value`` lines of Java properties text (comments and blanks skipped)."""
     properties = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
@@ -114,7 +117,8 @@ class TorchServe:
             str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ncs",
             "--ts-config", str(config.resolve()),
             "--model-store", str(self.model_store.resolve()),
-            "--models", *[f"{name}={name}.mar" for name in self.models],
+            # Without names, TorchServe loads what the config says (load_models=all: the whole store).
+            *(["--models", *[f"{name}={name}.mar" for name in self.models]] if self.models else []),
         ]  # fmt: skip
         output = open(logs / "console.log", "ab") if detach or self.overrides else None
         self.process = subprocess.Popen(
@@ -132,7 +136,7 @@ class TorchServe:
             failed = self._failed_models()
             if failed:
                 raise RuntimeError(f"model {failed[0]} failed to load (TorchServe retries forever)\n{self.log_tail()}")
-            if self._healthy() and all(self._model_ready(name) for name in self.models):
+            if self.healthy() and all(self._model_ready(name) for name in self.models):
                 return
             time.sleep(0.5)
         raise TimeoutError(f"models {self.models} not ready after {timeout:.0f}s\n{self.log_tail()}")
@@ -179,7 +183,8 @@ class TorchServe:
         token = self.token(api)
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _healthy(self) -> bool:
+    def healthy(self) -> bool:
+        """True when /ping answers Healthy: TorchServe 0.12 says so once every model has its minimum of workers."""
         # TorchServe 0.12 asks for the inference token even on /ping.
         request = urllib.request.Request(f"{self.inference_url}/ping", headers=self._auth("inference"))
         try:
@@ -249,6 +254,8 @@ def show_first_request(server: TorchServe) -> None:
 
 
 def main() -> None:
+    from export.recipes import DEFAULT_MODELS  # imports torch: only the command line needs it, not tools.pod's probe
+
     parser = argparse.ArgumentParser(prog="python -m tools.server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("serve", "start", "stop"))
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help=f"default: {' '.join(DEFAULT_MODELS)}")

@@ -1,0 +1,228 @@
+"""A humanserve pod's processes for real: the commands its containers run, with the rendered config.
+
+fetch-models fills a store, `serve` runs TorchServe with the ConfigMap's layers, `proxy` runs
+Caddy with the ConfigMap's Caddyfile and an API key as the Secret would give it. Only the ports
+differ from the pod (free ones, on loopback), through one more config layer.
+"""
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from skimage import data
+
+from conftest import free_ports, loopback_overrides
+from export.archive import REPO
+from manifests import render_overlay
+from test_pose_serving import encode
+from tools import pod
+
+ORACLE = "pose_oracle"
+GRPC_PING = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Ping"
+
+
+def properties_text(properties: dict[str, str]) -> str:
+    return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+
+def run_pod_command(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tools.pod", *args], cwd=REPO, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, **kwargs)  # fmt: skip
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
+
+
+class Pod:
+    """The files the ConfigMap mounts and the volumes the containers share, in one folder."""
+
+    def __init__(self, root: Path):
+        rendered = render_overlay("gpu")
+        self.root = root
+        self.config = root / "etc"
+        self.config.mkdir()
+        self.store, self.run_dir, self.inference_key = root / "model_store", root / "run", root / "shared" / "inference.key"
+        self.api_key = secrets.token_hex(16)  # what `kubectl create secret` would hold; made up here, never stored
+        # Layer 0: the production config with loopback ports, as every server test runs it.
+        public = {**rendered.properties("config.properties"), **loopback_overrides(self.store)}
+        rest, grpc, metrics = free_ports(3)
+        # The pod layer as rendered, then the one test layer: its TorchServe ports, on loopback.
+        ports = {"inference_address": f"http://127.0.0.1:{rest}", "grpc_inference_port": str(grpc), "metrics_address": f"http://127.0.0.1:{metrics}"}
+        for name, text in (
+            ("config.properties", properties_text(public)),
+            ("pod.properties", rendered.config_file("pod.properties")),
+            ("ports.properties", properties_text(ports)),
+            ("Caddyfile", rendered.config_file("Caddyfile")),
+        ):
+            (self.config / name).write_text(text)
+        self.layers = [str(self.config / name) for name in ("config.properties", "pod.properties", "ports.properties")]
+        self.rest_url = public["inference_address"]
+        self.grpc_port = int(public["grpc_inference_port"])
+        self.backend_url = ports["inference_address"]
+        self.readiness_path = rendered.container("auth-proxy")["readinessProbe"]["httpGet"]["path"]
+
+    def serve(self) -> subprocess.Popen:
+        command = ["serve", "--config", *self.layers, "--store", str(self.store), "--run-dir", str(self.run_dir), "--inference-key", str(self.inference_key)]
+        log = open(self.root / "serve.log", "wb")
+        return subprocess.Popen([sys.executable, "-m", "tools.pod", *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+    def proxy(self, api_key: str) -> subprocess.Popen:
+        command = ["proxy", "--config", *self.layers, "--caddyfile", str(self.config / "Caddyfile"), "--inference-key", str(self.inference_key)]
+        env = {**os.environ, pod.API_KEY_ENV: api_key, "XDG_CONFIG_HOME": str(self.root), "XDG_DATA_HOME": str(self.root)}
+        log = open(self.root / "proxy.log", "wb")
+        return subprocess.Popen([sys.executable, "-m", "tools.pod", *command], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def log(self, name: str) -> str:
+        return (self.root / name).read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def source(model_store, tmp_path_factory) -> Path:
+    """A model source holding the oracle archive and a file that is no archive."""
+    folder = tmp_path_factory.mktemp("model_source")
+    shutil.copy(model_store / f"{ORACLE}.mar", folder)
+    (folder / "NOTES.txt").write_text("not an archive")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def running_pod(source, tmp_path_factory):
+    the_pod = Pod(tmp_path_factory.mktemp("pod"))
+    fetched = run_pod_command("fetch-models", "--source", source.as_uri(), "--store", str(the_pod.store))
+    assert fetched.returncode == 0, fetched.stderr
+    server, proxy = the_pod.serve(), the_pod.proxy(the_pod.api_key)
+    try:
+        deadline = time.monotonic() + 300
+        while requests_status(f"{the_pod.rest_url}{the_pod.readiness_path}") != 200:
+            assert server.poll() is None, the_pod.log("serve.log")
+            assert proxy.poll() is None, the_pod.log("proxy.log")
+            assert time.monotonic() < deadline, the_pod.log("serve.log") + the_pod.log("proxy.log")
+            time.sleep(0.5)
+        yield the_pod
+    finally:
+        stop(proxy)
+        assert stop(server) == 0, the_pod.log("serve.log")  # SIGTERM from the kubelet is a clean stop
+    leftovers = [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and str(the_pod.root) in " ".join(p.info["cmdline"])]
+    assert not leftovers, f"TorchServe processes outlived `serve`: {leftovers}"
+
+
+def requests_status(url: str) -> int:
+    try:
+        return requests.get(url, timeout=5).status_code
+    except requests.ConnectionError:
+        return 0
+
+
+def test_fetch_models_copies_only_the_archives(running_pod):
+    assert sorted(p.name for p in running_pod.store.iterdir()) == [f"{ORACLE}.mar"]
+
+
+def test_fetch_models_fails_on_a_source_without_archives(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_pod_command("fetch-models", "--source", (tmp_path / "empty").as_uri(), "--store", str(tmp_path / "store"))
+    assert result.returncode != 0 and "no .mar archives" in result.stderr
+
+
+def test_fetch_models_from_an_s3_compatible_store(source, tmp_path):
+    # rclone itself serves a folder over the S3 protocol: bucket "models", prefix "pose/gpu".
+    prefix = tmp_path / "s3" / "models" / "pose" / "gpu"
+    shutil.copytree(source, prefix)
+    (port,) = free_ports(1)
+    key_id, secret = "humanserve-test", secrets.token_hex(16)
+    rclone = Path(sys.executable).parent / "rclone"
+    server = subprocess.Popen([str(rclone), "serve", "s3", str(tmp_path / "s3"), "--addr", f"127.0.0.1:{port}",
+                               "--auth-key", f"{key_id},{secret}", "--config", "/dev/null"], stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for_port(port)
+        credentials = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+        result = run_pod_command("fetch-models", "--source", "s3://models/pose/gpu", "--store", str(tmp_path / "store"), env=credentials)
+        assert result.returncode == 0, result.stderr
+        assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [f"{ORACLE}.mar"]
+        wrong = {**credentials, "AWS_SECRET_ACCESS_KEY": "wrong"}
+        assert run_pod_command("fetch-models", "--source", "s3://models/pose/gpu", "--store", str(tmp_path / "other"), env=wrong).returncode != 0
+    finally:
+        stop(server)
+
+
+def test_ping_through_the_proxy_needs_no_key(running_pod):
+    answer = requests.get(f"{running_pod.rest_url}/ping", timeout=10)
+    assert answer.status_code == 200 and answer.json()["status"] == "Healthy"
+
+
+def test_inference_through_the_proxy_needs_the_key_from_the_secret(running_pod):
+    url = f"{running_pod.rest_url}/predictions/{ORACLE}"
+    photo = encode(data.astronaut(), "PNG")
+    headers = {"Content-Type": "image/png"}
+    inner_key = running_pod.inference_key.read_text()
+    for refused in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {inner_key}"}):
+        answer = requests.post(url, data=photo, headers={**headers, **refused}, timeout=60)
+        assert answer.status_code == 401 and answer.json()["code"] == 401, refused
+    answer = requests.post(url, data=photo, headers={**headers, "Authorization": f"Bearer {running_pod.api_key}"}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"] == ORACLE
+
+
+def test_torchserve_in_the_pod_still_asks_for_its_own_key(running_pod):
+    url = f"{running_pod.backend_url}/predictions/{ORACLE}"
+    photo = encode(data.astronaut(), "PNG")
+    assert requests.post(url, data=photo, headers={"Content-Type": "image/png", "Authorization": f"Bearer {running_pod.api_key}"}, timeout=60).status_code == 400
+
+
+def test_requests_over_the_size_limit_stop_at_the_proxy(running_pod):
+    limit = int((running_pod.config / "config.properties").read_text().split("max_request_size=")[1].split()[0])
+    answer = requests.post(f"{running_pod.rest_url}/predictions/{ORACLE}", data=b"\0" * (limit + 1),
+                           headers={"Content-Type": "image/png", "Authorization": f"Bearer {running_pod.api_key}"}, timeout=60)  # fmt: skip
+    assert answer.status_code == 413
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl with HTTP/2 to speak gRPC")
+def test_grpc_through_the_proxy_needs_the_key_from_the_secret(running_pod, tmp_path):
+    empty_message = tmp_path / "ping.grpc"
+    empty_message.write_bytes(b"\0\0\0\0\0")  # gRPC frame: not compressed, zero-length google.protobuf.Empty
+
+    def grpc_ping(*headers: str) -> str:
+        command = ["curl", "-s", "--http2-prior-knowledge", "-D", "-", "-o", str(tmp_path / "answer"),
+                   f"http://127.0.0.1:{running_pod.grpc_port}{GRPC_PING}", "-H", "content-type: application/grpc",
+                   "-H", "te: trailers", "--data-binary", f"@{empty_message}"]  # fmt: skip
+        for header in headers:
+            command += ["-H", header]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout
+
+    assert grpc_ping().startswith("HTTP/2 401")
+    answered = grpc_ping(f"authorization: Bearer {running_pod.api_key}")
+    assert "grpc-status: 0" in answered
+    assert b"Healthy" in (tmp_path / "answer").read_bytes()
+
+
+def test_exec_probe_pings_with_the_generated_key(running_pod, tmp_path):
+    assert run_pod_command("ping", "--run-dir", str(running_pod.run_dir)).returncode == 0
+    # A run directory whose server is gone (its config names a port nothing listens on) fails.
+    (tmp_path / "config.properties").write_text((running_pod.run_dir / "config.properties").read_text().replace(
+        running_pod.backend_url, f"http://127.0.0.1:{free_ports(1)[0]}"))  # fmt: skip
+    assert run_pod_command("ping", "--run-dir", str(tmp_path)).returncode == 1
+
+
+def test_proxy_refuses_to_start_with_a_short_key(running_pod):
+    result = run_pod_command("proxy", "--config", *running_pod.layers, env={pod.API_KEY_ENV: "too-short"}, timeout=30)
+    assert result.returncode != 0 and "needs at least" in result.stderr

