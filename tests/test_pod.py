@@ -20,7 +20,7 @@ import pytest
 import requests
 from skimage import data
 
-from conftest import free_ports, loopback_overrides
+from tools.server import free_ports, loopback_overrides
 from export.archive import REPO
 from manifests import render_overlay
 from test_pose_serving import encode
@@ -114,7 +114,11 @@ def running_pod(source, tmp_path_factory):
     server, proxy = the_pod.serve(), the_pod.proxy(the_pod.api_key)
     try:
         deadline = time.monotonic() + 300
-        while requests_status(f"{the_pod.rest_url}{the_pod.readiness_path}") != 200:
+        # Ready as the kubelet sees it: the proxy's readiness path and the torchserve container's exec probe.
+        while (
+            requests_status(f"{the_pod.rest_url}{the_pod.readiness_path}") != 200
+            or run_pod_command("ping", "--run-dir", str(the_pod.run_dir)).returncode != 0
+        ):
             assert server.poll() is None, the_pod.log("serve.log")
             assert proxy.poll() is None, the_pod.log("proxy.log")
             assert time.monotonic() < deadline, the_pod.log("serve.log") + the_pod.log("proxy.log")

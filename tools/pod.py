@@ -18,6 +18,7 @@ Only the standard library and tools.server are imported: `ping` runs every few s
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -116,11 +117,10 @@ def serve(args: argparse.Namespace) -> None:
 
 def publish_inference_key(server: TorchServe, target: Path) -> None:
     """Copy the inference key TorchServe generated to ``target`` (atomically: the proxy reads it per request)."""
-    while server.token("inference") is None:
+    while (key := server.token("inference")) is None:
         if server.process.poll() is not None:
             return
         time.sleep(0.2)
-    key = server.token("inference")
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = target.with_suffix(".new")
     staged.write_text(key)
@@ -151,7 +151,17 @@ def proxy(args: argparse.Namespace) -> None:
 
 
 def ping(args: argparse.Namespace) -> None:
+    """Ready means both inference APIs answer: /ping says Healthy, and the gRPC port takes connections.
+
+    TorchServe starts its gRPC listener apart from REST; under load /ping can be Healthy
+    a moment before gRPC listens, and a pod marked ready then would refuse gRPC clients.
+    """
     server = TorchServe(args.run_dir, [], config=args.run_dir / "config.properties")
+    grpc = (server.properties["grpc_inference_address"], int(server.properties["grpc_inference_port"]))
+    try:
+        socket.create_connection(grpc, timeout=2).close()
+    except OSError:
+        sys.exit(1)
     if not server.healthy():
         sys.exit(1)
 

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,31 @@ def parse_properties(text: str) -> dict[str, str]:
             key, value = line.split("=", 1)
             properties[key.strip()] = value.strip()
     return properties
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS says are free on loopback now."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def loopback_overrides(store: Path) -> dict[str, str]:
+    """Free loopback ports for every API, and a model store: all that tests and benchmarks change in the production config."""
+    inference, management, metrics, grpc, grpc_management = free_ports(5)
+    return {
+        "inference_address": f"http://127.0.0.1:{inference}",
+        "management_address": f"http://127.0.0.1:{management}",
+        "metrics_address": f"http://127.0.0.1:{metrics}",
+        "grpc_inference_address": "127.0.0.1",
+        "grpc_inference_port": str(grpc),
+        "grpc_management_port": str(grpc_management),
+        "model_store": str(store),
+    }
 
 
 def example_image(run_dir: Path) -> Path:
@@ -89,7 +115,10 @@ class TorchServe:
         key_file = self.run_dir / "key_file.json"
         if self.properties.get("disable_token_authorization") == "true" or not key_file.exists():
             return None
-        return json.loads(key_file.read_text())[api]["key"]
+        try:
+            return json.loads(key_file.read_text())[api]["key"]
+        except (json.JSONDecodeError, KeyError):  # TorchServe is still writing the file
+            return None
 
     def start(self, detach: bool = False) -> None:
         """Launch TorchServe; its console goes to the terminal, or to logs/console.log when detached."""
@@ -117,6 +146,7 @@ class TorchServe:
             str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ncs",
             "--ts-config", str(config.resolve()),
             "--model-store", str(self.model_store.resolve()),
+            "--workflow-store", str(self.model_store.resolve()),
             # Without names, TorchServe loads what the config says (load_models=all: the whole store).
             *(["--models", *[f"{name}={name}.mar" for name in self.models]] if self.models else []),
         ]  # fmt: skip
@@ -150,6 +180,13 @@ class TorchServe:
         _stop_group(pid, timeout)
         pid_file.unlink(missing_ok=True)
         self.process = None
+
+    def register_workflow(self, name: str, timeout: float = 600) -> None:
+        """Register ``name``.war from the store (TorchServe loads workflows only this way) and wait for its models."""
+        url = f"{self.management_url}/workflows?url={name}.war"
+        request = urllib.request.Request(url, method="POST", headers=self._auth("management"))
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
 
     def describe(self, model: str) -> dict:
         """The management API's description of ``model``, with our handler's metadata."""
@@ -225,26 +262,35 @@ def _stop_group(pid: int, timeout: float) -> None:
 
 
 def show_first_request(server: TorchServe) -> None:
-    """Send the astronaut photo to each model and print the command and a summary of the answer."""
+    """Send the astronaut photo to each model; print the command and a summary (pictures are saved in the run directory)."""
     image = example_image(server.run_dir)
     token = server.token("inference")
     auth = f' -H "Authorization: Bearer {token}"' if token else ""
+    shown_image = image.relative_to(REPO) if image.is_relative_to(REPO) else image
     print("\nhumanserve is ready. First requests:\n")
     for model in server.models:
         url = f"{server.inference_url}/predictions/{model}"
-        print(f"  curl -s {url}{auth} -T {image.relative_to(REPO) if image.is_relative_to(REPO) else image}")
         headers = {"Content-Type": "image/png", **server._auth("inference")}
         request = urllib.request.Request(url, data=image.read_bytes(), method="POST", headers=headers)
-        with urllib.request.urlopen(request, timeout=120) as response:
-            answer = json.loads(response.read())
+        with urllib.request.urlopen(request, timeout=300) as response:
+            content_type, body = response.headers.get("Content-Type", ""), response.read()
+        if content_type.startswith("image/"):
+            saved = server.run_dir / f"{model}.{content_type.split('/')[1]}"
+            saved.write_bytes(body)
+            print(f"  curl -s {url}{auth} -T {shown_image} -o {saved.name}")
+            print(f"  -> {content_type}, {len(body)} bytes, saved as {saved}")
+        else:
+            answer = json.loads(body)
+            summary = {key: answer[key] for key in ("model", "version", "image", "coverage") if key in answer}
+            if "people" in answer:
+                summary["people"] = len(answer["people"])
+                summary["keypoints_per_person"] = [len(p.get("keypoints", [])) for p in answer["people"]]
+            print(f"  curl -s {url}{auth} -T {shown_image}")
+            print(f"  -> {json.dumps(summary)}")
         weights = server.describe(model).get("customizedMetadata", {}).get("weights", {})
-        summary = {key: answer[key] for key in ("model", "version", "image") if key in answer}
-        if "people" in answer:
-            summary["people"] = len(answer["people"])
-            summary["keypoints_per_person"] = [len(p.get("keypoints", [])) for p in answer["people"]]
-        print(f"  -> {json.dumps(summary)}")
-        if not weights.get("pretrained"):
-            print(f"  !! {model} serves UNTRAINED weights ({weights.get('source')}): answers are meaningless")
+        untrained = {part: record.get("source") for part, record in weights.items() if not record.get("pretrained")}
+        if untrained:
+            print(f"  !! {model} serves UNTRAINED weights {untrained}: its answers are meaningless")
     print(
         f"\n  Options: JSON {{\"image\": \"<base64>\", \"flip_test\": true}}, multipart -F data=@photo.jpg -F boxes='[[x1,y1,x2,y2]]',"
         f"\n  or headers -H 'X-Option-Render: true'. Describe: curl {server.management_url}/models/{server.models[0]}?customized=true"

@@ -1,0 +1,75 @@
+"""The pose pipeline the TorchServe way: a workflow archive (.war) chaining a detector and a pose model.
+
+    python -m export.workflow [--detector person_detector] [--pose pose_resnet50] [--store model_store]
+
+The models are the store's own archives; register the workflow on a running server with
+``curl -X POST "127.0.0.1:8081/workflows?url=pose_pipeline_workflow.war"`` (management token).
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from .archive import HANDLERS, REPO, Serving
+from .recipes import DETECTION_SERVING
+
+WORKFLOW_HANDLER = "pose_pipeline_workflow.py"
+
+
+def workflow_spec(detector: str, pose: str, serving: Serving) -> dict:
+    """The workflow specification: both models with the detector's serving settings, and the DAG."""
+    return {
+        "models": {
+            "min-workers": serving.workers,
+            "max-workers": serving.workers,
+            "batch-size": serving.batch_size,
+            "max-batch-delay": serving.max_batch_delay_ms,
+            "retry-attempts": 1,
+            "timeout-ms": serving.response_timeout_s * 1000,
+            "detector": {"url": f"{detector}.mar"},
+            "pose": {"url": f"{pose}.mar"},
+        },
+        "dag": {
+            "pre_processing": ["detector", "to_pose_request"],
+            "detector": ["to_pose_request"],
+            "to_pose_request": ["pose"],
+        },
+    }
+
+
+def write_workflow(store: Path, detector: str, pose: str, name: str = "pose_pipeline_workflow",
+                   serving: Serving = DETECTION_SERVING) -> Path:  # fmt: skip
+    """Write ``store/NAME.war`` for the detector and pose archives found in ``store``."""
+    store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"export-{name}-") as stage_dir:
+        stage = Path(stage_dir)
+        (stage / "workflow.yaml").write_text(yaml.safe_dump(workflow_spec(detector, pose, serving), sort_keys=False))
+        command = [
+            str(Path(sys.executable).parent / "torch-workflow-archiver"),
+            "--workflow-name", name,
+            "--spec-file", str(stage / "workflow.yaml"),
+            "--handler", str(HANDLERS / WORKFLOW_HANDLER),
+            "--export-path", str(store),
+            "--force",
+        ]  # fmt: skip
+        subprocess.run(command, check=True, env={**os.environ, "TMPDIR": str(stage)})
+    return store / f"{name}.war"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m export.workflow", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--detector", default="person_detector", help="detector archive in the store")
+    parser.add_argument("--pose", default="pose_resnet50", help="pose archive in the store")
+    parser.add_argument("--store", type=Path, default=REPO / "model_store")
+    args = parser.parse_args()
+    print(f"wrote {write_workflow(args.store, args.detector, args.pose)}")
+
+
+if __name__ == "__main__":
+    main()
