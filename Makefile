@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
-.PHONY: setup check-java export export-gpu serve start stop test bench-decode clean
+.PHONY: setup check-java export export-gpu serve start stop test bench-decode bench-pipeline bench-batching bench-latency clean
 
 setup: $(VENV)/.installed
 
@@ -54,6 +54,18 @@ test: setup
 
 bench-decode: setup
 	$(PY) -m loadtest.bench_decode
+
+# Detect-then-pose as one handler vs as a TorchServe workflow, same models and load (BENCH_ARGS: --duration, --clients, --detector).
+bench-pipeline: setup
+	$(PY) -m loadtest.bench_pipeline $(BENCH_ARGS)
+
+# Pad photos of mixed sizes into one call, or one call per size (segmenter, style).
+bench-batching: setup
+	$(PY) -m loadtest.bench_batching $(BENCH_ARGS)
+
+# Per-image latency of served models, one client (BENCH_ARGS: MODELS... --size --requests --options).
+bench-latency: setup
+	$(PY) -m loadtest.bench_latency $(BENCH_ARGS)
 
 clean:
 	rm -rf run model_store/*.mar model_store/gpu .pytest_cache

@@ -1,5 +1,7 @@
 """Architectures torchvision lacks, named so that the published checkpoints load unchanged."""
 
+import re
+
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet50, resnet101, resnet152
@@ -80,3 +82,115 @@ def example_images(count: int, seed: int) -> list[Tensor]:
     generator = torch.Generator().manual_seed(seed)
     sizes = [(240, 320), (320, 200), (256, 256), (180, 300)]
     return [torch.rand(3, *sizes[i % len(sizes)], generator=generator) for i in range(count)]
+
+
+class PersonLogOdds(nn.Module):
+    """A torchvision VOC segmentation model answering one map per image: the log-odds of "person".
+
+    ``log p(person) - log p(not person)`` from the 21 class logits; a 1-channel map is
+    cheap to resize to the photo, and thresholding it at log(t / (1 - t)) is thresholding
+    the person probability at t.
+    """
+
+    def __init__(self, segmenter: nn.Module, person_label: int = 15, classes: int = 21):
+        super().__init__()
+        self.segmenter = segmenter
+        self.person_label = person_label
+        self.register_buffer("others", torch.tensor([c for c in range(classes) if c != person_label]))
+
+    def forward(self, images: Tensor) -> Tensor:
+        logits = self.segmenter(images)["out"]
+        person = logits[:, self.person_label : self.person_label + 1]
+        return person - logits[:, self.others].logsumexp(dim=1, keepdim=True)
+
+
+def person_log_odds(segmenter: nn.Module) -> nn.Module:
+    """Wrap a torchvision VOC segmenter to answer the person log-odds map."""
+    return PersonLogOdds(segmenter)
+
+
+class ReflectConv(nn.Module):
+    """Reflection padding then a convolution: ``ConvLayer`` of the fast-neural-style example."""
+
+    def __init__(self, channels_in: int, channels_out: int, kernel_size: int, stride: int = 1, upsample: int = 1):
+        super().__init__()
+        self.upsample = upsample
+        self.reflection_pad = nn.ReflectionPad2d(kernel_size // 2)
+        self.conv2d = nn.Conv2d(channels_in, channels_out, kernel_size, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.upsample > 1:
+            x = nn.functional.interpolate(x, scale_factor=float(self.upsample), mode="nearest")
+        return self.conv2d(self.reflection_pad(x))
+
+
+class ResidualBlock(nn.Module):
+    """Two reflect-padded 3x3 convolutions with instance norm, added to the input."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = ReflectConv(channels, channels, 3)
+        self.in1 = nn.InstanceNorm2d(channels, affine=True)
+        self.conv2 = ReflectConv(channels, channels, 3)
+        self.in2 = nn.InstanceNorm2d(channels, affine=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.in2(self.conv2(torch.relu(self.in1(self.conv1(x)))))
+
+
+class TransformerNet(nn.Module):
+    """Johnson et al.'s fast style transfer network, with the attribute names of the PyTorch examples' release.
+
+    RGB ``[N, 3, H, W]`` in 0..255 to a stylised image in (about) the same range.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.in1 = ReflectConv(3, 32, 9), nn.InstanceNorm2d(32, affine=True)
+        self.conv2, self.in2 = ReflectConv(32, 64, 3, stride=2), nn.InstanceNorm2d(64, affine=True)
+        self.conv3, self.in3 = ReflectConv(64, 128, 3, stride=2), nn.InstanceNorm2d(128, affine=True)
+        self.res1, self.res2, self.res3, self.res4, self.res5 = (ResidualBlock(128) for _ in range(5))
+        self.deconv1, self.in4 = ReflectConv(128, 64, 3, upsample=2), nn.InstanceNorm2d(64, affine=True)
+        self.deconv2, self.in5 = ReflectConv(64, 32, 3, upsample=2), nn.InstanceNorm2d(32, affine=True)
+        self.deconv3 = ReflectConv(32, 3, 9)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.relu(self.in1(self.conv1(x)))
+        y = torch.relu(self.in2(self.conv2(y)))
+        y = torch.relu(self.in3(self.conv3(y)))
+        y = self.res5(self.res4(self.res3(self.res2(self.res1(y)))))
+        y = torch.relu(self.in4(self.deconv1(y)))
+        y = torch.relu(self.in5(self.deconv2(y)))
+        return self.deconv3(y)
+
+
+class SameSizeStyle(nn.Module):
+    """Any size in, the same size out: reflect-pad to a multiple of 4 (two stride-2 stages), style, crop back."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        height, width = x.shape[-2], x.shape[-1]
+        padded = nn.functional.pad(x, (0, (4 - width % 4) % 4, 0, (4 - height % 4) % 4), mode="reflect")
+        return self.network(padded)[..., :height, :width]
+
+
+def same_size_style(network: nn.Module) -> nn.Module:
+    """Wrap a style network so that its answer has exactly its input's size."""
+    return SameSizeStyle(network)
+
+
+_INSTANCE_NORM_STATISTICS = re.compile(r"(^|\.)in\d+\.running_(mean|var)$")
+
+
+def drop_instance_norm_statistics(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The examples' checkpoints carry running statistics of InstanceNorm layers that newer PyTorch neither tracks nor accepts."""
+    return {key: value for key, value in state.items() if not _INSTANCE_NORM_STATISTICS.search(key)}
+
+
+def example_photos(batch: int, height: int, width: int, seed: int) -> Tensor:
+    """Reproducible RGB values in 0..255, as the style network takes them."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, height, width, generator=generator) * 255

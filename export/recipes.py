@@ -5,11 +5,22 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import yaml
 from torch import Tensor, nn
-from torchvision.models import detection
+from torchvision.models import detection, segmentation
 
 from .archive import REPO, Package, Part, Serving
-from .architectures import PoseResNet, example_crops, example_images, keep_person_class
+from .architectures import (
+    PoseResNet,
+    TransformerNet,
+    drop_instance_norm_statistics,
+    example_crops,
+    example_images,
+    example_photos,
+    keep_person_class,
+    person_log_odds,
+    same_size_style,
+)
 from .weights import StateDictAdapter, choose_weights
 
 CHECKPOINTS = REPO / "checkpoints"
@@ -40,6 +51,10 @@ DETECTOR_CONFIG: dict[str, Any] = {"person_label": 1}
 # view rule: not calibrated here (no trained weights offline); every request can override.
 KEYPOINT_RCNN_CONFIG: dict[str, Any] = {"person_label": 1, "view": {"face_threshold": 2.0, "body_threshold": 2.0}}
 
+# torchvision's VOC segmenters: resized to 520 px on the short side, ImageNet normalisation
+# (their weights' transforms); the exported model answers the person log-odds map.
+SEGMENTER_CONFIG: dict[str, Any] = {"input": {"short_side": 520, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}}
+
 # Serving defaults (issue 6 tunes them under load): batch 8 because batching pays even on
 # CPU (ResNet-50 256x192 on 2 cores: 95 ms for 1 crop, 427 ms for 8, 1.8x the throughput)
 # and fills a GPU far better; a 20 ms batch delay costs little latency next to a 100+ ms
@@ -49,6 +64,10 @@ POSE_SERVING = Serving(batch_size=8, max_batch_delay_ms=20, workers=1, response_
 # Detectors resize every image to 800 px on the short side: a batch of 4 already keeps a
 # GPU busy, and on CPU (seconds per image) a larger batch only lengthens the wait.
 DETECTION_SERVING = Serving(batch_size=4, max_batch_delay_ms=20, workers=1, response_timeout_s=300)
+# Segmenters and styles work on whole photos (segmenters at 520 px, styles up to 1024 px):
+# costs like the detectors'.
+IMAGE_SERVING = Serving(batch_size=4, max_batch_delay_ms=20, workers=1, response_timeout_s=300)
+STYLES_FILE = Path(__file__).with_name("styles.yaml")
 
 
 @dataclass(frozen=True)
@@ -143,6 +162,52 @@ KEYPOINT_RCNN = PartRecipe(
 )
 
 
+def _segmenter_recipe(name: str, builder: Callable[..., nn.Module], weights: str, served_by_default: bool) -> Recipe:
+    part = PartRecipe(
+        name="model",
+        build=partial(builder, weights=None, weights_backbone=None),
+        example_inputs=lambda batch: (example_crops(batch, 520, 600, seed=batch),),
+        torchscript="script",
+        default_weights=weights,
+        finish=person_log_odds,
+    )
+    return Recipe(
+        name=name,
+        parts=(part,),
+        handler="segmenter_handler.py",
+        handler_modules=("segmentation.py",),
+        handler_config={**SEGMENTER_CONFIG, "limits": IMAGE_LIMITS},
+        serving=IMAGE_SERVING,
+        served_by_default=served_by_default,
+    )
+
+
+def _style_recipes() -> list[Recipe]:
+    styles = yaml.safe_load(STYLES_FILE.read_text())["styles"]
+    return [
+        Recipe(
+            name=f"style_{style}",
+            parts=(
+                PartRecipe(
+                    name="model",
+                    build=TransformerNet,
+                    example_inputs=lambda batch: (example_photos(batch, 101, 134, seed=batch),),
+                    torchscript="script",
+                    default_checkpoint=CHECKPOINTS / "style" / f"{style}.pth",
+                    adapt_state_dict=drop_instance_norm_statistics,
+                    finish=same_size_style,
+                ),
+            ),
+            handler="style_handler.py",
+            handler_modules=("style.py",),
+            handler_config={"limits": IMAGE_LIMITS},
+            serving=IMAGE_SERVING,
+            served_by_default=settings.get("served_by_default", False),
+        )
+        for style, settings in styles.items()
+    ]
+
+
 def _pose_recipe(depth: int) -> Recipe:
     return Recipe(
         name=f"pose_resnet{depth}",
@@ -196,6 +261,15 @@ RECIPES: dict[str, Recipe] = {
             serving=DETECTION_SERVING,
             served_by_default=True,
         ),
+        _segmenter_recipe(
+            "person_segmenter", segmentation.deeplabv3_mobilenet_v3_large,
+            "DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", served_by_default=True,
+        ),
+        _segmenter_recipe(
+            "person_segmenter_lraspp", segmentation.lraspp_mobilenet_v3_large,
+            "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", served_by_default=False,
+        ),
+        *_style_recipes(),
     )
 }
 DEFAULT_MODELS = [name for name, recipe in RECIPES.items() if recipe.served_by_default]

@@ -73,8 +73,5 @@ class DetectionHandler(VisionHandler):
     def validate(self, item: Item) -> None:
         check_output_options(item.options)
 
-    def prepare(self, items: list[Item]) -> list[Tensor]:
-        return [item.image.to(self.device) for item in items]
-
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         return detect(self.model, images)

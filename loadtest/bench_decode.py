@@ -9,11 +9,8 @@ Gaussian heatmaps with known sub-pixel centres, so accuracy is reported with spe
 """
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -22,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "handlers"))
 
 from humanserve_core.heatmaps import decode_heatmaps  # noqa: E402
-from loadtest.machine import describe_machine  # noqa: E402
+from loadtest.machine import describe_machine, median_seconds  # noqa: E402
 
 JOINTS, HEIGHT, WIDTH, STRIDE, SIGMA = 17, 64, 48, 4, 2.0
 CROP = (HEIGHT * STRIDE, WIDTH * STRIDE)
@@ -73,18 +70,6 @@ def reference_decode(heatmaps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-def median_ms(run: Callable[[], object], repeats: int, synchronize: Callable[[], None]) -> float:
-    run()
-    synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        synchronize()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -92,7 +77,6 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     args = parser.parse_args()
     device = torch.device(args.device)
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     print(f"Machine: {describe_machine(device)}; decoding on {device}")
     print(f"{JOINTS} joints, {HEIGHT}x{WIDTH} heatmaps, sigma {SIGMA}, DARK refinement; median of {args.repeats} runs\n")
@@ -105,8 +89,8 @@ def main() -> None:
         def ours():
             return decode_heatmaps(maps_t, boxes_t, CROP, STRIDE, 0.0, "dark", SIGMA)
 
-        ours_ms = median_ms(ours, args.repeats, synchronize)
-        loop_ms = median_ms(lambda: reference_decode(heatmaps, boxes), args.repeats, synchronize)
+        ours_ms = median_seconds(ours, args.repeats, device) * 1000
+        loop_ms = median_seconds(lambda: reference_decode(heatmaps, boxes), args.repeats, device) * 1000
         ours_error = np.linalg.norm(ours()[..., :2].cpu().numpy() - truth, axis=-1)
         loop_error = np.linalg.norm(reference_decode(heatmaps, boxes)[..., :2] - truth, axis=-1)
         print(

@@ -1,8 +1,11 @@
-"""One line naming the machine a figure was measured on."""
+"""What every benchmark needs: one line naming the machine, and a steady timing of a piece of work."""
 
 import os
 import platform
+import statistics
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -20,3 +23,17 @@ def describe_machine(device: torch.device) -> str:
     if device.type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(device)}"
     return text
+
+
+def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median wall time of ``run()`` over ``repeats`` runs after one warm-up, waiting for the GPU if one is used."""
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    run()
+    synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -1,6 +1,5 @@
 """Shared fixtures: a model store with oracle and real archives, and a real TorchServe serving it."""
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,35 +9,11 @@ import requests
 
 from export.archive import REPO, write_archive
 from oracles import oracle_packages
-from tools.server import TorchServe
+from tools.server import TorchServe, loopback_overrides
 
-ORACLES = ["pose_oracle", "detector_oracle", "keypoint_oracle", "pipeline_oracle"]
+ORACLES = ["pose_oracle", "detector_oracle", "keypoint_oracle", "pipeline_oracle", "segmenter_oracle", "style_oracle"]
 # Real architectures with random weights: they must load and answer in a worker, offline.
-REAL_MODELS = ["pose_resnet50", "person_detector_mobilenet", "keypoint_rcnn"]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def loopback_overrides(store: Path) -> dict[str, str]:
-    """Free loopback ports for every API, and the test model store: all a test may change in the production config."""
-    inference, management, metrics, grpc, grpc_management = free_ports(5)
-    return {
-        "inference_address": f"http://127.0.0.1:{inference}",
-        "management_address": f"http://127.0.0.1:{management}",
-        "metrics_address": f"http://127.0.0.1:{metrics}",
-        "grpc_inference_address": "127.0.0.1",
-        "grpc_inference_port": str(grpc),
-        "grpc_management_port": str(grpc_management),
-        "model_store": str(store),
-    }
+REAL_MODELS = ["pose_resnet50", "person_detector_mobilenet", "keypoint_rcnn", "person_segmenter_lraspp", "style_candy"]
 
 
 def server_overrides(store: Path) -> dict[str, str]:

@@ -258,6 +258,66 @@ def paint_frames(image: np.ndarray, frames: list[tuple[list[float], tuple[int, i
         image[y2 - thickness : y2, x1:x2] = colour
 
 
+# People in segmentation photos: one colour, far from the dark backgrounds.
+SEGMENT_COLOUR = (230, 40, 200)
+SEGMENT_BACKGROUND = 20.0  # mean of the background noise
+
+
+class SegmenterOracle(nn.Module):
+    """Normalised photos ``[N, 3, h, w]`` to person log-odds ``[N, 1, h, w]``: how much of each pixel is the person colour.
+
+    The log-odds are proportional to the pixel's share of ``SEGMENT_COLOUR`` against the
+    background (0 for an even blend), so a resized photo keeps its edges where they were.
+    """
+
+    def __init__(self, input_config: dict[str, Any]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(input_config["mean"]).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(input_config["std"]).view(1, 3, 1, 1) * 255)
+        self.register_buffer("colour", torch.tensor(SEGMENT_COLOUR, dtype=torch.float32).view(1, 3, 1, 1))
+        self.background = SEGMENT_BACKGROUND
+
+    def forward(self, images: Tensor) -> Tensor:
+        rgb = images * self.std + self.mean
+        direction = self.colour - self.background
+        share = ((rgb - self.background) * direction).sum(dim=1, keepdim=True) / (direction * direction).sum()
+        return 20 * (share - 0.5)
+
+
+class IdentityStyle(nn.Module):
+    """A style network that changes nothing: served, it must hand the photo back."""
+
+    def forward(self, photos: Tensor) -> Tensor:
+        return photos
+
+
+@dataclass
+class PaintedSegments:
+    """A photo with painted people (ellipses and rectangles in ``SEGMENT_COLOUR``) and their mask."""
+
+    image: np.ndarray  # [H, W, 3] RGB uint8
+    mask: np.ndarray  # [H, W] bool
+
+
+def paint_segments(width: int, height: int, seed: int, noise: bool = False) -> PaintedSegments:
+    """An ellipse and a rectangle of person colour on a dark background (``noise``: strong texture everywhere)."""
+    rng = np.random.default_rng(seed)
+    spread = 12 if not noise else 40
+    image = np.clip(rng.normal(SEGMENT_BACKGROUND, spread / 3, size=(height, width, 3)), 0, 255).astype(np.uint8)
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    cx, cy = rng.uniform(0.3, 0.45) * width, rng.uniform(0.35, 0.65) * height
+    rx, ry = 0.2 * width, 0.3 * height
+    ellipse = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1
+    x1, y1 = int(0.6 * width), int(rng.uniform(0.15, 0.3) * height)
+    rectangle = np.zeros_like(ellipse)
+    rectangle[y1 : int(0.85 * height), x1 : int(0.9 * width)] = True
+    mask = ellipse | rectangle
+    colour = np.array(SEGMENT_COLOUR, dtype=float)
+    person = colour if not noise else np.clip(colour + rng.normal(0, 8, size=(int(mask.sum()), 3)), 0, 255)
+    image[mask] = np.asarray(person, dtype=np.uint8)
+    return PaintedSegments(image, mask)
+
+
 ORACLE_WEIGHTS = {"source": "oracle", "pretrained": False, "reason": "test model: answers are known from the input"}
 
 
@@ -276,7 +336,7 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
     from dataclasses import replace
 
     from export.archive import Part, Serving
-    from export.recipes import POSE_CONFIG, RECIPES
+    from export.recipes import POSE_CONFIG, RECIPES, SEGMENTER_CONFIG
 
     serving = Serving(batch_size=batch_size, max_batch_delay_ms=max_batch_delay_ms)
 
@@ -286,7 +346,12 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
     def detector_part(name: str, module: nn.Module) -> Part:
         return Part(name, module, _images, ORACLE_WEIGHTS, "script", check_batch=2)
 
+    def photos(n: int) -> tuple[Tensor]:
+        return (torch.rand(n, 3, 100, 130) * 255,)
+
     recipes = {
+        "segmenter_oracle": (RECIPES["person_segmenter"], (Part("model", SegmenterOracle(SEGMENTER_CONFIG["input"]), _crops, ORACLE_WEIGHTS, "script"),)),
+        "style_oracle": (RECIPES["style_candy"], (Part("model", IdentityStyle(), photos, ORACLE_WEIGHTS, "script"),)),
         "pose_oracle": (RECIPES["pose_resnet50"], (pose_part("model"),)),
         "detector_oracle": (RECIPES["person_detector"], (detector_part("model", DetectorOracle()),)),
         "keypoint_oracle": (RECIPES["keypoint_rcnn"], (detector_part("model", KeypointOracle()),)),

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from torchvision.models import detection
+from torchvision.models import get_weight as torchvision_weights
 
 from export.archive import HANDLERS, REPO, Part, to_torchscript
 from export.architectures import PersonBoxPredictor, PoseResNet, example_images
@@ -175,3 +176,70 @@ def test_person_detector_scripts_and_answers_people_only():
     for found in detections:
         assert set(found) == {"boxes", "labels", "scores"}
         assert found["boxes"].shape[1] == 4 and (found["labels"] == 1).all()
+
+
+def fast_neural_style_keys() -> set[str]:
+    """State-dict keys of the PyTorch examples' fast-neural-style checkpoints (without their stale statistics)."""
+    convs = ["conv1", "conv2", "conv3", "deconv1", "deconv2", "deconv3"]
+    convs += [f"res{r}.conv{c}" for r in range(1, 6) for c in (1, 2)]
+    norms = [f"in{i}" for i in range(1, 6)] + [f"res{r}.in{i}" for r in range(1, 6) for i in (1, 2)]
+    return {f"{conv}.conv2d.{p}" for conv in convs for p in ("weight", "bias")} | {
+        f"{norm}.{p}" for norm in norms for p in ("weight", "bias")
+    }
+
+
+def test_style_network_keys_match_the_examples_release():
+    from export.architectures import TransformerNet
+
+    assert set(TransformerNet().state_dict()) == fast_neural_style_keys()
+
+
+def test_style_checkpoint_with_stale_instance_norm_statistics_loads(tmp_path):
+    from export.architectures import TransformerNet
+
+    published = {k: torch.randn_like(v) for k, v in TransformerNet().state_dict().items()}
+    stale = {f"{norm}.running_{s}": torch.zeros(32) for norm in ("in1", "res3.in2") for s in ("mean", "var")}
+    path = tmp_path / "candy.pth"
+    torch.save({**published, **stale}, path)
+    part = RECIPES["style_candy"].parts[0].make(checkpoint=path)
+    assert part.weights["source"] == "checkpoint"
+    loaded = part.module.network.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in published.items())
+
+
+@pytest.mark.parametrize("size", [(333, 517), (256, 256), (101, 77)])
+def test_style_network_answers_the_size_it_was_given(size):
+    part = RECIPES["style_candy"].parts[0].make(weights="random")
+    scripted = to_torchscript(part)
+    with torch.no_grad():
+        styled = scripted(torch.rand(2, 3, *size) * 255)
+    assert styled.shape == (2, 3, *size)
+
+
+@pytest.mark.parametrize("model", ["person_segmenter", "person_segmenter_lraspp"])
+def test_segmenters_script_and_answer_one_log_odds_map_per_image(model):
+    part = RECIPES[model].parts[0].make(weights="random")
+    scripted = to_torchscript(part)  # raises if TorchScript and eager differ
+    with torch.no_grad():
+        log_odds = scripted(torch.randn(2, 3, 130, 170))
+    assert log_odds.shape == (2, 1, 130, 170)
+
+
+def test_person_log_odds_are_the_person_probability():
+    from export.architectures import PersonLogOdds
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return {"out": x}
+
+    logits = torch.randn(3, 21, 5, 6)
+    odds = PersonLogOdds(Fixed())(logits)
+    person = logits.softmax(dim=1)[:, 15:16]
+    assert torch.allclose(torch.sigmoid(odds), person, atol=1e-6)
+
+
+def test_segmenter_weights_names_resolve_to_torchvision_weights():
+    for model in ("person_segmenter", "person_segmenter_lraspp"):
+        weights = torchvision_weights(RECIPES[model].parts[0].default_weights)
+        assert weights.meta["categories"][15] == "person"
+        assert list(weights.transforms().resize_size) == [520]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from skimage import data
 
-from conftest import loopback_overrides
+from tools.server import loopback_overrides
 from manifests import K8S
 from test_pose_serving import encode
 from tools.server import PRODUCTION_CONFIG, TorchServe, read_properties

@@ -32,3 +32,15 @@ def test_a_model_that_cannot_load_fails_start_with_the_log_tail(model_store, tmp
     assert not any(p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"]) for p in psutil.process_iter(["cmdline"])), (
         f"processes of the stopped server (group {pid}) are still running"
     )
+
+
+def test_first_requests_summarise_json_answers_and_save_pictures(server, capsys):
+    from dataclasses import replace
+
+    from tools.server import show_first_request
+
+    show_first_request(replace(server, models=["pose_oracle", "style_oracle"], process=None))
+    printed = capsys.readouterr().out
+    assert '"people": 1, "keypoints_per_person": [17]' in printed
+    assert "image/jpeg" in printed and (server.run_dir / "style_oracle.jpeg").stat().st_size > 1000
+    assert "pose_oracle serves UNTRAINED weights {'model': 'oracle'}" in printed

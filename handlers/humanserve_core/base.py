@@ -134,8 +134,8 @@ class VisionHandler(BaseHandler):
         """Model-specific checks of one item (raise ``RequestError``); none by default."""
 
     def prepare(self, items: list[Item]) -> Any:
-        """Turn the readable items into one model input on ``self.device``."""
-        raise NotImplementedError
+        """Turn the readable items into one model input on ``self.device``: by default, their images."""
+        return [item.image.to(self.device) for item in items]
 
     def forward(self, inputs: Any) -> Any:
         """Call the model; override to add test-time augmentation."""

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from .images import group_by_size
+
 
 def widen_boxes(boxes: Tensor, aspect_ratio: float, padding: float = 1.25) -> Tensor:
     """Grow ``Tensor[N, 4]`` boxes about their centres to width/height == aspect_ratio, then by padding."""
@@ -49,11 +51,8 @@ def crop_and_resize(
     crops = torch.empty(
         (boxes.shape[0], first.shape[0], *crop_size), dtype=torch.float32, device=first.device
     )
-    by_size: dict[tuple[int, int], list[int]] = {}
-    for position, image in enumerate(images):
-        by_size.setdefault(tuple(image.shape[-2:]), []).append(position)
     slot = torch.empty(len(images), dtype=torch.long, device=boxes.device)
-    for members in by_size.values():
+    for members in group_by_size([image.shape[-2:] for image in images]).values():
         stack = torch.stack([images[m] for m in members]).float()
         slot[members] = torch.arange(len(members), device=boxes.device)
         chosen = torch.isin(image_index, image_index.new_tensor(members)).nonzero().squeeze(1)

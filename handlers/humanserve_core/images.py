@@ -98,3 +98,11 @@ def normalize(pixels: Tensor, mean: Sequence[float], std: Sequence[float], chann
     mean_255 = pixels.new_tensor(mean).view(1, -1, 1, 1) * 255
     std_255 = pixels.new_tensor(std).view(1, -1, 1, 1) * 255
     return (pixels - mean_255) / std_255
+
+
+def group_by_size(sizes: Sequence[Sequence[int]]) -> dict[tuple[int, ...], list[int]]:
+    """Positions of equal sizes together, in first-seen order: one batched call per distinct size."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for position, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(position)
+    return groups

@@ -39,7 +39,7 @@ def read_request(row: Mapping[str, Any], headers: Mapping[str, Any]) -> Request:
     if "body" in row:
         image, body_options = _read_body(row["body"], _content_type(headers, "body"))
     else:
-        image, body_options = _read_fields(row)
+        image, body_options = _read_fields(row, headers)
     repeated = sorted(header_options.keys() & body_options.keys())
     if repeated:
         raise RequestError(
@@ -87,7 +87,7 @@ def _read_json_object(body: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     return decode_base64(encoded, "image"), options
 
 
-def _read_fields(row: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:
+def _read_fields(row: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:
     present = [name for name in IMAGE_FIELDS if name in row]
     if not present:
         raise RequestError(
@@ -102,7 +102,11 @@ def _read_fields(row: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:
         image = image.encode()
     if not image:
         raise RequestError(f"form field {present[0]!r} is empty; send an image", "EmptyRequest")
-    options = {name: _field_text(name, value) for name, value in row.items() if name not in IMAGE_FIELDS}
+    options = {
+        name: bytes(value) if _content_type(headers, name).startswith("image/") else _field_text(name, value)
+        for name, value in row.items()
+        if name not in IMAGE_FIELDS
+    }  # an image file sent as an option (a background) stays bytes
     return bytes(image), options
 
 

@@ -1,0 +1,86 @@
+"""Per-image latency of served models: one client, sequential requests, through TorchServe and the real handler.
+
+Each model is exported with its default weights (random offline: the same compute as
+trained ones) and served with the production config on loopback ports. The photo is
+scikit-image's astronaut resized to SIZE, sent as JPEG.
+
+    python -m loadtest.bench_latency person_segmenter style_candy [--size 640x480] [--requests 20]
+        [--options '{"background": "transparent"}']
+"""
+
+import argparse
+import io
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import torch
+from PIL import Image
+from skimage import data
+
+from loadtest.machine import describe_machine
+from tools.server import REPO, TorchServe, loopback_overrides
+
+
+def astronaut_jpeg(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()).resize((width, height), Image.BILINEAR).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def measure(url: str, token: str, photo: bytes, options: dict, count: int) -> list[float]:
+    """Seconds per request for ``count`` sequential requests after two warm-ups; every answer must be 200."""
+    headers = {"Authorization": f"Bearer {token}"}
+    files = {"data": ("photo.jpg", photo, "image/jpeg"), **{k: (None, json.dumps(v) if not isinstance(v, str) else v) for k, v in options.items()}}
+    session = requests.Session()
+    times = []
+    for index in range(count + 2):
+        start = time.perf_counter()
+        response = session.post(url, files=files, headers=headers, timeout=600)
+        elapsed = time.perf_counter() - start
+        if response.status_code != 200:
+            raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
+        if index >= 2:
+            times.append(elapsed)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the photo")
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--options", default="{}", help="JSON options sent with every request")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    photo, options = astronaut_jpeg(width, height), json.loads(args.options)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as work:
+        store = Path(work) / "store"
+        subprocess.run([sys.executable, "-m", "export", *args.models, "--store", str(store)], cwd=REPO, check=True)
+        server = TorchServe(Path(work) / "run", args.models, store, overrides=loopback_overrides(store))
+        server.start()
+        try:
+            server.wait_ready(600)
+            for model in args.models:
+                times = sorted(measure(f"{server.inference_url}/predictions/{model}", server.token("inference"), photo, options, args.requests))
+                weights = server.describe(model)["customizedMetadata"]["weights"]
+                rows.append((model, times, ", ".join(f"{part}: {record['source']}" for part, record in weights.items())))
+        finally:
+            server.stop()
+    print(f"\nMachine: {describe_machine(torch.device('cpu'))}; served by TorchServe (1 worker, production config)")
+    print(f"One client, {args.requests} sequential requests after 2 warm-ups; astronaut JPEG at {width}x{height}; options {options or 'none'}\n")
+    print("| model | weights | mean ms | p50 ms | p95 ms |")
+    print("|---|---|---:|---:|---:|")
+    for model, times, weights in rows:
+        p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
+        print(f"| {model} | {weights} | {statistics.mean(times) * 1000:.0f} | {statistics.median(times) * 1000:.0f} | {p95 * 1000:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
