@@ -7,14 +7,23 @@ PY := $(VENV)/bin/python
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
-.PHONY: setup check-java export export-gpu serve start stop test bench-decode bench-pipeline bench-batching bench-latency clean
+.PHONY: setup check-java export export-gpu serve start stop test loadtest bench bench-zoo bench-decode bench-pipeline bench-batching bench-latency clean
 
-setup: $(VENV)/.installed
+# gRPC stubs are generated from the .proto files, never edited (git-ignored).
+PROTOS := $(wildcard humanserve_client/protocol/*.proto)
+STUBS := $(PROTOS:.proto=_pb2_grpc.py)
 
-$(VENV)/.installed: requirements.txt constraints.txt | check-java
+setup: $(VENV)/.installed $(STUBS)
+
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml | check-java
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(VENV)/bin/pip install --disable-pip-version-check --no-deps -e .
 	touch $@
+
+humanserve_client/protocol/%_pb2_grpc.py: humanserve_client/protocol/%.proto $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -I . -I "$$($(PY) -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parents[1])')" \
+	  --python_out=. --pyi_out=. --grpc_python_out=. $<
 
 check-java:
 	@command -v java >/dev/null || { \
@@ -51,6 +60,28 @@ stop: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Load: Locust headless against the running server (or one started for MODEL), with a one-line summary
+# and the HTML/CSV report in loadtest/results/. USERS: requests in flight (bench: 2 x batch x workers).
+MODEL ?= pose_resnet50
+USERS ?=
+DURATION ?= 60s
+PROTOCOL ?= rest
+loadtest: setup
+	$(PY) -m loadtest.run --model $(MODEL) --protocol $(PROTOCOL) --duration $(DURATION) $(if $(USERS),--users $(USERS))
+
+# Served vs raw for MODEL, one row in docs/benchmarks.md (BENCH_ARGS: --batch-size --max-batch-delay --workers --threads).
+# DURATION defaults to 6 full batches (at least 30 s) here.
+bench: setup
+	$(PY) -m loadtest.bench_served --model $(MODEL) --protocol $(PROTOCOL) $(if $(filter command line,$(origin DURATION)),--duration $(DURATION)) $(if $(USERS),--users $(USERS)) $(BENCH_ARGS)
+
+# Served vs raw for every model of the zoo over REST and gRPC: a row each (about an hour on 2 CPU cores).
+bench-zoo: setup
+	failed=""; for model in $$($(PY) -c 'from export.recipes import RECIPES; print(*RECIPES)'); do \
+	  for protocol in rest grpc; do \
+	    $(PY) -m loadtest.bench_served --model $$model --protocol $$protocol || failed="$$failed $$model/$$protocol"; \
+	  done; \
+	done; [ -z "$$failed" ] || { echo "failed:$$failed"; exit 1; }
 
 bench-decode: setup
 	$(PY) -m loadtest.bench_decode

@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="override the recipe's TorchServe batch size")
     parser.add_argument("--max-batch-delay", type=int, help="override the recipe's batch delay (ms)")
     parser.add_argument("--workers", type=int, help="override the recipe's workers per model")
+    parser.add_argument("--threads", type=int, help="override the recipe's torch threads per CPU worker (0: one per core)")
     parser.add_argument(
         "--if-stale", action="store_true",
         help="skip models whose archive is newer than the handler and export code and any local checkpoint",
@@ -51,6 +52,7 @@ def main() -> None:
                     ("batch_size", args.batch_size),
                     ("max_batch_delay_ms", args.max_batch_delay),
                     ("workers", args.workers),
+                    ("threads", args.threads),
                 )
                 if value is not None
             },

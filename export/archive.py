@@ -30,6 +30,7 @@ class Serving:
     max_batch_delay_ms: int
     workers: int = 1
     response_timeout_s: int = 120
+    threads: int = 0  # torch threads per CPU worker (the handler sets them); 0: torch's default, one per core
 
     def config(self) -> dict[str, Any]:
         """The model-config.yaml keys TorchServe reads."""
@@ -107,7 +108,7 @@ def write_archive(package: Package, store: Path) -> Path:
             shutil.copy(HANDLERS / name, extra / name)
         for index, part in enumerate(package.parts):
             to_torchscript(part).save(str(stage / "model.pt" if index == 0 else extra / f"{part.name}.pt"))
-        config = {**package.serving.config(), "handler": {**package.handler_config, "weights": weights}}
+        config = {**package.serving.config(), "handler": {**package.handler_config, "torch_threads": package.serving.threads, "weights": weights}}
         (stage / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         command = [
             str(Path(sys.executable).parent / "torch-model-archiver"),

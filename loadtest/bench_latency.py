@@ -9,7 +9,6 @@ scikit-image's astronaut resized to SIZE, sent as JPEG.
 """
 
 import argparse
-import io
 import json
 import statistics
 import subprocess
@@ -20,17 +19,11 @@ from pathlib import Path
 
 import requests
 import torch
-from PIL import Image
 from skimage import data
 
 from loadtest.machine import describe_machine
+from loadtest.photos import jpeg
 from tools.server import REPO, TorchServe, loopback_overrides
-
-
-def astronaut_jpeg(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(data.astronaut()).resize((width, height), Image.BILINEAR).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def measure(url: str, token: str, photo: bytes, options: dict, count: int) -> list[float]:
@@ -58,7 +51,7 @@ def main() -> None:
     parser.add_argument("--options", default="{}", help="JSON options sent with every request")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    photo, options = astronaut_jpeg(width, height), json.loads(args.options)
+    photo, options = jpeg(data.astronaut(), width, height), json.loads(args.options)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as work:
         store = Path(work) / "store"

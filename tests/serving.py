@@ -10,8 +10,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PIL import Image
 
+from humanserve_client import GrpcClient, RestClient
 from oracles import paint_people
 from test_images import pixel_bomb_png
+from tools.server import TorchServe
 
 
 def encode(image: np.ndarray, image_format: str) -> bytes:
@@ -93,3 +95,11 @@ def check_bad_requests_beside_good_ones(
         assert words in body["message"], f"{model}, {name}: {body['message']!r} lacks {words!r}"
     assert max(int(r.headers["X-Batch-Size"]) for r in responses) > 1, "bad and good requests never shared a batch"
     assert worker_pids(server, model) == pids_before, f"a bad request restarted the {model} worker"
+
+
+def clients(server: TorchServe, **tokens) -> tuple[RestClient, GrpcClient]:
+    """A REST and a gRPC client of ``server``, inference and management APIs, no retries."""
+    ports = server.properties
+    rest = RestClient(server.inference_url, server.management_url, retries=0, **tokens)
+    remote = GrpcClient(f"127.0.0.1:{ports['grpc_inference_port']}", f"127.0.0.1:{ports['grpc_management_port']}", retries=0, **tokens)
+    return rest, remote

@@ -13,7 +13,8 @@ from skimage import data
 
 from tools.server import loopback_overrides
 from manifests import K8S
-from test_pose_serving import encode
+from serving import clients, encode
+from humanserve_client import ServerError
 from tools.server import PRODUCTION_CONFIG, TorchServe, read_properties
 
 ORACLE = "pose_oracle"
@@ -86,3 +87,21 @@ def test_metrics_carry_the_series_the_autoscaler_reads(production, http, photo):
     samples = [line for line in metrics.text.splitlines() if line.startswith(series + "{")]
     assert samples and any(f'model_name="{ORACLE}"' in line for line in samples), metrics.text[:2000]
     assert f"# TYPE {series} counter" in metrics.text  # a counter: the rule takes its rate
+
+
+def test_grpc_needs_the_key_as_rest_does_and_answers_the_same_with_it(production, photo):
+    anonymous = clients(production)
+    keyed = clients(production, token=production.token("inference"), management_token=production.token("management"))
+    refusals = []
+    for client in anonymous:
+        with pytest.raises(ServerError) as caught:
+            client.predict(ORACLE, photo)
+        refusals.append(caught.value.as_dict())
+    assert refusals[0] == refusals[1]
+    assert refusals[0]["code"] == 400 and refusals[0]["type"] == "InvalidKeyException"
+    rest, remote = keyed
+    assert remote.predict(ORACLE, photo).body == rest.predict(ORACLE, photo).body
+    assert [m["modelName"] for m in remote.models()] == [m["modelName"] for m in rest.models()] == [ORACLE]
+    wrong = clients(production, token=production.token("management"))[1]  # a key, but not the inference one
+    with pytest.raises(ServerError, match="InvalidKeyException"):
+        wrong.predict(ORACLE, photo)

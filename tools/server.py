@@ -166,7 +166,7 @@ class TorchServe:
             failed = self._failed_models()
             if failed:
                 raise RuntimeError(f"model {failed[0]} failed to load (TorchServe retries forever)\n{self.log_tail()}")
-            if self.healthy() and all(self._model_ready(name) for name in self.models):
+            if self.healthy() and all(self.model_ready(name) for name in self.models):
                 return
             time.sleep(0.5)
         raise TimeoutError(f"models {self.models} not ready after {timeout:.0f}s\n{self.log_tail()}")
@@ -230,7 +230,8 @@ class TorchServe:
         except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
             return False
 
-    def _model_ready(self, name: str) -> bool:
+    def model_ready(self, name: str) -> bool:
+        """True when ``name`` is registered and has a READY worker."""
         try:
             workers = self.describe(name)["workers"]
         except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError, IndexError):

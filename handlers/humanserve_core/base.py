@@ -65,6 +65,9 @@ class VisionHandler(BaseHandler):
         self.model_name = manifest["modelName"]
         self.model_version = manifest.get("modelVersion", "")
         self.weights = self.config.get("weights", {})  # per TorchScript file: {"model": {...}, ...}
+        threads = self.config.get("torch_threads", 0)
+        if threads and self.device.type == "cpu":
+            torch.set_num_threads(threads)
         for part, record in self.weights.items():
             if not record.get("pretrained"):
                 logger.warning(
@@ -124,6 +127,7 @@ class VisionHandler(BaseHandler):
                 "version": self.model_version,
                 "weights": self.weights,
                 "device": str(self.device),
+                "torch_threads": torch.get_num_threads(),
                 "options": describe(self.options),
                 "limits": {"max_image_bytes": self.limits.max_bytes, "max_image_pixels": self.limits.max_pixels},
                 "config": {k: v for k, v in self.config.items() if k not in ("weights", "limits")},

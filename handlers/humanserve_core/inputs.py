@@ -5,7 +5,7 @@ Three request forms are accepted (design.md section 3):
 - raw body: the image bytes, options as ``X-Option-<Name>`` headers
   (``X-Option-Flip-Test: true`` sets option ``flip_test``);
 - multipart form, or gRPC input map: field ``data`` or ``image`` holds the file,
-  every other field is an option;
+  every other field is an option (UTF-8 text, or binary data such as a background image);
 - JSON object: ``{"image": "<base64>", ...options}``, also recognised without its
   content type (a body starting with ``{`` is never an image).
 
@@ -103,7 +103,7 @@ def _read_fields(row: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[by
     if not image:
         raise RequestError(f"form field {present[0]!r} is empty; send an image", "EmptyRequest")
     options = {
-        name: bytes(value) if _content_type(headers, name).startswith("image/") else _field_text(name, value)
+        name: bytes(value) if _content_type(headers, name).startswith("image/") else _field_text(value)
         for name, value in row.items()
         if name not in IMAGE_FIELDS
     }  # an image file sent as an option (a background) stays bytes
@@ -142,12 +142,14 @@ def _raise_json_error(body: bytes) -> None:
     raise RequestError("the body is not valid JSON", "InvalidJSON")
 
 
-def _field_text(name: str, value: Any) -> Any:
+def _field_text(value: Any) -> Any:
+    # gRPC input-map entries carry no content type: binary data (an image) stays bytes,
+    # and options that want text reject it by name.
     if isinstance(value, (bytes, bytearray)):
         try:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError:
-            raise RequestError(f"form field {name!r} is not UTF-8 text", "InvalidOption") from None
+            return bytes(value)
     return value
 
 

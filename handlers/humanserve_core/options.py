@@ -135,7 +135,10 @@ def _to_number(value: Any) -> Optional[float]:
 
 
 def _invalid(name: str, value: Any, expected: str) -> RequestError:
-    shown = json.dumps(value) if not isinstance(value, str) else repr(value)
+    if isinstance(value, bytes):
+        shown = f"{len(value)} bytes of binary data"
+    else:
+        shown = json.dumps(value) if not isinstance(value, str) else repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return RequestError(f"option {name!r} must be {expected}, got {shown}", "InvalidOption")

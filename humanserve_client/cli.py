@@ -1,0 +1,149 @@
+"""``humanserve``: call a humanserve TorchServe from the shell, over REST or gRPC.
+
+    humanserve health
+    humanserve models [MODEL]
+    humanserve predict MODEL FILE_OR_FOLDER... [-o NAME=VALUE]... [--grpc] [--concurrency N] [--out DIR]
+
+Each image gets one JSON line on stdout: its answer, the file an image answer was saved
+to, or its error. A bad image is reported and the others go on; the exit status is 1 if
+any failed. Connection settings come from flags or HUMANSERVE_* environment variables.
+"""
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from .client import Answer, Client, GrpcClient, RestClient, ServerError
+
+IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
+
+
+def image_files(paths: list[Path]) -> Iterator[Path]:
+    """The files named, and every visible file of the folders named (sorted); the server judges what is an image."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        else:
+            yield path
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE``; ``NAME=@FILE`` sends the file's bytes (a background image)."""
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"option {text!r} is not NAME=VALUE")
+    return name, Path(value[1:]).read_bytes() if value.startswith("@") else value
+
+
+def read_key_file(path: Optional[str]) -> dict[str, str]:
+    """The keys in TorchServe's key_file.json (written where it runs; `make serve` keeps it in run/)."""
+    if not path:
+        return {}
+    keys = json.loads(Path(path).read_text())
+    return {api: keys[api]["key"] for api in ("inference", "management")}
+
+
+def connect(args: argparse.Namespace) -> Client:
+    keys = read_key_file(args.key_file)
+    tokens = {
+        "token": args.token or keys.get("inference"),
+        "management_token": args.management_token or keys.get("management"),
+        "timeout_s": args.timeout,
+        "retries": args.retries,
+    }
+    if args.grpc:
+        return GrpcClient(args.grpc_target, args.grpc_management_target, **tokens)
+    return RestClient(args.url, args.management_url, **tokens)
+
+
+def predict_one(client: Client, args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    """Send one file; the JSON line that reports it."""
+    try:
+        answer = client.predict(args.model, path.read_bytes(), dict(args.option))
+    except ServerError as error:
+        return {"file": str(path), "error": error.as_dict()}
+    except OSError as error:
+        return {"file": str(path), "error": {"code": None, "type": "UnreadableFile", "message": str(error)}}
+    return {"file": str(path), **save_or_inline(answer, path, args)}
+
+
+def save_or_inline(answer: Answer, source: Path, args: argparse.Namespace) -> dict[str, Any]:
+    if not answer.is_image:
+        return {"answer": answer.json()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out / f"{source.stem}.{args.model}{IMAGE_EXTENSIONS.get(answer.content_type, '.img')}"
+    target.write_bytes(answer.body)
+    return {"saved": str(target), "content_type": answer.content_type}
+
+
+def predict(args: argparse.Namespace) -> int:
+    files = list(image_files(args.paths))
+    if not files:
+        print("no files to send", file=sys.stderr)
+        return 2
+    failed = 0
+    with connect(args) as client, ThreadPoolExecutor(args.concurrency) as pool:
+        for line in pool.map(lambda path: predict_one(client, args, path), files):
+            failed += "error" in line
+            print(json.dumps(line), flush=True)
+    print(f"{len(files) - failed} of {len(files)} answered, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def models(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        print(json.dumps(client.describe(args.model) if args.model else client.models(), indent=2))
+    return 0
+
+
+def health(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        answer = client.health()
+    print(json.dumps(answer))
+    return 0 if answer.get("status") == "Healthy" else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    shared = argparse.ArgumentParser(add_help=False)  # connection flags, accepted after any command
+    connection = shared.add_argument_group("connection")
+    connection.add_argument("--grpc", action="store_true", help="use gRPC instead of REST")
+    connection.add_argument("--url", default=env("HUMANSERVE_URL", "http://127.0.0.1:8080"), help="REST inference API")
+    connection.add_argument("--management-url", default=env("HUMANSERVE_MANAGEMENT_URL", "http://127.0.0.1:8081"), help="REST management API")
+    connection.add_argument("--grpc-target", default=env("HUMANSERVE_GRPC_TARGET", "127.0.0.1:7070"), help="gRPC inference API")
+    connection.add_argument("--grpc-management-target", default=env("HUMANSERVE_GRPC_MANAGEMENT_TARGET", "127.0.0.1:7071"), help="gRPC management API")
+    connection.add_argument("--token", default=env("HUMANSERVE_TOKEN"), help="inference API key (token authorization)")
+    connection.add_argument("--management-token", default=env("HUMANSERVE_MANAGEMENT_TOKEN"), help="management API key")
+    connection.add_argument("--key-file", default=env("HUMANSERVE_KEY_FILE"), help="TorchServe's key_file.json, for both keys (e.g. run/key_file.json)")
+    connection.add_argument("--timeout", type=float, default=120, help="seconds to wait for each answer")
+    connection.add_argument("--retries", type=int, default=3, help="tries again, with backoff, only when the server is busy (503 / UNAVAILABLE)")
+    root = argparse.ArgumentParser(prog="humanserve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("predict", parents=[shared], help="send images to a model")
+    run.add_argument("model")
+    run.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_FOLDER")
+    run.add_argument("-o", "--option", action="append", type=parse_option, default=[], metavar="NAME=VALUE", help="a request option, e.g. render=true, boxes='[[10,20,200,400]]', background=@beach.jpg")
+    run.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (the server batches them)")
+    run.add_argument("--out", type=Path, default=Path("humanserve_answers"), help="folder for image answers")
+    run.set_defaults(run=predict)
+
+    listing = commands.add_parser("models", parents=[shared], help="list the models, or describe one")
+    listing.add_argument("model", nargs="?")
+    listing.set_defaults(run=models)
+
+    commands.add_parser("health", parents=[shared], help="is the server healthy").set_defaults(run=health)
+    return root
+
+
+def main() -> None:
+    args = parser().parse_args()
+    try:
+        sys.exit(args.run(args))
+    except ServerError as error:
+        print(json.dumps({"error": error.as_dict()}), file=sys.stderr)
+        sys.exit(1)

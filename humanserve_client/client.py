@@ -1,0 +1,273 @@
+"""Call humanserve's TorchServe over REST or gRPC: the same requests, answers and errors on both.
+
+A request is one image and its options. Both protocols send them the same way, as named
+parts (REST multipart fields, gRPC input-map entries: ``data`` is the image, every other
+part an option), so the handler sees the same request and answers the same bytes.
+
+Errors: the handler answers a bad request with a JSON body ``{"code", "type", "message"}``;
+over REST it also sets the HTTP status, over gRPC TorchServe 0.12 answers it with status
+OK (design.md section 3). Failures of a whole request (unknown model, bad token, server
+busy) come as HTTP statuses or gRPC status codes. All of them are raised as ``ServerError``
+with the code and message REST would have given.
+"""
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, TypeVar, Union
+
+import grpc
+import requests
+from google.protobuf import empty_pb2
+
+from .protocol import inference_pb2, inference_pb2_grpc, management_pb2, management_pb2_grpc
+
+OptionValue = Union[str, bytes, bool, int, float, list, dict]
+IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
+RETRIED_CODE = 503  # busy or not ready: the only failure worth trying again
+T = TypeVar("T")
+
+
+class ServerError(Exception):
+    """The server refused or failed a request: ``code`` as the HTTP status REST gives, ``type`` and ``message`` its words."""
+
+    def __init__(self, code: int, type: str, message: str):
+        super().__init__(f"{code} {type}: {message}")
+        self.code, self.type, self.message = code, type, message
+
+    def as_dict(self) -> dict[str, Any]:
+        """The error as the server's JSON error body."""
+        return {"code": self.code, "type": self.type, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer: its bytes and what they are (``application/json`` or an image type)."""
+
+    body: bytes
+    content_type: str
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def encode_option(value: OptionValue) -> bytes:
+    """One option as the bytes of its part: text as is, booleans as true/false, lists and objects as JSON."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value).encode()
+    return str(value).encode()
+
+
+def sniff_content_type(body: bytes) -> str:
+    """What an answer is, from its first bytes (gRPC carries no content type)."""
+    return next((kind for signature, kind in IMAGE_SIGNATURES.items() if body.startswith(signature)), "application/json")
+
+
+def error_in_body(body: bytes) -> Optional[ServerError]:
+    """The handler's per-request error, if ``body`` is one (how gRPC carries it)."""
+    if not body.startswith(b"{"):
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(parsed, dict) and set(parsed) == {"code", "type", "message"} and isinstance(parsed["code"], int):
+        return ServerError(parsed["code"], str(parsed["type"]), str(parsed["message"]))
+    return None
+
+
+class Client:
+    """What both protocols offer; ``retries`` extra tries with exponential backoff, on 503 only."""
+
+    def __init__(self, retries: int = 3, backoff_s: float = 0.2):
+        self.retries, self.backoff_s = retries, backoff_s
+
+    def predict(self, model: str, image: bytes, options: Mapping[str, OptionValue] = {}, version: str = "") -> Answer:
+        """Run ``model`` on one image; raise ``ServerError`` if the server refuses or fails it."""
+        parts = {"data": image, **{name: encode_option(value) for name, value in options.items()}}
+        return self._with_retries(lambda: self._predict(model, version, parts))
+
+    def models(self) -> list[dict[str, Any]]:
+        """The registered models: name and archive of each."""
+        return self._with_retries(self._models)
+
+    def describe(self, model: str, version: str = "") -> list[dict[str, Any]]:
+        """TorchServe's description of a model: workers, batching, and the handler's own metadata."""
+        return self._with_retries(lambda: self._describe(model, version))
+
+    def health(self) -> dict[str, Any]:
+        """TorchServe's health answer, ``{"status": "Healthy"}`` when it serves."""
+        return self._with_retries(self._health)
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _with_retries(self, call: Callable[[], T]) -> T:
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except ServerError as error:
+                if error.code != RETRIED_CODE or attempt == self.retries:
+                    raise
+            time.sleep(self.backoff_s * 2**attempt * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
+
+    def _predict(self, model: str, version: str, parts: dict[str, bytes]) -> Answer:
+        raise NotImplementedError
+
+    def _models(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _describe(self, model: str, version: str) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _health(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class RestClient(Client):
+    """TorchServe's REST APIs: inference (``url``, port 8080) and management (``management_url``, 8081)."""
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8080",
+        management_url: str = "http://127.0.0.1:8081",
+        token: Optional[str] = None,
+        management_token: Optional[str] = None,
+        timeout_s: float = 120,
+        **retry: Any,
+    ):
+        super().__init__(**retry)
+        self.url, self.management_url = url.rstrip("/"), management_url.rstrip("/")
+        self.tokens = {"inference": token, "management": management_token}
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        self.session.mount("http", requests.adapters.HTTPAdapter(pool_maxsize=64))
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _call(self, method: str, url: str, api: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[api]}"} if self.tokens[api] else {}
+        try:
+            response = self.session.request(method, url, headers=headers, timeout=self.timeout_s, **kwargs)
+        except requests.ConnectionError as error:
+            raise ServerError(RETRIED_CODE, "ConnectionError", f"cannot reach {url}: {error}") from None
+        except requests.Timeout:
+            raise ServerError(504, "Timeout", f"no answer from {url} within {self.timeout_s:g}s") from None
+        if response.status_code >= 400:
+            raise error_in_body(response.content) or ServerError(response.status_code, response.reason, response.text.strip())
+        return response
+
+    def _predict(self, model: str, version: str, parts: dict[str, bytes]) -> Answer:
+        path = f"{self.url}/predictions/{model}" + (f"/{version}" if version else "")
+        # Every part as a file part: TorchServe hands the handler its bytes, as gRPC does.
+        response = self._call("POST", path, "inference", files={name: (name, value) for name, value in parts.items()})
+        return Answer(response.content, response.headers.get("Content-Type", "application/json").split(";")[0])
+
+    def _models(self) -> list[dict[str, Any]]:
+        return self._call("GET", f"{self.management_url}/models?limit=1000", "management").json()["models"]
+
+    def _describe(self, model: str, version: str) -> list[dict[str, Any]]:
+        path = f"{self.management_url}/models/{model}" + (f"/{version}" if version else "")
+        return self._call("GET", f"{path}?customized=true", "management").json()
+
+    def _health(self) -> dict[str, Any]:
+        return self._call("GET", f"{self.url}/ping", "inference").json()
+
+
+# gRPC status codes as the HTTP status TorchServe's REST API gives for the same failure.
+_GRPC_TO_HTTP = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.PERMISSION_DENIED: 400,  # TorchServe's token check; REST says 400 InvalidKeyException
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+# TorchServe names its exception class on the last line of the details, and some codes
+# (an unknown model comes as INTERNAL) only the class tells apart.
+_EXCEPTION_TO_HTTP = {"ModelNotFoundException": 404, "ModelVersionNotFoundException": 404, "ServiceUnavailableException": 503}
+
+
+def grpc_error(error: grpc.RpcError) -> ServerError:
+    """A failed gRPC call as the ``ServerError`` REST would have raised."""
+    code = error.code()
+    lines = (error.details() or code.name).strip().splitlines()
+    exception = lines[-1].rsplit(".", 1)[-1] if len(lines) > 1 and "Exception" in lines[-1] else None
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        exception = "InvalidKeyException"
+    status = _EXCEPTION_TO_HTTP.get(exception) or _GRPC_TO_HTTP.get(code, 500)
+    message = "\n".join(lines[:-1] if exception and len(lines) > 1 else lines)
+    return ServerError(status, exception or code.name, message)
+
+
+class GrpcClient(Client):
+    """TorchServe's gRPC APIs: inference (``target``, port 7070) and management (``management_target``, 7071)."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:7070",
+        management_target: str = "127.0.0.1:7071",
+        token: Optional[str] = None,
+        management_token: Optional[str] = None,
+        timeout_s: float = 120,
+        **retry: Any,
+    ):
+        super().__init__(**retry)
+        # Answers can be large pictures: lift gRPC's 4 MiB default to TorchServe's own limits.
+        limits = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
+        self.channels = [grpc.insecure_channel(target, options=limits), grpc.insecure_channel(management_target, options=limits)]
+        self.inference = inference_pb2_grpc.InferenceAPIsServiceStub(self.channels[0])
+        self.management = management_pb2_grpc.ManagementAPIsServiceStub(self.channels[1])
+        self.metadata = {
+            api: [("authorization", f"Bearer {key}")] if key else None
+            for api, key in (("inference", token), ("management", management_token))
+        }
+        self.timeout_s = timeout_s
+
+    def close(self) -> None:
+        for channel in self.channels:
+            channel.close()
+
+    def _call(self, method: Callable, request: Any, api: str) -> Any:
+        try:
+            return method(request, metadata=self.metadata[api], timeout=self.timeout_s)
+        except grpc.RpcError as error:
+            raise grpc_error(error) from None
+
+    def _predict(self, model: str, version: str, parts: dict[str, bytes]) -> Answer:
+        request = inference_pb2.PredictionsRequest(model_name=model, model_version=version, input=parts)
+        body = self._call(self.inference.Predictions, request, "inference").prediction
+        failure = error_in_body(body)
+        if failure is not None:
+            raise failure
+        return Answer(body, sniff_content_type(body))
+
+    def _models(self) -> list[dict[str, Any]]:
+        request = management_pb2.ListModelsRequest(limit=1000)
+        return json.loads(self._call(self.management.ListModels, request, "management").msg)["models"]
+
+    def _describe(self, model: str, version: str) -> list[dict[str, Any]]:
+        request = management_pb2.DescribeModelRequest(model_name=model, model_version=version, customized=True)
+        return json.loads(self._call(self.management.DescribeModel, request, "management").msg)
+
+    def _health(self) -> dict[str, Any]:
+        return json.loads(self._call(self.inference.Ping, empty_pb2.Empty(), "inference").health)

@@ -1,0 +1,157 @@
+"""Served vs raw: how close TorchServe with our handler comes to the model's own speed (design.md section 6).
+
+    python -m loadtest.bench_served --model pose_resnet50 [--protocol rest|grpc] [--duration 60s]
+        [--users N] [--batch-size B --max-batch-delay MS --workers W --threads T]
+
+One run measures both, one after the other on the same machine:
+
+1. raw: the archive's TorchScript model in this process, called on the exact inputs the
+   handler prepares from a batch of the load-test photos, at the served batch size and
+   the worker's torch threads: images/s = batch size / median seconds per call, times
+   the number of workers (each as fast as alone: an upper bound when they share cores);
+2. served: the same archive in TorchServe (production config, token auth on, loopback
+   ports), driven by Locust at saturation (2 x batch size x workers users, back to back)
+   with the same photos, every answer checked: images/s = answered requests per second.
+
+Requests carry no options (the model's default answer), so every request is one image
+and one model input, as in the raw run. Prints served/raw and appends a row to
+docs/benchmarks.md.
+"""
+
+import argparse
+import importlib
+import inspect
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+import yaml
+
+from loadtest.machine import describe_machine, median_seconds
+from loadtest.photos import SIZES, photo_pool
+from loadtest.run import LoadResult, run_locust, warm_up
+from tools.server import REPO, TorchServe, loopback_overrides
+
+BENCHMARKS = REPO / "docs" / "benchmarks.md"
+RAW_BUDGET_S = 30.0
+SECTION = "## Served vs raw (`make bench`)"
+TABLE_HEADER = (
+    "| date | machine | model | protocol | batch | delay ms | workers | threads | users | raw img/s | served img/s | served/raw | p50 / p95 / p99 ms | failures | mean batch | command |\n"
+    "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"
+)
+
+
+def load_handler(archive_dir: Path, config: dict):
+    """The archive's handler, initialised in this process as a TorchServe worker would (CPU)."""
+    from ts.context import Context, RequestProcessor
+
+    manifest = yaml.safe_load((archive_dir / "MAR-INF" / "MANIFEST.json").read_text())
+    sys.path.insert(0, str(archive_dir))  # the archive's own copy of the handler code
+    module = importlib.import_module(Path(manifest["model"]["handler"]).stem)
+    handler_class = next(c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__)
+    context = Context(manifest["model"]["modelName"], str(archive_dir), manifest, config["batchSize"], None, "0.12.0", model_yaml_config=config)
+    handler = handler_class()
+    handler.initialize(context)
+    handler.context = context  # what BaseHandler.handle sets before preprocess
+    return handler, context, RequestProcessor
+
+
+def raw_images_per_second(archive: Path, repeats: int) -> tuple[float, int]:
+    """Images/s of the bare model call on one served batch of photos, and the torch threads it ran with."""
+    with tempfile.TemporaryDirectory(prefix="bench-raw-") as work:
+        zipfile.ZipFile(archive).extractall(work)
+        config = yaml.safe_load((Path(work) / "model-config.yaml").read_text())
+        handler, context, request_processor = load_handler(Path(work), config)
+        batch_size = config["batchSize"]
+        photos = photo_pool()
+        rows = [{"body": bytearray(photos[i % len(photos)].jpeg)} for i in range(batch_size)]
+        context.request_processor = [request_processor({"body": {"content-type": "image/jpeg"}}) for _ in rows]
+        batch = handler.preprocess(rows)
+        assert not batch.errors, batch.errors
+        with torch.inference_mode():
+            handler.forward(batch.inputs)  # TorchScript's profiling executor optimises on the early calls
+            start = time.perf_counter()
+            handler.forward(batch.inputs)
+            affordable = int(RAW_BUDGET_S / (time.perf_counter() - start))  # slow models (detectors on CPU) get fewer calls
+            seconds = median_seconds(lambda: handler.forward(batch.inputs), max(3, min(repeats, affordable)), torch.device("cpu"))
+        return batch_size / seconds, torch.get_num_threads()
+
+
+def append_row(row: str) -> None:
+    """Add ``row`` at the end of the served-vs-raw table of docs/benchmarks.md (made if missing)."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    if SECTION not in text:
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{TABLE_HEADER}\n"
+    start = text.index(SECTION)
+    lines = text[start:].split("\n")
+    table_end = max(i for i, line in enumerate(lines) if line.startswith("|") and all(not l.startswith("## ") for l in lines[1:i]))
+    lines.insert(table_end + 1, row)
+    BENCHMARKS.write_text(text[:start] + "\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="pose_resnet50")
+    parser.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
+    parser.add_argument("--duration", help="Locust run time at saturation, e.g. 60s (default: long enough for 6 full batches, at least 30s)")
+    parser.add_argument("--users", type=int, help="requests in flight (default 2 x batch size x workers)")
+    parser.add_argument("--repeats", type=int, default=10, help=f"timed raw calls (at least 3, fewer than this if they would take over {RAW_BUDGET_S:g}s)")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not add a row to docs/benchmarks.md")
+    serving = parser.add_argument_group("serving settings (default: the recipe's)")
+    for flag in ("--batch-size", "--max-batch-delay", "--workers", "--threads"):
+        serving.add_argument(flag, type=int)
+    args = parser.parse_args()
+    overrides = [f"{flag}={value}" for flag, value in (("--batch-size", args.batch_size), ("--max-batch-delay", args.max_batch_delay), ("--workers", args.workers), ("--threads", args.threads)) if value is not None]
+
+    with tempfile.TemporaryDirectory(prefix="bench-served-") as work:
+        store = Path(work) / "store"
+        subprocess.run([sys.executable, "-m", "export", args.model, "--store", str(store), *overrides], cwd=REPO, check=True, capture_output=True)
+        archive = store / f"{args.model}.mar"
+        config = yaml.safe_load(zipfile.ZipFile(archive).read("model-config.yaml"))
+        per_worker, threads = raw_images_per_second(archive, args.repeats)
+        # Workers run side by side: the limit is one model per worker, each as fast as alone (an upper bound).
+        raw = per_worker * config["minWorkers"]
+        print(f"raw: {raw:.2f} images/s ({config['minWorkers']} x {per_worker:.2f}) at batch {config['batchSize']} with {threads} torch threads", flush=True)
+
+        users = args.users or 2 * config["batchSize"] * config["minWorkers"]
+        batch_seconds = config["batchSize"] / raw
+        duration = args.duration or f"{max(30, round(6 * batch_seconds))}s"
+        server = TorchServe(Path(work) / "run", [args.model], store, overrides=loopback_overrides(store))
+        server.start()
+        try:
+            server.wait_ready(600)
+            served_threads = server.describe(args.model)["customizedMetadata"]["torch_threads"]
+            # The worker's first calls are slow too (the profiling executor): warm up for a few batches.
+            warm_up(server, args.model, args.protocol, users, f"{max(10, round(3 * batch_seconds))}s", plain=True)
+            report_dir = REPO / "loadtest" / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-{args.model}-{args.protocol}"
+            result: LoadResult = run_locust(server, args.model, args.protocol, users, duration, report_dir, plain=True)
+        finally:
+            server.stop()
+
+    ratio = result.throughput / raw
+    machine = describe_machine(torch.device("cpu"))
+    print(result.summary(args.model, args.protocol, users))
+    print(f"served/raw = {result.throughput:.2f} / {raw:.2f} = {ratio:.2f}  ({machine}; worker threads {served_threads}, raw threads {threads})")
+    if served_threads != threads:
+        print(f"warning: the worker ran {served_threads} torch threads, the raw run {threads}", file=sys.stderr)
+    if args.no_record:
+        return
+    sizes = ", ".join(f"{w}x{h}" for w, h in SIZES)
+    command = "make bench " + shlex.join([f"MODEL={args.model}", f"PROTOCOL={args.protocol}", f"DURATION={duration}", *([f"BENCH_ARGS={' '.join(overrides)}"] if overrides else [])])
+    workers_note = f" ({config['minWorkers']} x {per_worker:.2f})" if config["minWorkers"] > 1 else ""
+    append_row(
+        f"| {time.strftime('%Y-%m-%d')} | {machine} | {args.model} | {args.protocol} | {config['batchSize']} | {config['maxBatchDelay']} "
+        f"| {config['minWorkers']} | {served_threads} | {users} | {raw:.2f}{workers_note} | {result.throughput:.2f} | **{ratio:.2f}** "
+        f"| {result.p50_ms:.0f} / {result.p95_ms:.0f} / {result.p99_ms:.0f} | {result.failures} of {result.requests} "
+        f"| {f'{result.mean_batch_size:.1f}' if result.mean_batch_size else 'n/a (gRPC)'} | `{command}` (photos {sizes}) |"
+    )
+    print(f"row added to {BENCHMARKS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""What a load test sends to each kind of model, and what a right answer to it looks like.
+
+Options are text, as a client sends them in headers (REST) or input-map entries (gRPC).
+A check returns the problem with an answer, or None: a load test counts a 200 with a
+wrong answer as a failure.
+"""
+
+import io
+import json
+import random
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from PIL import Image
+
+from humanserve_client import Answer
+from loadtest.photos import Photo
+
+Options = dict[str, str]
+JOINTS = 17
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Options drawn per request, and the check of the answer."""
+
+    options: Callable[[Photo, random.Random], Options]
+    check: Callable[[Photo, Options, Answer], Optional[str]]
+
+
+def _people_answer(photo: Photo, answer: Answer, keypoints: bool) -> tuple[Optional[str], list]:
+    if answer.is_image:
+        return f"expected JSON, got {answer.content_type}", []
+    body = answer.json()
+    if body.get("image") != {"width": photo.width, "height": photo.height}:
+        return f"image size {body.get('image')} is not the photo's {photo.width}x{photo.height}", []
+    people = body.get("people")
+    if not isinstance(people, list):
+        return "no 'people' list", []
+    for person in people:
+        if len(person.get("box", ())) != 4 or not isinstance(person.get("score"), (int, float)):
+            return f"a person without box and score: {json.dumps(person)[:120]}", people
+        joints = person.get("keypoints")
+        if keypoints and (not isinstance(joints, list) or len(joints) != JOINTS or any(len(j) != 3 for j in joints)):
+            return f"a person without {JOINTS} [x, y, score] keypoints", people
+    return None, people
+
+
+def _picture_size(answer: Answer) -> Optional[tuple[int, int]]:
+    try:
+        return Image.open(io.BytesIO(answer.body)).size
+    except Exception:  # any undecodable answer is reported as such
+        return None
+
+
+def person_boxes(photo: Photo, rng: random.Random) -> Options:
+    """One or two person-shaped boxes, as a detector upstream would send them; flip test now and then."""
+    boxes = []
+    for _ in range(rng.randint(1, 2)):
+        x1, y1 = rng.uniform(0, 0.5) * photo.width, rng.uniform(0, 0.3) * photo.height
+        width, height = rng.uniform(0.2, 0.5) * photo.width, rng.uniform(0.5, 0.7) * photo.height
+        boxes.append([round(x1, 1), round(y1, 1), round(x1 + width, 1), round(y1 + height, 1)])
+    options = {"boxes": json.dumps(boxes)}
+    if rng.random() < 0.25:
+        options["flip_test"] = "true"
+    return options
+
+
+def check_pose(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+    problem, people = _people_answer(photo, answer, keypoints=True)
+    expected = len(json.loads(options["boxes"])) if "boxes" in options else 1  # no boxes: the whole photo
+    return problem or (None if len(people) == expected else f"{len(people)} people for {expected} boxes")
+
+
+def check_detection(keypoints: bool) -> Callable[[Photo, Options, Answer], Optional[str]]:
+    def check(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+        problem, people = _people_answer(photo, answer, keypoints)
+        limit = int(options.get("max_people", 100))
+        threshold = float(options.get("score_threshold", 0))
+        if problem is None and len(people) > limit:
+            return f"{len(people)} people, more than max_people={limit}"
+        low = [p["score"] for p in people if p["score"] < threshold]
+        return problem or (f"score {low[0]} below score_threshold={threshold}" if low else None)
+
+    return check
+
+
+def segmenter_options(photo: Photo, rng: random.Random) -> Options:
+    """Mostly the mask as JSON; one in four a blurred-background picture."""
+    return {"background": "blur", "format": "jpeg"} if rng.random() < 0.25 else {}
+
+
+def check_segmenter(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+    if options.get("background"):
+        size = _picture_size(answer)
+        return None if size == (photo.width, photo.height) else f"picture of size {size}, photo is {photo.width}x{photo.height}"
+    if answer.is_image:
+        return f"expected JSON, got {answer.content_type}"
+    mask = answer.json().get("mask", {})
+    if mask.get("size") != [photo.height, photo.width] or not isinstance(mask.get("counts"), str):
+        return f"mask {json.dumps(mask)[:80]} is not a COCO RLE of the photo's size"
+    return None
+
+
+STYLE_MAX_SIDE = 640
+STYLE_DEFAULT_MAX_SIDE = 1024  # handlers/style.py
+
+
+def check_style(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+    scale = min(1.0, int(options.get("max_side", STYLE_DEFAULT_MAX_SIDE)) / max(photo.width, photo.height))
+    expected = (round(photo.width * scale), round(photo.height * scale))
+    size = _picture_size(answer)
+    return None if size == expected else f"styled picture of size {size}, expected {expected}"
+
+
+def scenario_for(model: str) -> Scenario:
+    """The scenario of a zoo model (or an oracle standing in for one), by its name."""
+    if model.startswith("pose_pipeline") or model.startswith("pipeline_"):
+        return Scenario(lambda photo, rng: {}, check_detection(keypoints=True))
+    if model.startswith("pose_"):
+        return Scenario(person_boxes, check_pose)
+    if model.startswith("person_detector") or model.startswith("detector_"):
+        return Scenario(lambda photo, rng: {"score_threshold": "0.3"}, check_detection(keypoints=False))
+    if model.startswith("keypoint_"):
+        return Scenario(lambda photo, rng: {"max_people": "5"}, check_detection(keypoints=True))
+    if model.startswith("person_segmenter") or model.startswith("segmenter_"):
+        return Scenario(segmenter_options, check_segmenter)
+    if model.startswith("style_"):
+        return Scenario(lambda photo, rng: {"max_side": str(STYLE_MAX_SIDE)}, check_style)
+    raise ValueError(f"no load-test scenario for model {model!r}")

@@ -1,0 +1,181 @@
+"""gRPC and the Python client against a real TorchServe: both protocols answer every model the same way."""
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from skimage import data
+
+from conftest import ORACLES, REAL_MODELS
+from humanserve_client import GrpcClient, RestClient, ServerError
+from humanserve_client.client import encode_option, error_in_body, grpc_error
+from loadtest.photos import Photo, jpeg
+from loadtest.scenarios import scenario_for
+from serving import clients, encode
+from tools.server import TorchServe
+
+MODELS = ORACLES + REAL_MODELS
+
+
+@pytest.fixture(scope="module")
+def both(server):
+    rest, remote = clients(server)
+    yield rest, remote
+    rest.close()
+    remote.close()
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return jpeg(data.astronaut(), 480, 640)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_grpc_answers_byte_for_byte_as_rest(both, photo, model):
+    rest, remote = both
+    scenario = scenario_for(model)
+    # The load test's options for this model, drawn once: the same request on both protocols.
+    options = scenario.options(Photo("astronaut", photo, 480, 640), random.Random(7))
+    over_rest = rest.predict(model, photo, options)
+    over_grpc = remote.predict(model, photo, options)
+    assert over_grpc.body == over_rest.body
+    assert over_grpc.content_type == over_rest.content_type
+    assert scenario.check(Photo("astronaut", photo, 480, 640), options, over_grpc) is None
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_an_error_is_the_same_error_on_both_protocols(both, photo, model):
+    rest, remote = both
+    for image, options in ((b"GIF89a is not served", {}), (photo, {"no_such_option": "1"})):
+        raised = []
+        for client in (rest, remote):
+            with pytest.raises(ServerError) as caught:
+                client.predict(model, image, options)
+            raised.append(caught.value.as_dict())
+        assert raised[0] == raised[1]
+        assert raised[0]["code"] in (400, 415)
+
+
+def test_whole_request_failures_are_the_same_error_on_both_protocols(both, photo):
+    rest, remote = both
+    errors = []
+    for client in (rest, remote):
+        with pytest.raises(ServerError) as caught:
+            client.predict("no_such_model", photo)
+        errors.append(caught.value.as_dict())
+    assert errors[0] == errors[1] == {"code": 404, "type": "ModelNotFoundException", "message": "Model not found: no_such_model"}
+
+
+def test_a_background_image_travels_as_bytes_over_grpc(both, photo):
+    rest, remote = both
+    beach = encode(data.coffee(), "PNG")
+    options = {"background": beach, "format": "png"}
+    assert remote.predict("segmenter_oracle", photo, options).body == rest.predict("segmenter_oracle", photo, options).body
+
+
+def test_management_and_health_on_both_protocols(both):
+    rest, remote = both
+    assert rest.health() == remote.health() == {"status": "Healthy"}
+    assert sorted(m["modelName"] for m in remote.models()) == sorted(m["modelName"] for m in rest.models())
+    assert set(MODELS) <= {m["modelName"] for m in rest.models()}
+    described = remote.describe("pose_oracle")[0]
+    assert described == rest.describe("pose_oracle")[0] | {"workers": described["workers"]}
+    assert described["customizedMetadata"]  # the handler's own description came through
+
+
+def test_client_helpers_recognise_errors_and_encode_options():
+    assert error_in_body(b'{"code": 400, "type": "InvalidImage", "message": "no"}').code == 400
+    assert error_in_body(b'{"code": 400, "type": "x", "message": "y", "people": []}') is None  # an answer, not an error
+    assert error_in_body(b"\x89PNG...") is None
+    assert [encode_option(v) for v in (True, 3, "blur", [[1, 2, 3, 4]], b"\x00")] == [b"true", b"3", b"blur", b"[[1, 2, 3, 4]]", b"\x00"]
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code, details):
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "expected"),
+    [
+        (grpc.StatusCode.INTERNAL, "Model not found: m\norg.pytorch.serve.archive.model.ModelNotFoundException", (404, "ModelNotFoundException", "Model not found: m")),
+        (grpc.StatusCode.PERMISSION_DENIED, "Token Authorization failed.", (400, "InvalidKeyException", "Token Authorization failed.")),
+        (grpc.StatusCode.UNAVAILABLE, "failed to connect", (503, "UNAVAILABLE", "failed to connect")),
+        (grpc.StatusCode.INTERNAL, "boom", (500, "INTERNAL", "boom")),
+    ],
+)
+def test_grpc_failures_become_the_errors_rest_gives(code, details, expected):
+    error = grpc_error(FakeRpcError(code, details))
+    assert (error.code, error.type, error.message) == expected
+
+
+def test_only_busy_is_retried(monkeypatch):
+    calls = []
+
+    class Flaky(RestClient):
+        def _health(self):
+            calls.append(1)
+            raise ServerError(503 if len(calls) < 3 else 400, "Busy", "try later")
+
+    with pytest.raises(ServerError) as caught:
+        Flaky(retries=5, backoff_s=0).health()
+    assert caught.value.code == 400 and len(calls) == 3  # two 503s retried, the 400 raised at once
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Mixed images (JPEG and PNG, several sizes) and one file that is not an image."""
+    path = tmp_path_factory.mktemp("photos")
+    (path / "astronaut.jpg").write_bytes(jpeg(data.astronaut(), 320, 240))
+    (path / "camera.png").write_bytes(encode(data.camera(), "PNG"))
+    (path / "portrait.jpg").write_bytes(jpeg(data.astronaut(), 300, 500))
+    (path / "notes.txt").write_text("not an image")
+    return path
+
+
+def run_cli(server: TorchServe, *args: str) -> subprocess.CompletedProcess:
+    ports = server.properties
+    connection = [
+        "--url", server.inference_url, "--management-url", server.management_url,
+        "--grpc-target", f"127.0.0.1:{ports['grpc_inference_port']}",
+        "--grpc-management-target", f"127.0.0.1:{ports['grpc_management_port']}",
+    ]  # fmt: skip
+    command, rest = args[0], args[1:]
+    return subprocess.run([sys.executable, "-m", "humanserve_client", command, *connection, *rest], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("protocol", [[], ["--grpc"]], ids=["rest", "grpc"])
+def test_cli_reports_a_bad_file_and_answers_the_rest(server, folder, tmp_path, protocol):
+    done = run_cli(server, "predict", "pose_oracle", str(folder), "--concurrency", "3", *protocol)
+    assert done.returncode == 1, done.stderr  # one failed
+    lines = {Path(line["file"]).name: line for line in map(json.loads, done.stdout.splitlines())}
+    assert sorted(lines) == ["astronaut.jpg", "camera.png", "notes.txt", "portrait.jpg"]
+    assert lines["notes.txt"]["error"]["code"] == 400
+    assert lines["portrait.jpg"]["answer"]["image"] == {"width": 300, "height": 500}
+    assert len(lines["camera.png"]["answer"]["people"][0]["keypoints"]) == 17
+    assert "3 of 4 answered, 1 failed" in done.stderr
+
+    pictures = run_cli(server, "predict", "style_oracle", str(folder / "astronaut.jpg"), "-o", "max_side=160", "--out", str(tmp_path), *protocol)
+    assert pictures.returncode == 0, pictures.stderr
+    saved = Path(json.loads(pictures.stdout)["saved"])
+    assert saved.parent == tmp_path and saved.read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+@pytest.mark.parametrize("protocol", [[], ["--grpc"]], ids=["rest", "grpc"])
+def test_cli_models_and_health(server, protocol):
+    health = run_cli(server, "health", *protocol)
+    assert health.returncode == 0 and json.loads(health.stdout) == {"status": "Healthy"}
+    described = run_cli(server, "models", "pose_oracle", *protocol)
+    assert json.loads(described.stdout)[0]["modelName"] == "pose_oracle"
+    unknown = run_cli(server, "models", "no_such_model", *protocol)
+    assert unknown.returncode == 1 and json.loads(unknown.stderr)["error"]["code"] == 404

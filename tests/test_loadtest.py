@@ -1,0 +1,73 @@
+"""Load tests: the answer checks of each scenario, and a short Locust run over REST and gRPC against a real server."""
+
+import json
+import random
+
+import pytest
+
+from humanserve_client import Answer
+from loadtest.photos import SIZES, photo_pool
+from loadtest.run import run_locust
+from loadtest.scenarios import scenario_for
+from serving import encode
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return photo_pool()
+
+
+def test_the_pool_holds_real_photos_of_every_size(photos):
+    assert {(p.width, p.height) for p in photos} == set(SIZES)
+    assert all(p.jpeg[:3] == b"\xff\xd8\xff" for p in photos)
+
+
+def people_answer(photo, people, with_keypoints=True):
+    person = {"box": [1, 2, 3, 4], "score": 0.9, **({"keypoints": [[1, 2, 0.5]] * 17} if with_keypoints else {})}
+    body = {"image": {"width": photo.width, "height": photo.height}, "people": [person] * people}
+    return Answer(json.dumps(body).encode(), "application/json")
+
+
+def test_checks_pass_right_answers_and_catch_wrong_ones(photos):
+    photo = photos[0]
+    pose = scenario_for("pose_resnet50")
+    options = {"boxes": "[[0, 0, 10, 20], [5, 5, 30, 40]]"}
+    assert pose.check(photo, options, people_answer(photo, 2)) is None
+    assert "1 people for 2 boxes" in pose.check(photo, options, people_answer(photo, 1))
+    shifted = people_answer(type(photo)(photo.name, photo.jpeg, photo.width + 1, photo.height), 2)
+    assert "image size" in pose.check(photo, options, shifted)
+    detector = scenario_for("person_detector")
+    assert detector.check(photo, {"score_threshold": "0.95"}, people_answer(photo, 1, False)) == "score 0.9 below score_threshold=0.95"
+    style = scenario_for("style_candy")
+    right = Answer(encode(random_pixels(photo.height, photo.width), "JPEG"), "image/jpeg")
+    assert style.check(photo, {"max_side": "4096"}, right) is None
+    assert "expected" in style.check(photo, {"max_side": "100"}, right)
+    segmenter = scenario_for("person_segmenter")
+    mask = {"mask": {"size": [photo.height, photo.width], "counts": "abc"}}
+    assert segmenter.check(photo, {}, Answer(json.dumps(mask).encode(), "application/json")) is None
+    assert "COCO RLE" in segmenter.check(photo, {}, Answer(b'{"mask": {}}', "application/json"))
+
+
+def random_pixels(height, width):
+    import numpy as np
+
+    return np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def test_every_zoo_model_has_a_scenario():
+    from export.recipes import RECIPES
+
+    for model in RECIPES:
+        photo = photo_pool(((64, 48),))[0]
+        scenario_for(model).options(photo, random.Random(0))
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_a_short_locust_run_ends_without_failures_and_with_a_report(server, tmp_path, protocol):
+    result = run_locust(server, "pose_oracle", protocol, users=4, duration="10s", report_dir=tmp_path)
+    assert result.requests > 5 and result.failures == 0, (tmp_path / "locust.log").read_text()[-2000:]
+    assert result.p50_ms > 0 and result.throughput > 0
+    report = (tmp_path / "report.html").read_text()
+    assert "pose_oracle" in report and ("grpc" in report) == (protocol == "grpc")
+    if protocol == "rest":
+        assert result.mean_batch_size >= 1  # the server's X-Batch-Size came back
