@@ -55,12 +55,12 @@ KEYPOINT_RCNN_CONFIG: dict[str, Any] = {"person_label": 1, "view": {"face_thresh
 # (their weights' transforms); the exported model answers the person log-odds map.
 SEGMENTER_CONFIG: dict[str, Any] = {"input": {"short_side": 520, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}}
 
-# Serving defaults (issue 6 tunes them under load): batch 8 because batching pays even on
-# CPU (ResNet-50 256x192 on 2 cores: 95 ms for 1 crop, 427 ms for 8, 1.8x the throughput)
-# and fills a GPU far better; a 20 ms batch delay costs little latency next to a 100+ ms
-# model call; one worker, since torch already uses every CPU core and a GPU wants one
-# worker each; 120 s covers a full batch of 64-box requests with flip test on CPU.
-POSE_SERVING = Serving(batch_size=8, max_batch_delay_ms=20, workers=1, response_timeout_s=120)
+# Serving defaults for CPU, tuned under load with `make bench` (docs/benchmarks.md): batch 4
+# served more images/s than 8 on 2 cores (16.9 and 18.8 vs 15.0 and 15.1) at half the latency;
+# a 20 ms batch delay costs little next to a 100+ ms model call; one worker with a torch
+# thread per core beat 2 workers x 1 thread; 120 s covers a batch of 64-box requests with
+# flip test on CPU. GPU archives take larger batches (make export-gpu).
+POSE_SERVING = Serving(batch_size=4, max_batch_delay_ms=20, workers=1, response_timeout_s=120)
 # Detectors resize every image to 800 px on the short side: a batch of 4 already keeps a
 # GPU busy, and on CPU (seconds per image) a larger batch only lengthens the wait.
 DETECTION_SERVING = Serving(batch_size=4, max_batch_delay_ms=20, workers=1, response_timeout_s=300)

@@ -164,7 +164,7 @@ def test_bad_requests_get_their_own_4xx_while_batch_mates_succeed(server, http):
 
 def test_describe_reports_weights_and_options(server):
     real = server.describe("pose_resnet50")
-    assert real["batchSize"] == 8 and real["minWorkers"] == 1
+    assert real["batchSize"] == 4 and real["minWorkers"] == 1
     metadata = real["customizedMetadata"]
     assert metadata["weights"]["model"]["source"] == "random" and metadata["weights"]["model"]["pretrained"] is False
     assert {"boxes", "flip_test", "render", "format", "score_threshold", "max_people"} <= set(metadata["options"])
