@@ -70,7 +70,7 @@ PROTOCOL ?= rest
 loadtest: setup
 	$(PY) -m loadtest.run --model $(MODEL) --protocol $(PROTOCOL) --duration $(DURATION) $(if $(USERS),--users $(USERS))
 
-# Served vs raw for MODEL, one row in docs/benchmarks.md (BENCH_ARGS: --batch-size --max-batch-delay --workers --threads).
+# Served vs raw for MODEL, one row in docs/benchmarks.md (BENCH_ARGS: --batch-size --max-batch-delay --workers --threads --netty-threads).
 # DURATION defaults to 6 full batches (at least 30 s) here.
 bench: setup
 	$(PY) -m loadtest.bench_served --model $(MODEL) --protocol $(PROTOCOL) $(if $(filter command line,$(origin DURATION)),--duration $(DURATION)) $(if $(USERS),--users $(USERS)) $(BENCH_ARGS)

@@ -71,3 +71,19 @@ def test_a_short_locust_run_ends_without_failures_and_with_a_report(server, tmp_
     assert "pose_oracle" in report and ("grpc" in report) == (protocol == "grpc")
     if protocol == "rest":
         assert result.mean_batch_size >= 1  # the server's X-Batch-Size came back
+
+
+def test_a_bench_row_lands_at_the_end_of_its_table_and_nowhere_else(tmp_path, monkeypatch):
+    import loadtest.bench_served as bench_served
+
+    benchmarks = tmp_path / "benchmarks.md"
+    monkeypatch.setattr(bench_served, "BENCHMARKS", benchmarks)
+    benchmarks.write_text("# Benchmarks\n\n## Decode\n\n| a |\n|---|\n| 1 |\n")
+    bench_served.append_row("| first |")  # no table yet: the section and its header are made
+    benchmarks.write_text(benchmarks.read_text() + "\n## Later section\n\n| b |\n|---|\n| 2 |\n")
+    bench_served.append_row("| second |")
+    lines = benchmarks.read_text().splitlines()
+    assert lines.index(bench_served.SECTION) > lines.index("| 1 |")
+    assert lines.index("| first |") == lines.index(bench_served.SECTION) + 4  # after the header and its rule
+    assert lines.index("| second |") == lines.index("| first |") + 1
+    assert lines.index("| second |") < lines.index("## Later section") < lines.index("| 2 |")
