@@ -6,9 +6,10 @@
 One run measures both, one after the other on the same machine:
 
 1. raw: the archive's TorchScript model in this process, called on the exact inputs the
-   handler prepares from a batch of the load-test photos, at the served batch size and
-   the worker's torch threads: images/s = batch size / median seconds per call, times
-   the number of workers (each as fast as alone: an upper bound when they share cores);
+   handler prepares from batches of the load-test photos (every photo equally often, as
+   Locust sends them), at the served batch size and the worker's torch threads:
+   images/s = images / the sum of each batch's median seconds per call, times the
+   number of workers (each as fast as alone: an upper bound when they share cores);
 2. served: the same archive in TorchServe (production config, token auth on, loopback
    ports), driven by Locust at saturation (2 x batch size x workers users, back to back)
    with the same photos, every answer checked: images/s = answered requests per second.
@@ -21,6 +22,7 @@ docs/benchmarks.md.
 import argparse
 import importlib
 import inspect
+import math
 import shlex
 import subprocess
 import sys
@@ -63,24 +65,30 @@ def load_handler(archive_dir: Path, config: dict):
 
 
 def raw_images_per_second(archive: Path, repeats: int) -> tuple[float, int]:
-    """Images/s of the bare model call on one served batch of photos, and the torch threads it ran with."""
+    """Images/s of the bare model call on served batches of the photo pool, and the torch threads it ran with."""
     with tempfile.TemporaryDirectory(prefix="bench-raw-") as work:
         zipfile.ZipFile(archive).extractall(work)
         config = yaml.safe_load((Path(work) / "model-config.yaml").read_text())
         handler, context, request_processor = load_handler(Path(work), config)
         batch_size = config["batchSize"]
         photos = photo_pool()
-        rows = [{"body": bytearray(photos[i % len(photos)].jpeg)} for i in range(batch_size)]
-        context.request_processor = [request_processor({"body": {"content-type": "image/jpeg"}}) for _ in rows]
-        batch = handler.preprocess(rows)
-        assert not batch.errors, batch.errors
+        # Locust draws photos uniformly from the pool; these batches hold every photo equally often,
+        # so models whose cost follows the image size (style transfer) see the served mix.
+        batches = []
+        for first in range(0, math.lcm(len(photos), batch_size), batch_size):
+            rows = [{"body": bytearray(photos[(first + i) % len(photos)].jpeg)} for i in range(batch_size)]
+            context.request_processor = [request_processor({"body": {"content-type": "image/jpeg"}}) for _ in rows]
+            batch = handler.preprocess(rows)
+            assert not batch.errors, batch.errors
+            batches.append(batch.inputs)
         with torch.inference_mode():
             for _ in range(WARM_UP_CALLS):  # TorchScript's profiling executor and the allocator settle over the first calls
                 start = time.perf_counter()
-                handler.forward(batch.inputs)
-            affordable = int(RAW_BUDGET_S / (time.perf_counter() - start))  # slow models (detectors on CPU) get fewer calls
-            seconds = median_seconds(lambda: handler.forward(batch.inputs), max(3, min(repeats, affordable)), torch.device("cpu"))
-        return batch_size / seconds, torch.get_num_threads()
+                handler.forward(batches[0])
+            affordable = int(RAW_BUDGET_S / (time.perf_counter() - start) / len(batches))  # slow models (detectors on CPU) get fewer calls
+            calls = max(1, min(repeats, affordable))
+            seconds = sum(median_seconds(lambda: handler.forward(inputs), calls, torch.device("cpu")) for inputs in batches)
+        return batch_size * len(batches) / seconds, torch.get_num_threads()
 
 
 def append_row(row: str) -> None:
@@ -101,7 +109,7 @@ def main() -> None:
     parser.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
     parser.add_argument("--duration", help="Locust run time at saturation, e.g. 60s (default: long enough for 6 full batches, at least 30s)")
     parser.add_argument("--users", type=int, help="requests in flight (default 2 x batch size x workers)")
-    parser.add_argument("--repeats", type=int, default=200, help=f"most timed raw calls (as many as fit in {RAW_BUDGET_S:g}s, at least 3): this VM's per-call times vary 2-fold")
+    parser.add_argument("--repeats", type=int, default=200, help=f"most timed raw calls per batch (as many as fit in {RAW_BUDGET_S:g}s, at least 1): this VM's per-call times vary 2-fold")
     parser.add_argument("--no-record", action="store_true", help="print only; do not add a row to docs/benchmarks.md")
     serving = parser.add_argument_group("serving settings (default: the recipe's)")
     for flag in ("--batch-size", "--max-batch-delay", "--workers", "--threads"):

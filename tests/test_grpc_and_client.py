@@ -10,15 +10,19 @@ import grpc
 import pytest
 from skimage import data
 
-from conftest import ORACLES, REAL_MODELS
+from conftest import ORACLES, REAL_MODELS, server_overrides
+from export.recipes import RECIPES
 from humanserve_client import GrpcClient, RestClient, ServerError
 from humanserve_client.client import encode_option, error_in_body, grpc_error
 from loadtest.photos import Photo, jpeg
 from loadtest.scenarios import scenario_for
 from serving import clients, encode
-from tools.server import TorchServe
+from tools.server import REPO, TorchServe
 
-MODELS = ORACLES + REAL_MODELS
+# The session's server holds one real model per handler; the rest of the zoo shares those
+# handlers with other weights and depths, and gets a server of its own here.
+REST_OF_ZOO = [name for name in RECIPES if name not in REAL_MODELS]
+MODELS = ORACLES + REAL_MODELS + REST_OF_ZOO
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +34,35 @@ def both(server):
 
 
 @pytest.fixture(scope="module")
+def rest_of_zoo(tmp_path_factory):
+    store = tmp_path_factory.mktemp("rest_of_zoo_store")
+    subprocess.run([sys.executable, "-m", "export", *REST_OF_ZOO, "--weights", "random", "--store", str(store)], cwd=REPO, capture_output=True, check=True)
+    instance = TorchServe(tmp_path_factory.mktemp("rest_of_zoo"), REST_OF_ZOO, store, overrides=server_overrides(store))
+    instance.start()
+    try:
+        instance.wait_ready(timeout=600)
+        rest, remote = clients(instance)
+        yield rest, remote
+        rest.close()
+        remote.close()
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def protocols(request, model):
+    """A REST and a gRPC client of the server that holds ``model``."""
+    return request.getfixturevalue("rest_of_zoo" if model in REST_OF_ZOO else "both")
+
+
+@pytest.fixture(scope="module")
 def photo():
     return jpeg(data.astronaut(), 480, 640)
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_grpc_answers_byte_for_byte_as_rest(both, photo, model):
-    rest, remote = both
+def test_grpc_answers_byte_for_byte_as_rest(protocols, photo, model):
+    rest, remote = protocols
     scenario = scenario_for(model)
     # The load test's options for this model, drawn once: the same request on both protocols.
     options = scenario.options(Photo("astronaut", photo, 480, 640), random.Random(7))
@@ -48,8 +74,8 @@ def test_grpc_answers_byte_for_byte_as_rest(both, photo, model):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_an_error_is_the_same_error_on_both_protocols(both, photo, model):
-    rest, remote = both
+def test_an_error_is_the_same_error_on_both_protocols(protocols, photo, model):
+    rest, remote = protocols
     for image, options in ((b"GIF89a is not served", {}), (photo, {"no_such_option": "1"})):
         raised = []
         for client in (rest, remote):
@@ -81,7 +107,7 @@ def test_management_and_health_on_both_protocols(both):
     rest, remote = both
     assert rest.health() == remote.health() == {"status": "Healthy"}
     assert sorted(m["modelName"] for m in remote.models()) == sorted(m["modelName"] for m in rest.models())
-    assert set(MODELS) <= {m["modelName"] for m in rest.models()}
+    assert set(ORACLES + REAL_MODELS) <= {m["modelName"] for m in rest.models()}
     described = remote.describe("pose_oracle")[0]
     assert described == rest.describe("pose_oracle")[0] | {"workers": described["workers"]}
     assert described["customizedMetadata"]  # the handler's own description came through
