@@ -75,7 +75,7 @@ loadtest: setup
 bench: setup
 	$(PY) -m loadtest.bench_served --model $(MODEL) --protocol $(PROTOCOL) $(if $(filter command line,$(origin DURATION)),--duration $(DURATION)) $(if $(USERS),--users $(USERS)) $(BENCH_ARGS)
 
-# Served vs raw for every model of the zoo over REST and gRPC: a row each (about an hour on 2 CPU cores).
+# Served vs raw for every model of the zoo over REST and gRPC: a row each (80 minutes on 2 CPU cores).
 bench-zoo: setup
 	failed=""; for model in $$($(PY) -c 'from export.recipes import RECIPES; print(*RECIPES)'); do \
 	  for protocol in rest grpc; do \
