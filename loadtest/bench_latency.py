@@ -57,15 +57,11 @@ def main() -> None:
         store = Path(work) / "store"
         subprocess.run([sys.executable, "-m", "export", *args.models, "--store", str(store)], cwd=REPO, check=True)
         server = TorchServe(Path(work) / "run", args.models, store, overrides=loopback_overrides(store))
-        server.start()
-        try:
-            server.wait_ready(600)
+        with server.running(600):
             for model in args.models:
                 times = sorted(measure(f"{server.inference_url}/predictions/{model}", server.token("inference"), photo, options, args.requests))
                 weights = server.describe(model)["customizedMetadata"]["weights"]
                 rows.append((model, times, ", ".join(f"{part}: {record['source']}" for part, record in weights.items())))
-        finally:
-            server.stop()
     print(f"\nMachine: {describe_machine(torch.device('cpu'))}; served by TorchServe (1 worker, production config)")
     print(f"One client, {args.requests} sequential requests after 2 warm-ups; astronaut JPEG at {width}x{height}; options {options or 'none'}\n")
     print("| model | weights | mean ms | p50 ms | p95 ms |")

@@ -133,16 +133,12 @@ def main() -> None:
         batch_seconds = config["batchSize"] / raw
         duration = args.duration or f"{max(30, round(6 * batch_seconds))}s"
         server = TorchServe(Path(work) / "run", [args.model], store, overrides={**loopback_overrides(store), **netty})
-        server.start()
-        try:
-            server.wait_ready(600)
+        with server.running(600):
             served_threads = server.describe(args.model)["customizedMetadata"]["torch_threads"]
             # The worker's first calls are slow too (the profiling executor): warm up for a few batches.
             warm_up(server, args.model, args.protocol, users, f"{max(10, round(3 * batch_seconds))}s", plain=True)
             report_dir = REPO / "loadtest" / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-{args.model}-{args.protocol}"
             result: LoadResult = run_locust(server, args.model, args.protocol, users, duration, report_dir, plain=True)
-        finally:
-            server.stop()
 
     ratio = result.throughput / raw
     machine = describe_machine(torch.device("cpu"))

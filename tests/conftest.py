@@ -31,12 +31,17 @@ def model_store(tmp_path_factory, export_log) -> Path:
     store = tmp_path_factory.mktemp("model_store")
     for package in oracle_packages():
         write_archive(package, store)
+    export_log.append(export_random(REAL_MODELS, store))
+    return store
+
+
+def export_random(models: list[str], store: Path) -> str:
+    """Export ``models`` with random weights into ``store``; the export's log."""
     result = subprocess.run(
-        [sys.executable, "-m", "export", *REAL_MODELS, "--weights", "random", "--store", str(store)],
+        [sys.executable, "-m", "export", *models, "--weights", "random", "--store", str(store)],
         cwd=REPO, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    export_log.append(result.stderr)
-    return store
+    return result.stderr
 
 
 @pytest.fixture(scope="session")
@@ -44,12 +49,8 @@ def server(model_store, tmp_path_factory):
     instance = TorchServe(
         tmp_path_factory.mktemp("torchserve"), ORACLES + REAL_MODELS, model_store, overrides=server_overrides(model_store)
     )
-    instance.start()
-    try:
-        instance.wait_ready(timeout=300)
+    with instance.running(timeout=300):
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture(scope="session")

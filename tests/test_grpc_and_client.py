@@ -10,14 +10,14 @@ import grpc
 import pytest
 from skimage import data
 
-from conftest import ORACLES, REAL_MODELS, server_overrides
+from conftest import ORACLES, REAL_MODELS, export_random, server_overrides
 from export.recipes import RECIPES
 from humanserve_client import GrpcClient, RestClient, ServerError
 from humanserve_client.client import encode_option, error_in_body, grpc_error
 from loadtest.photos import Photo, jpeg
 from loadtest.scenarios import scenario_for
 from serving import clients, encode
-from tools.server import REPO, TorchServe
+from tools.server import TorchServe
 
 # The session's server holds one real model per handler; the rest of the zoo shares those
 # handlers with other weights and depths, and gets a server of its own here.
@@ -36,17 +36,12 @@ def both(server):
 @pytest.fixture(scope="module")
 def rest_of_zoo(tmp_path_factory):
     store = tmp_path_factory.mktemp("rest_of_zoo_store")
-    subprocess.run([sys.executable, "-m", "export", *REST_OF_ZOO, "--weights", "random", "--store", str(store)], cwd=REPO, capture_output=True, check=True)
-    instance = TorchServe(tmp_path_factory.mktemp("rest_of_zoo"), REST_OF_ZOO, store, overrides=server_overrides(store))
-    instance.start()
-    try:
-        instance.wait_ready(timeout=600)
+    export_random(REST_OF_ZOO, store)
+    with TorchServe(tmp_path_factory.mktemp("rest_of_zoo"), REST_OF_ZOO, store, overrides=server_overrides(store)).running(timeout=600) as instance:
         rest, remote = clients(instance)
         yield rest, remote
         rest.close()
         remote.close()
-    finally:
-        instance.stop()
 
 
 @pytest.fixture

@@ -24,12 +24,8 @@ ORACLE = "pose_oracle"
 def production(model_store, tmp_path_factory):
     server = TorchServe(tmp_path_factory.mktemp("production"), [ORACLE], model_store, overrides=loopback_overrides(model_store))
     assert server.properties["disable_token_authorization"] == "false"
-    server.start()
-    try:
-        server.wait_ready(timeout=300)  # with the generated inference and management keys
+    with server.running(timeout=300):  # ready with the generated inference and management keys
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCTION_CONFIG = REPO / "config.properties"
@@ -170,6 +171,16 @@ class TorchServe:
                 return
             time.sleep(0.5)
         raise TimeoutError(f"models {self.models} not ready after {timeout:.0f}s\n{self.log_tail()}")
+
+    @contextmanager
+    def running(self, timeout: float = 300) -> Iterator["TorchServe"]:
+        """Start, wait until every model is ready, and stop on leaving, also when start-up fails."""
+        self.start()
+        try:
+            self.wait_ready(timeout)
+            yield self
+        finally:
+            self.stop()
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the instance and every worker it started (its whole process group)."""
