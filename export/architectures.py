@@ -1,12 +1,15 @@
 """Architectures torchvision lacks, named so that the published checkpoints load unchanged."""
 
 import re
+from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet50, resnet101, resnet152
 
 RESNETS = {50: resnet50, 101: resnet101, 152: resnet152}
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 class PoseResNet(nn.Module):
@@ -77,19 +80,46 @@ def keep_person_class(detector: nn.Module) -> nn.Module:
     return detector
 
 
+class PixelDetector(nn.Module):
+    """A torchvision detection model that takes RGB ``uint8[3, H, W]`` images of any sizes.
+
+    The handler hands over decoded pixels; scaling them to 0..1 here runs on the model's
+    device, like the model's own resize and normalisation.
+    """
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: List[Tensor]) -> Tuple[Dict[str, Tensor], List[Dict[str, Tensor]]]:
+        losses, detections = self.detector([image.float() / 255 for image in images])
+        return losses, detections
+
+
+def takes_pixels(detector: nn.Module) -> nn.Module:
+    """Wrap a torchvision detector to take ``uint8`` RGB images."""
+    return PixelDetector(detector)
+
+
+def person_detector_of_pixels(detector: nn.Module) -> nn.Module:
+    """A COCO detector answering people only, taking ``uint8`` RGB images."""
+    return takes_pixels(keep_person_class(detector))
+
+
 def example_images(count: int, seed: int) -> list[Tensor]:
-    """Reproducible RGB images in 0..1 of different sizes, as detection models take them."""
+    """Reproducible RGB ``uint8`` images of different sizes, as the archived detection models take them."""
     generator = torch.Generator().manual_seed(seed)
     sizes = [(240, 320), (320, 200), (256, 256), (180, 300)]
-    return [torch.rand(3, *sizes[i % len(sizes)], generator=generator) for i in range(count)]
+    return [torch.randint(0, 256, (3, *sizes[i % len(sizes)]), generator=generator, dtype=torch.uint8) for i in range(count)]
 
 
 class PersonLogOdds(nn.Module):
-    """A torchvision VOC segmentation model answering one map per image: the log-odds of "person".
+    """A torchvision VOC segmentation model taking RGB ``uint8[N, 3, H, W]`` photos, answering the log-odds of "person".
 
     ``log p(person) - log p(not person)`` from the 21 class logits; a 1-channel map is
     cheap to resize to the photo, and thresholding it at log(t / (1 - t)) is thresholding
-    the person probability at t.
+    the person probability at t. The photos are normalised here, on the model's device,
+    with the statistics of torchvision's weights (ImageNet's).
     """
 
     def __init__(self, segmenter: nn.Module, person_label: int = 15, classes: int = 21):
@@ -97,9 +127,11 @@ class PersonLogOdds(nn.Module):
         self.segmenter = segmenter
         self.person_label = person_label
         self.register_buffer("others", torch.tensor([c for c in range(classes) if c != person_label]))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
 
     def forward(self, images: Tensor) -> Tensor:
-        logits = self.segmenter(images)["out"]
+        logits = self.segmenter((images.float() - self.mean) / self.std)["out"]
         person = logits[:, self.person_label : self.person_label + 1]
         return person - logits[:, self.others].logsumexp(dim=1, keepdim=True)
 
@@ -165,20 +197,24 @@ class TransformerNet(nn.Module):
 
 
 class SameSizeStyle(nn.Module):
-    """Any size in, the same size out: reflect-pad to a multiple of 4 (two stride-2 stages), style, crop back."""
+    """RGB ``uint8[N, 3, H, W]`` photos of any size in, styled ``uint8`` photos of the same size out.
+
+    Reflect-pads to a multiple of 4 (two stride-2 stages), styles, crops back. The
+    conversions to and from the network's 0..255 floats run on the model's device.
+    """
 
     def __init__(self, network: nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, x: Tensor) -> Tensor:
-        height, width = x.shape[-2], x.shape[-1]
-        padded = nn.functional.pad(x, (0, (4 - width % 4) % 4, 0, (4 - height % 4) % 4), mode="reflect")
-        return self.network(padded)[..., :height, :width]
+    def forward(self, photos: Tensor) -> Tensor:
+        height, width = photos.shape[-2], photos.shape[-1]
+        padded = nn.functional.pad(photos.float(), (0, (4 - width % 4) % 4, 0, (4 - height % 4) % 4), mode="reflect")
+        return self.network(padded)[..., :height, :width].clamp(0, 255).round().to(torch.uint8)
 
 
 def same_size_style(network: nn.Module) -> nn.Module:
-    """Wrap a style network so that its answer has exactly its input's size."""
+    """Wrap a style network so that it takes and answers ``uint8`` photos of any size."""
     return SameSizeStyle(network)
 
 
@@ -191,6 +227,6 @@ def drop_instance_norm_statistics(state: dict[str, Tensor]) -> dict[str, Tensor]
 
 
 def example_photos(batch: int, height: int, width: int, seed: int) -> Tensor:
-    """Reproducible RGB values in 0..255, as the style network takes them."""
+    """Reproducible RGB ``uint8`` photos, as the archived style networks take them."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, 3, height, width, generator=generator) * 255
+    return torch.randint(0, 256, (batch, 3, height, width), generator=generator, dtype=torch.uint8)

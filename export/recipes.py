@@ -11,21 +11,22 @@ from torchvision.models import detection, segmentation
 
 from .archive import REPO, Package, Part, Serving
 from .architectures import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     PoseResNet,
     TransformerNet,
     drop_instance_norm_statistics,
     example_crops,
     example_images,
     example_photos,
-    keep_person_class,
+    person_detector_of_pixels,
     person_log_odds,
     same_size_style,
+    takes_pixels,
 )
 from .weights import StateDictAdapter, choose_weights
 
 CHECKPOINTS = REPO / "checkpoints"
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 IMAGE_LIMITS = {"max_image_bytes": 20 * 1024 * 1024, "max_image_pixels": 40_000_000}
 
 # The MSRA SimpleBaseline release, as trained by its own code:
@@ -46,14 +47,18 @@ POSE_CONFIG: dict[str, Any] = {
 POSE_HANDLER_CONFIG = {**POSE_CONFIG, "limits": IMAGE_LIMITS}
 
 # torchvision's COCO detectors: label 1 is person (kept as label 1 by keep_person_class).
-DETECTOR_CONFIG: dict[str, Any] = {"person_label": 1}
+# They resize each image to 800 px on the short side, at most 1333 on the long side
+# (their GeneralizedRCNNTransform; checked against the built models in the tests), so
+# handlers decode JPEGs no larger than that.
+DETECTOR_RESIZE = {"min_size": 800, "max_size": 1333}
+DETECTOR_CONFIG: dict[str, Any] = {"person_label": 1, **DETECTOR_RESIZE}
 # Keypoint R-CNN's joint scores are heatmap logits, not probabilities. Thresholds for the
 # view rule: not calibrated here (no trained weights offline); every request can override.
-KEYPOINT_RCNN_CONFIG: dict[str, Any] = {"person_label": 1, "view": {"face_threshold": 2.0, "body_threshold": 2.0}}
+KEYPOINT_RCNN_CONFIG: dict[str, Any] = {**DETECTOR_CONFIG, "view": {"face_threshold": 2.0, "body_threshold": 2.0}}
 
-# torchvision's VOC segmenters: resized to 520 px on the short side, ImageNet normalisation
-# (their weights' transforms); the exported model answers the person log-odds map.
-SEGMENTER_CONFIG: dict[str, Any] = {"input": {"short_side": 520, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}}
+# torchvision's VOC segmenters: resized to 520 px on the short side (their weights'
+# transforms); the exported model normalises uint8 photos itself and answers the person log-odds map.
+SEGMENTER_CONFIG: dict[str, Any] = {"input": {"short_side": 520}}
 
 # Serving defaults for CPU, tuned under load with `make bench` (docs/benchmarks.md): batch 4
 # served more images/s than 8 on 2 cores (16.9 and 18.8 vs 15.0 and 15.1) at half the latency;
@@ -144,7 +149,7 @@ def _detector_part(builder: Callable[..., nn.Module], weights: str, name: str = 
         torchscript="script",
         check_batch=2,
         default_weights=weights,
-        finish=keep_person_class,
+        finish=person_detector_of_pixels,
     )
 
 
@@ -159,6 +164,7 @@ KEYPOINT_RCNN = PartRecipe(
     torchscript="script",
     check_batch=2,
     default_weights="KeypointRCNN_ResNet50_FPN_Weights.COCO_V1",
+    finish=takes_pixels,
 )
 
 
@@ -166,7 +172,7 @@ def _segmenter_recipe(name: str, builder: Callable[..., nn.Module], weights: str
     part = PartRecipe(
         name="model",
         build=partial(builder, weights=None, weights_backbone=None),
-        example_inputs=lambda batch: (example_crops(batch, 520, 600, seed=batch),),
+        example_inputs=lambda batch: (example_photos(batch, 520, 600, seed=batch),),
         torchscript="script",
         default_weights=weights,
         finish=person_log_odds,

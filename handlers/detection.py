@@ -13,7 +13,7 @@ from torch import Tensor
 
 from humanserve_core.base import Item, VisionHandler
 from humanserve_core.options import number
-from humanserve_core.people import OUTPUT_OPTIONS, Layout, People, check_output_options, ranked
+from humanserve_core.people import OUTPUT_OPTIONS, Layout, People, check_output_options, output_format, ranked
 
 BOX_LAYOUT = Layout()
 DETECTION_OPTIONS = {
@@ -24,32 +24,44 @@ DETECTION_OPTIONS = {
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """Which label the detector gives people (archive config)."""
+    """Which label the detector gives people, and the size it resizes images to (archive config)."""
 
     person_label: int
+    min_size: int  # torchvision's GeneralizedRCNNTransform: short side to this,
+    max_size: int  # unless the long side would exceed this
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "DetectorSpec":
         """Read the detector section written by the export recipe."""
-        return cls(person_label=int(config["person_label"]))
+        return cls(int(config["person_label"]), int(config["min_size"]), int(config["max_size"]))
+
+    def coarsest_scale(self, item: Item) -> float:
+        """Image pixels per pixel the detector sees, after its own resize (1 when the answer is the picture)."""
+        if output_format(item.options) in ("jpeg", "png"):
+            return 1.0
+        short, long = sorted(item.size)
+        return max(short / self.min_size, long / self.max_size)
 
 
 def detect(model: torch.nn.Module, images: list[Tensor]) -> list[dict[str, Tensor]]:
     """RGB ``uint8[3, H, W]`` images of any sizes, one model call: a detections dict per image (on the CPU).
 
-    torchvision's detection models resize and batch a list of images themselves;
-    scripted, they return ``(losses, detections)``.
+    The archived detectors take the pixels as they are (``export.architectures.PixelDetector``),
+    resize and batch them themselves, and return ``(losses, detections)``.
     """
-    output = model([image.float() / 255 for image in images])
+    output = model(images)
     detections = output[1] if isinstance(output, tuple) else output
     return [{key: value.cpu() for key, value in found.items()} for found in detections]
 
 
-def detected_people(detections: Mapping[str, Tensor], spec: DetectorSpec, options: Mapping[str, Any]) -> People:
+def detected_people(
+    detections: Mapping[str, Tensor], spec: DetectorSpec, options: Mapping[str, Any], scale: int = 1
+) -> People:
     """The people among one image's detections, best first, filtered by the request's options.
 
-    With keypoints (Keypoint R-CNN), each joint is (x, y, score): torchvision's
-    visibility flag is replaced by its keypoint score.
+    Detections are in pixels of the image decoded at ``scale``; people are in image pixels.
+    With keypoints (Keypoint R-CNN), each joint is (x, y, score): torchvision's visibility
+    flag is replaced by its keypoint score.
     """
     person = detections["labels"] == spec.person_label
     scores = detections["scores"][person]
@@ -57,8 +69,8 @@ def detected_people(detections: Mapping[str, Tensor], spec: DetectorSpec, option
     keypoints = None
     if "keypoints" in detections:
         joints = detections["keypoints"][person][order]
-        keypoints = torch.cat([joints[..., :2], detections["keypoints_scores"][person][order].unsqueeze(-1)], dim=-1)
-    return People(detections["boxes"][person][order], scores[order], keypoints)
+        keypoints = torch.cat([joints[..., :2] * scale, detections["keypoints_scores"][person][order].unsqueeze(-1)], dim=-1)
+    return People(detections["boxes"][person][order] * scale, scores[order], keypoints)
 
 
 class DetectionHandler(VisionHandler):
@@ -72,6 +84,9 @@ class DetectionHandler(VisionHandler):
 
     def validate(self, item: Item) -> None:
         check_output_options(item.options)
+
+    def coarsest_scale(self, item: Item) -> float:
+        return self.spec.coarsest_scale(item)
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         return detect(self.model, images)

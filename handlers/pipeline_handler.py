@@ -16,12 +16,13 @@ from humanserve_core.base import Item, VisionHandler
 from humanserve_core.options import flag
 from humanserve_core.people import People, check_output_options, people_answer
 from humanserve_core.responses import Answer
+from humanserve_core.stages import CLOCK
 from pose import POSE_LAYOUT, PoseSpec, pose_crops, pose_heatmaps, pose_keypoints
 
 
-# The batch's images on the device, and each request's options (whom it wants, flip test).
-# A tuple, not a class: TorchServe wants exactly one class in a handler module.
-PipelineInputs = tuple[list[Tensor], list[dict]]
+# The batch's images on the device, each request's options (whom it wants, flip test) and
+# decode scale. A tuple, not a class: TorchServe wants exactly one class in a handler module.
+PipelineInputs = tuple[list[Tensor], list[dict], list[int]]
 
 
 class PosePipelineHandler(VisionHandler):
@@ -42,28 +43,33 @@ class PosePipelineHandler(VisionHandler):
     def validate(self, item: Item) -> None:
         check_output_options(item.options)
 
+    def coarsest_scale(self, item: Item) -> float:
+        return self.detector_spec.coarsest_scale(item)  # crops are cut from the detector's pixels
+
     def prepare(self, items: list[Item]) -> PipelineInputs:
-        return [item.image.to(self.device) for item in items], [item.options for item in items]
+        return [item.image for item in items], [item.options for item in items], [item.scale for item in items]
 
     def forward(self, inputs: PipelineInputs) -> list[People]:
-        images, options = inputs
+        images, options, scales = inputs
         found = [
-            detected_people(detections, self.detector_spec, item_options)
-            for detections, item_options in zip(detect(self.model, images), options)
+            detected_people(detections, self.detector_spec, item_options, scale)
+            for detections, item_options, scale in zip(detect(self.model, images), options, scales)
         ]
         counts = [len(people.boxes) for people in found]
         boxes = torch.cat([people.boxes for people in found]).to(self.device)
         image_index = torch.repeat_interleave(torch.arange(len(found), device=self.device), torch.tensor(counts, device=self.device))
-        crops, crop_boxes = pose_crops(images, boxes, image_index, self.pose_spec)
-        flip = torch.tensor([item_options["flip_test"] for item_options in options], device=self.device)[image_index]
+        with CLOCK.stage("preprocess"):  # between the two models: charged as what it is
+            crops, crop_boxes = pose_crops(images, boxes, image_index, self.pose_spec, scales)
+            flip = torch.tensor([item_options["flip_test"] for item_options in options], device=self.device)[image_index]
         heatmaps = pose_heatmaps(self.pose_model, crops, flip, self.pose_spec)
-        keypoints = pose_keypoints(heatmaps, crop_boxes, self.pose_spec).cpu()
+        with CLOCK.stage("postprocess"):
+            keypoints = pose_keypoints(heatmaps, crop_boxes, self.pose_spec).cpu()
         for people, joints in zip(found, keypoints.split(counts)):
             people.keypoints = joints
         return found
 
     def answer(self, items: list[Item], inputs: PipelineInputs, found: list[People]) -> list[Answer]:
         return [
-            people_answer(item.image, people, item.options, POSE_LAYOUT, self.answer_header)
+            people_answer(item, people, POSE_LAYOUT, self.answer_header)
             for item, people in zip(items, found)
         ]

@@ -5,8 +5,9 @@ composes them with a detector. (TorchServe wants exactly one class in a handler 
 so the steps and their data classes live here.)
 """
 
+import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -88,21 +89,44 @@ def person_boxes(items: list[Item]) -> tuple[Tensor, Tensor, list[int]]:
     return boxes_tensor, torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts)), counts
 
 
-def pose_crops(images: list[Tensor], boxes: Tensor, image_index: Tensor, spec: PoseSpec) -> tuple[Tensor, Tensor]:
-    """Widen boxes to the crop's aspect ratio, cut and normalise: ``(crops[N, 3, h, w], crop_boxes[N, 4])``."""
+def crop_boxes_of(boxes: Tensor, spec: PoseSpec) -> Tensor:
+    """The image region each person's crop covers: ``boxes[N, 4]`` widened to the crop's aspect ratio and padded."""
     height, width = spec.crop_size
-    crop_boxes = widen_boxes(boxes, width / height, spec.padding)
-    crops = crop_and_resize(images, crop_boxes, image_index, spec.crop_size)
-    return normalize(crops, spec.mean, spec.std, spec.channels), crop_boxes
+    return widen_boxes(boxes, width / height, spec.padding)
+
+
+def coarsest_pose_scale(item: Item, spec: PoseSpec) -> float:
+    """Image pixels per crop pixel of the item's most finely sampled person: the coarsest decode its crops allow.
+
+    The height of each crop region (``crop_boxes_of``) in plain floats: one request's few
+    boxes cost more as tensors than as numbers.
+    """
+    height, width = spec.crop_size
+    boxes = item.options["boxes"] if item.options["boxes"] is not None else [[0.0, 0.0, item.size[1], item.size[0]]]
+    if not boxes:
+        return math.inf  # nobody to crop
+    return min(max(y2 - y1, (x2 - x1) * height / width) for x1, y1, x2, y2 in boxes) * spec.padding / height
+
+
+def pose_crops(
+    images: list[Tensor], boxes: Tensor, image_index: Tensor, spec: PoseSpec, scales: Sequence[int] = ()
+) -> tuple[Tensor, Tensor]:
+    """Cut each person's crop from its image (decoded at ``scales``) and normalise: ``(crops[N, 3, h, w], crop_boxes[N, 4])``."""
+    crop_boxes = crop_boxes_of(boxes, spec)
+    crops = crop_and_resize(images, crop_boxes, image_index, spec.crop_size, scales)
+    return normalize(crops.to(boxes.device), spec.mean, spec.std, spec.channels), crop_boxes
 
 
 def pose_heatmaps(model: torch.nn.Module, crops: Tensor, flip: Tensor, spec: PoseSpec) -> Tensor:
     """Heatmaps ``[N, K, h, w]``; rows with ``flip`` average in their mirrored crop's maps (one model pass)."""
-    both = torch.cat([crops, crops[flip].flip(-1)])
-    maps = torch.cat([model(chunk) for chunk in both.split(spec.max_crops_per_forward)])
+    flipped = bool(flip.any())
+    both = torch.cat([crops, crops[flip].flip(-1)]) if flipped else crops
+    chunks = [model(chunk) for chunk in both.split(spec.max_crops_per_forward)]
+    maps = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+    if not flipped:
+        return maps
     heatmaps, mirrored = maps[: crops.shape[0]], maps[crops.shape[0] :]
-    if mirrored.shape[0]:
-        heatmaps[flip] = (heatmaps[flip] + flip_back(mirrored, MIRROR, spec.flip_shift)) / 2
+    heatmaps[flip] = (heatmaps[flip] + flip_back(mirrored, MIRROR, spec.flip_shift)) / 2
     return heatmaps
 
 

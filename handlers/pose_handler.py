@@ -7,7 +7,7 @@ from torch import Tensor
 
 from humanserve_core.base import Item, VisionHandler
 from humanserve_core.options import boxes, flag
-from humanserve_core.people import OUTPUT_OPTIONS, check_output_options, people_answer
+from humanserve_core.people import OUTPUT_OPTIONS, check_output_options, output_format, people_answer
 from humanserve_core.responses import Answer
 from pose import (
     MAX_BOXES,
@@ -15,6 +15,7 @@ from pose import (
     PoseInputs,
     PoseSpec,
     check_boxes_overlap,
+    coarsest_pose_scale,
     person_boxes,
     pose_crops,
     pose_heatmaps,
@@ -40,11 +41,17 @@ class PoseHandler(VisionHandler):
         check_output_options(item.options)
         check_boxes_overlap(item)
 
+    def coarsest_scale(self, item: Item) -> float:
+        if output_format(item.options) in ("jpeg", "png"):
+            return 1.0  # the answer is the whole picture
+        return coarsest_pose_scale(item, self.spec)
+
     def prepare(self, items: list[Item]) -> PoseInputs:
         boxes_all, image_index, counts = person_boxes(items)
-        images = [item.image.to(self.device) for item in items]
+        crops, crop_boxes = pose_crops(
+            [item.image for item in items], boxes_all.to(self.device), image_index, self.spec, [item.scale for item in items]
+        )
         image_index = image_index.to(self.device)
-        crops, crop_boxes = pose_crops(images, boxes_all.to(self.device), image_index, self.spec)
         flip = torch.tensor([item.options["flip_test"] for item in items], device=self.device)[image_index]
         return PoseInputs(crops, crop_boxes, boxes_all, counts, flip)
 
@@ -56,7 +63,7 @@ class PoseHandler(VisionHandler):
         per_item = zip(items, inputs.boxes.split(inputs.counts), keypoints.split(inputs.counts))
         return [
             people_answer(
-                item.image, pose_people(item_boxes, item_keypoints, item.options), item.options,
+                item, pose_people(item_boxes, item_keypoints, item.options),
                 replace(POSE_LAYOUT, draw_boxes=item.options["boxes"] is not None), self.answer_header,
             )  # fmt: skip
             for item, item_boxes, item_keypoints in per_item

@@ -1,8 +1,8 @@
 """Person segmentation steps: photos to person log-odds in one model call per image size, then masks and pictures.
 
 The exported model answers one map per image, the log-odds that each pixel shows a person
-(``export/architectures.PersonLogOdds``). Here the map is resized to the photo on the
-model's device before the threshold, so masks match the photo pixel for pixel.
+(``export/architectures.PersonLogOdds``). The map is resized to the photo (bilinear)
+before the threshold, so masks match the photo pixel for pixel.
 """
 
 import base64
@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
+import cv2
 import numpy as np
 import torch
 from pycocotools import mask as coco_mask
@@ -18,8 +19,8 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as F
 
 from humanserve_core.errors import RequestError
-from humanserve_core.images import ImageLimits, decode_image, group_by_size, normalize
-from humanserve_core.options import Option, choice, integer, number
+from humanserve_core.images import ImageLimits, decode_image, group_by_size, resize_pixels
+from humanserve_core.options import PNG_COMPRESSION_HELP, Option, choice, integer, number
 from humanserve_core.responses import Answer, image_answer, json_answer
 
 BACKGROUND_WORDS = ("transparent", "blur")
@@ -28,22 +29,23 @@ _HEX_COLOUR = re.compile(r"#?([0-9a-fA-F]{6})")
 
 @dataclass(frozen=True)
 class SegmenterSpec:
-    """How the model sees a photo: the short side it is resized to, and its normalisation (archive config)."""
+    """How the model sees a photo: the short side it is resized to (archive config); it normalises the pixels itself."""
 
     short_side: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "SegmenterSpec":
         """Read the ``input`` section written by the export recipe."""
-        image = config["input"]
-        return cls(int(image["short_side"]), tuple(image["mean"]), tuple(image["std"]))
+        return cls(int(config["input"]["short_side"]))
 
     def model_size(self, height: int, width: int) -> tuple[int, int]:
         """The size a photo is resized to: short side ``short_side``, aspect ratio kept."""
         scale = self.short_side / min(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def coarsest_scale(self, size: tuple[int, int], options: Mapping[str, Any]) -> float:
+        """Image pixels per pixel the model sees (1 when the answer is the composited picture)."""
+        return min(size) / self.short_side if options["background"] is None else 1.0
 
 
 def _background(name: str, value: Any) -> Union[str, tuple[int, int, int], bytes]:
@@ -75,6 +77,7 @@ SEGMENTER_OPTIONS = {
     "threshold": number(0.5, 0.01, 0.99, "person probability above which a pixel belongs to the mask"),
     "format": choice(None, ("json", "png", "jpeg"), "json (mask as COCO RLE; default without background), png or jpeg (a picture)"),
     "quality": integer(90, 1, 100, "JPEG quality"),
+    "png_compression": integer(1, 0, 9, PNG_COMPRESSION_HELP),
 }  # fmt: skip
 
 
@@ -95,60 +98,122 @@ def check_segmenter_options(options: Mapping[str, Any], limits: ImageLimits) -> 
         raise type(error)(f"the background image: {error.message}", error.kind) from None
 
 
-def person_log_odds(model: torch.nn.Module, images: list[Tensor], spec: SegmenterSpec) -> list[Tensor]:
-    """Each photo's person log-odds ``[H, W]`` at its own size; one model call per distinct model size."""
-    sizes = [spec.model_size(*image.shape[-2:]) for image in images]
-    maps: list[Optional[Tensor]] = [None] * len(images)
-    for size, members in group_by_size(sizes).items():
-        batch = torch.stack([F.resize(images[i], list(size), antialias=True) for i in members]).float()
-        logits = model(normalize(batch, spec.mean, spec.std))
-        for i, odds in zip(members, logits):
-            maps[i] = F.resize(odds, list(images[i].shape[-2:]), antialias=False)[0]
+def model_inputs(images: list[Tensor], sizes: list[tuple[int, int]], spec: SegmenterSpec) -> list[tuple[list[int], Tensor]]:
+    """Photos of ``sizes`` resized to the model's size for each, grouped by that size: ``(members, uint8[n, 3, h, w])``.
+
+    ``images[i]`` may be decoded smaller than ``sizes[i]``, never smaller than the model's
+    size (``SegmenterSpec.coarsest_scale``).
+    """
+    return [
+        (members, torch.stack([resize_pixels(images[i], model_size) for i in members]))
+        for model_size, members in group_by_size([spec.model_size(*size) for size in sizes]).items()
+    ]
+
+
+def person_log_odds(model: torch.nn.Module, groups: list[tuple[list[int], Tensor]], count: int) -> list[Tensor]:
+    """Each photo's person log-odds ``[h, w]`` at its model size, from ``model_inputs``' groups: one model call each."""
+    maps: list[Optional[Tensor]] = [None] * count
+    for members, batch in groups:
+        for i, odds in zip(members, model(batch)):
+            maps[i] = odds[0]
     return maps
 
 
-def person_mask(log_odds: Tensor, threshold: float) -> Tensor:
-    """``bool[H, W]``: where the person probability exceeds ``threshold``."""
-    return log_odds > float(np.log(threshold / (1 - threshold)))
+def logit(probability: float) -> float:
+    """The log-odds of ``probability``: thresholding log-odds there thresholds the probability."""
+    return float(np.log(probability / (1 - probability)))
 
 
-def feathered(mask: Tensor, feather: float) -> Tensor:
-    """``[H, W]`` alpha in 0..1: the mask with its edge softened by a Gaussian of sigma ``feather`` pixels."""
-    alpha = mask.float()
-    if feather <= 0:
-        return alpha
-    radius = int(np.ceil(3 * feather))
-    return F.gaussian_blur(alpha[None, None], [2 * radius + 1] * 2, [feather] * 2)[0, 0]
+def person_mask(log_odds: Tensor, size: tuple[int, int], threshold: float) -> Tensor:
+    """``bool[H, W]`` at image ``size``: the log-odds resized bilinearly, then above the threshold's."""
+    return F.resize(log_odds[None], list(size), antialias=False)[0] > logit(threshold)
 
 
-def mask_answer(mask: Tensor, header: Mapping[str, Any]) -> Answer:
-    """JSON: the mask as COCO RLE (pycocotools, counts as text) and the share of the photo it covers."""
-    binary = np.asfortranarray(mask.cpu().numpy().astype(np.uint8))
-    rle = coco_mask.encode(binary)
-    height, width = binary.shape
+def mask_rle(log_odds: Tensor, size: tuple[int, int], threshold: float) -> dict[str, Any]:
+    """``person_mask`` as COCO RLE (pycocotools).
+
+    The log-odds are resized transposed, so that the mask comes out column by column, the
+    order RLE counts in, with no copy; on the CPU by OpenCV (4x faster than torch here).
+    """
+    height, width = size
+    transposed = log_odds.T
+    if transposed.device.type == "cpu":
+        upsampled = cv2.resize(np.ascontiguousarray(transposed.numpy()), (height, width), interpolation=cv2.INTER_LINEAR)
+        columns = (upsampled > logit(threshold)).view(np.uint8)
+    else:
+        columns = person_mask(transposed, (width, height), threshold).to(torch.uint8).cpu().numpy()
+    return coco_mask.encode(columns.T)  # a column-major [H, W] view
+
+
+def alpha_matte(log_odds: Tensor, size: tuple[int, int], threshold: float, feather: float) -> Tensor:
+    """``uint8[H, W]`` alpha at image ``size``: ``person_mask`` with its edge softened by a Gaussian of sigma ``feather`` pixels.
+
+    On the CPU by OpenCV in uint8 throughout (7x less work than float tensors here);
+    elsewhere by torch on the device.
+    """
+    height, width = size
+    if log_odds.device.type != "cpu":
+        mask = person_mask(log_odds, size, threshold).float()
+        soft = gaussian_blur_on_device(mask[None], feather)[0] if feather > 0 else mask
+        return (soft * 255).round().to(torch.uint8)
+    upsampled = cv2.resize(np.ascontiguousarray(log_odds.numpy()), (width, height), interpolation=cv2.INTER_LINEAR)
+    alpha = (upsampled > logit(threshold)).view(np.uint8) * np.uint8(255)
+    if feather > 0:
+        kernel = 2 * int(np.ceil(3 * feather)) + 1
+        alpha = cv2.GaussianBlur(alpha, (kernel, kernel), feather, borderType=cv2.BORDER_REPLICATE)
+    return torch.from_numpy(alpha)
+
+
+def gaussian_blur(image: Tensor, sigma: float) -> Tensor:
+    """``float[C, H, W]`` blurred by a Gaussian of ``sigma`` pixels, the edge pixels repeated outside: two 1-D passes.
+
+    On the CPU by OpenCV (15x faster here than torch's convolutions), elsewhere by torch.
+    """
+    if image.device.type != "cpu":
+        return gaussian_blur_on_device(image, sigma)
+    radius = int(np.ceil(3 * sigma))
+    channels_last = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+    blurred = cv2.GaussianBlur(channels_last, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REPLICATE)
+    return torch.from_numpy(blurred.reshape(channels_last.shape)).permute(2, 0, 1)
+
+
+def gaussian_blur_on_device(image: Tensor, sigma: float) -> Tensor:
+    """``gaussian_blur`` by torch on the image's device: two depthwise 1-D convolutions."""
+    radius = int(np.ceil(3 * sigma))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, device=image.device, dtype=image.dtype) / sigma) ** 2)
+    taps = taps / taps.sum()
+    channels = image.shape[0]
+    # Repeating the edge works for any photo size (reflecting needs sides longer than the radius).
+    padded = torch.nn.functional.pad(image[None], (radius, radius, radius, radius), mode="replicate")
+    rows = torch.nn.functional.conv2d(padded, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return torch.nn.functional.conv2d(rows, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)[0]
+
+
+def mask_answer(rle: dict[str, Any], header: Mapping[str, Any]) -> Answer:
+    """JSON: the mask as COCO RLE (counts as text) and the share of the photo it covers."""
+    height, width = (int(v) for v in rle["size"])
     return json_answer({
         **header,
         "image": {"width": width, "height": height},
         "mask": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
-        "coverage": round(float(binary.mean()), 6),
+        "coverage": round(float(coco_mask.area(rle)) / (height * width), 6),
     })  # fmt: skip
 
 
 def composite(image: Tensor, alpha: Tensor, background: Union[str, tuple[int, int, int], Tensor]) -> Tensor:
-    """The photo over ``background`` (transparent, blur, an RGB colour or an image) by ``alpha``.
+    """The photo over ``background`` (transparent, blur, an RGB colour or an image) by ``uint8[H, W]`` ``alpha``.
 
     ``uint8[4, H, W]`` (RGBA) for transparent, else ``uint8[3, H, W]``.
     """
     if isinstance(background, str) and background == "transparent":
-        return torch.cat([image, (alpha * 255).round().to(torch.uint8)[None]])
+        return torch.cat([image, alpha[None].to(image.device)])
+    alpha = alpha.to(image.device).float() / 255
     height, width = image.shape[-2:]
     photo = image.float()
     if isinstance(background, Tensor):
         behind = _cover(background.to(image.device), height, width).float()
     elif background == "blur":
-        sigma = max(height, width) / 100
-        radius = int(np.ceil(3 * sigma))
-        behind = F.gaussian_blur(photo, [2 * radius + 1] * 2, [sigma] * 2)
+        behind = gaussian_blur(photo, max(height, width) / 100)
     else:
         behind = torch.tensor(background, dtype=torch.float32, device=image.device).view(3, 1, 1).expand(3, height, width)
     return (alpha * photo + (1 - alpha) * behind).round().clamp(0, 255).to(torch.uint8)
@@ -158,7 +223,7 @@ def picture_answer(picture: Tensor, options: Mapping[str, Any]) -> Answer:
     """The composited picture, PNG for a transparent cut-out unless said otherwise."""
     transparent = isinstance(options["background"], str) and options["background"] == "transparent"
     image_format = options["format"] or ("png" if transparent else "jpeg")
-    return image_answer(picture.permute(1, 2, 0).cpu().numpy(), image_format, options["quality"])
+    return image_answer(picture, image_format, options["quality"], options["png_compression"])
 
 
 def _cover(image: Tensor, height: int, width: int) -> Tensor:

@@ -7,14 +7,20 @@ from humanserve_core.responses import Answer
 from segmentation import (
     SEGMENTER_OPTIONS,
     SegmenterSpec,
+    alpha_matte,
     check_segmenter_options,
     composite,
-    feathered,
     mask_answer,
+    mask_rle,
+    model_inputs,
     person_log_odds,
-    person_mask,
     picture_answer,
 )
+
+
+# The items' model inputs, grouped by size: (item positions, uint8 photos). Tuples, not
+# a class: TorchServe wants exactly one class in a handler module.
+SegmenterInputs = list[tuple[list[int], Tensor]]
 
 
 class PersonSegmenterHandler(VisionHandler):
@@ -31,17 +37,23 @@ class PersonSegmenterHandler(VisionHandler):
         if background_image is not None:
             item.options["background"] = background_image  # decoded once, before the model runs
 
-    def forward(self, images: list[Tensor]) -> list[Tensor]:
-        return person_log_odds(self.model, images, self.spec)
+    def coarsest_scale(self, item: Item) -> float:
+        return self.spec.coarsest_scale(item.size, item.options)
 
-    def answer(self, items: list[Item], images: list[Tensor], log_odds: list[Tensor]) -> list[Answer]:
+    def prepare(self, items: list[Item]) -> SegmenterInputs:
+        return model_inputs([item.image for item in items], [item.size for item in items], self.spec)
+
+    def forward(self, groups: SegmenterInputs) -> list[Tensor]:
+        return person_log_odds(self.model, groups, sum(len(members) for members, _ in groups))
+
+    def answer(self, items: list[Item], inputs: SegmenterInputs, log_odds: list[Tensor]) -> list[Answer]:
         answers = []
-        for item, image, odds in zip(items, images, log_odds):
+        for item, odds in zip(items, log_odds):
             options = item.options
-            mask = person_mask(odds, options["threshold"])
             if options["background"] is None:
-                answers.append(mask_answer(mask, self.answer_header))
+                answers.append(mask_answer(mask_rle(odds, item.size, options["threshold"]), self.answer_header))
                 continue
-            picture = composite(image, feathered(mask, options["feather"]), options["background"])
+            alpha = alpha_matte(odds, item.size, options["threshold"], options["feather"])
+            picture = composite(item.image, alpha, options["background"])
             answers.append(picture_answer(picture, options))
         return answers

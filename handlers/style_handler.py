@@ -4,7 +4,7 @@ from torch import Tensor
 
 from humanserve_core.base import Item, VisionHandler
 from humanserve_core.responses import Answer, image_answer
-from style import STYLE_OPTIONS, resized_for_style, stylize
+from style import STYLE_OPTIONS, coarsest_style_scale, resized_for_style, stylize
 
 
 class StyleHandler(VisionHandler):
@@ -12,14 +12,17 @@ class StyleHandler(VisionHandler):
 
     options = STYLE_OPTIONS
 
+    def coarsest_scale(self, item: Item) -> float:
+        return coarsest_style_scale(item.size, item.options)
+
     def prepare(self, items: list[Item]) -> list[Tensor]:
-        return [resized_for_style(item.image.to(self.device), item.options) for item in items]
+        return [resized_for_style(item.image, item.size, item.options) for item in items]
 
     def forward(self, images: list[Tensor]) -> list[Tensor]:
         return stylize(self.model, images)
 
     def answer(self, items: list[Item], images: list[Tensor], styled: list[Tensor]) -> list[Answer]:
         return [
-            image_answer(picture.permute(1, 2, 0).cpu().numpy(), item.options["format"], item.options["quality"])
+            image_answer(picture, item.options["format"], item.options["quality"], item.options["png_compression"])
             for item, picture in zip(items, styled)
         ]

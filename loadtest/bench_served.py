@@ -51,13 +51,18 @@ TABLE_HEADER = (
 
 def load_handler(archive_dir: Path, config: dict):
     """The archive's handler, initialised in this process as a TorchServe worker would (CPU)."""
+    import ts
     from ts.context import Context, RequestProcessor
+    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
     manifest = yaml.safe_load((archive_dir / "MAR-INF" / "MANIFEST.json").read_text())
     sys.path.insert(0, str(archive_dir))  # the archive's own copy of the handler code
     module = importlib.import_module(Path(manifest["model"]["handler"]).stem)
     handler_class = next(c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__)
-    context = Context(manifest["model"]["modelName"], str(archive_dir), manifest, config["batchSize"], None, "0.12.0", model_yaml_config=config)
+    metrics = MetricsCacheYamlImpl(str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))  # the worker's; lines go to logging
+    metrics.initialize_cache()
+    metrics.set_request_ids({index: f"local-{index}" for index in range(config["batchSize"])})
+    context = Context(manifest["model"]["modelName"], str(archive_dir), manifest, config["batchSize"], None, "0.12.0", metrics=metrics, model_yaml_config=config)
     handler = handler_class()
     handler.initialize(context)
     handler.context = context  # what BaseHandler.handle sets before preprocess

@@ -174,8 +174,8 @@ FRAME_TOLERANCE = 8.0
 class DetectorOracle(nn.Module):
     """torchvision-style detector: one box per painted frame colour, scored and labelled by colour.
 
-    Takes a list of RGB images in 0..1 of any sizes and returns ``(losses, detections)``
-    like a scripted torchvision detection model, boxes in image pixels.
+    Takes a list of RGB ``uint8`` images of any sizes and returns ``(losses, detections)``
+    like an archived torchvision detection model, boxes in image pixels.
     """
 
     def __init__(self):
@@ -188,7 +188,7 @@ class DetectorOracle(nn.Module):
     def frames(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         boxes = torch.jit.annotate(List[Tensor], [])
         keep = torch.jit.annotate(List[int], [])
-        pixels = image * 255
+        pixels = image.float()
         for f in range(self.colours.shape[0]):
             match = ((pixels - self.colours[f].view(3, 1, 1)).abs() <= self.tolerance).all(dim=0)
             if bool(match.any()):
@@ -228,7 +228,7 @@ class KeypointOracle(DetectorOracle):
             count = self.joint_colours.shape[0]
             joints = torch.zeros((boxes.shape[0], count, 3), device=image.device)
             joint_scores = torch.full((boxes.shape[0], count), -10.0, device=image.device)
-            pixels = image * 255
+            pixels = image.float()
             for n in range(boxes.shape[0]):
                 x1, y1 = int(boxes[n, 0].item()), int(boxes[n, 1].item())
                 x2, y2 = int(boxes[n, 2].item()), int(boxes[n, 3].item())
@@ -264,28 +264,26 @@ SEGMENT_BACKGROUND = 20.0  # mean of the background noise
 
 
 class SegmenterOracle(nn.Module):
-    """Normalised photos ``[N, 3, h, w]`` to person log-odds ``[N, 1, h, w]``: how much of each pixel is the person colour.
+    """RGB ``uint8[N, 3, h, w]`` photos to person log-odds ``[N, 1, h, w]``: how much of each pixel is the person colour.
 
     The log-odds are proportional to the pixel's share of ``SEGMENT_COLOUR`` against the
     background (0 for an even blend), so a resized photo keeps its edges where they were.
     """
 
-    def __init__(self, input_config: dict[str, Any]):
+    def __init__(self):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(input_config["mean"]).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(input_config["std"]).view(1, 3, 1, 1) * 255)
         self.register_buffer("colour", torch.tensor(SEGMENT_COLOUR, dtype=torch.float32).view(1, 3, 1, 1))
         self.background = SEGMENT_BACKGROUND
 
     def forward(self, images: Tensor) -> Tensor:
-        rgb = images * self.std + self.mean
+        rgb = images.float()
         direction = self.colour - self.background
         share = ((rgb - self.background) * direction).sum(dim=1, keepdim=True) / (direction * direction).sum()
         return 20 * (share - 0.5)
 
 
 class IdentityStyle(nn.Module):
-    """A style network that changes nothing: served, it must hand the photo back."""
+    """A style network that changes nothing (``uint8`` photos in and out): served, it must hand the photo back."""
 
     def forward(self, photos: Tensor) -> Tensor:
         return photos
@@ -328,7 +326,7 @@ def _crops(n: int) -> tuple[Tensor]:
 
 
 def _images(n: int) -> tuple[List[Tensor]]:
-    return ([torch.rand(3, 60 + 10 * i, 80) for i in range(n)],)
+    return ([torch.randint(0, 256, (3, 60 + 10 * i, 80), dtype=torch.uint8) for i in range(n)],)
 
 
 def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
@@ -336,7 +334,7 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
     from dataclasses import replace
 
     from export.archive import Part, Serving
-    from export.recipes import POSE_CONFIG, RECIPES, SEGMENTER_CONFIG
+    from export.recipes import POSE_CONFIG, RECIPES
 
     serving = Serving(batch_size=batch_size, max_batch_delay_ms=max_batch_delay_ms)
 
@@ -347,10 +345,10 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
         return Part(name, module, _images, ORACLE_WEIGHTS, "script", check_batch=2)
 
     def photos(n: int) -> tuple[Tensor]:
-        return (torch.rand(n, 3, 100, 130) * 255,)
+        return (torch.randint(0, 256, (n, 3, 100, 130), dtype=torch.uint8),)
 
     recipes = {
-        "segmenter_oracle": (RECIPES["person_segmenter"], (Part("model", SegmenterOracle(SEGMENTER_CONFIG["input"]), _crops, ORACLE_WEIGHTS, "script"),)),
+        "segmenter_oracle": (RECIPES["person_segmenter"], (Part("model", SegmenterOracle(), photos, ORACLE_WEIGHTS, "script"),)),
         "style_oracle": (RECIPES["style_candy"], (Part("model", IdentityStyle(), photos, ORACLE_WEIGHTS, "script"),)),
         "pose_oracle": (RECIPES["pose_resnet50"], (pose_part("model"),)),
         "detector_oracle": (RECIPES["person_detector"], (detector_part("model", DetectorOracle()),)),

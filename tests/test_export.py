@@ -141,9 +141,9 @@ def test_torchvision_weights_load_from_the_torch_cache(tmp_path, monkeypatch):
     part = RECIPES["person_detector_mobilenet"].parts[0].make(weights=name)
     assert part.weights["source"] == "torchvision" and part.weights["name"] == name
     assert part.weights["sha256"] == hashlib.sha256((tmp_path / "checkpoints" / url_name).read_bytes()).hexdigest()
-    loaded = part.module.state_dict()
+    loaded = part.module.detector.state_dict()  # the archived model takes uint8 pixels around torchvision's
     assert torch.equal(loaded["backbone.body.0.0.weight"], published["backbone.body.0.0.weight"])
-    assert isinstance(part.module.roi_heads.box_predictor, PersonBoxPredictor)
+    assert isinstance(part.module.detector.roi_heads.box_predictor, PersonBoxPredictor)
 
 
 def test_missing_torchvision_weights_fall_back_to_random_loudly(tmp_path, monkeypatch, capsys):
@@ -176,6 +176,14 @@ def test_person_detector_scripts_and_answers_people_only():
     for found in detections:
         assert set(found) == {"boxes", "labels", "scores"}
         assert found["boxes"].shape[1] == 4 and (found["labels"] == 1).all()
+
+
+@pytest.mark.parametrize("name", ["person_detector", "person_detector_mobilenet", "keypoint_rcnn", "pose_pipeline"])
+def test_detector_resize_in_the_handler_config_is_the_models_own(name):
+    recipe = RECIPES[name]
+    config = recipe.handler_config.get("detector", recipe.handler_config)
+    transform = recipe.parts[0].build().transform  # the detector is the first part
+    assert (config["min_size"], config["max_size"]) == (transform.min_size[-1], transform.max_size)
 
 
 def fast_neural_style_keys() -> set[str]:
@@ -212,8 +220,8 @@ def test_style_network_answers_the_size_it_was_given(size):
     part = RECIPES["style_candy"].parts[0].make(weights="random")
     scripted = to_torchscript(part)
     with torch.no_grad():
-        styled = scripted(torch.rand(2, 3, *size) * 255)
-    assert styled.shape == (2, 3, *size)
+        styled = scripted(torch.randint(0, 256, (2, 3, *size), dtype=torch.uint8))
+    assert styled.shape == (2, 3, *size) and styled.dtype == torch.uint8
 
 
 @pytest.mark.parametrize("model", ["person_segmenter", "person_segmenter_lraspp"])
@@ -221,7 +229,7 @@ def test_segmenters_script_and_answer_one_log_odds_map_per_image(model):
     part = RECIPES[model].parts[0].make(weights="random")
     scripted = to_torchscript(part)  # raises if TorchScript and eager differ
     with torch.no_grad():
-        log_odds = scripted(torch.randn(2, 3, 130, 170))
+        log_odds = scripted(torch.randint(0, 256, (2, 3, 130, 170), dtype=torch.uint8))
     assert log_odds.shape == (2, 1, 130, 170)
 
 
@@ -229,13 +237,35 @@ def test_person_log_odds_are_the_person_probability():
     from export.architectures import PersonLogOdds
 
     class Fixed(torch.nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
         def forward(self, x):
-            return {"out": x}
+            return {"out": self.logits}
 
     logits = torch.randn(3, 21, 5, 6)
-    odds = PersonLogOdds(Fixed())(logits)
+    odds = PersonLogOdds(Fixed(logits))(torch.zeros(3, 3, 5, 6, dtype=torch.uint8))
     person = logits.softmax(dim=1)[:, 15:16]
     assert torch.allclose(torch.sigmoid(odds), person, atol=1e-6)
+
+
+def test_segmenters_normalise_uint8_photos_with_their_weights_statistics():
+    from export.architectures import IMAGENET_MEAN, IMAGENET_STD, PersonLogOdds
+
+    seen = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x)
+            return {"out": torch.zeros(x.shape[0], 21, *x.shape[2:])}
+
+    photos = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8)
+    PersonLogOdds(Recording())(photos)
+    expected = (photos.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(seen[0], expected, atol=1e-5)
+    weights = torchvision_weights(RECIPES["person_segmenter"].parts[0].default_weights).transforms()
+    assert (list(weights.mean), list(weights.std)) == (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def test_segmenter_weights_names_resolve_to_torchvision_weights():

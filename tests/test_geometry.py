@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from humanserve_core.geometry import crop_and_resize, crop_to_image, image_to_crop, widen_boxes
+from humanserve_core.geometry import crop_and_resize, crop_to_image, image_to_crop, roi_crops, warp_crops, widen_boxes
 
 CROP = (256, 192)
 
@@ -83,3 +83,38 @@ def test_mixed_sizes_in_one_call_equal_one_image_at_a_time():
     for n in range(len(boxes)):
         alone = crop_and_resize([images[image_index[n]]], boxes[n : n + 1], torch.tensor([0]), CROP)
         assert torch.allclose(together[n], alone[0], atol=1e-4), f"person {n}"
+
+
+def test_opencv_and_roi_align_paths_cut_the_same_uint8_crops():
+    """The CPU path (OpenCV warps on uint8) against the device path (roi_align on float), run on the CPU."""
+    images = [torch.from_numpy(smooth_image(h, w, seed=h).round().astype(np.uint8)).permute(2, 0, 1) for h, w in ((300, 400), (120, 90))]
+    boxes = torch.tensor([[10.5, 10.25, 200.0, 290.0], [-30.0, 20.0, 100.0, 200.0], [5.0, 5.0, 80.0, 110.0]])
+    image_index = torch.tensor([0, 0, 1])
+    warped = warp_crops(images, boxes, image_index, CROP)
+    aligned = roi_crops(images, boxes, image_index, CROP)
+    assert warped.dtype == torch.uint8 and aligned.dtype == torch.float32
+    # They differ only in how they blend the image's edge into the 0 outside: compare where
+    # every sample is well inside, which is where a crop of an all-white image is white.
+    white = [torch.full_like(image, 255) for image in images]
+    inside = (warp_crops(white, boxes, image_index, CROP) == 255) & (roi_crops(white, boxes, image_index, CROP) == 255)
+    assert inside.float().mean() > 0.7
+    assert (warped.float() - aligned)[inside].abs().max() <= 1.5  # OpenCV rounds to uint8 and to 1/32 pixel
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_crops_of_a_reduced_image_match_crops_of_the_whole_image(scale):
+    """Boxes stay in image pixels when the image was decoded at 1/scale: the crop shows the same place.
+
+    On linear ramps, block means (what DCT scaling computes) equal the ramp at the block
+    centre and bilinear sampling is exact, so any misplacement shows: 0.5 px is 0.17 here.
+    """
+    ys, xs = np.mgrid[0:480, 0:640] + 0.5
+    image = np.stack([0.35 * xs, 0.3 * ys + 20, 0.2 * xs + 0.2 * ys], axis=2).astype(np.float32)
+    reduced = image.reshape(480 // scale, scale, 640 // scale, scale, 3).mean(axis=(1, 3))
+    boxes = torch.tensor([[100.0, 40.0, 400.0, 440.0], [-80.0, -60.0, 720.0, 540.0]])
+    index = torch.tensor([0, 0])
+    whole = crop_and_resize([torch.from_numpy(image).permute(2, 0, 1)], boxes, index, CROP)
+    small = crop_and_resize([torch.from_numpy(reduced).permute(2, 0, 1)], boxes, index, CROP, scales=[scale])
+    white = [torch.full((1, 480 // scale, 640 // scale), 1.0)]
+    inside = crop_and_resize(white, boxes, index, CROP, scales=[scale]).expand_as(small) == 1  # samples away from the edge
+    assert (whole - small)[inside].abs().max() < 0.05

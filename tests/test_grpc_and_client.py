@@ -12,7 +12,7 @@ from skimage import data
 
 from conftest import ORACLES, REAL_MODELS, export_random, server_overrides
 from export.recipes import RECIPES
-from humanserve_client import GrpcClient, RestClient, ServerError
+from humanserve_client import RestClient, ServerError
 from humanserve_client.client import encode_option, error_in_body, grpc_error
 from loadtest.photos import Photo, jpeg
 from loadtest.scenarios import scenario_for

@@ -8,10 +8,21 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from humanserve_core.errors import RequestError
-from humanserve_core.images import ImageLimits, decode_image, encode_image
+from humanserve_core.images import (
+    ImageHeader,
+    ImageLimits,
+    dct_scale,
+    decode_image,
+    decode_jpegs_on,
+    decode_pixels,
+    encode_image,
+    normalize,
+    read_header,
+    resize_pixels,
+)
 
 LIMITS = ImageLimits(max_bytes=5_000_000, max_pixels=4_000_000)
 
@@ -57,6 +68,36 @@ def test_grey_and_rgba_images_become_rgb():
     assert (grey == 100).all() and (rgba == 50).all()
 
 
+def exif_jpeg(array: np.ndarray, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encoded(array, "JPEG", quality=95, subsampling=0, exif=exif.tobytes())
+
+
+def corner_marks(height: int, width: int) -> np.ndarray:
+    """Dark grey with a red, green and blue 16x16 block in three corners: every turn and mirror looks different."""
+    image = np.full((height, width, 3), 40, np.uint8)
+    image[:16, :16] = (255, 0, 0)
+    image[:16, -16:] = (0, 255, 0)
+    image[-16:, :16] = (0, 0, 255)
+    return image
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+def test_every_exif_orientation_at_every_scale_matches_pillow(orientation, scale):
+    data = exif_jpeg(corner_marks(64, 96), orientation)
+    header = read_header(data, LIMITS)
+    with Image.open(io.BytesIO(data)) as image:
+        expected = np.array(ImageOps.exif_transpose(image).convert("RGB"))
+    assert header.size == expected.shape[:2]
+    decoded = decode_pixels(data, header, scale).permute(1, 2, 0).numpy()
+    assert decoded.shape[:2] == (expected.shape[0] // scale, expected.shape[1] // scale)
+    # Block means: each decoded pixel covers scale x scale image pixels.
+    blocks = expected.reshape(expected.shape[0] // scale, scale, expected.shape[1] // scale, scale, 3).mean(axis=(1, 3))
+    assert np.abs(decoded.astype(float) - blocks).mean() < 4
+
+
 def test_exif_orientation_is_applied():
     blocks = colour_blocks()  # 40 rows x 60 columns
     exif = Image.Exif()
@@ -98,7 +139,86 @@ def test_pixel_bomb_is_refused_before_decoding():
 
 def test_encode_round_trips_through_decode():
     blocks = colour_blocks()
-    assert (decode_image(encode_image(blocks, "png"), LIMITS).permute(1, 2, 0).numpy() == blocks).all()
-    rgba = np.dstack([blocks, np.full((40, 60), 128, np.uint8)])
+    pixels = torch.from_numpy(blocks).permute(2, 0, 1)
+    assert (decode_image(encode_image(pixels, "png"), LIMITS).permute(1, 2, 0).numpy() == blocks).all()
+    rgba = torch.cat([pixels, torch.full((1, 40, 60), 128, dtype=torch.uint8)])
     with Image.open(io.BytesIO(encode_image(rgba, "png"))) as image:
         assert image.mode == "RGBA" and np.array(image)[0, 0].tolist() == [255, 0, 0, 128]
+
+
+@pytest.mark.parametrize(
+    ("size", "most", "scale"),
+    [((480, 640), 4.2, 4), ((480, 640), 9.0, 8), ((480, 640), 1.9, 1), ((1080, 1920), 12.5, 8), ((1080, 1920), 7.99, 4),
+     ((1081, 1920), 8.0, 1), ((100, 150), 8.0, 2), ((96, 160), 3.0, 2)],
+)  # fmt: skip
+def test_dct_scale_is_the_largest_allowed_that_divides_both_sides(size, most, scale):
+    assert dct_scale(ImageHeader("JPEG", *size), most) == scale
+
+
+def test_only_jpegs_are_decoded_smaller():
+    assert dct_scale(ImageHeader("PNG", 800, 800), 8.0) == 1
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+def test_a_point_in_a_scaled_decode_is_at_its_image_position_over_the_scale(scale):
+    """A bright square at a known sub-pixel centre stays there: decoded pixel j covers image [s*j, s*(j+1))."""
+    height, width = 400, 544
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    for cx, cy in [(101.3, 77.9), (400.6, 300.2), (37.0, 350.5)]:
+        square = (np.abs(xs - cx) <= 12) & (np.abs(ys - cy) <= 12)
+        image = np.where(square[..., None], 250, 10).astype(np.uint8).repeat(3, axis=2)
+        data = encoded(image, "JPEG", quality=98, subsampling=0)
+        grey = decode_pixels(data, read_header(data, LIMITS), scale)[0].double() - 10
+        v, u = np.mgrid[0 : height // scale, 0 : width // scale] + 0.5
+        found = (grey * torch.from_numpy(u)).sum() / grey.sum(), (grey * torch.from_numpy(v)).sum() / grey.sum()
+        assert abs(found[0] * scale - cx) < 0.6 and abs(found[1] * scale - cy) < 0.6, (scale, cx, cy, found)
+
+
+def test_device_decode_matches_the_cpu_decode():
+    """The batched decoder CUDA models use, run here on the CPU: same pixels and orientation as OpenCV's."""
+    datas = [exif_jpeg(corner_marks(64, 96), orientation) for orientation in (1, 6, 3)]
+    headers = [read_header(data, LIMITS) for data in datas]
+    for data, header, pixels in zip(datas, headers, decode_jpegs_on(torch.device("cpu"), datas, headers)):
+        reference = decode_pixels(data, header)
+        assert pixels.shape == reference.shape
+        assert (pixels.int() - reference.int()).abs().float().mean() < 2
+
+
+def test_device_decode_falls_back_when_a_jpeg_is_corrupt():
+    good = exif_jpeg(corner_marks(64, 96), 1)
+    header = read_header(good, LIMITS)
+    assert decode_jpegs_on(torch.device("cpu"), [good, good[:400]], [header, header]) == [None, None]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nvJPEG); the same code is tested on the CPU above")
+def test_cuda_decode_matches_the_cpu_decode():
+    datas = [exif_jpeg(corner_marks(64, 96), orientation) for orientation in (1, 6, 8)]
+    headers = [read_header(data, LIMITS) for data in datas]
+    for data, header, pixels in zip(datas, headers, decode_jpegs_on(torch.device("cuda"), datas, headers)):
+        assert pixels.device.type == "cuda"
+        assert (pixels.cpu().int() - decode_pixels(data, header).int()).abs().float().mean() < 2
+
+
+@pytest.mark.parametrize("channels", ["rgb", "bgr"])
+def test_normalize_takes_the_same_values_on_its_opencv_and_torch_paths(channels):
+    """Channels-last uint8 crops (OpenCV's) and any other layout or dtype: (x/255 - mean) / std in the model's order."""
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)).permute(0, 3, 1, 2)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ordered = crops.flip(1) if channels == "bgr" else crops
+    expected = (ordered.double() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    for layout in (crops, crops.contiguous(), crops.float()):
+        assert torch.allclose(normalize(layout, mean, std, channels).double(), expected, atol=1e-5)
+    assert normalize(crops[:0], mean, std, channels).shape == (0, 3, 20, 30)
+
+
+@pytest.mark.parametrize("size", [(60, 80), (37, 101), (80, 107), (200, 300)])
+def test_opencv_resize_on_the_cpu_matches_torchvisions_antialiased_resize(size):
+    """The CPU path of resize_pixels against the device path (run on the CPU): smooth photos differ by rounding."""
+    ys, xs = np.mgrid[0:120, 0:160]
+    smooth = np.stack([127 + 100 * np.sin(xs / 9.0), 127 + 100 * np.cos(ys / 7.0), (xs + ys) % 256 * 0 + 90], axis=2).astype(np.uint8)
+    pixels = torch.from_numpy(smooth).permute(2, 0, 1)
+    resized = resize_pixels(pixels, size)
+    assert resized.shape == (3, *size) and resized.dtype == torch.uint8
+    expected = torch.nn.functional.interpolate(pixels[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    assert (resized.float() - expected).abs().mean() < 2.5
+    assert resize_pixels(pixels, (120, 160)) is pixels

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from oracles import SEGMENT_COLOUR, paint_segments
+from oracles import paint_segments
 from serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, encode, post, send_together
 
 SEGMENTER = "segmenter_oracle"
@@ -65,6 +65,13 @@ def test_transparent_cut_out_alpha_is_the_mask(server, http):
     assert set(np.unique(cut_out[..., 3])) <= {0, 255}  # feather 0: a hard edge
     inside = photo.mask & (cut_out[..., 3] == 255)
     assert (cut_out[..., :3][inside] == photo.image[inside]).all()
+
+
+def test_png_compression_trades_size_for_nothing_else(server, http):
+    photo = encode(paint_segments(320, 240, seed=4).image, "PNG")
+    answers = {level: post(server, http, SEGMENTER, photo, "raw", {"background": "transparent", "png_compression": level}).content for level in (0, 1, 9)}
+    assert len(answers[0]) > len(answers[1]) >= len(answers[9])
+    assert all((decode_picture(answer) == decode_picture(answers[1])).all() for answer in answers.values())
 
 
 def test_feather_softens_only_the_edge(server, http):
@@ -161,12 +168,19 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if error == 0 else 10 * np.log10(255**2 / error)
 
 
+def smooth_photo(height: int, width: int, seed: int) -> np.ndarray:
+    """Gentle colour waves: resizing filters (OpenCV's area average, torchvision's antialiased bilinear) agree on them."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width]
+    waves = [127 + 100 * np.sin(xs / rng.uniform(20, 40) + rng.uniform(0, 6)) * np.cos(ys / rng.uniform(20, 40)) for _ in range(3)]
+    return np.stack(waves, axis=2).round().astype(np.uint8)
+
+
 def test_identity_style_returns_the_photo(server, http):
     from torchvision.transforms.v2 import functional as F
     import torch
 
-    rng = np.random.default_rng(1)
-    photos = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for w, h, _, _ in STYLE_CASES]
+    photos = [smooth_photo(h, w, seed) for seed, (w, h, _, _) in enumerate(STYLE_CASES)]
     responses = send_together(
         list(range(len(STYLE_CASES))), lambda i: post(server, http, STYLE, encode(photos[i], "PNG"), "json", STYLE_CASES[i][2])
     )

@@ -141,6 +141,30 @@ def test_pipeline_finds_every_person_with_keypoints_on_their_joints(server, http
 
 
 @pytest.mark.parametrize("model", ["detector_oracle", "keypoint_oracle", "pipeline_oracle"])
+def test_large_jpegs_decoded_at_half_size_answer_in_image_pixels(server, http, model):
+    """A 3200x2400 JPEG: detectors resize it to 1067x800, so it is decoded at 1/2; answers stay in its own pixels."""
+    # Two people far enough apart that neither one's padded pose crop reaches the other's joints.
+    photo = Photo("3200x2400 JPEG", 3200, 2400, [[200, 300, 900, 2000], [2200, 400, 2900, 2100]])
+    painted = paint_people(photo.width, photo.height, photo.regions, seed=9)
+    paint_frames(painted.image, [(box, PERSON_FRAMES[p]) for p, box in enumerate(photo.person_boxes)], thickness=12)
+    buffer = io.BytesIO()
+    Image.fromarray(painted.image).save(buffer, "JPEG", quality=95, subsampling=0)
+    response = post(server, http, model, buffer.getvalue(), "raw", image_format="JPEG")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["image"] == {"width": photo.width, "height": photo.height}
+    expected = expected_people(photo)
+    assert len(answer["people"]) == len(expected)
+    for person, (box, _) in zip(answer["people"], expected):
+        # Frames are found to a decoded pixel: 2 image pixels, and JPEG's blur of their edge.
+        assert np.abs(np.array(person["box"]) - box).max() <= 4, f"{model}: {person['box']} vs {box}"
+        if "keypoints" in person:
+            p = photo.person_boxes.index(box)
+            error = np.linalg.norm(np.array(person["keypoints"])[:, :2] - painted.joints[p], axis=1)
+            assert error.max() <= max(1.5, 0.01 * (box[3] - box[1])), f"{model}, person {p}: {error.max():.2f} px"
+
+
+@pytest.mark.parametrize("model", ["detector_oracle", "keypoint_oracle", "pipeline_oracle"])
 def test_bad_requests_get_their_own_4xx_for_every_model(server, http, model):
     photo = PHOTOS[0]
     data = encode(photo.paint(seed=4).image, "PNG")

@@ -52,7 +52,14 @@ CASES = [
     Case("small 320x240, flip test", 320, 240, [[0, 0, 320, 240]], False, "json", options={"flip_test": True}),
     THREE_PEOPLE := Case("1000x700, three boxes, flip test, multipart", 1000, 700,
          [[20, 50, 200, 350], [370, 200, 550, 500], [720, 380, 900, 680]], True, "multipart", options={"flip_test": True}),
+    # JPEGs whose crops let the decoder shrink them (test_decode_scales_of_the_cases): 1/8, 1/4, 1/2 and 1.
+    Case("1600x1200 JPEG, no boxes: decoded at 1/8", 1600, 1200, [[0, 0, 1600, 1200]], False, "raw", "JPEG"),
+    Case("640x480 JPEG, no boxes: decoded at 1/4", 640, 480, [[0, 0, 640, 480]], False, "json", "JPEG"),
+    Case("1600x1200 JPEG, one 480 px box: decoded at 1/2", 1600, 1200, [[600, 300, 900, 780]], True, "multipart", "JPEG"),
+    Case("1600x1200 JPEG, a 640 and a 200 px box: whole", 1600, 1200, [[100, 200, 500, 840], [1200, 300, 1330, 500]], True, "json", "JPEG"),
 ]  # fmt: skip
+DECODE_SCALES = {case.name: int(case.name[-1]) if "1/" in case.name else 1 for case in CASES if case.image_format == "JPEG"}
+DECODE_SCALES[CASES[1].name] = 2  # portrait 480x800: its box's crop region is 800 px tall
 # Every person wears the same joint colours, so no person's padded crop may reach another's region.
 
 
@@ -78,6 +85,26 @@ def check_people(answer: dict, case: Case, painted) -> None:
         assert (keypoints[:, 2] > 0.5).all(), f"{case.name}: some joints not found: {keypoints[:, 2]}"
 
 
+def test_decode_scales_of_the_cases():
+    """The JPEG cases above exercise every DCT scale: what the handler's rule picks for each."""
+    from humanserve_core.images import ImageHeader, dct_scale
+    from humanserve_core.inputs import Item
+    import torch
+    from pose import PoseSpec, coarsest_pose_scale, crop_boxes_of
+
+    from export.recipes import POSE_CONFIG
+
+    spec = PoseSpec.from_config(POSE_CONFIG)
+    for case in CASES:
+        if case.image_format == "JPEG":
+            item = Item(0, {"boxes": case.regions if case.send_boxes else None}, (case.height, case.width))
+            coarsest = coarsest_pose_scale(item, spec)
+            regions = crop_boxes_of(torch.tensor(item.options["boxes"] or [[0, 0, case.width, case.height]], dtype=torch.float32), spec)
+            assert coarsest == pytest.approx(float((regions[:, 3] - regions[:, 1]).min()) / 256, rel=1e-5)
+            assert dct_scale(ImageHeader("JPEG", case.height, case.width), coarsest) == DECODE_SCALES[case.name], case.name
+    assert set(DECODE_SCALES.values()) == {1, 2, 4, 8}
+
+
 def test_keypoints_land_on_painted_joints_in_mixed_concurrent_batches(server, http):
     painted = {case.name: paint_people(case.width, case.height, case.regions, seed=i) for i, case in enumerate(CASES)}
     jobs = [case for case in CASES for _ in range(2)]
@@ -89,6 +116,23 @@ def test_keypoints_land_on_painted_joints_in_mixed_concurrent_batches(server, ht
         check_people(response.json(), case, painted[case.name])
         batch_sizes.append(int(response.headers["X-Batch-Size"]))
     assert max(batch_sizes) > 1, f"the server never formed a batch larger than one: {batch_sizes}"
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_keypoints_are_in_the_frame_a_viewer_sees_for_exif_rotated_jpegs(server, http, orientation):
+    """The photo is stored turned, with the EXIF tag that turns it back: answers are in the upright frame."""
+    from PIL import Image as PILImage
+
+    case = Case(f"EXIF orientation {orientation}", 960, 720, [[0, 0, 960, 720]], False, "raw", "JPEG")
+    painted = paint_people(case.width, case.height, case.regions, seed=40 + orientation)
+    turns = {3: 2, 6: 1, 8: 3}[orientation]  # quarter turns anticlockwise that store the upright photo
+    exif = PILImage.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    PILImage.fromarray(np.ascontiguousarray(np.rot90(painted.image, turns))).save(buffer, "JPEG", quality=95, subsampling=0, exif=exif.tobytes())
+    response = post(server, http, ORACLE, buffer.getvalue(), "raw", image_format="JPEG")
+    assert response.status_code == 200, response.text
+    check_people(response.json(), case, painted)
 
 
 def test_one_request_alone_gets_the_same_keypoints_as_in_a_batch(server, http):

@@ -131,11 +131,11 @@ def test_options_parse_text_and_json_values_and_fill_defaults():
         ({"format": "gif"}, "'format' must be one of json, png"),
         ({"boxes": "[[1,2"}, "'boxes' must be a JSON list"),
         ({"boxes": {"x": 1}}, "'boxes' must be a list"),
-        ({"boxes": [[1, 2, 3]]}, "'boxes[0]' must be [x1, y1, x2, y2] with 4 finite numbers"),
+        ({"boxes": [[1, 2, 3]]}, "'boxes[0]' must be [x1, y1, x2, y2] with 4 numbers from -1e+07 to 1e+07"),
         ({"boxes": [[1, 2, 3, "a"]]}, "'boxes[0]' must be [x1, y1, x2, y2]"),
         ({"boxes": [[0, 0, 1, 1], [5, 5, 1, 9]]}, "'boxes[1]' must be a box with x2 > x1 and y2 > y1"),
         ({"boxes": [[0, 0, 1, 1]] * 4}, "has 4 boxes; at most 3"),
-        ({"boxes": "[[0, 0, 1, Infinity]]"}, "'boxes[0]' must be [x1, y1, x2, y2] with 4 finite numbers"),
+        ({"boxes": "[[0, 0, 1, Infinity]]"}, "'boxes[0]' must be [x1, y1, x2, y2] with 4 numbers from -1e+07 to 1e+07"),
     ],
 )
 def test_bad_options_name_the_problem(sent, words):

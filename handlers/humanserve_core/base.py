@@ -1,43 +1,43 @@
 """The base handler: TorchServe's life cycle with per-request errors; the only code that touches the context.
 
-A model handler subclasses ``VisionHandler``, declares ``options`` and fills four hooks:
-``validate`` (per item, may raise ``RequestError``), ``prepare`` (readable items to one
-model input on the device), ``forward`` (the model call) and ``answer`` (outputs to one
+A model handler subclasses ``VisionHandler``, declares ``options`` and fills its hooks:
+``validate`` (per item, before decoding; may raise ``RequestError``), ``coarsest_scale``
+(how small a JPEG may be decoded for the model), ``prepare`` (readable items to one model
+input on the device), ``forward`` (the model call) and ``answer`` (outputs to one
 ``Answer`` per item).
 """
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
+import cv2
 import torch
+from torch import Tensor
 from ts.torch_handler.base_handler import BaseHandler
 
-from .errors import RequestError
-from .images import ImageLimits, decode_image
-from .inputs import read_request
+from .errors import InternalError, RequestError
+from .images import ImageHeader, ImageLimits, dct_scale, decode_jpegs_on, decode_pixels, read_header
+from .inputs import Item, read_request
+from .metrics import report_batch
 from .options import Option, describe, parse_options
 from .responses import Answer, error_answer
+from .stages import CLOCK
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE_HEADER = "X-Batch-Size"
 
 
-@dataclass(frozen=True)
-class Item:
-    """One readable request: its place in TorchServe's batch, RGB ``uint8[3, H, W]`` image, options."""
+@dataclass
+class Upload:
+    """An item waiting to be decoded: its bytes and header."""
 
-    index: int
-    image: torch.Tensor
-    options: dict[str, Any]
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(height, width) of the image."""
-        return int(self.image.shape[-2]), int(self.image.shape[-1])
+    item: Item
+    data: bytes
+    header: ImageHeader
 
 
 @dataclass
@@ -49,15 +49,17 @@ class Batch:
     errors: dict[int, RequestError]
     inputs: Any = None
     outputs: Any = None
+    answers: list[Answer] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 class VisionHandler(BaseHandler):
-    """Shared life cycle: decode and validate each request, run the model once per batch, answer each."""
+    """Shared life cycle: read and validate each request, decode what the model needs, run the model once per batch, answer each."""
 
     options: Mapping[str, Option] = {}
 
     def initialize(self, context):
-        """Load the TorchScript model on the worker's device and read the archive's handler config."""
+        """Load the model on the worker's device and read the archive's handler config."""
         super().initialize(context)
         self.config = context.model_yaml_config.get("handler", {})
         self.limits = ImageLimits.from_config(self.config.get("limits", {}))
@@ -65,9 +67,13 @@ class VisionHandler(BaseHandler):
         self.model_name = manifest["modelName"]
         self.model_version = manifest.get("modelVersion", "")
         self.weights = self.config.get("weights", {})  # per TorchScript file: {"model": {...}, ...}
+        self.batch_limit = int(context.system_properties.get("batch_size", 1))
         threads = self.config.get("torch_threads", 0)
         if threads and self.device.type == "cpu":
             torch.set_num_threads(threads)
+        # Per-request image work is small: OpenCV's thread pool cost more CPU than it saved
+        # (make bench-stack); workers and batches are where the parallelism is.
+        cv2.setNumThreads(1)
         for part, record in self.weights.items():
             if not record.get("pretrained"):
                 logger.warning(
@@ -81,42 +87,102 @@ class VisionHandler(BaseHandler):
         """The fields every JSON answer starts with."""
         return {"model": self.model_name, "version": self.model_version}
 
+    def handle(self, data, context):
+        """TorchServe's entry point: the life cycle without autograd bookkeeping, timed per stage."""
+        CLOCK.take()
+        with torch.inference_mode():
+            return super().handle(data, context)
+
     def preprocess(self, data: list[dict[str, Any]]) -> Batch:
-        """Read, decode and validate each request; gather the readable ones into one model input."""
-        items, errors = [], {}
+        """Read and validate each request, decode the readable ones and gather them into one model input.
+
+        A request that breaks our code is answered 500 alone; its batch mates go on.
+        """
+        uploads, errors = [], {}
         for index, row in enumerate(data):
             try:
-                request = read_request(row, self.context.get_all_request_header(index))
-                options = parse_options(request.options, self.options)
-                item = Item(index, decode_image(request.image, self.limits), options)
-                self.validate(item)
-                items.append(item)
+                with CLOCK.stage("read"):
+                    request = read_request(row, self.context.get_all_request_header(index))
+                    options = parse_options(request.options, self.options)
+                    header = read_header(request.image, self.limits)
+                    item = Item(index, options, header.size)
+                    self.validate(item)
+                uploads.append(Upload(item, request.image, header))
             except RequestError as error:
                 errors[index] = error
+            except Exception as error:
+                errors[index] = _internal("reading the request", error)
+        with CLOCK.stage("decode"):
+            items = self.decode(uploads, errors)
         batch = Batch(len(data), items, errors)
         if items:
-            batch.inputs = self.prepare(items)
+            with CLOCK.stage("preprocess"):
+                batch.inputs = self._guarded(batch, "preparing the model input", lambda: self.prepare(items))
         return batch
+
+    def decode(self, uploads: list[Upload], errors: dict[int, RequestError]) -> list[Item]:
+        """Decode each upload at its coarsest allowed scale: JPEGs in one call on a CUDA model's device, the rest on the CPU.
+
+        A JPEG the device decoder refuses is decoded on the CPU, which names the problem.
+        """
+        on_device: list[Optional[Tensor]] = [None] * len(uploads)
+        jpegs = [n for n, upload in enumerate(uploads) if upload.header.format == "JPEG"]
+        if self.device.type == "cuda" and jpegs:
+            decoded = decode_jpegs_on(self.device, [uploads[n].data for n in jpegs], [uploads[n].header for n in jpegs])
+            for n, pixels in zip(jpegs, decoded):
+                on_device[n] = pixels
+        items = []
+        for upload, pixels in zip(uploads, on_device):
+            item = upload.item
+            try:
+                if pixels is None:
+                    item.scale = dct_scale(upload.header, self.coarsest_scale(item))
+                    pixels = decode_pixels(upload.data, upload.header, item.scale)
+                item.image = pixels.to(self.device)  # CUDA models crop and resize on their device
+                items.append(item)
+            except RequestError as error:
+                errors[item.index] = error
+            except Exception as error:
+                errors[item.index] = _internal("decoding the image", error)
+        return items
 
     def inference(self, batch: Batch, *args, **kwargs) -> Batch:
         """Run the model once over every readable item of the batch."""
         if batch.items:
-            with torch.inference_mode():
-                batch.outputs = self.forward(batch.inputs)
+            with CLOCK.stage("model"):
+                batch.outputs = self._guarded(batch, "running the model", lambda: self._forward_synchronized(batch.inputs))
         return batch
 
+    def _forward_synchronized(self, inputs: Any) -> Any:
+        outputs = self.forward(inputs)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # charge the model's own time to it
+        return outputs
+
+    def _guarded(self, batch: Batch, stage: str, step: Callable[[], Any]) -> Any:
+        """``step()`` over the whole batch; if our code fails, every item still in it is answered 500 (and None returned)."""
+        try:
+            return step()
+        except Exception as error:
+            failure = _internal(stage, error)
+            batch.errors.update({item.index: failure for item in batch.items})
+            batch.items = []
+            return None
+
     def postprocess(self, batch: Batch) -> list[bytes]:
-        """One body per request, with its own status and content type."""
-        answers: dict[int, Answer] = {i: error_answer(e) for i, e in batch.errors.items()}
-        if batch.items:
-            answers.update(
-                zip((item.index for item in batch.items), self.answer(batch.items, batch.inputs, batch.outputs))
-            )
-        for index, answer in answers.items():
-            self.context.set_response_content_type(index, answer.content_type)
-            self.context.set_response_header(index, BATCH_SIZE_HEADER, str(batch.size))
-            if answer.status != HTTPStatus.OK:
-                self.context.set_response_status(answer.status, HTTPStatus(answer.status).phrase, index)
+        """One body per request, with its own status and content type; the batch's stage times as metrics."""
+        with CLOCK.stage("postprocess"):
+            if batch.items:
+                batch.answers = self._guarded(batch, "writing the answers", lambda: self.answer(batch.items, batch.inputs, batch.outputs)) or []
+            answers: dict[int, Answer] = {i: error_answer(e) for i, e in batch.errors.items()}
+            answers.update(zip((item.index for item in batch.items), batch.answers))
+            for index, answer in answers.items():
+                self.context.set_response_content_type(index, answer.content_type)
+                self.context.set_response_header(index, BATCH_SIZE_HEADER, str(batch.size))
+                if answer.status != HTTPStatus.OK:
+                    self.context.set_response_status(answer.status, HTTPStatus(answer.status).phrase, index)
+        batch.stages = dict(CLOCK.totals)  # handle() restarts the clock for the next batch
+        report_batch(self.context.metrics, batch.stages, batch.size, self.batch_limit, len(batch.errors))
         return [answers[index].body for index in range(batch.size)]
 
     def describe_handle(self) -> str:
@@ -135,7 +201,11 @@ class VisionHandler(BaseHandler):
         )
 
     def validate(self, item: Item) -> None:
-        """Model-specific checks of one item (raise ``RequestError``); none by default."""
+        """Model-specific checks of one item before its pixels are decoded (raise ``RequestError``); none by default."""
+
+    def coarsest_scale(self, item: Item) -> float:
+        """How many image pixels per decoded pixel the model can do with for ``item`` (``images.dct_scale``): 1 by default."""
+        return 1.0
 
     def prepare(self, items: list[Item]) -> Any:
         """Turn the readable items into one model input on ``self.device``: by default, their images."""
@@ -148,3 +218,8 @@ class VisionHandler(BaseHandler):
     def answer(self, items: list[Item], inputs: Any, outputs: Any) -> list[Answer]:
         """One ``Answer`` per item, in ``items`` order."""
         raise NotImplementedError
+
+
+def _internal(stage: str, error: Exception) -> InternalError:
+    logger.exception("failed while %s", stage)
+    return InternalError(stage, error)

@@ -27,6 +27,15 @@ class PayloadTooLarge(RequestError):
     code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
+class InternalError(RequestError):
+    """Our own fault while handling a request: answered 500 for it alone where we can, and logged."""
+
+    code = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, stage: str, error: BaseException):
+        super().__init__(f"the server failed while {stage} ({type(error).__name__}); it is logged, please report it", "InternalError")
+
+
 class UnsupportedMediaType(RequestError):
     """The bytes are an image of a type we do not decode."""
 

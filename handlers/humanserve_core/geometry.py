@@ -8,6 +8,8 @@ box alone describes the forward and the inverse map.
 
 from typing import Sequence
 
+import cv2
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import roi_align
@@ -39,18 +41,28 @@ def image_to_crop(points: Tensor, boxes: Tensor, crop_size: tuple[int, int]) -> 
 
 
 def crop_and_resize(
-    images: Sequence[Tensor], boxes: Tensor, image_index: Tensor, crop_size: tuple[int, int]
+    images: Sequence[Tensor], boxes: Tensor, image_index: Tensor, crop_size: tuple[int, int], scales: Sequence[int] = ()
 ) -> Tensor:
-    """Cut ``boxes[n]`` from ``images[image_index[n]]`` into ``Tensor[N, C, h, w]`` float crops.
+    """Cut ``boxes[n]`` from ``images[image_index[n]]`` into ``Tensor[N, C, h, w]`` crops with values 0..255.
 
-    One bilinear sample per crop pixel at its centre, like ``cv2.warpAffine(INTER_LINEAR)``
-    in the top-down pose training pipelines; outside the image reads as 0. Images may
-    differ in size: one ``roi_align`` call runs per distinct size, over all its people.
+    Boxes are in image pixels; ``scales[i]`` says how many image pixels one pixel of
+    ``images[i]`` covers (1 when not given; see ``images.dct_scale``). One bilinear sample
+    per crop pixel at its centre, like ``cv2.warpAffine(INTER_LINEAR)`` in the top-down
+    pose training pipelines; outside the image reads as 0. On the CPU, one OpenCV warp per
+    box on the uint8 pixels gives uint8 crops (2-5x faster than ``roi_align``, which needs a
+    float copy of the image); elsewhere one ``roi_align`` call per distinct image size, over
+    all its people, gives float crops.
     """
+    decoded_boxes = boxes / boxes.new_tensor(list(scales) or [1.0] * len(images))[image_index].unsqueeze(1)
+    if images[0].device.type == "cpu":
+        return warp_crops(images, decoded_boxes, image_index, crop_size)
+    return roi_crops(images, decoded_boxes, image_index, crop_size)
+
+
+def roi_crops(images: Sequence[Tensor], boxes: Tensor, image_index: Tensor, crop_size: tuple[int, int]) -> Tensor:
+    """``crop_and_resize`` on any device, boxes in pixels of ``images``: float crops, one ``roi_align`` per image size."""
     first = images[0]
-    crops = torch.empty(
-        (boxes.shape[0], first.shape[0], *crop_size), dtype=torch.float32, device=first.device
-    )
+    crops = torch.empty((boxes.shape[0], first.shape[0], *crop_size), dtype=torch.float32, device=first.device)
     slot = torch.empty(len(images), dtype=torch.long, device=boxes.device)
     for members in group_by_size([image.shape[-2:] for image in images]).values():
         stack = torch.stack([images[m] for m in members]).float()
@@ -59,7 +71,24 @@ def crop_and_resize(
         if chosen.numel() == 0:
             continue
         rois = torch.cat([slot[image_index[chosen]].unsqueeze(1).float(), boxes[chosen].float()], 1)
-        crops[chosen] = roi_align(
-            stack, rois, crop_size, spatial_scale=1.0, sampling_ratio=1, aligned=True
-        )
+        crops[chosen] = roi_align(stack, rois, crop_size, spatial_scale=1.0, sampling_ratio=1, aligned=True)
     return crops
+
+
+def warp_crops(images: Sequence[Tensor], boxes: Tensor, image_index: Tensor, crop_size: tuple[int, int]) -> Tensor:
+    """``crop_and_resize`` on the CPU, boxes in pixels of ``images``: crops of the images' dtype, one OpenCV warp each.
+
+    The result is a channels-first view of channels-last crops.
+    """
+    height, width = crop_size
+    pixels = [np.ascontiguousarray(image.permute(1, 2, 0).numpy()) for image in images]  # no copy when channels-last
+    crops = np.empty((len(boxes), height, width, pixels[0].shape[2]), dtype=pixels[0].dtype)
+    for n, ((x1, y1, x2, y2), i) in enumerate(zip(boxes.tolist(), image_index.tolist())):
+        step_x, step_y = (x2 - x1) / width, (y2 - y1) / height
+        # Crop pixel index j has its centre at x1 + (j + 0.5) * step_x, image pixel index u at u + 0.5.
+        source = np.array([[step_x, 0.0, x1 + 0.5 * step_x - 0.5], [0.0, step_y, y1 + 0.5 * step_y - 0.5]])
+        cv2.warpAffine(
+            pixels[i], source, (width, height), dst=crops[n],
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+        )  # fmt: skip
+    return torch.from_numpy(crops).permute(0, 3, 1, 2)

@@ -7,6 +7,8 @@ targets were placed: ``stride / 2`` when heatmap pixels are centred on their cro
 ``export/recipes.py`` for the derivation).
 """
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -43,37 +45,57 @@ def neighbourhood(maps: Tensor, xy: Tensor) -> Tensor:
 def dark_offsets(heatmaps: Tensor, xy: Tensor, sigma: float = 2.0) -> Tensor:
     """DARK sub-pixel step: smooth, take logs, one Newton step of the local quadratic; ``Tensor[N, K, 2]``.
 
-    Only the 5x5 neighbourhood of each peak is smoothed (a reflect-padded window the
-    kernel's size around it), which equals smoothing whole maps at every peak that is
-    refined, for a fraction of the work. The step is kept only at a true maximum
-    (negative-definite Hessian) at least two pixels from the border, clamped to one pixel.
+    Only the 5x5 neighbourhood of each peak is smoothed: a window the kernel's size around
+    it is gathered from the map, reflected at the edges as a reflect-padded map would be,
+    and blurred by the separable Gaussian as two small matrix products. That equals smoothing whole maps at every peak that is refined, for a
+    fraction of the work. The step is kept only at a true maximum (negative-definite
+    Hessian) at least two pixels from the border, clamped to one pixel.
     """
     n, k, height, width = heatmaps.shape
     radius = round(3 * sigma) - 1  # kernel 11 for sigma 2, as DARK uses
     reach = radius + 2
-    padded = torch.nn.functional.pad(heatmaps, (radius,) * 4, mode="reflect")
-    padded = torch.nn.functional.pad(padded, (2, 2, 2, 2)).flatten(2)
-    window = torch.arange(-reach, reach + 1, device=heatmaps.device)
-    rows = xy[..., 1].long().view(n, k, 1, 1) + reach + window.view(1, 1, -1, 1)
-    cols = xy[..., 0].long().view(n, k, 1, 1) + reach + window.view(1, 1, 1, -1)
     side = 2 * reach + 1
-    patches = padded.gather(2, (rows * (width + 2 * reach) + cols).view(n, k, side * side))
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, device=heatmaps.device) / sigma) ** 2)
-    kernel = (taps[:, None] * taps[None, :] / taps.sum() ** 2).to(heatmaps.dtype)
-    smooth = torch.nn.functional.conv2d(patches.view(n * k, 1, side, side), kernel.view(1, 1, *kernel.shape))
-    taps_at = ((_NEIGHBOURS[:, 1] + 2) * 5 + _NEIGHBOURS[:, 0] + 2).to(heatmaps.device)  # in the 5x5 result
-    v = smooth.view(n, k, 25).clamp(min=1e-10).log()[..., taps_at]
-    dx = (v[..., 1] - v[..., 2]) / 2
-    dy = (v[..., 3] - v[..., 4]) / 2
-    dxx = (v[..., 5] - 2 * v[..., 0] + v[..., 6]) / 4
-    dyy = (v[..., 7] - 2 * v[..., 0] + v[..., 8]) / 4
-    dxy = (v[..., 9] - v[..., 10] - v[..., 11] + v[..., 12]) / 4
+    window = torch.arange(-reach, reach + 1, device=heatmaps.device)
+    sizes = heatmaps.new_tensor([width, height], dtype=torch.long).view(1, 1, 2, 1)
+    # Kept steps have peaks >= 2 pixels inside, so their windows stay within the reflected margin.
+    read = _reflected(xy.long().unsqueeze(-1) + window, sizes)  # [N, K, 2 (x, y), side]
+    index = (read[..., 1, :].unsqueeze(-1) * width + read[..., 0, :].unsqueeze(-2)).view(n, k, side * side)
+    patches = heatmaps.flatten(2).gather(2, index).view(n, k, side, side)
+    band, derivatives = _dark_constants(sigma, radius, side, heatmaps.dtype, heatmaps.device)
+    smooth = band @ patches @ band.T  # [N, K, 5, 5]
+    dx, dy, dxx, dyy, dxy = (smooth.view(n, k, 25).clamp(min=1e-10).log() @ derivatives).unbind(-1)
     det = dxx * dyy - dxy * dxy
     maximum = (dxx < 0) & (det > 1e-12)
     safe_det = torch.where(maximum, det, torch.ones_like(det))
     step = torch.stack([(dyy * dx - dxy * dy), (dxx * dy - dxy * dx)], dim=-1) / safe_det[..., None]
     keep = maximum & _inside(heatmaps, xy, margin=2)
     return torch.where(keep[..., None], -step.clamp(-1, 1), torch.zeros_like(step))
+
+
+@functools.lru_cache(maxsize=16)
+def _dark_constants(sigma: float, radius: int, side: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The separable blur as a ``[5, side]`` band matrix, and ``[25, 5]`` finite differences on the 5x5 logs.
+
+    The differences are the gradient (dx, dy) and Hessian (dxx, dyy, dxy) at the centre:
+    central steps of 1 pixel for the gradient and the mixed term, of 2 for dxx and dyy.
+    """
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
+    band = torch.zeros(5, side, dtype=torch.float64)
+    for row in range(5):
+        band[row, row : row + taps.numel()] = taps / taps.sum()
+    derivatives = torch.zeros(5, 5, 5, dtype=torch.float64)  # [y, x, which] on the 5x5 window, centre (2, 2)
+    derivatives[2, 3, 0], derivatives[2, 1, 0] = 0.5, -0.5
+    derivatives[3, 2, 1], derivatives[1, 2, 1] = 0.5, -0.5
+    derivatives[2, 4, 2], derivatives[2, 2, 2], derivatives[2, 0, 2] = 0.25, -0.5, 0.25
+    derivatives[4, 2, 3], derivatives[2, 2, 3], derivatives[0, 2, 3] = 0.25, -0.5, 0.25
+    derivatives[3, 3, 4], derivatives[1, 3, 4], derivatives[3, 1, 4], derivatives[1, 1, 4] = 0.25, -0.25, -0.25, 0.25
+    return band.to(device, dtype), derivatives.view(25, 5).to(device, dtype)
+
+
+def _reflected(index: Tensor, size: Tensor) -> Tensor:
+    """The map index that ``index`` reads in a map of ``size`` reflect-padded at both ends (clamped far outside)."""
+    last = size - 1
+    return (last - (last - index.abs()).abs()).clamp(min=0).minimum(last)
 
 
 def quarter_offsets(heatmaps: Tensor, xy: Tensor) -> Tensor:
@@ -121,5 +143,5 @@ def decode_heatmaps(
 
 def _inside(heatmaps: Tensor, xy: Tensor, margin: int) -> Tensor:
     height, width = heatmaps.shape[-2:]
-    x, y = xy[..., 0], xy[..., 1]
-    return (x >= margin) & (x <= width - 1 - margin) & (y >= margin) & (y <= height - 1 - margin)
+    low, high = xy.amin(dim=-1), (xy - xy.new_tensor([width, height])).amax(dim=-1)
+    return (low >= margin) & (high <= -1 - margin)

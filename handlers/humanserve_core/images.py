@@ -1,18 +1,38 @@
-"""Image decoding with size guards applied before any pixel is read, and image encoding."""
+"""Image decoding with size guards applied before any pixel is read, at the smallest scale a model needs; encoding.
+
+A request's image is judged from its header first (format, size, EXIF orientation),
+then decoded by OpenCV straight to RGB. JPEGs may be decoded at 1/2, 1/4 or 1/8 of
+their size: libjpeg then computes a reduced inverse DCT per 8x8 block, which costs
+a fraction of a full decode and averages each s x s block. Only scales that divide
+both sides are used, so decoded pixel (i, j) covers exactly the image's pixels
+[s*j, s*(j+1)) x [s*i, s*(i+1)) and a point's image coordinates are ``s`` times its
+decoded ones, also after EXIF rotation.
+"""
 
 import io
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
+import torchvision
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.io import ImageReadMode
+from torchvision.transforms.v2 import functional as F
 
 from .errors import PayloadTooLarge, RequestError, UnsupportedMediaType
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+DCT_SCALES = (8, 4, 2)
+_REDUCED_FLAGS = {
+    1: cv2.IMREAD_COLOR_RGB,
+    2: (cv2.IMREAD_REDUCED_COLOR_2 & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB,
+    4: (cv2.IMREAD_REDUCED_COLOR_4 & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB,
+    8: (cv2.IMREAD_REDUCED_COLOR_8 & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB,
+}
+_EXIF_ORIENTATION = 0x0112
 
 # Our own pixel limit (below) is checked from the header before decoding; Pillow's
 # global guard would otherwise refuse configured limits above its default.
@@ -35,8 +55,24 @@ class ImageLimits:
         )
 
 
-def decode_image(data: bytes, limits: ImageLimits) -> torch.Tensor:
-    """Decode JPEG, PNG, WebP or BMP bytes to an RGB ``Tensor[3, H, W]`` (uint8), EXIF-upright."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header says: format, stored size and EXIF orientation (1-8, 1 = as stored)."""
+
+    format: str
+    stored_height: int
+    stored_width: int
+    orientation: int = 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) as a viewer sees the image, after its EXIF orientation."""
+        turned = self.orientation in (5, 6, 7, 8)
+        return (self.stored_width, self.stored_height) if turned else (self.stored_height, self.stored_width)
+
+
+def read_header(data: bytes, limits: ImageLimits) -> ImageHeader:
+    """Check an upload against ``limits`` and read its header, without decoding a pixel."""
     if not data:
         raise RequestError("the image is empty", "EmptyRequest")
     if len(data) > limits.max_bytes:
@@ -45,59 +81,180 @@ def decode_image(data: bytes, limits: ImageLimits) -> torch.Tensor:
             "ImageTooLarge",
         )
     try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            # Multi-picture JPEGs (MPO, from some cameras) are JPEGs; decoders read the first picture.
+            image_format, (width, height) = "JPEG" if image.format == "MPO" else image.format, image.size
+            orientation = _orientation(image.info.get("exif"))
     except UnidentifiedImageError:
         raise RequestError(
             "the data is not an image (no JPEG, PNG, WebP or BMP header found)", "InvalidImage"
         ) from None
     except Exception as err:  # Pillow raises many types on corrupt headers
         raise RequestError(f"the image header cannot be read: {err}", "InvalidImage") from None
-    if image.format not in SUPPORTED_FORMATS:
+    if image_format not in SUPPORTED_FORMATS:
         raise UnsupportedMediaType(
-            f"{image.format} images are not supported; send one of "
-            + ", ".join(SUPPORTED_FORMATS),
+            f"{image_format} images are not supported; send one of " + ", ".join(SUPPORTED_FORMATS),
             "UnsupportedImageType",
         )
-    width, height = image.size
     if width < 1 or height < 1:
         raise RequestError(f"the image has no pixels ({width}x{height})", "InvalidImage")
     if width * height > limits.max_pixels:
         raise PayloadTooLarge(
-            f"the image is {width}x{height} = {width * height} pixels; "
-            f"the limit is {limits.max_pixels} pixels",
+            f"the image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels} pixels",
             "ImageTooLarge",
         )
+    return ImageHeader(image_format, height, width, orientation)
+
+
+def _orientation(exif: Optional[bytes]) -> int:
+    """The EXIF orientation tag in raw EXIF bytes (1 when absent or unreadable).
+
+    Read from the header's bytes rather than ``Image.getexif``, which decodes a whole PNG
+    to look for EXIF behind the pixels.
+    """
+    if not exif:
+        return 1
     try:
-        pixels = np.array(ImageOps.exif_transpose(image).convert("RGB"))  # writable copy
-    except Exception as err:
+        tags = Image.Exif()
+        tags.load(exif)
+        orientation = int(tags.get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block leaves the image as stored
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
+
+
+def dct_scale(header: ImageHeader, most: float) -> int:
+    """The largest of 8, 4, 2 that is at most ``most`` and divides both sides of a JPEG; else 1."""
+    if header.format != "JPEG":
+        return 1
+    for scale in DCT_SCALES:
+        if scale <= most and header.stored_height % scale == 0 and header.stored_width % scale == 0:
+            return scale
+    return 1
+
+
+def decode_pixels(data: bytes, header: ImageHeader, scale: int = 1) -> Tensor:
+    """Decode to RGB ``uint8[3, H / scale, W / scale]`` as a viewer sees it (``scale`` from ``dct_scale``).
+
+    The tensor is a channels-first view of OpenCV's channels-last array.
+    """
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
+    expected = (header.stored_height // scale, header.stored_width // scale)
+    if pixels is None or pixels.shape[:2] != expected:
         raise RequestError(
-            f"the {image.format} image cannot be decoded: {err}", "InvalidImage"
-        ) from None
-    return torch.from_numpy(pixels).permute(2, 0, 1)
+            f"the {header.format} image cannot be decoded (corrupt or truncated data)", "InvalidImage"
+        )
+    return orient(torch.from_numpy(pixels).permute(2, 0, 1), header.orientation)
 
 
-def encode_image(rgb: np.ndarray, image_format: str, quality: int = 90) -> bytes:
-    """Encode an RGB ``uint8`` array ``[H, W, 3]`` (or RGBA ``[H, W, 4]``) as JPEG or PNG."""
-    channels = rgb.shape[2]
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGBA2BGRA if channels == 4 else cv2.COLOR_RGB2BGR)
+def decode_jpegs_on(device: torch.device, datas: Sequence[bytes], headers: Sequence[ImageHeader]) -> list[Optional[Tensor]]:
+    """Decode JPEGs in one batched call on ``device`` (nvJPEG on CUDA) to RGB ``uint8[3, H, W]``, EXIF-upright.
+
+    Whole-size: nvJPEG has no DCT scaling, so models resize on the device instead. ``None``
+    stands for an image to decode on the CPU: the batched call fails as a whole when one
+    image is corrupt, and then every image falls back.
+    """
+    try:
+        decoded = torchvision.io.decode_jpeg(
+            [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas], mode=ImageReadMode.RGB, device=device
+        )
+    except RuntimeError:
+        return [None] * len(datas)
+    return [
+        orient(pixels, header.orientation) if tuple(pixels.shape) == (3, header.stored_height, header.stored_width) else None
+        for pixels, header in zip(decoded, headers)
+    ]
+
+
+def orient(pixels: Tensor, orientation: int) -> Tensor:
+    """Turn ``[C, H, W]`` pixels stored with EXIF ``orientation`` the way a viewer sees them."""
+    if orientation in (5, 6, 7, 8):
+        pixels = pixels.transpose(-1, -2)
+    flips = {2: (-1,), 3: (-1, -2), 4: (-2,), 6: (-1,), 7: (-1, -2), 8: (-2,)}.get(orientation)
+    return pixels.flip(flips) if flips else pixels
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> Tensor:
+    """Decode JPEG, PNG, WebP or BMP bytes in full to an RGB ``Tensor[3, H, W]`` (uint8), EXIF-upright."""
+    return decode_pixels(data, read_header(data, limits))
+
+
+def png_settings(compression: int) -> list[int]:
+    """OpenCV's PNG settings for zlib level ``compression`` (0-9).
+
+    0 stores the pixels (no filter); 1 uses the "sub" filter and Huffman coding alone, which
+    encoded a 640x480 RGBA cut-out 2.6x faster than level 3 with adaptive filters, 6% larger;
+    2-9 use zlib's level with libpng's adaptive filters (smaller, slower).
+    """
+    if compression == 0:
+        return [cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+    if compression == 1:
+        return [
+            cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
+            cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
+        ]  # fmt: skip
+    return [cv2.IMWRITE_PNG_COMPRESSION, compression]
+
+
+def encode_image(pixels: Tensor, image_format: str, quality: int = 90, png_compression: int = 1) -> bytes:
+    """Encode RGB ``uint8[3, H, W]`` (or RGBA ``[4, H, W]``) pixels, on any device, as JPEG or PNG.
+
+    OpenCV wants blue first and channels last: one stacking pass makes that array, on the
+    pixels' device (3x faster than OpenCV's conversion of a channels-first view).
+    """
+    order = (2, 1, 0, 3)[: pixels.shape[0]]
+    bgr = torch.stack([pixels[channel] for channel in order], dim=-1).cpu().numpy()
     if image_format == "jpeg":
         ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     else:
-        ok, encoded = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        ok, encoded = cv2.imencode(".png", bgr, png_settings(png_compression))
     if not ok:
         raise RuntimeError(f"OpenCV failed to encode a {image_format} image")
     return encoded.tobytes()
 
 
 def normalize(pixels: Tensor, mean: Sequence[float], std: Sequence[float], channels: str = "rgb") -> Tensor:
-    """``Tensor[N, 3, H, W]`` RGB values in 0..255 to a model's input: channel order, then (x/255 - mean) / std."""
+    """``Tensor[N, 3, H, W]`` RGB values in 0..255 (any dtype) to a float model input: channel order, then (x/255 - mean) / std.
+
+    ``mean`` and ``std`` are in the model's channel order. CPU uint8 crops laid out
+    channels-last (as OpenCV cuts them) take one OpenCV pass (``blobFromImagesWithParams``,
+    4x faster here than the equivalent torch ops); others, torch ops on their device.
+    """
+    if channels not in ("rgb", "bgr"):
+        raise ValueError(f"channels must be 'rgb' or 'bgr', got {channels!r}")
+    channels_last = pixels.shape[0] > 0 and pixels.permute(0, 2, 3, 1).is_contiguous()
+    if pixels.device.type == "cpu" and pixels.dtype == torch.uint8 and channels_last:
+        params = cv2.dnn.Image2BlobParams()
+        params.scalefactor = (*(1 / (255 * s) for s in std), 0.0)
+        params.mean = (*(255 * m for m in mean), 0.0)  # in the output's channel order
+        params.swapRB = channels == "bgr"
+        params.ddepth = cv2.CV_32F
+        params.size = (int(pixels.shape[3]), int(pixels.shape[2]))
+        return torch.from_numpy(cv2.dnn.blobFromImagesWithParams(list(pixels.permute(0, 2, 3, 1).numpy()), params))
     if channels == "bgr":
         pixels = pixels.flip(1)
-    elif channels != "rgb":
-        raise ValueError(f"channels must be 'rgb' or 'bgr', got {channels!r}")
-    mean_255 = pixels.new_tensor(mean).view(1, -1, 1, 1) * 255
-    std_255 = pixels.new_tensor(std).view(1, -1, 1, 1) * 255
-    return (pixels - mean_255) / std_255
+    inverse_std = 1 / (torch.tensor(std, device=pixels.device) * 255)
+    shift = -torch.tensor(mean, device=pixels.device) / torch.tensor(std, device=pixels.device)
+    return torch.addcmul(shift.view(1, -1, 1, 1), pixels.float(), inverse_std.view(1, -1, 1, 1))
+
+
+def resize_pixels(pixels: Tensor, size: tuple[int, int]) -> Tensor:
+    """RGB ``uint8[3, h, w]`` pixels at ``size`` (height, width), antialiased when shrunk.
+
+    On the CPU, OpenCV on the channels-last array, answering a channels-first view again:
+    area averaging when shrinking 2x or more, else bilinear, which then already reads
+    every source pixel (OpenCV's area resize costs 7x more at uneven ratios, and JPEGs
+    decoded at a DCT scale are less than 2x their target); elsewhere torchvision's
+    antialiased bilinear resize.
+    """
+    if tuple(pixels.shape[-2:]) == tuple(size):
+        return pixels
+    if pixels.device.type != "cpu":
+        return F.resize(pixels, list(size), antialias=True)
+    shrink = max(pixels.shape[-2] / size[0], pixels.shape[-1] / size[1])
+    channels_last = np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())
+    resized = cv2.resize(channels_last, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink >= 2 else cv2.INTER_LINEAR)
+    return torch.from_numpy(resized.reshape(size[0], size[1], -1)).permute(2, 0, 1)
 
 
 def group_by_size(sizes: Sequence[Sequence[int]]) -> dict[tuple[int, ...], list[int]]:

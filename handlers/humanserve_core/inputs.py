@@ -16,7 +16,9 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
+
+from torch import Tensor
 
 from .errors import RequestError
 
@@ -31,6 +33,23 @@ class Request:
 
     image: bytes
     options: dict[str, Any]
+
+
+@dataclass
+class Item:
+    """One readable request: its place in TorchServe's batch, options, image size and decoded pixels.
+
+    ``size`` is the image's (height, width) as a viewer sees it; ``image`` holds its RGB
+    ``uint8[3, height / scale, width / scale]`` pixels, decoded at the ``scale`` the
+    handler allowed (``VisionHandler.coarsest_scale``), on the CPU or the model's device.
+    """
+
+    index: int
+    options: dict[str, Any]
+    size: tuple[int, int]
+    image: Optional[Tensor] = None
+    scale: int = 1
+
 
 
 def read_request(row: Mapping[str, Any], headers: Mapping[str, Any]) -> Request:
@@ -99,7 +118,12 @@ def _read_fields(row: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[by
         raise RequestError("both 'data' and 'image' are given; send one image", "InvalidRequest")
     image = row[present[0]]
     if isinstance(image, str):
-        image = image.encode()
+        image = image.encode("utf-8", "surrogatepass")  # text is no image: decoding will say so
+    if not isinstance(image, (bytes, bytearray)):
+        # A part sent as application/json reaches us parsed by TorchServe.
+        raise RequestError(
+            f"form field {present[0]!r} must be the image file, not JSON ({_json_type(image)})", "InvalidRequest"
+        )
     if not image:
         raise RequestError(f"form field {present[0]!r} is empty; send an image", "EmptyRequest")
     options = {
@@ -134,6 +158,8 @@ def _parse_json(body: bytes) -> Any:
             f"the body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}",
             "InvalidJSON",
         ) from None
+    except (ValueError, RecursionError):  # a number of over 4300 digits, or nesting deeper than Python recurses
+        raise RequestError("the body is not valid JSON we accept: a number is too long or it nests too deeply", "InvalidJSON") from None
 
 
 def _raise_json_error(body: bytes) -> None:

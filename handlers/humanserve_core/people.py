@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .errors import RequestError
+from .inputs import Item
 from .options import choice, flag, integer, number
 from .render import draw_people
 from .responses import Answer, image_answer, json_answer
@@ -67,22 +68,24 @@ def check_output_options(options: Mapping[str, Any]) -> None:
         )
 
 
-def people_answer(
-    image: Tensor, people: People, options: Mapping[str, Any], layout: Layout, header: Mapping[str, Any]
-) -> Answer:
-    """Answer one RGB ``uint8[3, H, W]`` image: JSON (``header`` fields first), COCO results, or a rendered picture."""
+def people_answer(item: Item, people: People, layout: Layout, header: Mapping[str, Any]) -> Answer:
+    """Answer one item as its options say: JSON (``header`` fields first), COCO results, or a rendered picture.
+
+    A picture is drawn on the item's image, which handlers decode whole (scale 1) for it.
+    """
+    options = item.options
     image_format = output_format(options)
     keypoints = people.keypoints
     if image_format in ("jpeg", "png"):
         empty = people.boxes.new_zeros((len(people.boxes), 0, 3))
         picture = draw_people(
-            image.permute(1, 2, 0).numpy(),
+            item.image.permute(1, 2, 0).cpu().numpy(),
             people.boxes.numpy() if layout.draw_boxes else people.boxes[:0].numpy(),
             (keypoints if keypoints is not None else empty).numpy(),
             layout.skeleton,
             min_score=options["score_threshold"] or 0.0,
         )
-        return image_answer(picture, image_format)
+        return image_answer(torch.from_numpy(picture).permute(2, 0, 1), image_format)
     boxes = _rounded(people.boxes, 2).tolist()
     scores = _rounded(people.scores, 4).tolist()
     joints = (
@@ -99,7 +102,7 @@ def people_answer(
             person["keypoints"] = joints[p]
         person.update({name: values[p] for name, values in people.fields.items()})
         answers.append(person)
-    height, width = image.shape[-2:]
+    height, width = item.size
     payload = {**header, "image": {"width": int(width), "height": int(height)}, "people": answers}
     if layout.keypoint_names:
         payload["keypoint_names"] = list(layout.keypoint_names)

@@ -4,10 +4,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from torch import Tensor
 
 from .errors import RequestError
 from .images import encode_image
+from .stages import CLOCK
 
 IMAGE_CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
 
@@ -23,12 +24,14 @@ class Answer:
 
 def json_answer(payload: Any) -> Answer:
     """Compact JSON (TorchServe would otherwise pretty-print it)."""
-    return Answer(json.dumps(payload, separators=(",", ":")).encode(), "application/json")
+    with CLOCK.stage("encode"):
+        return Answer(json.dumps(payload, separators=(",", ":")).encode(), "application/json")
 
 
-def image_answer(rgb: np.ndarray, image_format: str, quality: int = 90) -> Answer:
-    """An encoded JPEG or PNG image."""
-    return Answer(encode_image(rgb, image_format, quality), IMAGE_CONTENT_TYPES[image_format])
+def image_answer(pixels: Tensor, image_format: str, quality: int = 90, png_compression: int = 1) -> Answer:
+    """RGB(A) ``uint8[C, H, W]`` pixels as an encoded JPEG or PNG image."""
+    with CLOCK.stage("encode"):
+        return Answer(encode_image(pixels, image_format, quality, png_compression), IMAGE_CONTENT_TYPES[image_format])
 
 
 def error_answer(error: RequestError) -> Answer:

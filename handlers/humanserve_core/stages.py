@@ -1,0 +1,46 @@
+"""Where a worker's time goes: one clock that splits each batch's handling into named stages.
+
+Stages nest (encoding happens inside post-processing); time spent in an inner stage is
+charged to it alone, so the stages of a batch add up to its handling time. A worker
+handles one batch at a time, so the worker has one clock, ``CLOCK``.
+"""
+
+import time
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+STAGES = ("read", "decode", "preprocess", "model", "postprocess", "encode")
+
+
+class StageClock:
+    """Milliseconds per stage since the last ``take``."""
+
+    def __init__(self) -> None:
+        self.totals = dict.fromkeys(STAGES, 0.0)
+        self._current: Optional[str] = None
+        self._since = 0.0
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Charge the time inside the block to ``name`` (and not to the stage around it)."""
+        outer = self._switch(name)
+        try:
+            yield
+        finally:
+            self._switch(outer)
+
+    def take(self) -> dict[str, float]:
+        """The totals so far, in ms, and a fresh start."""
+        totals, self.totals = self.totals, dict.fromkeys(STAGES, 0.0)
+        return totals
+
+    def _switch(self, name: Optional[str]) -> Optional[str]:
+        now = time.perf_counter()
+        previous = self._current
+        if previous is not None:
+            self.totals[previous] += (now - self._since) * 1000
+        self._current, self._since = name, now
+        return previous
+
+
+CLOCK = StageClock()
