@@ -90,7 +90,8 @@ def test_entrypoint_ports_and_paths_match_the_pod(instructions):
     (exposed,) = values(instructions, "EXPOSE")
     assert {int(port) for port in exposed.split()} == expected
     (config_copy,) = [c for c in values(instructions, "COPY") if c.endswith(f"{pod.CONFIG_DIR}/")]
-    assert {Path(source).name for source in config_copy.split()[:-1]} == {p.name for p in pod.CONFIG_LAYERS} | {pod.CADDYFILE.name}
+    expected_files = {p.name for p in pod.CONFIG_LAYERS} | {pod.CADDYFILE.name, Path(production["metrics_config"]).name}
+    assert {Path(source).name for source in config_copy.split()[:-1]} == expected_files
 
 
 def test_every_copied_source_exists_and_is_in_the_build_context(instructions):

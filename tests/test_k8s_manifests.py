@@ -1,5 +1,6 @@
 """The Kubernetes manifests (k8s/), rendered as `kubectl apply -k` renders them: schemas and policies."""
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import kubernetes_validate
@@ -123,8 +124,12 @@ def test_config_map_carries_the_production_config_and_the_pod_layer(rendered):
     assert rendered.config_file("config.properties") == PRODUCTION_CONFIG.read_text()
     mounts = {m["name"]: m["mountPath"] for m in rendered.container("torchserve")["volumeMounts"]}
     assert mounts["config"] == str(pod.CONFIG_DIR)
-    # tools.pod's defaults are the files of this ConfigMap.
-    assert {p.name for p in pod.CONFIG_LAYERS} | {pod.CADDYFILE.name} == set(rendered.config_map("humanserve-config")["data"])
+    # tools.pod's defaults are the files of this ConfigMap, and the metrics declaration beside
+    # config.properties that names it: the same file make serve and the tests use.
+    metrics_config = rendered.properties("config.properties")["metrics_config"]
+    files = {p.name for p in pod.CONFIG_LAYERS} | {pod.CADDYFILE.name, metrics_config}
+    assert files == set(rendered.config_map("humanserve-config")["data"])
+    assert rendered.config_file(metrics_config) == Path(read_properties(PRODUCTION_CONFIG)["metrics_config"]).read_text()
     assert rendered.container("torchserve")["args"] == ["serve"] and rendered.container("auth-proxy")["args"] == ["proxy"]
 
 

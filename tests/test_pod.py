@@ -23,6 +23,8 @@ from skimage import data
 from tools.server import free_ports, loopback_overrides
 from export.archive import REPO
 from manifests import render_overlay
+from humanserve_core.metrics import ITEMS_METRIC, STAGE_METRIC
+from test_metrics import scrape_until, total
 from test_pose_serving import encode
 from tools import pod
 
@@ -71,6 +73,7 @@ class Pod:
         ports = {"inference_address": f"http://127.0.0.1:{rest}", "grpc_inference_port": str(grpc), "metrics_address": f"http://127.0.0.1:{metrics}"}
         for name, text in (
             ("config.properties", properties_text(public)),
+            (public["metrics_config"], rendered.config_file(public["metrics_config"])),
             ("pod.properties", rendered.config_file("pod.properties")),
             ("ports.properties", properties_text(ports)),
             ("Caddyfile", rendered.config_file("Caddyfile")),
@@ -80,6 +83,7 @@ class Pod:
         self.rest_url = public["inference_address"]
         self.grpc_port = int(public["grpc_inference_port"])
         self.backend_url = ports["inference_address"]
+        self.metrics_url = ports["metrics_address"]
         self.readiness_path = rendered.container("auth-proxy")["readinessProbe"]["httpGet"]["path"]
 
     def serve(self) -> subprocess.Popen:
@@ -185,6 +189,14 @@ def test_inference_through_the_proxy_needs_the_key_from_the_secret(running_pod):
     answer = requests.post(url, data=photo, headers={**headers, "Authorization": f"Bearer {running_pod.api_key}"}, timeout=60)
     assert answer.status_code == 200, answer.text
     assert answer.json()["model"] == ORACLE
+
+
+def test_metrics_endpoint_shows_the_handler_metrics_the_config_map_declares(running_pod):
+    answer = requests.post(f"{running_pod.rest_url}/predictions/{ORACLE}", data=encode(data.astronaut(), "PNG"),
+                           headers={"Content-Type": "image/png", "Authorization": f"Bearer {running_pod.api_key}"}, timeout=60)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    samples = scrape_until(running_pod.metrics_url, lambda now: total(now, ITEMS_METRIC, ModelName=ORACLE) > 0)
+    assert total(samples, STAGE_METRIC, ModelName=ORACLE, Stage="model") > 0
 
 
 def test_torchserve_in_the_pod_still_asks_for_its_own_key(running_pod):

@@ -7,7 +7,8 @@ import psutil
 import pytest
 
 from conftest import server_overrides
-from tools.server import TorchServe
+from serving import worker_pids
+from tools.server import WORKER_ENVIRONMENT, TorchServe
 
 
 def test_a_model_that_cannot_load_fails_start_with_the_log_tail(model_store, tmp_path):
@@ -44,3 +45,10 @@ def test_first_requests_summarise_json_answers_and_save_pictures(server, capsys)
     assert '"people": 1, "keypoints_per_person": [17]' in printed
     assert "image/jpeg" in printed and (server.run_dir / "style_oracle.jpeg").stat().st_size > 1000
     assert "pose_oracle serves UNTRAINED weights {'model': 'oracle'}" in printed
+
+
+def test_workers_run_with_the_tuned_allocator_and_passive_openmp_threads(server):
+    """What make bench-stack measured as cheaper per request reaches the worker processes themselves."""
+    for pid in worker_pids(server, "pose_oracle"):
+        environment = psutil.Process(pid).environ()
+        assert {name: environment.get(name) for name in WORKER_ENVIRONMENT} == WORKER_ENVIRONMENT

@@ -30,11 +30,31 @@ PRODUCTION_CONFIG = REPO / "config.properties"
 DEFAULT_RUN_DIR = REPO / "run"
 DEFAULT_STORE = REPO / "model_store"
 PID_FILE = "server.pid"
+# Settings of config.properties that name a file (read_properties).
+FILE_PROPERTIES = {"metrics_config"}
+# The environment of TorchServe and its workers; make serve, the tests, the benchmarks and
+# the Kubernetes pod (tools/pod.py) all start TorchServe here. Measured with make bench-stack
+# (docs/benchmarks.md):
+# - glibc returns every large free block to the kernel, so each request's decode paid page
+#   faults for fresh memory again (a 1080p JPEG decode: 12 ms instead of 6.4 here). Both
+#   thresholds must be set (either alone changes nothing); the mmap one is at glibc's
+#   64-bit maximum. jemalloc and tcmalloc did no better.
+ALLOCATOR_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "268435456"}
+# - torch's OpenMP threads spin after each parallel region, and a handler runs many small
+#   ops: passive waiting cut the pose path from 5.3 to 3.5 core-ms per request.
+WORKER_ENVIRONMENT = {**ALLOCATOR_ENVIRONMENT, "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def read_properties(path: Path) -> dict[str, str]:
-    """``key=value`` lines of a Java properties file (comments and blanks skipped)."""
-    return parse_properties(path.read_text())
+    """``key=value`` lines of a Java properties file, the files it names made absolute against its own folder."""
+    properties = parse_properties(path.read_text())
+    # TorchServe would resolve them against its working directory, which differs for make serve,
+    # the tests and the pod; beside the config they are one file everywhere (k8s/base/, where the
+    # repository's config.properties links to, and the ConfigMap's /etc/humanserve/).
+    folder = path.resolve().parent
+    for key in FILE_PROPERTIES.intersection(properties):
+        properties[key] = str(folder / properties[key])
+    return properties
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -92,6 +112,7 @@ class TorchServe:
     model_store: Path = DEFAULT_STORE
     config: Path = PRODUCTION_CONFIG
     overrides: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=lambda: dict(WORKER_ENVIRONMENT))  # for TorchServe and its workers
     process: Optional[subprocess.Popen] = None
 
     @property
@@ -131,10 +152,9 @@ class TorchServe:
             logs.rename(self.run_dir / "logs.previous")
         logs.mkdir()
         (self.run_dir / "key_file.json").unlink(missing_ok=True)
-        config = self.config
-        if self.overrides:
-            config = self.run_dir / "config.properties"
-            config.write_text("".join(f"{k}={v}\n" for k, v in self.properties.items()))
+        # The settings in force, in the run directory: overrides applied, named files made absolute.
+        config = self.run_dir / "config.properties"
+        config.write_text("".join(f"{k}={v}\n" for k, v in self.properties.items()))
         env = {
             **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},  # archives must be self-contained
             # TMPDIR holds TorchServe's pid file; TEMP becomes java.io.tmpdir, where worker sockets live.
@@ -142,6 +162,7 @@ class TorchServe:
             "TEMP": str(self.run_dir / "tmp"),
             "LOG_LOCATION": str(logs),
             "METRICS_LOCATION": str(logs),
+            **self.environment,
         }
         command = [
             str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ncs",
