@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
-.PHONY: setup check-java export export-gpu serve start stop test loadtest bench bench-zoo bench-decode bench-pipeline bench-batching bench-latency clean
+.PHONY: setup check-java export export-gpu serve start stop test loadtest bench bench-zoo bench-decode bench-stack bench-pipeline bench-batching bench-latency clean
 
 # gRPC stubs are generated from the .proto files, never edited (git-ignored).
 PROTOS := $(wildcard humanserve_client/protocol/*.proto)
@@ -85,6 +85,11 @@ bench-zoo: setup
 
 bench-decode: setup
 	$(PY) -m loadtest.bench_decode
+
+# The serving stack's CPU per request around near-free stand-in models, every handler family and photo size
+# (BENCH_ARGS: --rows --images --window --clients --allocator --set KEY=VALUE; about 15 minutes on 2 cores).
+bench-stack: setup
+	$(PY) -m loadtest.bench_stack $(BENCH_ARGS)
 
 # Detect-then-pose as one handler vs as a TorchServe workflow, same models and load (BENCH_ARGS: --duration, --clients, --detector).
 bench-pipeline: setup
