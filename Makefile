@@ -41,7 +41,7 @@ export: setup
 
 # Archives for GPU nodes (k8s/overlays/gpu), in model_store/gpu/: one worker on the pod's GPU and
 # larger batches. The archive decides these; TorchServe 0.12 lets it win over config.properties.
-GPU_SERVING := --batch-size 32 --max-batch-delay 10 --workers 1
+GPU_SERVING := --batch-size 32 --max-batch-delay 10 --workers 1 --device cuda
 export-gpu: setup
 	$(PY) -m export $(MODELS) --store model_store/gpu $(GPU_SERVING) $(EXPORT_ARGS)
 

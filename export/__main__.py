@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-from .archive import HANDLERS, REPO, write_archive
+from .archive import HANDLERS, PRECISIONS, REPO, Build, write_archive
 from .recipes import DEFAULT_MODELS, RECIPES
 
 
@@ -19,6 +19,16 @@ def main() -> None:
     source.add_argument(
         "--weights", help="'random' for untrained weights (tests, offline demos), or a torchvision weights name"
     )
+    parser.add_argument(
+        "--format", choices=("pt2", "torchscript"), default="pt2",
+        help="pt2: torch.export + AOTInductor where the model allows it (pose, segmenters, styles), TorchScript for the rest; "
+        "torchscript: every model as TorchScript (runs on any device)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu",
+        help="the device .pt2 packages are compiled for (cuda: export on the GPU node, they run only there)",
+    )  # fmt: skip
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32", help=".pt2 packages compute under autocast to fp16 or bf16")
     parser.add_argument("--batch-size", type=int, help="override the recipe's TorchServe batch size")
     parser.add_argument("--max-batch-delay", type=int, help="override the recipe's batch delay (ms)")
     parser.add_argument("--workers", type=int, help="override the recipe's workers per model")
@@ -58,7 +68,7 @@ def main() -> None:
             },
         )
         parts = tuple(part.make(args.checkpoint, args.weights) for part in recipe.parts)
-        write_archive(recipe.package(parts, serving), args.store)
+        write_archive(recipe.package(parts, serving), args.store, Build(args.format, args.device, args.precision))
 
 
 def is_current(archive: Path, checkpoints: list[Optional[Path]]) -> bool:

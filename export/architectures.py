@@ -196,11 +196,13 @@ class TransformerNet(nn.Module):
         return self.deconv3(y)
 
 
-class SameSizeStyle(nn.Module):
-    """RGB ``uint8[N, 3, H, W]`` photos of any size in, styled ``uint8`` photos of the same size out.
+class PixelStyle(nn.Module):
+    """RGB ``uint8[N, 3, H, W]`` photos in, styled ``uint8`` photos of the same size out; H and W multiples of 4.
 
-    Reflect-pads to a multiple of 4 (two stride-2 stages), styles, crops back. The
-    conversions to and from the network's 0..255 floats run on the model's device.
+    The network has two stride-2 stages, so its answer has the size it was given only for
+    sides that are multiples of 4: the handler pads and crops (``style.stylize``), which keeps
+    the exported program free of size-dependent slicing. The conversions to and from the
+    network's 0..255 floats run on the model's device.
     """
 
     def __init__(self, network: nn.Module):
@@ -208,14 +210,12 @@ class SameSizeStyle(nn.Module):
         self.network = network
 
     def forward(self, photos: Tensor) -> Tensor:
-        height, width = photos.shape[-2], photos.shape[-1]
-        padded = nn.functional.pad(photos.float(), (0, (4 - width % 4) % 4, 0, (4 - height % 4) % 4), mode="reflect")
-        return self.network(padded)[..., :height, :width].clamp(0, 255).round().to(torch.uint8)
+        return self.network(photos.float()).clamp(0, 255).round().to(torch.uint8)
 
 
-def same_size_style(network: nn.Module) -> nn.Module:
-    """Wrap a style network so that it takes and answers ``uint8`` photos of any size."""
-    return SameSizeStyle(network)
+def pixel_style(network: nn.Module) -> nn.Module:
+    """Wrap a style network so that it takes and answers ``uint8`` photos."""
+    return PixelStyle(network)
 
 
 _INSTANCE_NORM_STATISTICS = re.compile(r"(^|\.)in\d+\.running_(mean|var)$")

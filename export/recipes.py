@@ -1,15 +1,22 @@
-"""One recipe per model: its TorchScript parts (architecture and weights), handler, input facts and serving settings."""
+"""One recipe per model: its parts (architecture, weights, compiled format), handler, input facts and serving settings.
+
+Pose, segmenters and styles export to ``.pt2`` (torch.export + AOTInductor); the detectors
+and Keypoint R-CNN stay TorchScript: torchvision's detection models branch on data (how many
+boxes survive the score threshold and NMS, per image), which torch.export cannot trace into
+one graph.
+"""
 
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import torch
 import yaml
 from torch import Tensor, nn
 from torchvision.models import detection, segmentation
 
-from .archive import REPO, Package, Part, Serving
+from .archive import REPO, Package, Part, Pt2Shapes, Serving
 from .architectures import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -21,7 +28,7 @@ from .architectures import (
     example_photos,
     person_detector_of_pixels,
     person_log_odds,
-    same_size_style,
+    pixel_style,
     takes_pixels,
 )
 from .weights import StateDictAdapter, choose_weights
@@ -58,7 +65,9 @@ KEYPOINT_RCNN_CONFIG: dict[str, Any] = {**DETECTOR_CONFIG, "view": {"face_thresh
 
 # torchvision's VOC segmenters: resized to 520 px on the short side (their weights'
 # transforms); the exported model normalises uint8 photos itself and answers the person log-odds map.
-SEGMENTER_CONFIG: dict[str, Any] = {"input": {"short_side": 520}}
+# Photos longer than 4:1 are shrunk to fit 2080 px (a 1 x 40M-pixel strip would otherwise
+# become a 520 x 20-billion input), strips are stretched to 32 px: the .pt2's bounds.
+SEGMENTER_CONFIG: dict[str, Any] = {"input": {"short_side": 520, "long_side": 2080, "min_side": 32}}
 
 # Serving defaults for CPU, tuned under load with `make bench` (docs/benchmarks.md): batch 4
 # served more images/s than 8 on 2 cores (16.9 and 18.8 vs 15.0 and 15.1) at half the latency;
@@ -77,7 +86,7 @@ STYLES_FILE = Path(__file__).with_name("styles.yaml")
 
 @dataclass(frozen=True)
 class PartRecipe:
-    """How to build and weigh one TorchScript part of an archive."""
+    """How to build, weigh and compile one model file of an archive."""
 
     name: str
     build: Callable[[], nn.Module]
@@ -87,17 +96,20 @@ class PartRecipe:
     default_checkpoint: Optional[Path] = None
     default_weights: Optional[str] = None  # torchvision weights name
     adapt_state_dict: Optional[StateDictAdapter] = None
-    finish: Optional[Callable[[nn.Module], nn.Module]] = None  # after the weights, before TorchScript
+    finish: Optional[Callable[[nn.Module], nn.Module]] = None  # after the weights, before compiling
+    pt2: Optional[Pt2Shapes] = None  # None: torch.export cannot take it (TorchScript)
 
     def make(self, checkpoint: Optional[Path] = None, weights: Optional[str] = None) -> Part:
         """Build the architecture, apply the chosen weights and return the part to archive."""
-        module = self.build()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # random weights are the same on every export: compiled packages are cached by content
+            module = self.build()
         record = choose_weights(
             module, checkpoint, weights, self.default_checkpoint, self.default_weights, self.adapt_state_dict
         )
         if self.finish is not None:
             module = self.finish(module)
-        return Part(self.name, module, self.example_inputs, record, self.torchscript, self.check_batch)
+        return Part(self.name, module, self.example_inputs, record, self.torchscript, self.check_batch, self.pt2)
 
 
 @dataclass(frozen=True)
@@ -132,12 +144,20 @@ def _images(batch: int) -> tuple[list[Tensor], ...]:
     return (example_images(batch, seed=batch),)
 
 
+# The pose model sees batches of crops, at most max_crops_per_forward of them per call.
+POSE_PT2 = Pt2Shapes(batch=POSE_CONFIG["max_crops_per_forward"])
+SEGMENTER_PT2 = Pt2Shapes(sides=(SEGMENTER_CONFIG["input"]["min_side"], SEGMENTER_CONFIG["input"]["long_side"]))
+# Styled photos: 8 px (style.MIN_SIDE) to 4096 (the largest max_side), padded to multiples of 4.
+STYLE_PT2 = Pt2Shapes(sides=(8, 4096), multiple=4)
+
+
 def _pose_part(depth: int, name: str = "model") -> PartRecipe:
     return PartRecipe(
         name=name,
         build=partial(PoseResNet, depth),
         example_inputs=_pose_crops,
         default_checkpoint=CHECKPOINTS / f"pose_resnet_{depth}_256x192.pth.tar",
+        pt2=POSE_PT2,
     )
 
 
@@ -176,6 +196,7 @@ def _segmenter_recipe(name: str, builder: Callable[..., nn.Module], weights: str
         torchscript="script",
         default_weights=weights,
         finish=person_log_odds,
+        pt2=SEGMENTER_PT2,
     )
     return Recipe(
         name=name,
@@ -197,11 +218,12 @@ def _style_recipes() -> list[Recipe]:
                 PartRecipe(
                     name="model",
                     build=TransformerNet,
-                    example_inputs=lambda batch: (example_photos(batch, 101, 134, seed=batch),),
+                    example_inputs=lambda batch: (example_photos(batch, 100, 132, seed=batch),),
                     torchscript="script",
                     default_checkpoint=CHECKPOINTS / "style" / f"{style}.pth",
                     adapt_state_dict=drop_instance_norm_statistics,
-                    finish=same_size_style,
+                    finish=pixel_style,
+                    pt2=STYLE_PT2,
                 ),
             ),
             handler="style_handler.py",

@@ -1,12 +1,10 @@
 """TorchServe handler for detect-then-pose in one worker: every person of every photo, with 17 keypoints each.
 
-The archive holds two TorchScript files: the person detector (``model.pt``) and the pose
-model (``pose.pt``). A batch goes through the detector in one call, the people each
+The archive holds two model files: the person detector (TorchScript ``model.pt``) and the
+pose model (``pose.pt2``, or ``pose.pt`` when exported as TorchScript). A batch goes through the detector in one call, the people each
 request keeps go through the pose model in one call, and each person's ``score`` is the
 detector's confidence.
 """
-
-import os
 
 import torch
 from torch import Tensor
@@ -37,8 +35,7 @@ class PosePipelineHandler(VisionHandler):
         super().initialize(context)
         self.detector_spec = DetectorSpec.from_config(self.config["detector"])
         self.pose_spec = PoseSpec.from_config(self.config["pose"])
-        pose_file = os.path.join(context.system_properties["model_dir"], "pose.pt")
-        self.pose_model = torch.jit.load(pose_file, map_location=self.device).eval()
+        self.pose_model = self.load_part("pose")
 
     def validate(self, item: Item) -> None:
         check_output_options(item.options)

@@ -29,23 +29,34 @@ _HEX_COLOUR = re.compile(r"#?([0-9a-fA-F]{6})")
 
 @dataclass(frozen=True)
 class SegmenterSpec:
-    """How the model sees a photo: the short side it is resized to (archive config); it normalises the pixels itself."""
+    """How the model sees a photo (archive config): resized to ``short_side``, the long side at most ``long_side``, no side under ``min_side``.
+
+    The bounds are the exported program's and keep a long thin photo from becoming a
+    gigantic model input; the model normalises the pixels itself.
+    """
 
     short_side: int
+    long_side: int
+    min_side: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "SegmenterSpec":
         """Read the ``input`` section written by the export recipe."""
-        return cls(int(config["input"]["short_side"]))
+        sides = config["input"]
+        return cls(int(sides["short_side"]), int(sides["long_side"]), int(sides["min_side"]))
+
+    def model_scale(self, height: int, width: int) -> float:
+        """Model pixels per photo pixel: the short side to ``short_side`` unless the long side would pass ``long_side``."""
+        return min(self.short_side / min(height, width), self.long_side / max(height, width))
 
     def model_size(self, height: int, width: int) -> tuple[int, int]:
-        """The size a photo is resized to: short side ``short_side``, aspect ratio kept."""
-        scale = self.short_side / min(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale))
+        """The size a photo is resized to: aspect ratio kept, except that thin strips are stretched to ``min_side``."""
+        scale = self.model_scale(height, width)
+        return max(self.min_side, round(height * scale)), max(self.min_side, round(width * scale))
 
     def coarsest_scale(self, size: tuple[int, int], options: Mapping[str, Any]) -> float:
         """Image pixels per pixel the model sees (1 when the answer is the composited picture)."""
-        return min(size) / self.short_side if options["background"] is None else 1.0
+        return 1 / self.model_scale(*size) if options["background"] is None else 1.0
 
 
 def _background(name: str, value: Any) -> Union[str, tuple[int, int, int], bytes]:

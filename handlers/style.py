@@ -1,7 +1,8 @@
 """Fast neural style transfer steps: photos (at most ``max_side``) through the style network, one call per size.
 
-The exported network takes RGB ``uint8`` photos and answers ``uint8`` photos of the size it
-was given (it pads to a multiple of 4 and crops back inside, and converts on its device).
+The exported network takes RGB ``uint8`` photos whose sides are multiples of 4 and answers
+``uint8`` photos of that size (it converts on its device); photos are padded here by
+reflection and cropped back.
 """
 
 from typing import Any, Mapping
@@ -9,6 +10,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from humanserve_core.errors import RequestError
 from humanserve_core.images import group_by_size, resize_pixels
 from humanserve_core.options import PNG_COMPRESSION_HELP, choice, integer
 
@@ -20,10 +22,25 @@ STYLE_OPTIONS = {
 }  # fmt: skip
 
 
+SIDE_MULTIPLE = 4  # the network's two stride-2 stages
+MIN_SIDE = 8  # the first 9x9 convolution reflects 4 pixels, which needs more than 4 to reflect from
+
+
 def styled_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     """The size a photo is styled at: its own, or scaled down so its longer side is ``max_side``."""
     scale = min(1.0, max_side / max(height, width))
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def check_style_size(size: tuple[int, int], options: Mapping[str, Any]) -> None:
+    """Refuse photos whose styled picture would be too small for the network (``RequestError``)."""
+    height, width = styled_size(*size, options["max_side"])
+    if min(height, width) < MIN_SIDE:
+        raise RequestError(
+            f"the photo would be styled at {width}x{height} pixels; style transfer needs at least {MIN_SIDE} on each side "
+            f"(a larger photo, or a larger 'max_side' for a long thin one)",
+            "InvalidImage",
+        )
 
 
 def coarsest_style_scale(size: tuple[int, int], options: Mapping[str, Any]) -> float:
@@ -41,9 +58,12 @@ def stylize(model: torch.nn.Module, images: list[Tensor]) -> list[Tensor]:
 
     Photos are grouped by size rather than padded together: instance normalisation takes
     statistics over the whole picture, so padding would change the style of every photo.
+    The few reflected rows and columns that bring a size to a multiple of 4 are cropped off.
     """
     styled: list[Tensor] = [images[0]] * len(images)
-    for members in group_by_size([image.shape[-2:] for image in images]).values():
-        for i, picture in zip(members, model(torch.stack([images[i] for i in members]))):
-            styled[i] = picture
+    for (height, width), members in group_by_size([image.shape[-2:] for image in images]).items():
+        padding = (0, -width % SIDE_MULTIPLE, 0, -height % SIDE_MULTIPLE)
+        photos = torch.nn.functional.pad(torch.stack([images[i] for i in members]), padding, mode="reflect")
+        for i, picture in zip(members, model(photos)):
+            styled[i] = picture[:, :height, :width]
     return styled

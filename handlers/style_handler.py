@@ -4,13 +4,16 @@ from torch import Tensor
 
 from humanserve_core.base import Item, VisionHandler
 from humanserve_core.responses import Answer, image_answer
-from style import STYLE_OPTIONS, coarsest_style_scale, resized_for_style, stylize
+from style import STYLE_OPTIONS, check_style_size, coarsest_style_scale, resized_for_style, stylize
 
 
 class StyleHandler(VisionHandler):
     """Restyles each photo at its own size (at most ``max_side``), photos of equal size in one call."""
 
     options = STYLE_OPTIONS
+
+    def validate(self, item: Item) -> None:
+        check_style_size(item.size, item.options)
 
     def coarsest_scale(self, item: Item) -> float:
         return coarsest_style_scale(item.size, item.options)

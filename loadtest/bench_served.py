@@ -1,11 +1,13 @@
-"""Served vs raw: how close TorchServe with our handler comes to the model's own speed (design.md section 6).
+"""Served vs raw: how close TorchServe with our handler comes to the model's own speed (design.md section 6), per compiled format.
 
     python -m loadtest.bench_served --model pose_resnet50 [--protocol rest|grpc] [--duration 60s]
-        [--users N] [--batch-size B --max-batch-delay MS --workers W --threads T] [--netty-threads N]
+        [--formats pt2 torchscript] [--users N] [--batch-size B --max-batch-delay MS --workers W --threads T] [--netty-threads N]
 
-One run measures both, one after the other on the same machine:
+For each format (default: ``.pt2`` and TorchScript for models torch.export takes, else
+TorchScript) the model is exported (timed), then measured both ways, one after the other
+on the same machine:
 
-1. raw: the archive's TorchScript model in this process, called on the exact inputs the
+1. raw: the archive's compiled model in this process, called on the exact inputs the
    handler prepares from batches of the load-test photos (every photo equally often, as
    Locust sends them), at the served batch size and the worker's torch threads:
    images/s = images / the sum of each batch's median seconds per call, times the
@@ -15,8 +17,9 @@ One run measures both, one after the other on the same machine:
    with the same photos, every answer checked: images/s = answered requests per second.
 
 Requests carry no options (the model's default answer), so every request is one image
-and one model input, as in the raw run. Prints served/raw and appends a row to
-docs/benchmarks.md.
+and one model input, as in the raw run. Each format's served figure is divided by the
+faster raw figure of the run, and the server's start (TorchServe and the model's workers
+ready) is timed. Prints a row per format and appends them to docs/benchmarks.md.
 """
 
 import argparse
@@ -29,11 +32,13 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 
+from export.recipes import RECIPES
 from loadtest.machine import describe_machine, median_seconds
 from loadtest.photos import SIZES, photo_pool
 from loadtest.run import LoadResult, run_locust, warm_up
@@ -42,10 +47,11 @@ from tools.server import REPO, TorchServe, loopback_overrides
 BENCHMARKS = REPO / "docs" / "benchmarks.md"
 RAW_BUDGET_S = 30.0
 WARM_UP_CALLS = 3  # measured on pose_resnet50 here: calls 1 to 4 ran at 40 to 70% of the later speed
-SECTION = "## Served vs raw (`make bench`)"
+SECTION = "## Served vs raw, per compiled format (`make bench`)"
 TABLE_HEADER = (
-    "| date | machine | model | protocol | batch | delay ms | workers | threads | users | raw img/s | served img/s | served/raw | p50 / p95 / p99 ms | failures | mean batch | command |\n"
-    "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"
+    "| date | machine | model | format | protocol | batch | delay ms | workers | threads | users | export s | start s "
+    "| raw img/s | served img/s | served / faster raw | p50 / p95 / p99 ms | failures | mean batch | command |\n"
+    "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"
 )
 
 
@@ -108,14 +114,57 @@ def append_row(row: str) -> None:
     BENCHMARKS.write_text(text[:start] + "\n".join(lines))
 
 
+@dataclass
+class FormatRun:
+    """One format's figures: export and start seconds, raw and served."""
+
+    format: str
+    export_s: float
+    start_s: float
+    raw: float
+    per_worker: float
+    threads: int
+    served_threads: int
+    result: LoadResult
+    config: dict
+
+
+def measure_format(args, model_format: str, overrides: list[str], netty: dict, work: Path) -> FormatRun:
+    """Export the model in ``model_format``, time it raw in this process, then serve it under Locust."""
+    store = work / model_format / "store"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "export", args.model, "--store", str(store), "--format", model_format, *overrides], cwd=REPO, check=True, capture_output=True)
+    export_s = time.perf_counter() - started
+    archive = store / f"{args.model}.mar"
+    config = yaml.safe_load(zipfile.ZipFile(archive).read("model-config.yaml"))
+    per_worker, threads = raw_images_per_second(archive, args.repeats)
+    # Workers run side by side: the limit is one model per worker, each as fast as alone (an upper bound).
+    raw = per_worker * config["minWorkers"]
+    print(f"{model_format}: exported in {export_s:.0f} s; raw {raw:.2f} images/s ({config['minWorkers']} x {per_worker:.2f}) at batch {config['batchSize']} with {threads} torch threads", flush=True)
+
+    users = args.users or 2 * config["batchSize"] * config["minWorkers"]
+    batch_seconds = config["batchSize"] / raw
+    server = TorchServe(work / model_format / "run", [args.model], store, overrides={**loopback_overrides(store), **netty})
+    started = time.perf_counter()
+    with server.running(600):
+        start_s = time.perf_counter() - started
+        served_threads = server.describe(args.model)["customizedMetadata"]["torch_threads"]
+        # The worker's first calls are slow too (the profiling executor): warm up for a few batches.
+        warm_up(server, args.model, args.protocol, users, f"{max(10, round(3 * batch_seconds))}s", plain=True)
+        report_dir = REPO / "loadtest" / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-{args.model}-{model_format}-{args.protocol}"
+        result: LoadResult = run_locust(server, args.model, args.protocol, users, args.duration or f"{max(30, round(6 * batch_seconds))}s", report_dir, plain=True)
+    return FormatRun(model_format, export_s, start_s, raw, per_worker, threads, served_threads, result, config)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="pose_resnet50")
     parser.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
     parser.add_argument("--duration", help="Locust run time at saturation, e.g. 60s (default: long enough for 6 full batches, at least 30s)")
+    parser.add_argument("--formats", nargs="+", choices=("pt2", "torchscript"), help="default: pt2 and torchscript where torch.export takes the model, else torchscript")
     parser.add_argument("--users", type=int, help="requests in flight (default 2 x batch size x workers)")
     parser.add_argument("--repeats", type=int, default=200, help=f"most timed raw calls per batch (as many as fit in {RAW_BUDGET_S:g}s, at least 1): this VM's per-call times vary 2-fold")
-    parser.add_argument("--no-record", action="store_true", help="print only; do not add a row to docs/benchmarks.md")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not add rows to docs/benchmarks.md")
     serving = parser.add_argument_group("serving settings (default: the recipe's)")
     for flag in ("--batch-size", "--max-batch-delay", "--workers", "--threads"):
         serving.add_argument(flag, type=int)
@@ -123,47 +172,39 @@ def main() -> None:
     args = parser.parse_args()
     overrides = [f"{flag}={value}" for flag, value in (("--batch-size", args.batch_size), ("--max-batch-delay", args.max_batch_delay), ("--workers", args.workers), ("--threads", args.threads)) if value is not None]
     netty = {"number_of_netty_threads": str(args.netty_threads), "netty_client_threads": str(args.netty_threads)} if args.netty_threads else {}
+    formats = args.formats or (["pt2", "torchscript"] if any(part.pt2 for part in RECIPES[args.model].parts) else ["torchscript"])
 
     with tempfile.TemporaryDirectory(prefix="bench-served-") as work:
-        store = Path(work) / "store"
-        subprocess.run([sys.executable, "-m", "export", args.model, "--store", str(store), *overrides], cwd=REPO, check=True, capture_output=True)
-        archive = store / f"{args.model}.mar"
-        config = yaml.safe_load(zipfile.ZipFile(archive).read("model-config.yaml"))
-        per_worker, threads = raw_images_per_second(archive, args.repeats)
-        # Workers run side by side: the limit is one model per worker, each as fast as alone (an upper bound).
-        raw = per_worker * config["minWorkers"]
-        print(f"raw: {raw:.2f} images/s ({config['minWorkers']} x {per_worker:.2f}) at batch {config['batchSize']} with {threads} torch threads", flush=True)
+        runs = [measure_format(args, model_format, overrides, netty, Path(work)) for model_format in formats]
 
-        users = args.users or 2 * config["batchSize"] * config["minWorkers"]
-        batch_seconds = config["batchSize"] / raw
-        duration = args.duration or f"{max(30, round(6 * batch_seconds))}s"
-        server = TorchServe(Path(work) / "run", [args.model], store, overrides={**loopback_overrides(store), **netty})
-        with server.running(600):
-            served_threads = server.describe(args.model)["customizedMetadata"]["torch_threads"]
-            # The worker's first calls are slow too (the profiling executor): warm up for a few batches.
-            warm_up(server, args.model, args.protocol, users, f"{max(10, round(3 * batch_seconds))}s", plain=True)
-            report_dir = REPO / "loadtest" / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-{args.model}-{args.protocol}"
-            result: LoadResult = run_locust(server, args.model, args.protocol, users, duration, report_dir, plain=True)
-
-    ratio = result.throughput / raw
+    fastest_raw = max(run.raw for run in runs)
     machine = describe_machine(torch.device("cpu"))
-    print(result.summary(args.model, args.protocol, users))
-    print(f"served/raw = {result.throughput:.2f} / {raw:.2f} = {ratio:.2f}  ({machine}; worker threads {served_threads}, raw threads {threads})")
-    if served_threads != threads:
-        print(f"warning: the worker ran {served_threads} torch threads, the raw run {threads}", file=sys.stderr)
+    for run in runs:
+        print(run.result.summary(args.model, args.protocol, args.users or 2 * run.config["batchSize"] * run.config["minWorkers"]))
+        print(f"{run.format}: served / faster raw = {run.result.throughput:.2f} / {fastest_raw:.2f} = {run.result.throughput / fastest_raw:.2f}  "
+              f"(own raw {run.raw:.2f}; {machine}; worker threads {run.served_threads}, raw threads {run.threads})")  # fmt: skip
+        if run.served_threads != run.threads:
+            print(f"warning: the worker ran {run.served_threads} torch threads, the raw run {run.threads}", file=sys.stderr)
+    if len(runs) == 2:
+        print(f"served {runs[0].format} / served {runs[1].format} = {runs[0].result.throughput / runs[1].result.throughput:.2f}")
     if args.no_record:
         return
     sizes = ", ".join(f"{w}x{h}" for w, h in SIZES)
-    bench_args = overrides + ([f"--netty-threads={args.netty_threads}"] if args.netty_threads else [])
-    command = "make bench " + shlex.join([f"MODEL={args.model}", f"PROTOCOL={args.protocol}", f"DURATION={duration}", *([f"BENCH_ARGS={' '.join(bench_args)}"] if bench_args else [])])
-    workers_note = f" ({config['minWorkers']} x {per_worker:.2f})" if config["minWorkers"] > 1 else ""
-    append_row(
-        f"| {time.strftime('%Y-%m-%d')} | {machine} | {args.model} | {args.protocol} | {config['batchSize']} | {config['maxBatchDelay']} "
-        f"| {config['minWorkers']} | {served_threads} | {users} | {raw:.2f}{workers_note} | {result.throughput:.2f} | **{ratio:.2f}** "
-        f"| {result.p50_ms:.0f} / {result.p95_ms:.0f} / {result.p99_ms:.0f} | {result.failures} of {result.requests} "
-        f"| {f'{result.mean_batch_size:.1f}' if result.mean_batch_size else 'n/a (gRPC)'} | `{command}` (photos {sizes}) |"
-    )
-    print(f"row added to {BENCHMARKS.relative_to(REPO)}")
+    bench_args = overrides + ([f"--netty-threads={args.netty_threads}"] if args.netty_threads else []) + (["--formats", *formats] if args.formats else [])
+    for run in runs:
+        config, result = run.config, run.result
+        users = args.users or 2 * config["batchSize"] * config["minWorkers"]
+        duration = args.duration or f"{max(30, round(6 * config['batchSize'] / run.raw))}s"
+        command = "make bench " + shlex.join([f"MODEL={args.model}", f"PROTOCOL={args.protocol}", f"DURATION={duration}", *([f"BENCH_ARGS={' '.join(bench_args)}"] if bench_args else [])])
+        workers_note = f" ({config['minWorkers']} x {run.per_worker:.2f})" if config["minWorkers"] > 1 else ""
+        append_row(
+            f"| {time.strftime('%Y-%m-%d')} | {machine} | {args.model} | {run.format} | {args.protocol} | {config['batchSize']} | {config['maxBatchDelay']} "
+            f"| {config['minWorkers']} | {run.served_threads} | {users} | {run.export_s:.0f} | {run.start_s:.1f} | {run.raw:.2f}{workers_note} "
+            f"| {result.throughput:.2f} | **{result.throughput / fastest_raw:.2f}** "
+            f"| {result.p50_ms:.0f} / {result.p95_ms:.0f} / {result.p99_ms:.0f} | {result.failures} of {result.requests} "
+            f"| {f'{result.mean_batch_size:.1f}' if result.mean_batch_size else 'n/a (gRPC)'} | `{command}` (photos {sizes}) |"
+        )
+    print(f"{len(runs)} rows added to {BENCHMARKS.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

@@ -334,22 +334,22 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
     from dataclasses import replace
 
     from export.archive import Part, Serving
-    from export.recipes import POSE_CONFIG, RECIPES
+    from export.recipes import POSE_CONFIG, POSE_PT2, RECIPES, SEGMENTER_PT2, STYLE_PT2
 
     serving = Serving(batch_size=batch_size, max_batch_delay_ms=max_batch_delay_ms)
 
     def pose_part(name: str) -> Part:
-        return Part(name, PoseOracle(POSE_CONFIG["input"], POSE_CONFIG["heatmap"]), _crops, ORACLE_WEIGHTS, "script")
+        return Part(name, PoseOracle(POSE_CONFIG["input"], POSE_CONFIG["heatmap"]), _crops, ORACLE_WEIGHTS, "script", pt2=POSE_PT2)
 
     def detector_part(name: str, module: nn.Module) -> Part:
         return Part(name, module, _images, ORACLE_WEIGHTS, "script", check_batch=2)
 
     def photos(n: int) -> tuple[Tensor]:
-        return (torch.randint(0, 256, (n, 3, 100, 130), dtype=torch.uint8),)
+        return (torch.randint(0, 256, (n, 3, 100, 132), dtype=torch.uint8),)
 
     recipes = {
-        "segmenter_oracle": (RECIPES["person_segmenter"], (Part("model", SegmenterOracle(), photos, ORACLE_WEIGHTS, "script"),)),
-        "style_oracle": (RECIPES["style_candy"], (Part("model", IdentityStyle(), photos, ORACLE_WEIGHTS, "script"),)),
+        "segmenter_oracle": (RECIPES["person_segmenter"], (Part("model", SegmenterOracle(), photos, ORACLE_WEIGHTS, "script", pt2=SEGMENTER_PT2),)),
+        "style_oracle": (RECIPES["style_candy"], (Part("model", IdentityStyle(), photos, ORACLE_WEIGHTS, "script", pt2=STYLE_PT2),)),
         "pose_oracle": (RECIPES["pose_resnet50"], (pose_part("model"),)),
         "detector_oracle": (RECIPES["person_detector"], (detector_part("model", DetectorOracle()),)),
         "keypoint_oracle": (RECIPES["keypoint_rcnn"], (detector_part("model", KeypointOracle()),)),

@@ -39,9 +39,11 @@ def msra_simplebaseline_keys(depth: int) -> set[str]:
 
 
 def msra_style_checkpoint(path: Path, depth: int = 50, wrapped: bool = True) -> dict[str, torch.Tensor]:
-    """Save random weights the way the MSRA release stores them; return the bare state dict."""
-    state = {k: v for k, v in PoseResNet(depth).state_dict().items() if not k.endswith("num_batches_tracked")}
-    state = {k: v + torch.rand_like(v.float()).to(v.dtype) for k, v in state.items()}  # differ from any fresh init
+    """Save random weights the way the MSRA release stores them (the same every time: compiled packages are cached); return the bare state dict."""
+    with torch.random.fork_rng():
+        torch.manual_seed(depth)
+        state = {k: v for k, v in PoseResNet(depth).state_dict().items() if not k.endswith("num_batches_tracked")}
+        state = {k: v + torch.rand_like(v.float()).to(v.dtype) for k, v in state.items()}  # differ from any fresh init
     saved = {"epoch": 140, "state_dict": {f"module.{k}": v for k, v in state.items()}} if wrapped else state
     torch.save(saved, path)
     return state
@@ -118,10 +120,11 @@ def test_export_command_writes_a_self_contained_archive(tmp_path):
         manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
     core = {f"humanserve_core/{p.name}" for p in (HANDLERS / "humanserve_core").glob("*.py")}
     assert core <= names
-    assert {"model.pt", "pose_handler.py", "pose.py", "model-config.yaml"} <= names
+    assert {"model.pt2", "pose_handler.py", "pose.py", "model-config.yaml"} <= names
     assert not any("__pycache__" in name for name in names)
-    assert manifest["model"]["handler"] == "pose_handler.py"
+    assert manifest["model"]["handler"] == "pose_handler.py" and manifest["model"]["serializedFile"] == "model.pt2"
     assert config["batchSize"] == 4 and config["maxBatchDelay"] == 7 and config["minWorkers"] == config["maxWorkers"] == 1
+    assert config["handler"]["compiled"]["model"]["format"] == "pt2"
     weights = config["handler"]["weights"]["model"]
     assert weights["source"] == "checkpoint"
     assert weights["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
@@ -215,8 +218,9 @@ def test_style_checkpoint_with_stale_instance_norm_statistics_loads(tmp_path):
     assert all(torch.equal(loaded[k], v) for k, v in published.items())
 
 
-@pytest.mark.parametrize("size", [(333, 517), (256, 256), (101, 77)])
+@pytest.mark.parametrize("size", [(332, 516), (256, 256), (100, 76), (8, 8)])
 def test_style_network_answers_the_size_it_was_given(size):
+    """Sides that are multiples of 4 (the handler pads others, ``style.stylize``)."""
     part = RECIPES["style_candy"].parts[0].make(weights="random")
     scripted = to_torchscript(part)
     with torch.no_grad():

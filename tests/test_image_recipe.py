@@ -10,7 +10,7 @@ import pytest
 from dockerfile_parse import DockerfileParser
 
 from export.archive import REPO
-from manifests import K8S, render_overlay
+from manifests import K8S, render, render_overlay
 from tools import pod
 from tools.server import PRODUCTION_CONFIG, read_properties
 
@@ -69,12 +69,15 @@ def test_installs_exactly_the_pins_of_make_setup(instructions):
 
 
 def test_runs_as_a_numeric_non_root_user_in_every_target(instructions):
+    # Each stage's last USER: the gpu stage inherits the first's, gpu-export is root only to install its compiler.
     users = {stage: instruction["value"] for stage, instruction in stage_of(instructions) if instruction["instruction"] == "USER"}
-    (user,) = users.values()  # set once, in the first stage; the gpu stage inherits it
+    (user,) = set(users.values())
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) > 0  # numeric, so the kubelet can check runAsNonRoot
     for target in TARGETS:
         assert render_overlay(target).pod["spec"]["securityContext"]["runAsUser"] == int(uid)
+    job = render(K8S / "jobs" / "export-gpu").one("Job")
+    assert job["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(uid)
 
 
 def test_entrypoint_ports_and_paths_match_the_pod(instructions):

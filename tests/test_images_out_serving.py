@@ -55,6 +55,15 @@ def test_rle_mask_matches_the_painted_people_in_batches_of_mixed_sizes(server, h
     assert max(int(r.headers["X-Batch-Size"]) for r in responses) > 1
 
 
+def test_long_thin_photo_is_segmented_within_the_models_bounds(server, http):
+    """A 6000x60 strip (100:1) is shrunk to the 2080 px long side and stretched to 32 px, not blown up to 520x52000."""
+    photo = paint_segments(6000, 60, seed=7)
+    response = post(server, http, SEGMENTER, encode(photo.image, "PNG"), "raw")
+    assert response.status_code == 200, response.text
+    mask = coco_mask.decode({"size": response.json()["mask"]["size"], "counts": response.json()["mask"]["counts"].encode()})
+    assert mask.shape == (60, 6000) and iou(mask.astype(bool), photo.mask) >= 0.9
+
+
 def test_transparent_cut_out_alpha_is_the_mask(server, http):
     photo = paint_segments(640, 480, seed=3)
     response = post(server, http, SEGMENTER, encode(photo.image, "PNG"), "json", {"background": "transparent", "feather": 0})
@@ -208,6 +217,8 @@ def test_bad_requests_for_style(server, http):
     style_bad = [
         ("max_side too small", dict(json={"image": base64.b64encode(data).decode(), "max_side": 3}), 400, "InvalidOption", "'max_side'"),
         ("format gif", dict(json={"image": base64.b64encode(data).decode(), "format": "gif"}), 400, "InvalidOption", "'format' must be one of jpeg, png"),
+        ("photo too small to style", dict(data=encode(photo[:5, :7], "PNG"), headers={"Content-Type": "image/png"}), 400, "InvalidImage", "at least 8"),
+        ("strip styled too thin", dict(json={"image": base64.b64encode(encode(np.zeros((20, 3000, 3), np.uint8), "PNG")).decode(), "max_side": 1024}), 400, "InvalidImage", "at least 8"),
     ]  # fmt: skip
     check_bad_requests_beside_good_ones(
         server, http, STYLE, GENERIC + style_bad,

@@ -7,7 +7,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from manifests import K8S, OVERLAYS, render_overlay, render_with_component
+from manifests import K8S, OVERLAYS, render, render_overlay, render_with_component
 from tools import pod
 from tools.server import PRODUCTION_CONFIG, read_properties
 
@@ -112,6 +112,25 @@ def test_gpu_overlay_requests_one_gpu_on_gpu_nodes_and_cpu_overlay_none():
     assert cpu.container("torchserve")["image"].endswith("-cpu")
     # GPU archives (make export-gpu) and CPU archives live apart.
     assert gpu.config_map("humanserve-models")["data"]["source"] != cpu.config_map("humanserve-models")["data"]["source"]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_gpu_export_job_compiles_on_the_gpu_nodes_into_the_gpu_overlays_source(version):
+    job_objects = render(K8S / "jobs" / "export-gpu")
+    for resource in job_objects.objects:
+        kubernetes_validate.validate(resource, version, strict=True)
+    spec = job_objects.one("Job")["spec"]["template"]["spec"]
+    gpu_spec = render_overlay("gpu").pod["spec"]
+    assert spec["nodeSelector"] == gpu_spec["nodeSelector"] and spec["tolerations"] == gpu_spec["tolerations"]
+    (container,) = spec["containers"]
+    assert container["resources"]["limits"][GPU] == 1 and container["image"].endswith("-gpu-export")
+    assert "export-models --device cuda" in " ".join(container["args"])
+    assert container["securityContext"]["readOnlyRootFilesystem"] and spec["securityContext"]["runAsNonRoot"]
+    # Where it writes is where the gpu pods fetch from, with make export-gpu's serving settings.
+    data = job_objects.config_map("humanserve-export-gpu")["data"]
+    assert data["destination"] == render_overlay("gpu").config_map("humanserve-models")["data"]["source"]
+    makefile = (K8S.parent / "Makefile").read_text()
+    assert f"GPU_SERVING := {data['serving']} --device cuda" in makefile
 
 
 def test_images_are_pinned_and_the_same_for_every_container(rendered):

@@ -1,4 +1,4 @@
-"""Segmentation steps on synthetic maps: the RLE mask, the separable blur."""
+"""Segmentation steps on synthetic maps: the model size and its bounds, the RLE mask, the separable blur."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,34 @@ import torch
 from pycocotools import mask as coco_mask
 from torchvision.transforms.v2 import functional as F
 
-from segmentation import alpha_matte, gaussian_blur, gaussian_blur_on_device, mask_rle, person_mask
+from export.recipes import SEGMENTER_CONFIG, SEGMENTER_PT2
+from segmentation import SegmenterSpec, alpha_matte, gaussian_blur, gaussian_blur_on_device, mask_rle, person_mask
+
+SPEC = SegmenterSpec.from_config(SEGMENTER_CONFIG)
+
+
+@pytest.mark.parametrize(
+    ("size", "model_size"),
+    [
+        ((480, 640), (520, 693)),  # short side to 520
+        ((1080, 1920), (520, 924)),
+        ((100, 400), (520, 2080)),  # 4:1 still keeps the short side
+        ((100, 800), (260, 2080)),  # longer: the long side is capped
+        ((1, 40_000_000), (32, 2080)),  # a 40-megapixel strip: capped, and stretched to the least side
+        ((3, 3), (520, 520)),
+    ],
+)
+def test_model_size_keeps_the_aspect_within_the_exported_bounds(size, model_size):
+    assert SPEC.model_size(*size) == model_size
+    least, most = SEGMENTER_PT2.sides
+    assert all(least <= side <= most for side in SPEC.model_size(*size))
+
+
+@pytest.mark.parametrize("size", [(480, 640), (100, 800), (1, 40_000_000)])
+def test_coarsest_decode_still_covers_the_model_size_on_the_capped_side(size):
+    scale = SPEC.coarsest_scale(size, {"background": None})
+    decoded = [side / scale for side in size]
+    assert max(decoded) >= max(SPEC.model_size(*size)) - 0.5
 
 
 @pytest.mark.parametrize(("model_size", "size"), [((52, 70), (480, 640)), ((90, 60), (1081, 719)), ((64, 48), (40, 30))])

@@ -11,12 +11,20 @@ from serving import worker_pids
 from tools.server import WORKER_ENVIRONMENT, TorchServe
 
 
-def test_a_model_that_cannot_load_fails_start_with_the_log_tail(model_store, tmp_path):
+@pytest.mark.parametrize(
+    ("oracle", "model_file", "cause"),
+    [
+        ("detector_oracle", "model.pt", "PytorchStreamReader failed"),
+        ("pose_oracle", "model.pt2", "model.pt2 (compiled for cpu with torch"),
+    ],
+)
+def test_a_model_that_cannot_load_fails_start_with_the_log_tail(model_store, tmp_path, oracle, model_file, cause):
     store = tmp_path / "store"
     store.mkdir()
-    with zipfile.ZipFile(model_store / "pose_oracle.mar") as good, zipfile.ZipFile(store / "broken.mar", "w") as bad:
+    with zipfile.ZipFile(model_store / f"{oracle}.mar") as good, zipfile.ZipFile(store / "broken.mar", "w") as bad:
+        assert model_file in good.namelist()
         for item in good.infolist():
-            bad.writestr(item, b"not a TorchScript file" if item.filename == "model.pt" else good.read(item.filename))
+            bad.writestr(item, b"not a model file" if item.filename == model_file else good.read(item.filename))
     server = TorchServe(tmp_path / "run", ["broken"], store, overrides=server_overrides(store))
     server.start()
     started = time.monotonic()
@@ -26,7 +34,7 @@ def test_a_model_that_cannot_load_fails_start_with_the_log_tail(model_store, tmp
         assert time.monotonic() - started < 60, "waited for the timeout instead of noticing the failure"
         message = str(failure.value)
         assert "model broken failed to load" in message
-        assert "PytorchStreamReader failed" in message  # the log tail names the cause
+        assert cause in message  # the log tail names the cause
     finally:
         pid = server.process.pid
         server.stop()

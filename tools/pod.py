@@ -1,6 +1,7 @@
 """The processes of a humanserve pod (k8s/): model fetching, TorchServe, the auth proxy, the probe.
 
     python -m tools.pod fetch-models   # init container: copy the .mar files from MODEL_SOURCE
+    python -m tools.pod export-models  # Job on a GPU node (k8s/jobs/export-gpu): compile the archives there, copy them to MODEL_SOURCE
     python -m tools.pod serve          # container `torchserve` (the image's default command)
     python -m tools.pod proxy          # container `auth-proxy`: Caddy checks the key from the Secret
     python -m tools.pod ping           # exec probe of `torchserve`: /ping with the current inference key
@@ -90,6 +91,18 @@ def fetch_models(args: argparse.Namespace) -> None:
     print(f"model store {args.store}: {', '.join(archives)}", flush=True)
 
 
+def export_models(args: argparse.Namespace) -> None:
+    """Export the archives on this node (a ``.pt2`` package runs only on the device type it is compiled on), then copy them to the model source."""
+    destination = rclone_source(args.destination)
+    args.work.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "export", *args.export_args, "--device", args.device, "--store", str(args.work)]
+    print(f"exporting: {' '.join(command[1:])}", flush=True)
+    subprocess.run(command, check=True, cwd=POD_ROOT)
+    archives = sorted(p.name for p in args.work.glob("*.mar"))
+    print(f"copying {', '.join(archives)} to {args.destination}", flush=True)
+    subprocess.run([str(BIN / "rclone"), "copy", str(args.work), destination, "--include", "*.mar", "--max-depth", "1", "--config", "/dev/null"], check=True)
+
+
 def serve(args: argparse.Namespace) -> None:
     if not any(args.store.glob("*.mar")):
         sys.exit(f"no .mar archives in {args.store}: check the init container's MODEL_SOURCE")
@@ -175,6 +188,13 @@ def main() -> None:
     fetch.add_argument("--store", type=Path, default=MODEL_STORE)
     fetch.set_defaults(run=fetch_models)
 
+    publish = commands.add_parser("export-models", help="export archives on this node and copy them to MODEL_SOURCE (a GPU node's Job)")
+    publish.add_argument("--destination", default=os.environ.get("MODEL_SOURCE"), help="s3://BUCKET/PREFIX or a path (default: $MODEL_SOURCE)")
+    publish.add_argument("--device", choices=("cpu", "cuda"), default="cuda", help="what the .pt2 packages are compiled for")
+    publish.add_argument("--work", type=Path, default=Path("/tmp/export"), help="where the archives are written first")
+    publish.add_argument("export_args", nargs=argparse.REMAINDER, help="after --: models and options of python -m export")
+    publish.set_defaults(run=export_models)
+
     for name, run, help_text in (
         ("serve", serve, "run TorchServe in the foreground with the config layers"),
         ("proxy", proxy, "run the auth proxy in front of TorchServe"),
@@ -194,6 +214,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "fetch-models" and not args.source:
         parser.error("no model source: set MODEL_SOURCE or pass --source")
+    if args.command == "export-models":
+        if not args.destination:
+            parser.error("no destination: set MODEL_SOURCE or pass --destination")
+        args.export_args = [a for a in args.export_args if a != "--"]
     args.run(args)
 
 

@@ -22,6 +22,7 @@ from .errors import InternalError, RequestError
 from .images import ImageHeader, ImageLimits, dct_scale, decode_jpegs_on, decode_pixels, read_header
 from .inputs import Item, read_request
 from .metrics import report_batch
+from .models import compiled_record, load_model
 from .options import Option, describe, parse_options
 from .responses import Answer, error_answer
 from .stages import CLOCK
@@ -59,18 +60,32 @@ class VisionHandler(BaseHandler):
     options: Mapping[str, Option] = {}
 
     def initialize(self, context):
-        """Load the model on the worker's device and read the archive's handler config."""
-        super().initialize(context)
+        """Read the archive's handler config and load its model on the worker's device (TorchScript or ``.pt2``).
+
+        BaseHandler's loader knows TorchScript only; the device choice is its own.
+        """
+        self.manifest = context.manifest
+        self.model_yaml_config = context.model_yaml_config
+        properties = context.system_properties
+        gpu = properties.get("gpu_id")
+        self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
+        self.map_location = self.device.type
         self.config = context.model_yaml_config.get("handler", {})
         self.limits = ImageLimits.from_config(self.config.get("limits", {}))
         manifest = context.manifest["model"]
         self.model_name = manifest["modelName"]
         self.model_version = manifest.get("modelVersion", "")
-        self.weights = self.config.get("weights", {})  # per TorchScript file: {"model": {...}, ...}
-        self.batch_limit = int(context.system_properties.get("batch_size", 1))
+        self.weights = self.config.get("weights", {})  # per model file: {"model": {...}, ...}
+        self.compiled = self.config.get("compiled", {})  # per model file: format, torch, device, ...
+        self.batch_limit = int(properties.get("batch_size", 1))
+        self.model_dir = properties["model_dir"]
         threads = self.config.get("torch_threads", 0)
         if threads and self.device.type == "cpu":
             torch.set_num_threads(threads)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.model = self.load_part("model")
+        self.initialized = True
         # Per-request image work is small: OpenCV's thread pool cost more CPU than it saved
         # (make bench-stack); workers and batches are where the parallelism is.
         cv2.setNumThreads(1)
@@ -80,7 +95,14 @@ class VisionHandler(BaseHandler):
                     "!!! %s serves UNTRAINED weights for its %s (%s): answers are well-formed but meaningless !!!",
                     self.model_name, part, record.get("source"),
                 )  # fmt: skip
-        logger.info("%s %s on %s, weights: %s", self.model_name, self.model_version, self.device, self.weights)
+        logger.info(
+            "%s %s on %s, weights: %s, compiled: %s", self.model_name, self.model_version, self.device, self.weights, self.compiled
+        )  # fmt: skip
+
+    def load_part(self, part: str) -> Callable[..., Any]:
+        """One model file of the archive, as its export recorded it, on the worker's device."""
+        record = compiled_record(self.compiled, part)
+        return load_model(self.model_dir, record, self.device)
 
     @property
     def answer_header(self) -> dict[str, str]:
@@ -192,11 +214,12 @@ class VisionHandler(BaseHandler):
                 "model": self.model_name,
                 "version": self.model_version,
                 "weights": self.weights,
+                "compiled": self.compiled,
                 "device": str(self.device),
                 "torch_threads": torch.get_num_threads(),
                 "options": describe(self.options),
                 "limits": {"max_image_bytes": self.limits.max_bytes, "max_image_pixels": self.limits.max_pixels},
-                "config": {k: v for k, v in self.config.items() if k not in ("weights", "limits")},
+                "config": {k: v for k, v in self.config.items() if k not in ("weights", "compiled", "limits")},
             }
         )
 
