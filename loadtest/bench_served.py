@@ -7,7 +7,8 @@ For each format (default: ``.pt2`` and TorchScript for models torch.export takes
 TorchScript) the model is exported (timed), then measured both ways, one after the other
 on the same machine:
 
-1. raw: the archive's compiled model in this process, called on the exact inputs the
+1. raw: the archive's compiled model in this process (with the workers' environment,
+   ``tools.server.WORKER_ENVIRONMENT``), called on the exact inputs the
    handler prepares from batches of the load-test photos (every photo equally often, as
    Locust sends them), at the served batch size and the worker's torch threads:
    images/s = images / the sum of each batch's median seconds per call, times the
@@ -17,23 +18,30 @@ on the same machine:
    with the same photos, every answer checked: images/s = answered requests per second.
 
 Requests carry no options (the model's default answer), so every request is one image
-and one model input, as in the raw run. Each format's served figure is divided by the
-faster raw figure of the run, and the server's start (TorchServe and the model's workers
-ready) is timed. Prints a row per format and appends them to docs/benchmarks.md.
+and one model input, as in the raw run. This VM's speed drifts by tens of percent within
+minutes, so the formats take turns (``--rounds``, default 2): raw runs alternate, then one
+server per format is started (timed: TorchServe and the model's workers ready) and Locust
+windows alternate between them; figures are means over the rounds. Each format's served
+figure is divided by the faster raw figure of the run. Prints a row per format and appends
+them to docs/benchmarks.md.
 """
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import math
+import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 import yaml
@@ -42,7 +50,7 @@ from export.recipes import RECIPES
 from loadtest.machine import describe_machine, median_seconds
 from loadtest.photos import SIZES, photo_pool
 from loadtest.run import LoadResult, run_locust, warm_up
-from tools.server import REPO, TorchServe, loopback_overrides
+from tools.server import REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
 
 BENCHMARKS = REPO / "docs" / "benchmarks.md"
 RAW_BUDGET_S = 30.0
@@ -75,7 +83,7 @@ def load_handler(archive_dir: Path, config: dict):
     return handler, context, RequestProcessor
 
 
-def raw_images_per_second(archive: Path, repeats: int) -> tuple[float, int]:
+def raw_images_per_second(archive: Path, repeats: int, budget_s: float = RAW_BUDGET_S) -> tuple[float, int]:
     """Images/s of the bare model call on served batches of the photo pool, and the torch threads it ran with."""
     with tempfile.TemporaryDirectory(prefix="bench-raw-") as work:
         zipfile.ZipFile(archive).extractall(work)
@@ -96,7 +104,7 @@ def raw_images_per_second(archive: Path, repeats: int) -> tuple[float, int]:
             for _ in range(WARM_UP_CALLS):  # TorchScript's profiling executor and the allocator settle over the first calls
                 start = time.perf_counter()
                 handler.forward(batches[0])
-            affordable = int(RAW_BUDGET_S / (time.perf_counter() - start) / len(batches))  # slow models (detectors on CPU) get fewer calls
+            affordable = int(budget_s / (time.perf_counter() - start) / len(batches))  # slow models (detectors on CPU) get fewer calls
             calls = max(1, min(repeats, affordable))
             seconds = sum(median_seconds(lambda: handler.forward(inputs), calls, torch.device("cpu")) for inputs in batches)
         return batch_size * len(batches) / seconds, torch.get_num_threads()
@@ -116,44 +124,43 @@ def append_row(row: str) -> None:
 
 @dataclass
 class FormatRun:
-    """One format's figures: export and start seconds, raw and served."""
+    """One format's archive and figures: export and start seconds, raw and served (means over the rounds)."""
 
     format: str
+    archive: Path
     export_s: float
-    start_s: float
-    raw: float
-    per_worker: float
-    threads: int
-    served_threads: int
-    result: LoadResult
     config: dict
+    raws: list[float] = field(default_factory=list)
+    threads: int = 0
+    start_s: float = 0.0
+    server: Optional[TorchServe] = None
+    served_threads: int = 0
+    windows: list[LoadResult] = field(default_factory=list)
+
+    @property
+    def raw(self) -> float:
+        """Images/s of all workers (each as fast as alone: an upper bound when they share cores)."""
+        return statistics.mean(self.raws) * self.config["minWorkers"]
+
+    @property
+    def served(self) -> float:
+        return statistics.mean(window.throughput for window in self.windows)
+
+    @property
+    def users(self) -> int:
+        return self.config["batchSize"] * 2 * self.config["minWorkers"]
 
 
-def measure_format(args, model_format: str, overrides: list[str], netty: dict, work: Path) -> FormatRun:
-    """Export the model in ``model_format``, time it raw in this process, then serve it under Locust."""
+def export_format(model: str, model_format: str, overrides: list[str], work: Path) -> FormatRun:
+    """Export ``model`` in ``model_format`` into its own store, timed (compiles included)."""
     store = work / model_format / "store"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "export", args.model, "--store", str(store), "--format", model_format, *overrides], cwd=REPO, check=True, capture_output=True)
-    export_s = time.perf_counter() - started
-    archive = store / f"{args.model}.mar"
-    config = yaml.safe_load(zipfile.ZipFile(archive).read("model-config.yaml"))
-    per_worker, threads = raw_images_per_second(archive, args.repeats)
-    # Workers run side by side: the limit is one model per worker, each as fast as alone (an upper bound).
-    raw = per_worker * config["minWorkers"]
-    print(f"{model_format}: exported in {export_s:.0f} s; raw {raw:.2f} images/s ({config['minWorkers']} x {per_worker:.2f}) at batch {config['batchSize']} with {threads} torch threads", flush=True)
-
-    users = args.users or 2 * config["batchSize"] * config["minWorkers"]
-    batch_seconds = config["batchSize"] / raw
-    server = TorchServe(work / model_format / "run", [args.model], store, overrides={**loopback_overrides(store), **netty})
-    started = time.perf_counter()
-    with server.running(600):
-        start_s = time.perf_counter() - started
-        served_threads = server.describe(args.model)["customizedMetadata"]["torch_threads"]
-        # The worker's first calls are slow too (the profiling executor): warm up for a few batches.
-        warm_up(server, args.model, args.protocol, users, f"{max(10, round(3 * batch_seconds))}s", plain=True)
-        report_dir = REPO / "loadtest" / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-{args.model}-{model_format}-{args.protocol}"
-        result: LoadResult = run_locust(server, args.model, args.protocol, users, args.duration or f"{max(30, round(6 * batch_seconds))}s", report_dir, plain=True)
-    return FormatRun(model_format, export_s, start_s, raw, per_worker, threads, served_threads, result, config)
+    # A cache of its own: the export time is a whole compile, not a cache hit.
+    environment = {**os.environ, "HUMANSERVE_COMPILE_CACHE": str(work / "compile-cache")}
+    command = [sys.executable, "-m", "export", model, "--store", str(store), "--format", model_format, *overrides]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, env=environment)
+    archive = store / f"{model}.mar"
+    return FormatRun(model_format, archive, time.perf_counter() - started, yaml.safe_load(zipfile.ZipFile(archive).read("model-config.yaml")))
 
 
 def main() -> None:
@@ -163,6 +170,7 @@ def main() -> None:
     parser.add_argument("--duration", help="Locust run time at saturation, e.g. 60s (default: long enough for 6 full batches, at least 30s)")
     parser.add_argument("--formats", nargs="+", choices=("pt2", "torchscript"), help="default: pt2 and torchscript where torch.export takes the model, else torchscript")
     parser.add_argument("--users", type=int, help="requests in flight (default 2 x batch size x workers)")
+    parser.add_argument("--rounds", type=int, default=2, help="turns each format takes, raw and served (figures are means over them)")
     parser.add_argument("--repeats", type=int, default=200, help=f"most timed raw calls per batch (as many as fit in {RAW_BUDGET_S:g}s, at least 1): this VM's per-call times vary 2-fold")
     parser.add_argument("--no-record", action="store_true", help="print only; do not add rows to docs/benchmarks.md")
     serving = parser.add_argument_group("serving settings (default: the recipe's)")
@@ -170,39 +178,64 @@ def main() -> None:
         serving.add_argument(flag, type=int)
     serving.add_argument("--netty-threads", type=int, help="TorchServe's front-end and back-end event-loop threads (default: one per core)")
     args = parser.parse_args()
+    if any(os.environ.get(key) != value for key, value in WORKER_ENVIRONMENT.items()):
+        # The raw run gets the workers' environment (glibc reads its malloc settings at start):
+        # TorchScript's allocations run faster with it, so raw would otherwise understate it.
+        os.execve(sys.executable, [sys.executable, "-m", "loadtest.bench_served", *sys.argv[1:]], {**os.environ, **WORKER_ENVIRONMENT})
     overrides = [f"{flag}={value}" for flag, value in (("--batch-size", args.batch_size), ("--max-batch-delay", args.max_batch_delay), ("--workers", args.workers), ("--threads", args.threads)) if value is not None]
     netty = {"number_of_netty_threads": str(args.netty_threads), "netty_client_threads": str(args.netty_threads)} if args.netty_threads else {}
     formats = args.formats or (["pt2", "torchscript"] if any(part.pt2 for part in RECIPES[args.model].parts) else ["torchscript"])
 
-    with tempfile.TemporaryDirectory(prefix="bench-served-") as work:
-        runs = [measure_format(args, model_format, overrides, netty, Path(work)) for model_format in formats]
+    with tempfile.TemporaryDirectory(prefix="bench-served-") as work, contextlib.ExitStack() as servers:
+        runs = [export_format(args.model, model_format, overrides, Path(work)) for model_format in formats]
+        # This VM's speed drifts by tens of percent within minutes: formats take turns, raw and served alike.
+        for _ in range(args.rounds):
+            for run in runs:
+                per_worker, run.threads = raw_images_per_second(run.archive, args.repeats, RAW_BUDGET_S / args.rounds)
+                run.raws.append(per_worker)
+                print(f"{run.format}: raw {per_worker:.2f} images/s per worker at batch {run.config['batchSize']} with {run.threads} torch threads", flush=True)
+        for run in runs:
+            # Every format's server runs from here on; an idle one costs next to nothing.
+            server = TorchServe(Path(work) / run.format / "run", [args.model], run.archive.parent, overrides={**loopback_overrides(run.archive.parent), **netty})
+            started = time.perf_counter()
+            servers.enter_context(server.running(600))
+            run.start_s, run.server = time.perf_counter() - started, server
+            run.served_threads = server.describe(args.model)["customizedMetadata"]["torch_threads"]
+            # The worker's first calls are slow too: warm up for a few batches.
+            warm_up(server, args.model, args.protocol, args.users or run.users, f"{max(10, round(3 * run.config['batchSize'] / run.raw))}s", plain=True)
+        for round_index in range(args.rounds):
+            for run in runs:
+                duration = args.duration or f"{max(30, round(6 * run.config['batchSize'] / run.raw))}s"
+                report_dir = REPO / "loadtest" / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-{args.model}-{run.format}-{args.protocol}"
+                run.windows.append(run_locust(run.server, args.model, args.protocol, args.users or run.users, duration, report_dir, plain=True))
+                print(run.windows[-1].summary(f"{args.model} ({run.format}, round {round_index + 1})", args.protocol, args.users or run.users), flush=True)
 
     fastest_raw = max(run.raw for run in runs)
     machine = describe_machine(torch.device("cpu"))
     for run in runs:
-        print(run.result.summary(args.model, args.protocol, args.users or 2 * run.config["batchSize"] * run.config["minWorkers"]))
-        print(f"{run.format}: served / faster raw = {run.result.throughput:.2f} / {fastest_raw:.2f} = {run.result.throughput / fastest_raw:.2f}  "
-              f"(own raw {run.raw:.2f}; {machine}; worker threads {run.served_threads}, raw threads {run.threads})")  # fmt: skip
+        print(f"{run.format}: exported in {run.export_s:.0f} s, started in {run.start_s:.1f} s; served / faster raw = {run.served:.2f} / {fastest_raw:.2f} "
+              f"= {run.served / fastest_raw:.2f} (own raw {run.raw:.2f}; {machine}; worker threads {run.served_threads}, raw threads {run.threads})")  # fmt: skip
         if run.served_threads != run.threads:
             print(f"warning: the worker ran {run.served_threads} torch threads, the raw run {run.threads}", file=sys.stderr)
     if len(runs) == 2:
-        print(f"served {runs[0].format} / served {runs[1].format} = {runs[0].result.throughput / runs[1].result.throughput:.2f}")
+        first, second = runs
+        print(f"{first.format} / {second.format}: raw {first.raw / second.raw:.2f}, served {first.served / second.served:.2f}")
     if args.no_record:
         return
     sizes = ", ".join(f"{w}x{h}" for w, h in SIZES)
     bench_args = overrides + ([f"--netty-threads={args.netty_threads}"] if args.netty_threads else []) + (["--formats", *formats] if args.formats else [])
     for run in runs:
-        config, result = run.config, run.result
-        users = args.users or 2 * config["batchSize"] * config["minWorkers"]
+        config, windows = run.config, run.windows
         duration = args.duration or f"{max(30, round(6 * config['batchSize'] / run.raw))}s"
         command = "make bench " + shlex.join([f"MODEL={args.model}", f"PROTOCOL={args.protocol}", f"DURATION={duration}", *([f"BENCH_ARGS={' '.join(bench_args)}"] if bench_args else [])])
-        workers_note = f" ({config['minWorkers']} x {run.per_worker:.2f})" if config["minWorkers"] > 1 else ""
+        workers_note = f" ({config['minWorkers']} x {run.raw / config['minWorkers']:.2f})" if config["minWorkers"] > 1 else ""
+        percentiles = " / ".join(f"{statistics.mean(getattr(w, name) for w in windows):.0f}" for name in ("p50_ms", "p95_ms", "p99_ms"))
+        batches = [w.mean_batch_size for w in windows if w.mean_batch_size]
         append_row(
             f"| {time.strftime('%Y-%m-%d')} | {machine} | {args.model} | {run.format} | {args.protocol} | {config['batchSize']} | {config['maxBatchDelay']} "
-            f"| {config['minWorkers']} | {run.served_threads} | {users} | {run.export_s:.0f} | {run.start_s:.1f} | {run.raw:.2f}{workers_note} "
-            f"| {result.throughput:.2f} | **{result.throughput / fastest_raw:.2f}** "
-            f"| {result.p50_ms:.0f} / {result.p95_ms:.0f} / {result.p99_ms:.0f} | {result.failures} of {result.requests} "
-            f"| {f'{result.mean_batch_size:.1f}' if result.mean_batch_size else 'n/a (gRPC)'} | `{command}` (photos {sizes}) |"
+            f"| {config['minWorkers']} | {run.served_threads} | {args.users or run.users} | {run.export_s:.0f} | {run.start_s:.1f} | {run.raw:.2f}{workers_note} "
+            f"| {run.served:.2f} | **{run.served / fastest_raw:.2f}** | {percentiles} | {sum(w.failures for w in windows)} of {sum(w.requests for w in windows)} "
+            f"| {f'{statistics.mean(batches):.1f}' if batches else 'n/a (gRPC)'} | `{command}` ({args.rounds} rounds; photos {sizes}) |"
         )
     print(f"{len(runs)} rows added to {BENCHMARKS.relative_to(REPO)}")
 
