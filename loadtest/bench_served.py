@@ -146,9 +146,13 @@ class FormatRun:
     def served(self) -> float:
         return statistics.mean(window.throughput for window in self.windows)
 
-    @property
-    def users(self) -> int:
-        return self.config["batchSize"] * 2 * self.config["minWorkers"]
+    def users(self, asked: Optional[int]) -> int:
+        """Requests in flight: ``asked``, or two batches per worker."""
+        return asked or 2 * self.config["batchSize"] * self.config["minWorkers"]
+
+    def window(self, asked: Optional[str]) -> str:
+        """A Locust window: ``asked``, or long enough for 6 full batches and at least 30 s."""
+        return asked or f"{max(30, round(6 * self.config['batchSize'] / self.raw))}s"
 
 
 def export_format(model: str, model_format: str, overrides: list[str], work: Path) -> FormatRun:
@@ -202,13 +206,12 @@ def main() -> None:
             run.start_s, run.server = time.perf_counter() - started, server
             run.served_threads = server.describe(args.model)["customizedMetadata"]["torch_threads"]
             # The worker's first calls are slow too: warm up for a few batches.
-            warm_up(server, args.model, args.protocol, args.users or run.users, f"{max(10, round(3 * run.config['batchSize'] / run.raw))}s", plain=True)
+            warm_up(server, args.model, args.protocol, run.users(args.users), f"{max(10, round(3 * run.config['batchSize'] / run.raw))}s", plain=True)
         for round_index in range(args.rounds):
             for run in runs:
-                duration = args.duration or f"{max(30, round(6 * run.config['batchSize'] / run.raw))}s"
                 report_dir = REPO / "loadtest" / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-{args.model}-{run.format}-{args.protocol}"
-                run.windows.append(run_locust(run.server, args.model, args.protocol, args.users or run.users, duration, report_dir, plain=True))
-                print(run.windows[-1].summary(f"{args.model} ({run.format}, round {round_index + 1})", args.protocol, args.users or run.users), flush=True)
+                run.windows.append(run_locust(run.server, args.model, args.protocol, run.users(args.users), run.window(args.duration), report_dir, plain=True))
+                print(run.windows[-1].summary(f"{args.model} ({run.format}, round {round_index + 1})", args.protocol, run.users(args.users)), flush=True)
 
     fastest_raw = max(run.raw for run in runs)
     machine = describe_machine(torch.device("cpu"))
@@ -226,14 +229,13 @@ def main() -> None:
     bench_args = overrides + ([f"--netty-threads={args.netty_threads}"] if args.netty_threads else []) + (["--formats", *formats] if args.formats else [])
     for run in runs:
         config, windows = run.config, run.windows
-        duration = args.duration or f"{max(30, round(6 * config['batchSize'] / run.raw))}s"
-        command = "make bench " + shlex.join([f"MODEL={args.model}", f"PROTOCOL={args.protocol}", f"DURATION={duration}", *([f"BENCH_ARGS={' '.join(bench_args)}"] if bench_args else [])])
+        command = "make bench " + shlex.join([f"MODEL={args.model}", f"PROTOCOL={args.protocol}", f"DURATION={run.window(args.duration)}", *([f"BENCH_ARGS={' '.join(bench_args)}"] if bench_args else [])])
         workers_note = f" ({config['minWorkers']} x {run.raw / config['minWorkers']:.2f})" if config["minWorkers"] > 1 else ""
         percentiles = " / ".join(f"{statistics.mean(getattr(w, name) for w in windows):.0f}" for name in ("p50_ms", "p95_ms", "p99_ms"))
         batches = [w.mean_batch_size for w in windows if w.mean_batch_size]
         append_row(
             f"| {time.strftime('%Y-%m-%d')} | {machine} | {args.model} | {run.format} | {args.protocol} | {config['batchSize']} | {config['maxBatchDelay']} "
-            f"| {config['minWorkers']} | {run.served_threads} | {args.users or run.users} | {run.export_s:.0f} | {run.start_s:.1f} | {run.raw:.2f}{workers_note} "
+            f"| {config['minWorkers']} | {run.served_threads} | {run.users(args.users)} | {run.export_s:.0f} | {run.start_s:.1f} | {run.raw:.2f}{workers_note} "
             f"| {run.served:.2f} | **{run.served / fastest_raw:.2f}** | {percentiles} | {sum(w.failures for w in windows)} of {sum(w.requests for w in windows)} "
             f"| {f'{statistics.mean(batches):.1f}' if batches else 'n/a (gRPC)'} | `{command}` ({args.rounds} rounds; photos {sizes}) |"
         )

@@ -78,13 +78,17 @@ def rclone_source(source: str) -> str:
     raise ValueError(f"MODEL_SOURCE {source!r}: expected s3://BUCKET/PREFIX or an absolute path (file:///...)")
 
 
+def copy_archives(source: str, destination: str) -> None:
+    """Copy the ``.mar`` files at the top of ``source`` to ``destination`` (rclone names); rclone retries and checks sizes and hashes."""
+    command = [str(BIN / "rclone"), "copy", source, destination, "--include", "*.mar", "--max-depth", "1", "--config", "/dev/null"]
+    subprocess.run(command, check=True)
+
+
 def fetch_models(args: argparse.Namespace) -> None:
     source = rclone_source(args.source)
     args.store.mkdir(parents=True, exist_ok=True)
-    # Only the archives at the top of the source; rclone retries and checks sizes and hashes.
-    command = [str(BIN / "rclone"), "copy", source, str(args.store), "--include", "*.mar", "--max-depth", "1", "--config", "/dev/null"]
     print(f"fetching archives from {args.source}", flush=True)
-    subprocess.run(command, check=True)
+    copy_archives(source, str(args.store))
     archives = sorted(p.name for p in args.store.glob("*.mar"))
     if not archives:
         sys.exit(f"no .mar archives at {args.source}: nothing to serve")
@@ -100,7 +104,7 @@ def export_models(args: argparse.Namespace) -> None:
     subprocess.run(command, check=True, cwd=POD_ROOT)
     archives = sorted(p.name for p in args.work.glob("*.mar"))
     print(f"copying {', '.join(archives)} to {args.destination}", flush=True)
-    subprocess.run([str(BIN / "rclone"), "copy", str(args.work), destination, "--include", "*.mar", "--max-depth", "1", "--config", "/dev/null"], check=True)
+    copy_archives(str(args.work), destination)
 
 
 def serve(args: argparse.Namespace) -> None:

@@ -64,12 +64,9 @@ class VisionHandler(BaseHandler):
 
         BaseHandler's loader knows TorchScript only; the device choice is its own.
         """
-        self.manifest = context.manifest
-        self.model_yaml_config = context.model_yaml_config
         properties = context.system_properties
         gpu = properties.get("gpu_id")
         self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
-        self.map_location = self.device.type
         self.config = context.model_yaml_config.get("handler", {})
         self.limits = ImageLimits.from_config(self.config.get("limits", {}))
         manifest = context.manifest["model"]
