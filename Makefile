@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
-.PHONY: setup check-java export export-gpu serve start stop test loadtest bench bench-zoo bench-decode bench-stack bench-pipeline bench-batching bench-latency clean
+.PHONY: setup check-java export export-gpu serve start stop test loadtest bench bench-zoo bench-decode bench-stack bench-pipeline bench-batching bench-latency bench-tracking clean
 
 # gRPC stubs are generated from the .proto files, never edited (git-ignored).
 PROTOS := $(wildcard humanserve_client/protocol/*.proto)
@@ -102,6 +102,10 @@ bench-batching: setup
 # Per-image latency of served models, one client (BENCH_ARGS: MODELS... --size --requests --options).
 bench-latency: setup
 	$(PY) -m loadtest.bench_latency $(BENCH_ARGS)
+
+# Pose tracking: MOTA/IDF1 on synthetic videos, frames/s per concurrent sequences (BENCH_ARGS: --sequences --duration --soak MINUTES).
+bench-tracking: setup
+	$(PY) -m loadtest.bench_tracking $(BENCH_ARGS)
 
 clean:
 	rm -rf run model_store/*.mar model_store/gpu .pytest_cache

@@ -25,6 +25,35 @@ CORE_PACKAGE = "humanserve_core"
 
 
 @dataclass(frozen=True)
+class Sequences:
+    """TorchServe's sequence batching (stateful models): each sequence's requests go in order to one worker."""
+
+    max_idle_ms: int  # the frontend closes a sequence idle this long
+    timeout_ms: int  # ... or this long after it started (0: never)
+    max_sequences: int  # open sequences the model takes; more are refused
+    queue_size: int  # requests one sequence may have waiting
+    # TorchServe 0.12 never restarts a dead worker of a sequence-batching model (its retry
+    # starts the aggregator's running dispatcher thread again, which throws), and the model
+    # answers nothing more. /ping turns Unhealthy once a worker has been down this long,
+    # so that a liveness probe restarts the server.
+    unhealthy_after_s: int = 30
+
+    def config(self) -> dict[str, Any]:
+        """The model-config.yaml keys TorchServe reads."""
+        return {
+            "maxRetryTimeoutInSec": self.unhealthy_after_s,
+            "sequenceBatching": True,
+            # Continuous sequence batching: the handler can close a sequence with an answer header
+            # (plain sequence batching keeps every ended sequence polled until it idles out).
+            "continuousBatching": True,
+            "sequenceMaxIdleMSec": self.max_idle_ms,
+            "sequenceTimeoutMSec": self.timeout_ms,
+            "maxNumSequence": self.max_sequences,
+            "maxSequenceJobQueueSize": self.queue_size,
+        }
+
+
+@dataclass(frozen=True)
 class Serving:
     """TorchServe's per-model settings (model-config.yaml top level)."""
 
@@ -33,6 +62,7 @@ class Serving:
     workers: int = 1
     response_timeout_s: int = 120
     threads: int = 0  # torch threads per CPU worker (the handler sets them); 0: torch's default, one per core
+    sequences: Optional[Sequences] = None  # stateful models only
 
     def config(self) -> dict[str, Any]:
         """The model-config.yaml keys TorchServe reads."""
@@ -42,6 +72,7 @@ class Serving:
             "batchSize": self.batch_size,
             "maxBatchDelay": self.max_batch_delay_ms,
             "responseTimeout": self.response_timeout_s,
+            **(self.sequences.config() if self.sequences else {}),
         }
 
 

@@ -16,7 +16,7 @@ import yaml
 from torch import Tensor, nn
 from torchvision.models import detection, segmentation
 
-from .archive import REPO, Package, Part, Pt2Shapes, Serving
+from .archive import REPO, Package, Part, Pt2Shapes, Sequences, Serving
 from .architectures import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -81,6 +81,13 @@ DETECTION_SERVING = Serving(batch_size=4, max_batch_delay_ms=20, workers=1, resp
 # Segmenters and styles work on whole photos (segmenters at 520 px, styles up to 1024 px):
 # costs like the detectors'.
 IMAGE_SERVING = Serving(batch_size=4, max_batch_delay_ms=20, workers=1, response_timeout_s=300)
+# Pose tracking: a video is a sequence; TorchServe closes one idle for a minute (the handler
+# frees its state as soon), refuses new ones beyond 64 open per model, and lets one
+# sequence queue 8 frames. A worker keeps at most 256 sequences' state (a few kB each).
+TRACKER_SERVING = replace(
+    DETECTION_SERVING, sequences=Sequences(max_idle_ms=60_000, timeout_ms=0, max_sequences=64, queue_size=8)
+)
+TRACKING_CONFIG: dict[str, Any] = {"ttl_s": 60, "max_sequences": 256, "tracker": {}}
 STYLES_FILE = Path(__file__).with_name("styles.yaml")
 
 
@@ -260,6 +267,10 @@ def _detector_recipe(name: str, part: PartRecipe, served_by_default: bool) -> Re
     )
 
 
+# Detect then pose, in one worker: pose_pipeline, and pose_tracker on top of it.
+PIPELINE_PARTS = (replace(PERSON_DETECTOR, name="detector"), _pose_part(50, name="pose"))
+PIPELINE_CONFIG: dict[str, Any] = {"detector": DETECTOR_CONFIG, "pose": POSE_CONFIG, "limits": IMAGE_LIMITS}
+
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
@@ -279,15 +290,21 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             name="pose_pipeline",
-            parts=(
-                replace(PERSON_DETECTOR, name="detector"),
-                _pose_part(50, name="pose"),
-            ),
+            parts=PIPELINE_PARTS,
             handler="pipeline_handler.py",
             handler_modules=("detection.py", "pose.py"),
-            handler_config={"detector": DETECTOR_CONFIG, "pose": POSE_CONFIG, "limits": IMAGE_LIMITS},
+            handler_config=PIPELINE_CONFIG,
             serving=DETECTION_SERVING,
             served_by_default=True,
+        ),
+        Recipe(
+            name="pose_tracker",
+            parts=PIPELINE_PARTS,
+            handler="tracking_handler.py",
+            handler_modules=("detection.py", "pose.py", "pipeline_handler.py", "tracking.py"),
+            handler_config={**PIPELINE_CONFIG, "tracking": TRACKING_CONFIG},
+            serving=TRACKER_SERVING,
+            served_by_default=False,
         ),
         _segmenter_recipe(
             "person_segmenter", segmentation.deeplabv3_mobilenet_v3_large,

@@ -3,7 +3,7 @@
 The archive holds two model files: the person detector (TorchScript ``model.pt``) and the
 pose model (``pose.pt2``, or ``pose.pt`` when exported as TorchScript). A batch goes through the detector in one call, the people each
 request keeps go through the pose model in one call, and each person's ``score`` is the
-detector's confidence.
+detector's confidence. A request that gives ``boxes`` skips the detector: its boxes are its people.
 """
 
 import torch
@@ -11,11 +11,21 @@ from torch import Tensor
 
 from detection import DETECTION_OPTIONS, DetectorSpec, detect, detected_people
 from humanserve_core.base import Item, VisionHandler
-from humanserve_core.options import flag
+from humanserve_core.options import boxes, flag
 from humanserve_core.people import People, check_output_options, people_answer
 from humanserve_core.responses import Answer
 from humanserve_core.stages import CLOCK
-from pose import POSE_LAYOUT, PoseSpec, pose_crops, pose_heatmaps, pose_keypoints
+from pose import (
+    MAX_BOXES,
+    POSE_LAYOUT,
+    PoseSpec,
+    check_boxes_overlap,
+    given_people,
+    pose_crops,
+    pose_decode_scale,
+    pose_heatmaps,
+    pose_keypoints,
+)
 
 
 # The batch's images on the device, each request's options (whom it wants, flip test) and
@@ -28,6 +38,7 @@ class PosePipelineHandler(VisionHandler):
 
     options = {
         **DETECTION_OPTIONS,
+        "boxes": boxes(MAX_BOXES, "people to estimate, [[x1, y1, x2, y2], ...] in image pixels: the detector is skipped and each box is a person of score 1"),
         "flip_test": flag(False, "also run each mirrored person crop and average the heatmaps"),
     }
 
@@ -39,8 +50,11 @@ class PosePipelineHandler(VisionHandler):
 
     def validate(self, item: Item) -> None:
         check_output_options(item.options)
+        check_boxes_overlap(item)
 
     def coarsest_scale(self, item: Item) -> float:
+        if item.options["boxes"] is not None:
+            return pose_decode_scale(item, self.pose_spec)
         return self.detector_spec.coarsest_scale(item)  # crops are cut from the detector's pixels
 
     def prepare(self, items: list[Item]) -> PipelineInputs:
@@ -48,10 +62,13 @@ class PosePipelineHandler(VisionHandler):
 
     def forward(self, inputs: PipelineInputs) -> list[People]:
         images, options, scales = inputs
+        searched = [n for n, item_options in enumerate(options) if item_options["boxes"] is None]
+        detections = dict(zip(searched, detect(self.model, [images[n] for n in searched]) if searched else []))
         found = [
-            detected_people(detections, self.detector_spec, item_options, scale)
-            for detections, item_options, scale in zip(detect(self.model, images), options, scales)
-        ]
+            detected_people(detections[n], self.detector_spec, item_options, scale) if n in detections
+            else given_people(item_options["boxes"])
+            for n, (item_options, scale) in enumerate(zip(options, scales))
+        ]  # fmt: skip
         counts = [len(people.boxes) for people in found]
         boxes = torch.cat([people.boxes for people in found]).to(self.device)
         image_index = torch.repeat_interleave(torch.arange(len(found), device=self.device), torch.tensor(counts, device=self.device))

@@ -18,7 +18,7 @@ from humanserve_core.geometry import crop_and_resize, widen_boxes
 from humanserve_core.heatmaps import decode_heatmaps, flip_back
 from humanserve_core.images import normalize
 from humanserve_core.keypoints import COCO_KEYPOINTS, COCO_SKELETON, mirror_index
-from humanserve_core.people import Layout, People, ranked
+from humanserve_core.people import Layout, People, output_format, ranked
 
 MAX_BOXES = 64
 MIRROR = torch.tensor(mirror_index(COCO_KEYPOINTS))
@@ -106,6 +106,17 @@ def coarsest_pose_scale(item: Item, spec: PoseSpec) -> float:
     if not boxes:
         return math.inf  # nobody to crop
     return min(max(y2 - y1, (x2 - x1) * height / width) for x1, y1, x2, y2 in boxes) * spec.padding / height
+
+
+def pose_decode_scale(item: Item, spec: PoseSpec) -> float:
+    """How coarsely the item may be decoded for its crops: 1 when the answer is the whole picture."""
+    return 1.0 if output_format(item.options) in ("jpeg", "png") else coarsest_pose_scale(item, spec)
+
+
+def given_people(boxes: list[list[float]]) -> People:
+    """People at boxes a request gives, in its order, each sure (score 1): no detector runs for them."""
+    boxes_tensor = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
+    return People(boxes_tensor, torch.ones(len(boxes_tensor)))
 
 
 def pose_crops(

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from humanserve_core.base import Item, VisionHandler
 from humanserve_core.options import boxes, flag
-from humanserve_core.people import OUTPUT_OPTIONS, check_output_options, output_format, people_answer
+from humanserve_core.people import OUTPUT_OPTIONS, check_output_options, people_answer
 from humanserve_core.responses import Answer
 from pose import (
     MAX_BOXES,
@@ -15,9 +15,9 @@ from pose import (
     PoseInputs,
     PoseSpec,
     check_boxes_overlap,
-    coarsest_pose_scale,
     person_boxes,
     pose_crops,
+    pose_decode_scale,
     pose_heatmaps,
     pose_keypoints,
     pose_people,
@@ -42,9 +42,7 @@ class PoseHandler(VisionHandler):
         check_boxes_overlap(item)
 
     def coarsest_scale(self, item: Item) -> float:
-        if output_format(item.options) in ("jpeg", "png"):
-            return 1.0  # the answer is the whole picture
-        return coarsest_pose_scale(item, self.spec)
+        return pose_decode_scale(item, self.spec)
 
     def prepare(self, items: list[Item]) -> PoseInputs:
         boxes_all, image_index, counts = person_boxes(items)

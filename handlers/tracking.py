@@ -8,7 +8,11 @@ an ID only after ``min_hits`` consecutive matched frames. People are ``Tensor[N,
 and ``Tensor[N]`` scores.
 """
 
+import hashlib
+import os
+from collections import OrderedDict
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional, Union
 
 import torch
@@ -165,3 +169,65 @@ def _with_new_tracks(state: TrackState, boxes: Tensor, keypoints: Tensor) -> Tra
         keypoint_velocity=torch.zeros_like(keypoints[..., :2]), hits=count, missed=count,
     )  # fmt: skip
     return replace(state, **{name: torch.cat([getattr(state, name), rows[name]]) for name in _TRACK_FIELDS})
+
+
+class SequenceStore:
+    """Each live sequence's ``TrackState`` in one worker, bounded in time and number, and which sequences had state.
+
+    TorchServe's sequence batching tells a handler neither that a sequence ended nor that
+    another worker served it before a restart. So state is freed by ``end``, after
+    ``ttl_s`` unused, or least recently used first beyond ``max_sequences``; and a marker
+    file per sequence in ``markers`` (a folder the model's workers share, which outlives
+    them) remembers that it had state, so that a sequence whose state was lost is told so.
+    Markers are removed by ``end`` and once unused for ``marker_ttl_s``.
+    """
+
+    def __init__(self, ttl_s: float, max_sequences: int, markers: Path, marker_ttl_s: float = 24 * 3600):
+        self.ttl_s, self.max_sequences, self.marker_ttl_s = ttl_s, max_sequences, marker_ttl_s
+        self.markers = markers
+        self.markers.mkdir(parents=True, exist_ok=True)
+        self._states: OrderedDict[str, tuple[TrackState, float]] = OrderedDict()  # least recently used first
+        self._swept = 0.0
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def open(self, sequence_id: str, now: float) -> tuple[TrackState, bool]:
+        """The sequence's state, and whether it had state that was lost (then its state starts empty)."""
+        self._expire(now)
+        if sequence_id in self._states:
+            return self._states[sequence_id][0], False
+        marker = self._marker(sequence_id)
+        lost = marker.exists()
+        marker.touch()
+        os.utime(marker, (now, now))
+        return TrackState.empty(), lost
+
+    def save(self, sequence_id: str, state: TrackState, now: float) -> None:
+        """Keep ``state`` as the sequence's latest; drop the least recently used sequences beyond the bound."""
+        self._states[sequence_id] = (state, now)
+        self._states.move_to_end(sequence_id)
+        while len(self._states) > self.max_sequences:
+            self._states.popitem(last=False)
+        os.utime(self._marker(sequence_id), (now, now))
+
+    def end(self, sequence_id: str) -> None:
+        """Forget the sequence: its next frame starts a new one."""
+        self._states.pop(sequence_id, None)
+        self._marker(sequence_id).unlink(missing_ok=True)
+
+    def _expire(self, now: float) -> None:
+        while self._states and next(iter(self._states.values()))[1] < now - self.ttl_s:
+            self._states.popitem(last=False)
+        if now - self._swept > min(self.ttl_s, self.marker_ttl_s):
+            self._swept = now
+            for marker in self.markers.iterdir():
+                try:
+                    if marker.stat().st_mtime < now - self.marker_ttl_s:
+                        marker.unlink()
+                except FileNotFoundError:  # another worker of the model removed it
+                    pass
+
+    def _marker(self, sequence_id: str) -> Path:
+        # Sequence IDs are any text a client sends: hash them into file names.
+        return self.markers / hashlib.sha256(sequence_id.encode("utf-8", "surrogatepass")).hexdigest()

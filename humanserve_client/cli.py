@@ -3,10 +3,12 @@
     humanserve health
     humanserve models [MODEL]
     humanserve predict MODEL FILE_OR_FOLDER... [-o NAME=VALUE]... [--grpc] [--concurrency N] [--out DIR]
+    humanserve track VIDEO [--model pose_tracker] [--every N] [--render OUT.mp4] [--rest] [-o NAME=VALUE]...
 
-Each image gets one JSON line on stdout: its answer, the file an image answer was saved
-to, or its error. A bad image is reported and the others go on; the exit status is 1 if
-any failed. Connection settings come from flags or HUMANSERVE_* environment variables.
+Each image (or video frame) gets one JSON line on stdout: its answer, the file an image
+answer was saved to, or its error. A bad image is reported and the others go on; the exit
+status is 1 if any failed. Connection settings come from flags or HUMANSERVE_* environment
+variables.
 """
 
 import argparse
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from .client import Answer, Client, GrpcClient, RestClient, ServerError
+from .tracking import Progress, VideoError, draw_tracks, frame_count, track_video, video_fps, video_writer
 
 IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
 
@@ -94,6 +97,31 @@ def predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def track(args: argparse.Namespace) -> int:
+    args.grpc = not args.rest  # streams are gRPC's strength: the default here
+    writer, failed, done = None, 0, 0
+    progress = Progress(args.video.name, -(-frame_count(args.video) // args.every))
+    try:
+        with connect(args) as client:
+            for frame, record in track_video(client, args.model, args.video, args.every, dict(args.option), args.sequence_id, args.image_format):
+                failed += "error" in record
+                done += 1
+                print(json.dumps(record), flush=True)
+                if args.render:
+                    writer = writer or video_writer(args.render, frame, video_fps(args.video) / args.every)
+                    writer.write(draw_tracks(frame, record))
+                progress.step()
+    except VideoError as error:
+        print(json.dumps({"error": {"code": None, "type": "UnreadableVideo", "message": str(error)}}), file=sys.stderr)
+        return 2
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.release()
+    print(f"{done - failed} of {done} frames answered, {failed} failed", file=sys.stderr)
+    return 1 if failed or not done else 0
+
+
 def models(args: argparse.Namespace) -> int:
     with connect(args) as client:
         print(json.dumps(client.describe(args.model) if args.model else client.models(), indent=2))
@@ -131,6 +159,17 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (the server batches them)")
     run.add_argument("--out", type=Path, default=Path("humanserve_answers"), help="folder for image answers")
     run.set_defaults(run=predict)
+
+    follow = commands.add_parser("track", parents=[shared], help="track the people of a video: one sequence, a JSON line per frame")
+    follow.add_argument("video", type=Path)
+    follow.add_argument("--model", default="pose_tracker", help="a sequence model (default pose_tracker)")
+    follow.add_argument("--every", type=int, default=1, help="send every N-th frame (1: all)")
+    follow.add_argument("--render", type=Path, help="also write the video (MP4) with boxes, skeletons and track IDs drawn")
+    follow.add_argument("--rest", action="store_true", help="REST with the sequence header instead of a gRPC stream")
+    follow.add_argument("--sequence-id", help="the sequence's name (default: a new one)")
+    follow.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg", help="how frames travel (png: lossless, larger)")
+    follow.add_argument("-o", "--option", action="append", type=parse_option, default=[], metavar="NAME=VALUE", help="a request option for every frame, e.g. score_threshold=0.6")
+    follow.set_defaults(run=track)
 
     listing = commands.add_parser("models", parents=[shared], help="list the models, or describe one")
     listing.add_argument("model", nargs="?")

@@ -8,14 +8,21 @@ Errors: the handler answers a bad request with a JSON body ``{"code", "type", "m
 over REST it also sets the HTTP status, over gRPC TorchServe 0.12 answers it with status
 OK (design.md section 3). Failures of a whole request (unknown model, bad token, server
 busy) come as HTTP statuses or gRPC status codes. All of them are raised as ``ServerError``
-with the code and message REST would have given.
+with the code and message REST would have given (``HandlerError`` for the handler's own).
+
+Sequences (a video for ``pose_tracker``): ``stream`` sends frames in order under one
+sequence ID, over REST one request at a time with the ``ts_request_sequence_id`` header,
+over gRPC on one ``StreamPredictions2`` stream, and yields each frame's answer, or its
+``HandlerError``, in order: a bad frame does not end the sequence.
 """
 
 import json
 import random
+import threading
 import time
+import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, TypeVar, Union
 
 import grpc
 import requests
@@ -26,7 +33,9 @@ from .protocol import inference_pb2, inference_pb2_grpc, management_pb2, managem
 OptionValue = Union[str, bytes, bool, int, float, list, dict]
 IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 RETRIED_CODE = 503  # busy or not ready: the only failure worth trying again
+SEQUENCE_HEADER = "ts_request_sequence_id"  # TorchServe's name for a request's sequence
 T = TypeVar("T")
+Parts = dict[str, bytes]
 
 
 class ServerError(Exception):
@@ -39,6 +48,10 @@ class ServerError(Exception):
     def as_dict(self) -> dict[str, Any]:
         """The error as the server's JSON error body."""
         return {"code": self.code, "type": self.type, "message": self.message}
+
+
+class HandlerError(ServerError):
+    """The model's handler answered this one request with an error (a bad image or option); the server goes on."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +94,23 @@ def error_in_body(body: bytes) -> Optional[ServerError]:
     except ValueError:
         return None
     if isinstance(parsed, dict) and set(parsed) == {"code", "type", "message"} and isinstance(parsed["code"], int):
-        return ServerError(parsed["code"], str(parsed["type"]), str(parsed["message"]))
+        return HandlerError(parsed["code"], str(parsed["type"]), str(parsed["message"]))
     return None
+
+
+def new_sequence_id() -> str:
+    """A sequence ID no other client will pick."""
+    return f"hs-{uuid.uuid4().hex}"
+
+
+def marked_last(frames: Iterable[Parts], end_option: str) -> Iterator[Parts]:
+    """``frames`` with option ``end_option`` set to true on the last one (looked ahead by one)."""
+    frames = iter(frames)
+    current = next(frames, None)
+    while current is not None:
+        following = next(frames, None)
+        yield current if following is not None else {**current, end_option: b"true"}
+        current = following
 
 
 class Client:
@@ -95,6 +123,23 @@ class Client:
         """Run ``model`` on one image; raise ``ServerError`` if the server refuses or fails it."""
         parts = {"data": image, **{name: encode_option(value) for name, value in options.items()}}
         return self._with_retries(lambda: self._predict(model, version, parts))
+
+    def stream(
+        self,
+        model: str,
+        frames: Iterable[tuple[bytes, Mapping[str, OptionValue]]],
+        sequence_id: Optional[str] = None,
+        end: bool = True,
+        version: str = "",
+    ) -> Iterator[Union[Answer, HandlerError]]:
+        """Send ``(image, options)`` frames as one sequence, in order; yield each frame's answer or error, in order.
+
+        ``sequence_id``: a new one when None (``Answer.json()["sequence_id"]`` tells it).
+        ``end``: mark the last frame with the ``end`` option, so the server frees the
+        sequence's state at once. Failures of the whole stream raise ``ServerError``.
+        """
+        parts = ({"data": image, **{name: encode_option(value) for name, value in options.items()}} for image, options in frames)
+        return self._stream(model, version, sequence_id or new_sequence_id(), marked_last(parts, "end") if end else parts)
 
     def models(self) -> list[dict[str, Any]]:
         """The registered models: name and archive of each."""
@@ -127,7 +172,10 @@ class Client:
             time.sleep(self.backoff_s * 2**attempt * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
 
-    def _predict(self, model: str, version: str, parts: dict[str, bytes]) -> Answer:
+    def _predict(self, model: str, version: str, parts: Parts) -> Answer:
+        raise NotImplementedError
+
+    def _stream(self, model: str, version: str, sequence_id: str, frames: Iterator[Parts]) -> Iterator[Union[Answer, HandlerError]]:
         raise NotImplementedError
 
     def _models(self) -> list[dict[str, Any]]:
@@ -162,8 +210,8 @@ class RestClient(Client):
     def close(self) -> None:
         self.session.close()
 
-    def _call(self, method: str, url: str, api: str, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.tokens[api]}"} if self.tokens[api] else {}
+    def _call(self, method: str, url: str, api: str, headers: Mapping[str, str] = {}, **kwargs: Any) -> requests.Response:
+        headers = {**headers, "Authorization": f"Bearer {self.tokens[api]}"} if self.tokens[api] else headers
         try:
             response = self.session.request(method, url, headers=headers, timeout=self.timeout_s, **kwargs)
         except requests.ConnectionError as error:
@@ -174,11 +222,19 @@ class RestClient(Client):
             raise error_in_body(response.content) or ServerError(response.status_code, response.reason, response.text.strip())
         return response
 
-    def _predict(self, model: str, version: str, parts: dict[str, bytes]) -> Answer:
+    def _predict(self, model: str, version: str, parts: Parts, headers: Mapping[str, str] = {}) -> Answer:
         path = f"{self.url}/predictions/{model}" + (f"/{version}" if version else "")
         # Every part as a file part: TorchServe hands the handler its bytes, as gRPC does.
-        response = self._call("POST", path, "inference", files={name: (name, value) for name, value in parts.items()})
+        response = self._call("POST", path, "inference", headers, files={name: (name, value) for name, value in parts.items()})
         return Answer(response.content, response.headers.get("Content-Type", "application/json").split(";")[0])
+
+    def _stream(self, model: str, version: str, sequence_id: str, frames: Iterator[Parts]) -> Iterator[Union[Answer, HandlerError]]:
+        # One frame at a time: requests sent together could reach TorchServe out of order.
+        for parts in frames:
+            try:
+                yield self._predict(model, version, parts, {SEQUENCE_HEADER: sequence_id})
+            except HandlerError as error:
+                yield error
 
     def _models(self) -> list[dict[str, Any]]:
         return self._call("GET", f"{self.management_url}/models?limit=1000", "management").json()["models"]
@@ -229,9 +285,12 @@ class GrpcClient(Client):
         token: Optional[str] = None,
         management_token: Optional[str] = None,
         timeout_s: float = 120,
+        stream_window: int = 4,
         **retry: Any,
     ):
         super().__init__(**retry)
+        # Frames of one stream in flight at once: under the model's maxSequenceJobQueueSize (8 for pose_tracker).
+        self.stream_window = stream_window
         # Answers can be large pictures: lift gRPC's 4 MiB default to TorchServe's own limits.
         limits = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
         self.channels = [grpc.insecure_channel(target, options=limits), grpc.insecure_channel(management_target, options=limits)]
@@ -253,13 +312,41 @@ class GrpcClient(Client):
         except grpc.RpcError as error:
             raise grpc_error(error) from None
 
-    def _predict(self, model: str, version: str, parts: dict[str, bytes]) -> Answer:
+    def _predict(self, model: str, version: str, parts: Parts) -> Answer:
         request = inference_pb2.PredictionsRequest(model_name=model, model_version=version, input=parts)
         body = self._call(self.inference.Predictions, request, "inference").prediction
         failure = error_in_body(body)
         if failure is not None:
             raise failure
         return Answer(body, sniff_content_type(body))
+
+    def _stream(self, model: str, version: str, sequence_id: str, frames: Iterator[Parts]) -> Iterator[Union[Answer, HandlerError]]:
+        window = threading.Semaphore(self.stream_window)  # frames sent and not yet answered
+        stopped = threading.Event()
+
+        def requests_in_window() -> Iterator[Any]:  # gRPC pulls these on its own thread
+            for parts in frames:
+                window.acquire()
+                if stopped.is_set():
+                    return
+                yield inference_pb2.PredictionsRequest(model_name=model, model_version=version, input=parts, sequence_id=sequence_id)
+            # TorchServe 0.12 closes the answer stream as soon as the request stream closes,
+            # dropping answers still on their way: close ours only once every frame is answered.
+            for _ in range(self.stream_window):
+                window.acquire()
+
+        responses = self.inference.StreamPredictions2(requests_in_window(), metadata=self.metadata["inference"])
+        try:
+            for response in responses:
+                window.release()
+                yield error_in_body(response.prediction) or Answer(response.prediction, sniff_content_type(response.prediction))
+        except grpc.RpcError as error:
+            raise grpc_error(error) from None
+        finally:
+            stopped.set()  # the caller stopped early, or the stream failed: let the sender go, end the call
+            for _ in range(self.stream_window):
+                window.release()
+            responses.cancel()
 
     def _models(self) -> list[dict[str, Any]]:
         request = management_pb2.ListModelsRequest(limit=1000)

@@ -5,7 +5,9 @@
 
 `make loadtest` runs them headless (loadtest/run.py). Users send back to back (no wait):
 USERS is the number of requests in flight. The key for token authorization comes from
---token or HUMANSERVE_TOKEN.
+--token or HUMANSERVE_TOKEN. For a sequence model (pose_tracker) each task is one whole
+sequence: the scenario's frames, one in flight at a time, the last one ending it; so
+USERS is also the number of concurrent sequences. Each frame is one request in the report.
 """
 
 import json
@@ -17,6 +19,7 @@ import grpc.experimental.gevent
 from locust import FastHttpUser, User, events, task
 
 from humanserve_client import Answer, GrpcClient, ServerError
+from humanserve_client.client import SEQUENCE_HEADER, new_sequence_id
 from loadtest.photos import photo_pool
 from loadtest.scenarios import scenario_for
 
@@ -68,7 +71,15 @@ class RestUser(FastHttpUser, ModelUser):
     @task
     def predict(self):
         photo, options = self.draw()
-        headers = {"Content-Type": "image/jpeg", **{f"X-Option-{name.replace('_', '-')}": value for name, value in options.items()}}
+        if not self.scenario.sequence_length:
+            self.send(photo, options, {})
+            return
+        sequence = {SEQUENCE_HEADER: new_sequence_id()}
+        for frame in range(self.scenario.sequence_length):
+            self.send(photo, {**options, "end": "true"} if frame == self.scenario.sequence_length - 1 else options, sequence)
+
+    def send(self, photo, options, headers):
+        headers = {"Content-Type": "image/jpeg", **headers, **{f"X-Option-{name.replace('_', '-')}": value for name, value in options.items()}}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         with self.client.post(f"/predictions/{self.model}", data=photo.jpeg, headers=headers, name=self.model, catch_response=True) as response:
@@ -89,7 +100,8 @@ class GrpcUser(User, ModelUser):
 
     def on_start(self):
         self.setup_model()
-        self.client = GrpcClient(self.environment.parsed_options.grpc_target, token=self.token or None, timeout_s=300, retries=0)
+        # One frame of a sequence in flight at a time, as over REST: each answer's wait is its latency.
+        self.client = GrpcClient(self.environment.parsed_options.grpc_target, token=self.token or None, timeout_s=300, retries=0, stream_window=1)
 
     def on_stop(self):
         self.client.close()
@@ -98,14 +110,27 @@ class GrpcUser(User, ModelUser):
     def predict(self):
         photo, options = self.draw()
         start = time.perf_counter()
-        answer, error = None, None
+        if not self.scenario.sequence_length:
+            answer, error = None, None
+            try:
+                answer = self.client.predict(self.model, photo.jpeg, options)
+            except ServerError as failure:
+                error = failure
+            self.report(photo, options, answer, error, start)
+            return
         try:
-            answer = self.client.predict(self.model, photo.jpeg, options)
+            for answer in self.client.stream(self.model, ((photo.jpeg, options) for _ in range(self.scenario.sequence_length))):
+                self.report(photo, options, None if isinstance(answer, ServerError) else answer, answer if isinstance(answer, ServerError) else None, start)
+                start = time.perf_counter()
+        except ServerError as failure:  # the whole stream failed
+            self.report(photo, options, None, failure, start)
+
+    def report(self, photo, options, answer, error, start):
+        """Fire Locust's request event for one answer (checked) or error, timed from ``start``."""
+        if answer is not None:
             problem = self.scenario.check(photo, options, answer)
             if problem:
                 error = AssertionError(f"wrong answer for {photo.name}: {problem}")
-        except ServerError as failure:
-            error = failure
         self.environment.events.request.fire(
             request_type="grpc",
             name=self.model,

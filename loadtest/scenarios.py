@@ -22,10 +22,11 @@ JOINTS = 17
 
 @dataclass(frozen=True)
 class Scenario:
-    """Options drawn per request, and the check of the answer."""
+    """Options drawn per request, and the check of the answer; for sequence models, the frames per sequence."""
 
     options: Callable[[Photo, random.Random], Options]
     check: Callable[[Photo, Options, Answer], Optional[str]]
+    sequence_length: int = 0  # > 0: a user sends sequences of this many frames (a video), each in one sequence
 
 
 def _people_answer(photo: Photo, answer: Answer, keypoints: bool) -> tuple[Optional[str], list]:
@@ -115,7 +116,10 @@ def check_style(photo: Photo, options: Options, answer: Answer) -> Optional[str]
 
 def scenario_for(model: str) -> Scenario:
     """The scenario of a zoo model (or an oracle standing in for one), by its name."""
-    if model.startswith("pose_pipeline") or model.startswith("pipeline_"):
+    if model.startswith(("pose_tracker", "tracker_")):
+        # One second of a 30 fps camera that stands still: the same photo in every frame.
+        return Scenario(lambda photo, rng: {}, check_detection(keypoints=True), sequence_length=30)
+    if model.startswith(("pose_pipeline", "pipeline_")):
         return Scenario(lambda photo, rng: {}, check_detection(keypoints=True))
     if model.startswith("pose_"):
         return Scenario(person_boxes, check_pose)

@@ -128,13 +128,15 @@ class PaintedPeople:
 
 
 def paint_people(
-    width: int, height: int, regions: list[list[float]], seed: int, joints: Optional[tuple[str, ...]] = None
+    width: int, height: int, regions: list[list[float]], seed: int, joints: Optional[tuple[str, ...]] = None,
+    layouts: Optional[list[int]] = None,
 ) -> PaintedPeople:
     """Paint 17 two-tone discs per region on a dark noisy background, on a jittered grid inside the region.
 
     Each region is [x1, y1, x2, y2]; only its part inside the image is painted. With
     ``joints``, only those joints are painted (all are still placed, so positions do not
-    depend on the choice).
+    depend on the choice). ``layouts``: a seed per region for where its joints go, so that
+    a person keeps its pose from frame to frame of a video (default: all from ``seed``).
     """
     painted = set(range(NUM_JOINTS)) if joints is None else {COCO_KEYPOINTS.index(name) for name in joints}
     rng = np.random.default_rng(seed)
@@ -143,16 +145,17 @@ def paint_people(
     ys, xs = np.mgrid[0:height, 0:width]
     centres_x, centres_y = xs + 0.5, ys + 0.5
     all_joints = []
-    for x1, y1, x2, y2 in regions:
+    for region, (x1, y1, x2, y2) in enumerate(regions):
         vx1, vy1, vx2, vy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
         cols, rows = 4, 5
         cell_w, cell_h = (vx2 - vx1) / cols, (vy2 - vy1) / rows
         radius = 0.28 * min(cell_w, cell_h)
-        cells = rng.permutation(cols * rows)[:NUM_JOINTS]
+        placing = np.random.default_rng(layouts[region]) if layouts is not None else rng
+        cells = placing.permutation(cols * rows)[:NUM_JOINTS]
         positions = np.zeros((NUM_JOINTS, 2))
         for joint, cell in enumerate(cells):
-            cx = vx1 + (cell % cols + 0.5 + rng.uniform(-0.15, 0.15)) * cell_w
-            cy = vy1 + (cell // cols + 0.5 + rng.uniform(-0.15, 0.15)) * cell_h
+            cx = vx1 + (cell % cols + 0.5 + placing.uniform(-0.15, 0.15)) * cell_w
+            cy = vy1 + (cell // cols + 0.5 + placing.uniform(-0.15, 0.15)) * cell_h
             positions[joint] = (cx, cy)
             if joint not in painted:
                 continue
@@ -333,7 +336,7 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
     """Every oracle archived exactly like its real model: same handler, same handler config."""
     from dataclasses import replace
 
-    from export.archive import Part, Serving
+    from export.archive import Part, Sequences, Serving
     from export.recipes import POSE_CONFIG, POSE_PT2, RECIPES, SEGMENTER_PT2, STYLE_PT2
 
     serving = Serving(batch_size=batch_size, max_batch_delay_ms=max_batch_delay_ms)
@@ -354,5 +357,18 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
         "detector_oracle": (RECIPES["person_detector"], (detector_part("model", DetectorOracle()),)),
         "keypoint_oracle": (RECIPES["keypoint_rcnn"], (detector_part("model", KeypointOracle()),)),
         "pipeline_oracle": (RECIPES["pose_pipeline"], (detector_part("detector", DetectorOracle()), pose_part("pose"))),
+        "tracker_oracle": (RECIPES["pose_tracker"], (detector_part("detector", DetectorOracle()), pose_part("pose"))),
     }
-    return [replace(recipe.package(parts, serving), name=name) for name, (recipe, parts) in recipes.items()]
+    packages = {name: replace(recipe.package(parts, serving), name=name) for name, (recipe, parts) in recipes.items()}
+    # Short-lived, few sequences, so that the tests see the handler forget them (TorchServe's own idle limit is longer).
+    tracker = packages["tracker_oracle"]
+    packages["tracker_oracle"] = replace(
+        tracker,
+        serving=replace(serving, sequences=Sequences(60_000, 0, max_sequences=32, queue_size=8, unhealthy_after_s=TRACKER_ORACLE_UNHEALTHY_AFTER_S)),
+        handler_config={**tracker.handler_config, "tracking": TRACKER_ORACLE_TRACKING},
+    )
+    return list(packages.values())
+
+
+TRACKER_ORACLE_TRACKING = {"ttl_s": 5, "max_sequences": 4, "tracker": {}}
+TRACKER_ORACLE_UNHEALTHY_AFTER_S = 10

@@ -3,6 +3,8 @@
 import base64
 import io
 import json
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
@@ -52,7 +54,7 @@ def send_together(jobs: list, send: Callable[[Any], Any]) -> list:
 
 
 def worker_pids(server, model: str) -> list[int]:
-    return sorted(worker["pid"] for worker in server.describe(model)["workers"])
+    return sorted(worker["pid"] for worker in server.describe(model, customized=False)["workers"])
 
 
 SMALL_JPEG = encode(paint_people(200, 150, [[0, 0, 200, 150]], seed=1).image, "JPEG")
@@ -103,3 +105,14 @@ def clients(server: TorchServe, **tokens) -> tuple[RestClient, GrpcClient]:
     rest = RestClient(server.inference_url, server.management_url, retries=0, **tokens)
     remote = GrpcClient(f"127.0.0.1:{ports['grpc_inference_port']}", f"127.0.0.1:{ports['grpc_management_port']}", retries=0, **tokens)
     return rest, remote
+
+
+def run_cli(server: TorchServe, *args: str) -> subprocess.CompletedProcess:
+    ports = server.properties
+    connection = [
+        "--url", server.inference_url, "--management-url", server.management_url,
+        "--grpc-target", f"127.0.0.1:{ports['grpc_inference_port']}",
+        "--grpc-management-target", f"127.0.0.1:{ports['grpc_management_port']}",
+    ]  # fmt: skip
+    command, rest = args[0], args[1:]
+    return subprocess.run([sys.executable, "-m", "humanserve_client", command, *connection, *rest], capture_output=True, text=True, timeout=300)

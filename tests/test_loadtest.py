@@ -73,6 +73,12 @@ def test_a_short_locust_run_ends_without_failures_and_with_a_report(server, tmp_
         assert result.mean_batch_size >= 1  # the server's X-Batch-Size came back
 
 
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_locust_drives_concurrent_sequences_of_the_tracker(server, tmp_path, protocol):
+    result = run_locust(server, "tracker_oracle", protocol, users=3, duration="12s", report_dir=tmp_path)
+    assert result.requests > 30 and result.failures == 0, (tmp_path / "locust.log").read_text()[-2000:]
+
+
 def test_a_bench_row_lands_at_the_end_of_its_table_and_nowhere_else(tmp_path, monkeypatch):
     import loadtest.bench_served as bench_served
 

@@ -140,6 +140,22 @@ def test_pipeline_finds_every_person_with_keypoints_on_their_joints(server, http
     assert max(int(r.headers["X-Batch-Size"]) for r in responses) > 1
 
 
+def test_pipeline_with_boxes_skips_the_detector_and_batches_with_requests_that_use_it(server, http):
+    regions = [[30.0, 20.0, 150.0, 230.0], [200.0, 40.0, 310.0, 220.0]]
+    bare = paint_people(320, 240, regions, seed=9)  # joints, no outlines: the detector oracle finds nobody
+    framed = PHOTOS[0].paint(4)
+    jobs = [("given", encode(bare.image, "PNG"), {"boxes": regions}), ("searched", encode(bare.image, "PNG"), {}),
+            ("detected", encode(framed.image, "PNG"), {})]  # fmt: skip
+    responses = send_together(jobs, lambda job: post(server, http, "pipeline_oracle", job[1], "json", job[2]))
+    answers = {name: response.json() for (name, _, _), response in zip(jobs, responses)}
+    assert [person["box"] for person in answers["given"]["people"]] == regions
+    assert [person["score"] for person in answers["given"]["people"]] == [1.0, 1.0]
+    for person, joints in zip(answers["given"]["people"], bare.joints):
+        assert np.linalg.norm(np.array(person["keypoints"])[:, :2] - joints, axis=1).max() <= 1.5
+    assert answers["searched"]["people"] == []
+    check_boxes(answers["detected"], PHOTOS[0])
+
+
 @pytest.mark.parametrize("model", ["detector_oracle", "keypoint_oracle", "pipeline_oracle"])
 def test_large_jpegs_decoded_at_half_size_answer_in_image_pixels(server, http, model):
     """A 3200x2400 JPEG: detectors resize it to 1067x800, so it is decoded at 1/2; answers stay in its own pixels."""

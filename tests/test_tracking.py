@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tracking
-from tracking import COCO_SIGMAS, TrackerConfig, TrackState, associate, oks, predict, track
+from tracking import COCO_SIGMAS, SequenceStore, TrackerConfig, TrackState, associate, oks, predict, track
 
 # A standing person's joints in a unit box (x right, y down), COCO order.
 SKELETON = torch.tensor(
@@ -171,3 +171,70 @@ def test_empty_frames_and_an_empty_state():
         state, ids = track(state, *frame)
         answers.append(ids)
     assert answers == [[None, None], [0, 1], [], [], [0, 1], [0, 1]]
+
+
+def one_frame_state(frame_count=1):
+    """A state that has seen ``frame_count`` empty frames."""
+    state = TrackState.empty()
+    for _ in range(frame_count):
+        state, _ = track(state, torch.zeros(0, 4), torch.zeros(0, 17, 3), torch.zeros(0))
+    return state
+
+
+def test_a_sequence_store_keeps_state_until_end_then_starts_afresh(tmp_path):
+    store = SequenceStore(ttl_s=60, max_sequences=4, markers=tmp_path)
+    state, lost = store.open("video", now=0)
+    assert (state.frame, lost) == (0, False)
+    store.save("video", one_frame_state(3), now=1)
+    state, lost = store.open("video", now=2)
+    assert (state.frame, lost) == (3, False)
+    store.end("video")
+    assert len(store) == 0 and not any(tmp_path.iterdir())
+    state, lost = store.open("video", now=3)
+    assert (state.frame, lost) == (0, False)  # ended on purpose: a new sequence, not a lost one
+
+
+def test_a_sequence_idle_past_its_ttl_is_freed_and_told_its_state_was_lost(tmp_path):
+    store = SequenceStore(ttl_s=10, max_sequences=4, markers=tmp_path)
+    store.open("idle", now=0)
+    store.save("idle", one_frame_state(2), now=0)
+    store.open("busy", now=5)
+    store.save("busy", one_frame_state(1), now=5)
+    store.open("other", now=11)  # "idle" expires here, "busy" does not
+    assert len(store) == 1
+    assert store.open("busy", now=12) == (store._states["busy"][0], False)
+    state, lost = store.open("idle", now=12)
+    assert (state.frame, lost) == (0, True)
+
+
+def test_beyond_max_sequences_the_least_recently_used_is_dropped(tmp_path):
+    store = SequenceStore(ttl_s=60, max_sequences=2, markers=tmp_path)
+    for now, name in enumerate(["a", "b", "a", "c"]):  # "b" is now the least recently used
+        state, _ = store.open(name, now)
+        store.save(name, one_frame_state(state.frame + 1), now)
+    assert len(store) == 2
+    assert store.open("a", 10)[0].frame == 2 and store.open("c", 10)[0].frame == 1
+    state, lost = store.open("b", 10)
+    assert (state.frame, lost) == (0, True)
+
+
+def test_a_new_worker_learns_from_the_markers_which_sequences_lost_their_state(tmp_path):
+    before = SequenceStore(ttl_s=60, max_sequences=4, markers=tmp_path)
+    before.open("video", 0)
+    before.save("video", one_frame_state(5), 0)
+    after = SequenceStore(ttl_s=60, max_sequences=4, markers=tmp_path)  # the same folder, as a restarted worker sees it
+    state, lost = after.open("video", 1)
+    assert (state.frame, lost) == (0, True)
+    assert after.open("new", 1)[1] is False
+
+
+def test_markers_unused_for_their_ttl_are_swept_and_any_text_names_a_sequence(tmp_path):
+    store = SequenceStore(ttl_s=1, max_sequences=4, markers=tmp_path, marker_ttl_s=100)
+    name = "../../etc/passwd \u2603 \udcff"  # a header can hold anything; file names stay hashes
+    store.open(name, now=1_000)
+    store.save(name, one_frame_state(1), now=1_000)
+    assert [len(p.name) for p in tmp_path.iterdir()] == [64]
+    store.open("later", now=1_050)
+    assert len(list(tmp_path.iterdir())) == 2  # not yet 100 s unused
+    store.open("much later", now=1_200)  # the first two were last used over 100 s before
+    assert [p.name for p in tmp_path.iterdir()] == [store._marker("much later").name]

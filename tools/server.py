@@ -20,10 +20,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCTION_CONFIG = REPO / "config.properties"
@@ -221,9 +224,13 @@ class TorchServe:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
 
-    def describe(self, model: str) -> dict:
-        """The management API's description of ``model``, with our handler's metadata."""
-        return self.get_json(f"{self.management_url}/models/{model}?customized=true", api="management")[0]
+    def describe(self, model: str, customized: bool = True) -> dict:
+        """TorchServe's description of ``model``; ``customized`` adds the handler's own, which needs a free worker.
+
+        TorchServe 0.12 never routes a customized description to a sequence-batching model's worker (it times out).
+        """
+        query = "?customized=true" if customized else ""
+        return self.get_json(f"{self.management_url}/models/{model}{query}", api="management")[0]
 
     def get_json(self, url: str, api: str) -> object:
         request = urllib.request.Request(url, headers=self._auth(api))
@@ -266,7 +273,7 @@ class TorchServe:
     def model_ready(self, name: str) -> bool:
         """True when ``name`` is registered and has a READY worker."""
         try:
-            workers = self.describe(name)["workers"]
+            workers = self.describe(name, customized=False)["workers"]
         except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError, IndexError):
             return False
         return any(worker["status"] == "READY" for worker in workers)
@@ -295,6 +302,12 @@ def _stop_group(pid: int, timeout: float) -> None:
     os.killpg(pid, signal.SIGKILL)
 
 
+def archive_config(archive: Path) -> dict:
+    """The model-config.yaml inside a ``.mar`` archive."""
+    with zipfile.ZipFile(archive) as packed:
+        return yaml.safe_load(packed.read("model-config.yaml"))
+
+
 def show_first_request(server: TorchServe) -> None:
     """Send the astronaut photo to each model; print the command and a summary (pictures are saved in the run directory)."""
     image = example_image(server.run_dir)
@@ -321,7 +334,8 @@ def show_first_request(server: TorchServe) -> None:
                 summary["keypoints_per_person"] = [len(p.get("keypoints", [])) for p in answer["people"]]
             print(f"  curl -s {url}{auth} -T {shown_image}")
             print(f"  -> {json.dumps(summary)}")
-        weights = server.describe(model).get("customizedMetadata", {}).get("weights", {})
+        # From the archive, not the describe API: TorchServe 0.12 never answers a sequence model's customized describe.
+        weights = archive_config(server.model_store / f"{model}.mar").get("handler", {}).get("weights", {})
         untrained = {part: record.get("source") for part, record in weights.items() if not record.get("pretrained")}
         if untrained:
             print(f"  !! {model} serves UNTRAINED weights {untrained}: its answers are meaningless")

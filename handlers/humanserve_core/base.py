@@ -124,7 +124,7 @@ class VisionHandler(BaseHandler):
                     request = read_request(row, self.context.get_all_request_header(index))
                     options = parse_options(request.options, self.options)
                     header = read_header(request.image, self.limits)
-                    item = Item(index, options, header.size)
+                    item = Item(index, options, header.size, sequence_id=self.context.get_sequence_id(index))
                     self.validate(item)
                 uploads.append(Upload(item, request.image, header))
             except RequestError as error:
@@ -198,6 +198,11 @@ class VisionHandler(BaseHandler):
             for index, answer in answers.items():
                 self.context.set_response_content_type(index, answer.content_type)
                 self.context.set_response_header(index, BATCH_SIZE_HEADER, str(batch.size))
+                sequence_id = self.context.get_sequence_id(index)
+                if sequence_id is not None:  # how a REST client learns the ID TorchServe gave its new sequence
+                    self.context.set_response_header(index, self.context.header_key_sequence_id, sequence_id)
+                for name, value in answer.headers.items():
+                    self.context.set_response_header(index, name, value)
                 if answer.status != HTTPStatus.OK:
                     self.context.set_response_status(answer.status, HTTPStatus(answer.status).phrase, index)
         batch.stages = dict(CLOCK.totals)  # handle() restarts the clock for the next batch

@@ -49,7 +49,7 @@ class Item:
     size: tuple[int, int]
     image: Optional[Tensor] = None
     scale: int = 1
-
+    sequence_id: Optional[str] = None  # the TorchServe sequence it belongs to (stateful models)
 
 
 def read_request(row: Mapping[str, Any], headers: Mapping[str, Any]) -> Request:

@@ -46,7 +46,7 @@ class Layout:
 
 def ranked(scores: Tensor, options: Mapping[str, Any]) -> Tensor:
     """Indices of the people to answer: best first, at least ``score_threshold``, at most ``max_people``."""
-    order = scores.argsort(descending=True)
+    order = scores.argsort(descending=True, stable=True)  # equal scores keep their given order
     if options["score_threshold"] is not None:
         order = order[scores[order] >= options["score_threshold"]]
     if options["max_people"] is not None:

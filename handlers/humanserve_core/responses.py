@@ -1,8 +1,8 @@
 """Answers: a body and its content type, for JSON payloads, images and errors."""
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from torch import Tensor
 
@@ -15,11 +15,12 @@ IMAGE_CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
 
 @dataclass(frozen=True)
 class Answer:
-    """What one request gets back: status, body bytes and content type."""
+    """What one request gets back: status, body bytes, content type and any headers of its own."""
 
     body: bytes
     content_type: str
     status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def json_answer(payload: Any) -> Answer:

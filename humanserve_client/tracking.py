@@ -1,0 +1,156 @@
+"""Track the people of a video with a served pose tracker: frames in as one sequence, JSON lines and a drawn video out.
+
+``humanserve track VIDEO`` wires this to the command line. Frames are read with OpenCV
+(every ``every``-th one), sent in order as one sequence (gRPC ``StreamPredictions2`` or
+REST with the sequence header, see ``Client.stream``), and each answer comes back as one
+record: the frame's index and time in the video, and the answer or its error.
+"""
+
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, TextIO
+
+import cv2
+import numpy as np
+
+from .client import Client, HandlerError, OptionValue
+
+# Colours for track IDs (BGR), far apart; untracked people (no ID yet) are grey.
+ID_COLOURS = ((75, 25, 230), (75, 180, 60), (25, 225, 255), (200, 130, 0), (48, 130, 245), (180, 30, 145), (240, 240, 70), (230, 50, 240))
+UNTRACKED = (160, 160, 160)
+
+
+class VideoError(Exception):
+    """The video cannot be read."""
+
+
+def open_video(path: Path) -> cv2.VideoCapture:
+    """OpenCV's reader of the video at ``path``; ``VideoError`` if it is none."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise VideoError(f"cannot open {path} as a video")
+    return capture
+
+
+def video_frames(capture: cv2.VideoCapture, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
+    """``(index, time_s, BGR frame)`` of every ``every``-th frame of an opened video; releases it at the end."""
+    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    try:
+        index = 0
+        while True:
+            if index % every == 0:
+                ok, frame = capture.read()
+                if not ok:
+                    return
+                yield index, index / fps if fps else 0.0, frame
+            elif not capture.grab():  # skipped frames are not decoded
+                return
+            index += 1
+    finally:
+        capture.release()
+
+
+def frame_count(path: Path) -> int:
+    """How many frames the video says it has (0 if it does not say)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+    finally:
+        capture.release()
+
+
+def video_fps(path: Path, default: float = 25.0) -> float:
+    """The video's frame rate, as its container says (``default`` if it does not)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return capture.get(cv2.CAP_PROP_FPS) or default
+    finally:
+        capture.release()
+
+
+def video_writer(path: Path, like: np.ndarray, fps: float) -> cv2.VideoWriter:
+    """An MP4 writer for BGR frames shaped like ``like``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (like.shape[1], like.shape[0]))
+    if not writer.isOpened():
+        raise OSError(f"OpenCV cannot write {path}")
+    return writer
+
+
+def encode_frame(frame: np.ndarray, image_format: str = "jpeg", quality: int = 90) -> bytes:
+    """A BGR frame as JPEG (``quality``) or PNG bytes."""
+    extension, parameters = (".png", []) if image_format == "png" else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, encoded = cv2.imencode(extension, frame, parameters)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a frame as {image_format}")
+    return encoded.tobytes()
+
+
+def track_video(
+    client: Client,
+    model: str,
+    path: Path,
+    every: int = 1,
+    options: Mapping[str, OptionValue] = {},
+    sequence_id: Optional[str] = None,
+    image_format: str = "jpeg",
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """Each sent frame (BGR) and its record ``{"frame_index", "time_s", ...answer}`` or ``{..., "error"}``, in order."""
+    sent: list[tuple[int, float, np.ndarray]] = []
+    frames = video_frames(open_video(path), every)  # a file that is no video fails here, not on gRPC's thread
+
+    def requests() -> Iterator[tuple[bytes, Mapping[str, OptionValue]]]:
+        for index, time_s, frame in frames:
+            sent.append((index, time_s, frame))
+            yield encode_frame(frame, image_format), options
+
+    for answer in client.stream(model, requests(), sequence_id=sequence_id):
+        index, time_s, frame = sent.pop(0)
+        record: dict[str, Any] = {"frame_index": index, "time_s": round(time_s, 3)}
+        if isinstance(answer, HandlerError):
+            record["error"] = answer.as_dict()
+        else:
+            record.update(answer.json())
+        yield frame, record
+
+
+def draw_tracks(frame: np.ndarray, answer: Mapping[str, Any], min_score: float = 0.2) -> np.ndarray:
+    """The BGR frame with each person's box, skeleton (joints scored over ``min_score``) and track ID drawn."""
+    canvas = frame.copy()
+    thickness = max(1, round(max(frame.shape[:2]) / 400))
+    for person in answer.get("people", []):
+        track_id = person.get("track_id")
+        colour = UNTRACKED if track_id is None else ID_COLOURS[track_id % len(ID_COLOURS)]
+        x1, y1, x2, y2 = (int(round(v)) for v in person["box"])
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
+        joints = person.get("keypoints") or []
+        for a, b in answer.get("skeleton", []):
+            if joints[a][2] > min_score and joints[b][2] > min_score:
+                cv2.line(canvas, _point(joints[a]), _point(joints[b]), colour, thickness, cv2.LINE_AA)
+        for joint in joints:
+            if joint[2] > min_score:
+                cv2.circle(canvas, _point(joint), thickness + 1, colour, -1, cv2.LINE_AA)
+        label = f"#{track_id}" if track_id is not None else "?"
+        cv2.putText(canvas, label, (x1 + 2, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness + 0.2, colour, thickness, cv2.LINE_AA)
+    return canvas
+
+
+class Progress:
+    """One line on ``stream`` showing frames done (of the total when known), rewritten in place."""
+
+    def __init__(self, label: str, total: int, stream: TextIO = sys.stderr):
+        self.label, self.total, self.stream, self.done = label, total, stream, 0
+
+    def step(self) -> None:
+        self.done += 1
+        of = f"/{self.total}" if self.total else ""
+        self.stream.write(f"\r{self.label}: {self.done}{of} frames")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def _point(joint: list[float]) -> tuple[int, int]:
+    return int(round(joint[0])), int(round(joint[1]))

@@ -1,0 +1,159 @@
+"""Pose tracking served by TorchServe: accuracy on synthetic videos, frames/s with concurrent sequences, a memory soak.
+
+All three serve ``tracker_oracle``: the real tracking handler and tracker with the oracle
+detector and pose models (tests/oracles.py), archived with ``pose_tracker``'s own serving
+and tracking settings. The oracles cost little, so the load figures are those of the
+serving stack and the tracker, not of the networks (``make bench MODEL=pose_tracker``
+times those).
+
+- Accuracy: each scene of tests/videos.py (people on known paths: apart, hidden for 5
+  frames, crossing, walking out and back in) as one sequence, over REST and a gRPC
+  stream: MOTA, IDF1 and ID switches (py-motmetrics).
+- Load: N sequences at once, each a client streaming 30-frame videos back to back over
+  gRPC, one frame in flight: frames/s in all and latency per frame, for each N.
+- Soak (``--soak MINUTES``): 20 sequences for that long; the worker's resident memory every
+  30 s, and its growth from the first sample after a minute's warm-up.
+
+    python -m loadtest.bench_tracking [--sequences 1 4 16] [--duration 30] [--soak 30]
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "handlers"), str(REPO / "tests")]
+
+from export.archive import write_archive  # noqa: E402
+from export.recipes import RECIPES, TRACKING_CONFIG  # noqa: E402
+from humanserve_client import GrpcClient, HandlerError, RestClient  # noqa: E402
+from loadtest.machine import describe_machine  # noqa: E402
+from oracles import oracle_packages  # noqa: E402
+from serving import encode  # noqa: E402
+from tools.server import TorchServe, loopback_overrides  # noqa: E402
+from videos import SCENES, mot_scores, paint_video  # noqa: E402
+
+MODEL = "tracker_oracle"
+FRAMES_PER_VIDEO = 30
+
+
+def build_store(store: Path) -> None:
+    """The oracle tracker, with pose_tracker's serving (batch, delay, sequence limits) and tracking settings."""
+    (package,) = [p for p in oracle_packages() if p.name == MODEL]
+    tracker = RECIPES["pose_tracker"]
+    write_archive(replace(package, serving=tracker.serving, handler_config={**package.handler_config, "tracking": TRACKING_CONFIG}), store)
+
+
+def accuracy(rest: RestClient, remote: GrpcClient) -> list[str]:
+    """A table row per scene and protocol."""
+    rows = []
+    for scene, (walkers, count) in SCENES.items():
+        video = paint_video(320, 240, walkers, count, seed=len(scene))
+        images = [encode(frame.image, "PNG") for frame in video]
+        for protocol, client in (("REST", rest), ("gRPC", remote)):
+            answers = [answer.json()["people"] for answer in client.stream(MODEL, [(image, {}) for image in images])]
+            scores = mot_scores(video, answers)
+            rows.append(f"| {scene} | {protocol} | {count} | {scores['mota']:.3f} | {scores['idf1']:.3f} | {scores['id_switches']} |")
+    return rows
+
+
+def stream_videos(client: GrpcClient, images: list[bytes], until: float, latencies: list[float], failures: list[str]) -> None:
+    """Stream 30-frame videos over one client until ``until``; each answer's wait into ``latencies``."""
+    while time.monotonic() < until:
+        frames = ((images[n % len(images)], {}) for n in range(FRAMES_PER_VIDEO))
+        start = time.perf_counter()
+        for answer in client.stream(MODEL, frames):
+            now = time.perf_counter()
+            if isinstance(answer, HandlerError):
+                failures.append(str(answer))
+            else:
+                latencies.append(now - start)
+            start = now
+
+
+def load(target: str, images: list[bytes], sequences: int, duration: float) -> dict:
+    """``sequences`` concurrent streams for ``duration`` s: frames/s, latency percentiles, failures."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    clients = [GrpcClient(target, stream_window=1, retries=0) for _ in range(sequences)]
+    until = time.monotonic() + duration
+    started = time.perf_counter()
+    threads = [threading.Thread(target=stream_videos, args=(client, images, until, latencies, failures)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    for client in clients:
+        client.close()
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    return {"frames": len(latencies), "fps": len(latencies) / elapsed, "p50": quantiles[49] * 1000, "p95": quantiles[94] * 1000, "failures": len(failures)}
+
+
+def worker_memory(server: TorchServe) -> int:
+    """Resident bytes of the model's worker processes."""
+    pids = [worker["pid"] for worker in server.describe(MODEL, customized=False)["workers"]]
+    return sum(psutil.Process(pid).memory_info().rss for pid in pids)
+
+
+def soak(server: TorchServe, target: str, images: list[bytes], minutes: float, sequences: int = 20) -> list[str]:
+    """``sequences`` streams for ``minutes``; the worker's memory every 30 s, and its growth after a minute's warm-up."""
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(load(target, images, sequences, minutes * 60)))
+    runner.start()
+    samples: list[tuple[float, int]] = []
+    started = time.monotonic()
+    while runner.is_alive():
+        samples.append((time.monotonic() - started, worker_memory(server)))
+        runner.join(timeout=30)
+    after_warm_up = [rss for at, rss in samples if at >= 60] or [samples[-1][1]]
+    growth = (after_warm_up[-1] - after_warm_up[0]) / after_warm_up[0] * 100
+    lines = [
+        f"{sequences} sequences for {minutes:g} min: {result['frames']} frames, {result['fps']:.1f} frames/s, "
+        f"p50 {result['p50']:.0f} ms, p95 {result['p95']:.0f} ms, {result['failures']} failures",
+        f"worker RSS after the first minute: {after_warm_up[0] / 2**20:.0f} MiB -> {after_warm_up[-1] / 2**20:.0f} MiB "
+        f"({growth:+.1f} %), peak {max(rss for _, rss in samples) / 2**20:.0f} MiB; samples (s, MiB): "
+        + ", ".join(f"{at:.0f}:{rss / 2**20:.0f}" for at, rss in samples),
+    ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sequences", type=int, nargs="+", default=[1, 4, 16], help="concurrent sequences to measure")
+    parser.add_argument("--duration", type=float, default=30, help="seconds per load point")
+    parser.add_argument("--soak", type=float, default=0, help="minutes of the 20-sequence soak (0: none)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-tracking-") as work:
+        store, run_dir = Path(work) / "store", Path(work) / "run"
+        build_store(store)
+        overrides = {**loopback_overrides(store), "disable_token_authorization": "true"}
+        server = TorchServe(run_dir, [MODEL], store, overrides=overrides)
+        with server.running(timeout=300):
+            ports = server.properties
+            target = f"127.0.0.1:{ports['grpc_inference_port']}"
+            rest, remote = RestClient(server.inference_url), GrpcClient(target)
+            print(f"Machine: {describe_machine(torch.device('cpu'))}; serving {MODEL} with pose_tracker's settings "
+                  f"(batch {RECIPES['pose_tracker'].serving.batch_size}, 1 worker)\n")  # fmt: skip
+            print("| scene | protocol | frames | MOTA | IDF1 | ID switches |\n|---|---|---|---|---|---|")
+            print("\n".join(accuracy(rest, remote)))
+            images = [encode(frame.image, "JPEG") for frame in paint_video(320, 240, *SCENES["apart"])]
+            load(target, images, 2, 10)  # warm-up
+            print("\n| concurrent sequences | frames/s | p50 ms | p95 ms | frames | failures |\n|---|---|---|---|---|---|")
+            for sequences in args.sequences:
+                result = load(target, images, sequences, args.duration)
+                print(f"| {sequences} | {result['fps']:.1f} | {result['p50']:.0f} | {result['p95']:.0f} | {result['frames']} | {result['failures']} |")
+            if args.soak:
+                print("\n" + "\n".join(soak(server, target, images, args.soak)))
+
+
+if __name__ == "__main__":
+    main()
