@@ -48,9 +48,11 @@ def test_first_requests_summarise_json_answers_and_save_pictures(server, capsys)
 
     from tools.server import show_first_request
 
-    show_first_request(replace(server, models=["pose_oracle", "style_oracle"], process=None))
+    # A sequence model too: TorchServe makes up its sequence, and its weights come from the archive, not the describe API.
+    show_first_request(replace(server, models=["pose_oracle", "style_oracle", "tracker_oracle"], process=None))
     printed = capsys.readouterr().out
     assert '"people": 1, "keypoints_per_person": [17]' in printed
+    assert "tracker_oracle serves UNTRAINED weights {'detector': 'oracle', 'pose': 'oracle'}" in printed
     assert "image/jpeg" in printed and (server.run_dir / "style_oracle.jpeg").stat().st_size > 1000
     assert "pose_oracle serves UNTRAINED weights {'model': 'oracle'}" in printed
 
