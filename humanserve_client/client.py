@@ -85,7 +85,7 @@ def sniff_content_type(body: bytes) -> str:
     return next((kind for signature, kind in IMAGE_SIGNATURES.items() if body.startswith(signature)), "application/json")
 
 
-def error_in_body(body: bytes) -> Optional[ServerError]:
+def error_in_body(body: bytes) -> Optional[HandlerError]:
     """The handler's per-request error, if ``body`` is one (how gRPC carries it)."""
     if not body.startswith(b"{"):
         return None
