@@ -59,16 +59,15 @@ class PoseTrackerHandler(PosePipelineHandler):
         state, reset = self.sequences.open(sequence_id, now)
         frame = state.frame
         state, track_ids = track(state, people.boxes, people.keypoints, people.scores, self.tracker_config)
-        if item.options["end"]:
-            self.sequences.end(sequence_id)
-        else:
-            self.sequences.save(sequence_id, state, now)
         shown = ranked(people.scores, item.options)
         answered = People(
             people.boxes[shown], people.scores[shown], people.keypoints[shown], {"track_id": [track_ids[p] for p in shown.tolist()]}
         )  # fmt: skip
         header = {**self.answer_header, "sequence_id": sequence_id, "frame": frame, "reset": reset}
         answer = people_answer(item, answered, POSE_LAYOUT, header)
-        if item.options["end"]:  # TorchServe closes the sequence at once rather than after its idle time
-            return replace(answer, headers={SEQUENCE_END_HEADER: sequence_id})
-        return answer
+        if not item.options["end"]:
+            self.sequences.save(sequence_id, state, now)
+            return answer
+        self.sequences.end(sequence_id)
+        # TorchServe closes the sequence at once rather than after its idle time.
+        return replace(answer, headers={SEQUENCE_END_HEADER: sequence_id})

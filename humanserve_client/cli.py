@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from .client import Answer, Client, GrpcClient, RestClient, ServerError
-from .tracking import Progress, VideoError, draw_tracks, frame_count, track_video, video_fps, video_writer
+from .tracking import Progress, VideoError, draw_tracks, track_video, video_facts, video_writer
 
 IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
 
@@ -100,7 +100,8 @@ def predict(args: argparse.Namespace) -> int:
 def track(args: argparse.Namespace) -> int:
     args.grpc = not args.rest  # streams are gRPC's strength: the default here
     writer, failed, done = None, 0, 0
-    progress = Progress(args.video.name, -(-frame_count(args.video) // args.every))
+    frames, fps = video_facts(args.video)
+    progress = Progress(args.video.name, -(-frames // args.every))
     try:
         with connect(args) as client:
             for frame, record in track_video(client, args.model, args.video, args.every, dict(args.option), args.sequence_id, args.image_format):
@@ -108,7 +109,7 @@ def track(args: argparse.Namespace) -> int:
                 done += 1
                 print(json.dumps(record), flush=True)
                 if args.render:
-                    writer = writer or video_writer(args.render, frame, video_fps(args.video) / args.every)
+                    writer = writer or video_writer(args.render, frame, fps / args.every)
                     writer.write(draw_tracks(frame, record))
                 progress.step()
     except VideoError as error:

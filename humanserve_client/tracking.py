@@ -50,20 +50,11 @@ def video_frames(capture: cv2.VideoCapture, every: int = 1) -> Iterator[tuple[in
         capture.release()
 
 
-def frame_count(path: Path) -> int:
-    """How many frames the video says it has (0 if it does not say)."""
+def video_facts(path: Path, default_fps: float = 25.0) -> tuple[int, float]:
+    """How many frames the video says it has (0 if it does not say) and its frame rate (``default_fps`` if it does not say)."""
     capture = cv2.VideoCapture(str(path))
     try:
-        return max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
-    finally:
-        capture.release()
-
-
-def video_fps(path: Path, default: float = 25.0) -> float:
-    """The video's frame rate, as its container says (``default`` if it does not)."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        return capture.get(cv2.CAP_PROP_FPS) or default
+        return max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0), capture.get(cv2.CAP_PROP_FPS) or default_fps
     finally:
         capture.release()
 

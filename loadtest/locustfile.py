@@ -111,22 +111,22 @@ class GrpcUser(User, ModelUser):
         photo, options = self.draw()
         start = time.perf_counter()
         if not self.scenario.sequence_length:
-            answer, error = None, None
             try:
-                answer = self.client.predict(self.model, photo.jpeg, options)
+                outcome = self.client.predict(self.model, photo.jpeg, options)
             except ServerError as failure:
-                error = failure
-            self.report(photo, options, answer, error, start)
+                outcome = failure
+            self.report(photo, options, outcome, start)
             return
         try:
-            for answer in self.client.stream(self.model, ((photo.jpeg, options) for _ in range(self.scenario.sequence_length))):
-                self.report(photo, options, None if isinstance(answer, ServerError) else answer, answer if isinstance(answer, ServerError) else None, start)
+            for outcome in self.client.stream(self.model, ((photo.jpeg, options) for _ in range(self.scenario.sequence_length))):
+                self.report(photo, options, outcome, start)
                 start = time.perf_counter()
         except ServerError as failure:  # the whole stream failed
-            self.report(photo, options, None, failure, start)
+            self.report(photo, options, failure, start)
 
-    def report(self, photo, options, answer, error, start):
+    def report(self, photo, options, outcome, start):
         """Fire Locust's request event for one answer (checked) or error, timed from ``start``."""
+        answer, error = (None, outcome) if isinstance(outcome, ServerError) else (outcome, None)
         if answer is not None:
             problem = self.scenario.check(photo, options, answer)
             if problem:
