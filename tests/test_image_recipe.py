@@ -12,7 +12,7 @@ from dockerfile_parse import DockerfileParser
 from export.archive import REPO
 from manifests import K8S, render, render_overlay
 from tools import pod
-from tools.server import PRODUCTION_CONFIG, read_properties
+from tools.server import PRODUCTION_CONFIG, named_files, read_properties
 
 DOCKERFILE = K8S / "image" / "Dockerfile"
 TARGETS = ("cpu", "gpu")
@@ -93,7 +93,7 @@ def test_entrypoint_ports_and_paths_match_the_pod(instructions):
     (exposed,) = values(instructions, "EXPOSE")
     assert {int(port) for port in exposed.split()} == expected
     (config_copy,) = [c for c in values(instructions, "COPY") if c.endswith(f"{pod.CONFIG_DIR}/")]
-    expected_files = {p.name for p in pod.CONFIG_LAYERS} | {pod.CADDYFILE.name, Path(production["metrics_config"]).name}
+    expected_files = {p.name for p in pod.CONFIG_LAYERS} | {pod.CADDYFILE.name} | {path.name for path in named_files(production)}
     assert {Path(source).name for source in config_copy.split()[:-1]} == expected_files
 
 

@@ -1,6 +1,5 @@
 """The Kubernetes manifests (k8s/), rendered as `kubectl apply -k` renders them: schemas and policies."""
 
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import kubernetes_validate
@@ -9,7 +8,7 @@ import yaml
 
 from manifests import K8S, OVERLAYS, render, render_overlay, render_with_component
 from tools import pod
-from tools.server import PRODUCTION_CONFIG, read_properties
+from tools.server import PRODUCTION_CONFIG, named_files, read_properties
 
 # The oldest Kubernetes minor we support (still in the big clouds' standard support) and the newest
 # kubectl here knows; every rendered object must be valid for both.
@@ -143,12 +142,13 @@ def test_config_map_carries_the_production_config_and_the_pod_layer(rendered):
     assert rendered.config_file("config.properties") == PRODUCTION_CONFIG.read_text()
     mounts = {m["name"]: m["mountPath"] for m in rendered.container("torchserve")["volumeMounts"]}
     assert mounts["config"] == str(pod.CONFIG_DIR)
-    # tools.pod's defaults are the files of this ConfigMap, and the metrics declaration beside
-    # config.properties that names it: the same file make serve and the tests use.
-    metrics_config = rendered.properties("config.properties")["metrics_config"]
-    files = {p.name for p in pod.CONFIG_LAYERS} | {pod.CADDYFILE.name, metrics_config}
+    # tools.pod's defaults are the files of this ConfigMap, and the files beside config.properties
+    # that it names (metrics declaration, log configuration): the same files make serve and the tests use.
+    named = named_files(read_properties(PRODUCTION_CONFIG))
+    files = {p.name for p in pod.CONFIG_LAYERS} | {pod.CADDYFILE.name} | {path.name for path in named}
     assert files == set(rendered.config_map("humanserve-config")["data"])
-    assert rendered.config_file(metrics_config) == Path(read_properties(PRODUCTION_CONFIG)["metrics_config"]).read_text()
+    for path in named:
+        assert rendered.config_file(path.name) == path.read_text()
     assert rendered.container("torchserve")["args"] == ["serve"] and rendered.container("auth-proxy")["args"] == ["proxy"]
 
 
@@ -241,3 +241,20 @@ def test_production_config_keeps_management_and_metrics_on_loopback():
     assert production["grpc_management_address"] == "127.0.0.1"
     assert production["disable_token_authorization"] == "false" and production["enable_model_api"] == "false"
     assert int(production["max_request_size"]) > 0 and int(production["max_response_size"]) > 0
+
+
+def test_the_pods_frontend_heap_is_taken_from_the_memory_limit_and_the_rest_of_vmargs_from_production(rendered):
+    def split(vmargs: str) -> tuple[list[str], list[str]]:
+        words = vmargs.split()
+        heap = [word for word in words if word.startswith(("-Xmx", "-XX:MaxRAMPercentage="))]
+        return heap, [word for word in words if word not in heap]
+
+    (production_heap,), production_rest = split(rendered.properties("config.properties")["vmargs"])
+    (pod_heap,), pod_rest = split(rendered.properties("pod.properties")["vmargs"])
+    assert pod_rest == production_rest  # the pod changes only how the heap is sized
+    units = {"m": 2**20, "g": 2**30}
+    assert production_heap.startswith("-Xmx") and pod_heap.startswith("-XX:MaxRAMPercentage=")
+    limit = rendered.container("torchserve")["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi")
+    in_pod = int(limit[:-2]) * 2**30 * float(pod_heap.split("=")[1]) / 100
+    assert in_pod >= int(production_heap[4:-1]) * units[production_heap[-1].lower()]  # as much as make serve's, or more on bigger pods

@@ -33,8 +33,9 @@ PRODUCTION_CONFIG = REPO / "config.properties"
 DEFAULT_RUN_DIR = REPO / "run"
 DEFAULT_STORE = REPO / "model_store"
 PID_FILE = "server.pid"
-# Settings of config.properties that name a file (read_properties).
+# Settings of config.properties that name a file (read_properties), and the JVM option in vmargs that does.
 FILE_PROPERTIES = {"metrics_config"}
+LOG_CONFIG_OPTION = "-Dlog4j.configurationFile"
 # The environment of TorchServe and its workers; make serve, the tests, the benchmarks and
 # the Kubernetes pod (tools/pod.py) all start TorchServe here. Measured with make bench-stack
 # (docs/benchmarks.md):
@@ -58,7 +59,18 @@ def read_properties(path: Path) -> dict[str, str]:
     folder = path.resolve().parent
     for key in FILE_PROPERTIES.intersection(properties):
         properties[key] = str(folder / properties[key])
+    if "vmargs" in properties:
+        properties["vmargs"] = " ".join(
+            f"{LOG_CONFIG_OPTION}={folder / word.split('=', 1)[1]}" if word.startswith(f"{LOG_CONFIG_OPTION}=") else word
+            for word in properties["vmargs"].split()
+        )  # fmt: skip
     return properties
+
+
+def named_files(properties: dict[str, str]) -> list[Path]:
+    """The files that settings name (read_properties made them absolute): the metrics declaration, the log configuration."""
+    files = [Path(properties[key]) for key in sorted(FILE_PROPERTIES.intersection(properties))]
+    return files + [Path(word.split("=", 1)[1]) for word in properties.get("vmargs", "").split() if word.startswith(f"{LOG_CONFIG_OPTION}=")]
 
 
 def parse_properties(text: str) -> dict[str, str]:
