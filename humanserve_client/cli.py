@@ -57,6 +57,8 @@ def connect(args: argparse.Namespace) -> Client:
         "management_token": args.management_token or keys.get("management"),
         "timeout_s": args.timeout,
         "retries": args.retries,
+        # Named when the server refuses a key.
+        "key_source": "--token / HUMANSERVE_TOKEN" if args.token else args.key_file,
     }
     if args.grpc:
         return GrpcClient(args.grpc_target, args.grpc_management_target, **tokens)
@@ -149,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
     connection.add_argument("--management-token", default=env("HUMANSERVE_MANAGEMENT_TOKEN"), help="management API key")
     connection.add_argument("--key-file", default=env("HUMANSERVE_KEY_FILE"), help="TorchServe's key_file.json, for both keys (e.g. run/key_file.json)")
     connection.add_argument("--timeout", type=float, default=120, help="seconds to wait for each answer")
-    connection.add_argument("--retries", type=int, default=3, help="tries again, with backoff, only when the server is busy (503 / UNAVAILABLE)")
+    connection.add_argument("--retries", type=int, default=3, help="tries again, with backoff, when the server is busy (503 / UNAVAILABLE) or the worker died (507)")
     root = argparse.ArgumentParser(prog="humanserve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = root.add_subparsers(dest="command", required=True)
 

@@ -32,7 +32,11 @@ from .protocol import inference_pb2, inference_pb2_grpc, management_pb2, managem
 
 OptionValue = Union[str, bytes, bool, int, float, list, dict]
 IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
-RETRIED_CODE = 503  # busy or not ready: the only failure worth trying again
+# Worth trying again: 503, the model's job queue is full or it has no worker (yet); 507, the worker
+# died holding the request (TorchServe starts another, and the request waits for it in the queue).
+# Every humanserve model answers a repeated request alike, except a sequence's frames, which are never retried.
+RETRIED_CODES = frozenset({503, 507})
+UNREACHABLE = 503  # how a refused connection is reported: as busy, and retried
 SEQUENCE_HEADER = "ts_request_sequence_id"  # TorchServe's name for a request's sequence
 T = TypeVar("T")
 Parts = dict[str, bytes]
@@ -52,6 +56,29 @@ class ServerError(Exception):
 
 class HandlerError(ServerError):
     """The model's handler answered this one request with an error (a bad image or option); the server goes on."""
+
+
+class AuthenticationError(ServerError):
+    """TorchServe refused the key sent, or its absence (its 400 ``InvalidKeyException``); the message says which key and where it came from."""
+
+
+def explained(error: ServerError, api: str, key_source: Optional[str]) -> ServerError:
+    """``error`` with words for what TorchServe's own messages leave unclear: a refused key, a 503."""
+    if error.type == "InvalidKeyException":
+        if key_source is None:
+            hint = (
+                f"the server needs its {api} key and none was sent: pass the token (humanserve --token or --key-file; "
+                "TorchServe writes its keys to key_file.json where it runs, run/key_file.json with make serve)"
+            )  # fmt: skip
+        else:
+            hint = (
+                f"the server refused the {api} key from {key_source}: TorchServe makes new keys at every start and they "
+                "expire (token_expiration_min), so read them again from the running server's key_file.json"
+            )  # fmt: skip
+        return AuthenticationError(error.code, error.type, f"{hint} ({error.message})")
+    if error.code == 503 and error.type == "ServiceUnavailableException":
+        return ServerError(503, error.type, f"the model is busy (its job queue is full) or has no worker yet ({error.message})")
+    return error
 
 
 @dataclass(frozen=True)
@@ -114,10 +141,13 @@ def marked_last(frames: Iterable[Parts], end_option: str) -> Iterator[Parts]:
 
 
 class Client:
-    """What both protocols offer; ``retries`` extra tries with exponential backoff, on 503 only."""
+    """What both protocols offer; ``retries`` extra tries with exponential backoff and jitter, on 503 and 507 only.
 
-    def __init__(self, retries: int = 3, backoff_s: float = 0.2):
-        self.retries, self.backoff_s = retries, backoff_s
+    ``key_source``: where the keys came from (a key file, a flag), named when the server refuses one.
+    """
+
+    def __init__(self, retries: int = 3, backoff_s: float = 0.2, key_source: Optional[str] = None):
+        self.retries, self.backoff_s, self.key_source = retries, backoff_s, key_source
 
     def predict(self, model: str, image: bytes, options: Mapping[str, OptionValue] = {}, version: str = "") -> Answer:
         """Run ``model`` on one image; raise ``ServerError`` if the server refuses or fails it."""
@@ -167,10 +197,13 @@ class Client:
             try:
                 return call()
             except ServerError as error:
-                if error.code != RETRIED_CODE or attempt == self.retries:
+                if error.code not in RETRIED_CODES or attempt == self.retries:
                     raise
             time.sleep(self.backoff_s * 2**attempt * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
+
+    def _explained(self, error: ServerError, api: str, sent_key: bool) -> ServerError:
+        return explained(error, api, (self.key_source or "the token given") if sent_key else None)
 
     def _predict(self, model: str, version: str, parts: Parts) -> Answer:
         raise NotImplementedError
@@ -198,9 +231,9 @@ class RestClient(Client):
         token: Optional[str] = None,
         management_token: Optional[str] = None,
         timeout_s: float = 120,
-        **retry: Any,
+        **common: Any,
     ):
-        super().__init__(**retry)
+        super().__init__(**common)
         self.url, self.management_url = url.rstrip("/"), management_url.rstrip("/")
         self.tokens = {"inference": token, "management": management_token}
         self.timeout_s = timeout_s
@@ -215,11 +248,12 @@ class RestClient(Client):
         try:
             response = self.session.request(method, url, headers=headers, timeout=self.timeout_s, **kwargs)
         except requests.ConnectionError as error:
-            raise ServerError(RETRIED_CODE, "ConnectionError", f"cannot reach {url}: {error}") from None
+            raise ServerError(UNREACHABLE, "ConnectionError", f"cannot reach {url}: {error}") from None
         except requests.Timeout:
             raise ServerError(504, "Timeout", f"no answer from {url} within {self.timeout_s:g}s") from None
         if response.status_code >= 400:
-            raise error_in_body(response.content) or ServerError(response.status_code, response.reason, response.text.strip())
+            error = error_in_body(response.content) or ServerError(response.status_code, response.reason, response.text.strip())
+            raise self._explained(error, api, bool(self.tokens[api]))
         return response
 
     def _predict(self, model: str, version: str, parts: Parts, headers: Mapping[str, str] = {}) -> Answer:
@@ -271,6 +305,8 @@ def grpc_error(error: grpc.RpcError) -> ServerError:
     if code == grpc.StatusCode.PERMISSION_DENIED:
         exception = "InvalidKeyException"
     status = _EXCEPTION_TO_HTTP.get(exception) or _GRPC_TO_HTTP.get(code, 500)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and exception == "InternalServerException":
+        status = 507  # "Worker died.": TorchServe turns REST's 507 into RESOURCE_EXHAUSTED, as it does a request too large
     message = "\n".join(lines[:-1] if exception and len(lines) > 1 else lines)
     return ServerError(status, exception or code.name, message)
 
@@ -286,9 +322,9 @@ class GrpcClient(Client):
         management_token: Optional[str] = None,
         timeout_s: float = 120,
         stream_window: int = 4,
-        **retry: Any,
+        **common: Any,
     ):
-        super().__init__(**retry)
+        super().__init__(**common)
         # Frames of one stream in flight at once: under the model's maxSequenceJobQueueSize (8 for pose_tracker).
         self.stream_window = stream_window
         # Answers can be large pictures: lift gRPC's 4 MiB default to TorchServe's own limits.
@@ -310,7 +346,7 @@ class GrpcClient(Client):
         try:
             return method(request, metadata=self.metadata[api], timeout=self.timeout_s)
         except grpc.RpcError as error:
-            raise grpc_error(error) from None
+            raise self._explained(grpc_error(error), api, bool(self.metadata[api])) from None
 
     def _predict(self, model: str, version: str, parts: Parts) -> Answer:
         request = inference_pb2.PredictionsRequest(model_name=model, model_version=version, input=parts)
@@ -341,7 +377,7 @@ class GrpcClient(Client):
                 window.release()
                 yield error_in_body(response.prediction) or Answer(response.prediction, sniff_content_type(response.prediction))
         except grpc.RpcError as error:
-            raise grpc_error(error) from None
+            raise self._explained(grpc_error(error), "inference", bool(self.metadata["inference"])) from None
         finally:
             stopped.set()  # the caller stopped early, or the stream failed: let the sender go, end the call
             for _ in range(self.stream_window):

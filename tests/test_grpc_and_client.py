@@ -151,6 +151,9 @@ class FakeRpcError(grpc.RpcError):
         (grpc.StatusCode.PERMISSION_DENIED, "Token Authorization failed.", (400, "InvalidKeyException", "Token Authorization failed.")),
         (grpc.StatusCode.UNAVAILABLE, "failed to connect", (503, "UNAVAILABLE", "failed to connect")),
         (grpc.StatusCode.INTERNAL, "boom", (500, "INTERNAL", "boom")),
+        # A worker that died holding the request: REST says 507, gRPC RESOURCE_EXHAUSTED, as for a request too large.
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "Worker died.\norg.pytorch.serve.http.InternalServerException", (507, "InternalServerException", "Worker died.")),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max", (413, "RESOURCE_EXHAUSTED", "Received message larger than max")),
     ],
 )
 def test_grpc_failures_become_the_errors_rest_gives(code, details, expected):
@@ -158,17 +161,31 @@ def test_grpc_failures_become_the_errors_rest_gives(code, details, expected):
     assert (error.code, error.type, error.message) == expected
 
 
-def test_only_busy_is_retried(monkeypatch):
-    calls = []
+def test_only_busy_and_dead_workers_are_retried_with_bounded_jittered_backoff(monkeypatch):
+    calls, sleeps = [], []
+    monkeypatch.setattr("humanserve_client.client.time.sleep", sleeps.append)
 
     class Flaky(RestClient):
         def _health(self):
             calls.append(1)
-            raise ServerError(503 if len(calls) < 3 else 400, "Busy", "try later")
+            raise ServerError([503, 507, 400][min(len(calls) - 1, 2)], "Failure", "try later")
 
     with pytest.raises(ServerError) as caught:
-        Flaky(retries=5, backoff_s=0).health()
-    assert caught.value.code == 400 and len(calls) == 3  # two 503s retried, the 400 raised at once
+        Flaky(retries=5, backoff_s=0.1).health()
+    assert caught.value.code == 400 and len(calls) == 3  # the 503 and the 507 retried, the 400 raised at once
+    assert 0.05 <= sleeps[0] <= 0.15 and 0.1 <= sleeps[1] <= 0.3  # doubling, with jitter
+
+    calls.clear()
+    sleeps.clear()
+
+    class Dead(RestClient):
+        def _health(self):
+            calls.append(1)
+            raise ServerError(507, "InternalServerException", "Worker died.")
+
+    with pytest.raises(ServerError, match="Worker died"):
+        Dead(retries=3, backoff_s=0.1).health()
+    assert len(calls) == 4 and len(sleeps) == 3  # bounded: 3 retries, then the error
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ Only the ports differ (free ones, on loopback: nothing here binds a public addre
 """
 
 import ipaddress
+import json
 from urllib.parse import urlsplit
 
 import psutil
@@ -13,8 +14,8 @@ from skimage import data
 
 from tools.server import loopback_overrides
 from manifests import K8S
-from serving import clients, encode
-from humanserve_client import ServerError
+from serving import clients, encode, run_cli
+from humanserve_client import AuthenticationError, ServerError
 from tools.server import PRODUCTION_CONFIG, TorchServe, read_properties
 
 ORACLE = "pose_oracle"
@@ -101,3 +102,20 @@ def test_grpc_needs_the_key_as_rest_does_and_answers_the_same_with_it(production
     wrong = clients(production, token=production.token("management"))[1]  # a key, but not the inference one
     with pytest.raises(ServerError, match="InvalidKeyException"):
         wrong.predict(ORACLE, photo)
+
+
+@pytest.mark.parametrize("protocol", [[], ["--grpc"]], ids=["rest", "grpc"])
+def test_a_refused_key_is_an_authentication_error_that_says_which_key_and_where_from(production, photo, tmp_path, protocol):
+    for client in clients(production):
+        with pytest.raises(AuthenticationError, match="needs its inference key and none was sent"):
+            client.predict(ORACLE, photo)
+    # Keys of an earlier start: TorchServe made new ones since.
+    stale = tmp_path / "key_file.json"
+    stale.write_text(json.dumps({api: {"key": "stale0000"} for api in ("inference", "management")}))
+    image = tmp_path / "astronaut.png"
+    image.write_bytes(photo)
+    done = run_cli(production, "predict", ORACLE, str(image), "--key-file", str(stale), *protocol)
+    (line,) = map(json.loads, done.stdout.splitlines())
+    assert done.returncode == 1 and line["error"]["code"] == 400 and line["error"]["type"] == "InvalidKeyException"
+    assert f"refused the inference key from {stale}" in line["error"]["message"]
+    assert "new keys at every start" in line["error"]["message"]

@@ -1,14 +1,17 @@
 """The server controller that make start / make serve use: failing fast when a model cannot load."""
 
+import os
 import time
 import zipfile
+from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from conftest import server_overrides
 from serving import worker_pids
-from tools.server import WORKER_ENVIRONMENT, TorchServe
+from tools.server import THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, available_cores, cpu_workers, thread_share
 
 
 @pytest.mark.parametrize(
@@ -62,3 +65,28 @@ def test_workers_run_with_the_tuned_allocator_and_passive_openmp_threads(server)
     for pid in worker_pids(server, "pose_oracle"):
         environment = psutil.Process(pid).environ()
         assert {name: environment.get(name) for name in WORKER_ENVIRONMENT} == WORKER_ENVIRONMENT
+
+
+@pytest.mark.parametrize(("cores", "workers", "share"), [(2, 12, 1), (16, 3, 5), (16, 16, 1), (8, 1, 8), (4, 0, 4)])
+def test_cpu_workers_share_the_cores(cores, workers, share):
+    assert thread_share(cores, workers) == share
+
+
+def test_cpu_workers_are_counted_from_the_archives_and_cuda_archives_do_not_count(tmp_path):
+    def archive(name: str, config: dict) -> Path:
+        path = tmp_path / f"{name}.mar"
+        with zipfile.ZipFile(path, "w") as packed:
+            packed.writestr("model-config.yaml", yaml.safe_dump(config))
+        return path
+
+    cpu = archive("cpu", {"minWorkers": 2, "handler": {"compiled": {"model": {"device": "cpu"}}}})
+    gpu = archive("gpu", {"minWorkers": 1, "handler": {"compiled": {"model": {"device": "cuda"}}}})
+    mixed = archive("mixed", {"minWorkers": 1, "handler": {"compiled": {"detector": {"device": "cuda"}, "pose": {"device": "cpu"}}}})
+    assert cpu_workers([cpu, gpu, mixed]) == 3
+    assert 1 <= available_cores() <= os.cpu_count()
+
+
+def test_workers_take_their_share_of_the_cores_unless_the_archive_names_threads(server):
+    share = thread_share(available_cores(), cpu_workers(server.archives))
+    assert psutil.Process(worker_pids(server, "pose_oracle")[0]).environ()[THREADS_VARIABLE] == str(share)
+    assert server.describe("pose_oracle")["customizedMetadata"]["torch_threads"] == share

@@ -10,6 +10,7 @@ keeps its pid file, so several instances never see each other.
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -48,6 +49,9 @@ ALLOCATOR_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRE
 # - torch's OpenMP threads spin after each parallel region, and a handler runs many small
 #   ops: passive waiting cut the pose path from 5.3 to 3.5 core-ms per request.
 WORKER_ENVIRONMENT = {**ALLOCATOR_ENVIRONMENT, "OMP_WAIT_POLICY": "PASSIVE"}
+# Torch threads of each CPU worker whose archive leaves them unset (handlers/humanserve_core/base.py):
+# the workers' share of the cores, so several models on one node do not oversubscribe them.
+THREADS_VARIABLE = "HUMANSERVE_TORCH_THREADS"
 
 
 def read_properties(path: Path) -> dict[str, str]:
@@ -109,6 +113,31 @@ def loopback_overrides(store: Path) -> dict[str, str]:
     }
 
 
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota (a container's limit)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return cores
+    return cores if quota == "max" else max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
+def thread_share(cores: int, cpu_workers: int) -> int:
+    """Torch threads per CPU worker when ``cpu_workers`` workers share ``cores``: an equal share, at least 1."""
+    return max(1, cores // max(1, cpu_workers))
+
+
+def cpu_workers(archives: list[Path]) -> int:
+    """How many workers the archives start on the CPU: their minWorkers, but none for archives compiled for CUDA."""
+    total = 0
+    for archive in archives:
+        config = archive_config(archive)
+        devices = {part.get("device", "cpu") for part in config.get("handler", {}).get("compiled", {}).values()}
+        total += 0 if devices == {"cuda"} else int(config.get("minWorkers", 1))
+    return total
+
+
 def example_image(run_dir: Path) -> Path:
     """scikit-image's astronaut photo, copied into the run directory for example requests."""
     from skimage import data
@@ -135,6 +164,13 @@ class TorchServe:
     def properties(self) -> dict[str, str]:
         """The settings in force: the config file, then the overrides."""
         return {**read_properties(self.config), **self.overrides}
+
+    @property
+    def archives(self) -> list[Path]:
+        """The archives this instance serves: the named models', or the whole store (load_models=all)."""
+        if self.models:
+            return [self.model_store / f"{name}.mar" for name in self.models]
+        return sorted(self.model_store.glob("*.mar"))
 
     @property
     def inference_url(self) -> str:
@@ -180,6 +216,8 @@ class TorchServe:
             "METRICS_LOCATION": str(logs),
             **self.environment,
         }
+        if THREADS_VARIABLE not in env:
+            env[THREADS_VARIABLE] = str(thread_share(available_cores(), cpu_workers(self.archives)))
         command = [
             str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ncs",
             "--ts-config", str(config.resolve()),

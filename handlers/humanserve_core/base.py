@@ -9,6 +9,7 @@ input on the device), ``forward`` (the model call) and ``answer`` (outputs to on
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Callable, Mapping, Optional
@@ -76,7 +77,8 @@ class VisionHandler(BaseHandler):
         self.compiled = self.config.get("compiled", {})  # per model file: format, torch, device, ...
         self.batch_limit = int(properties.get("batch_size", 1))
         self.model_dir = properties["model_dir"]
-        threads = self.config.get("torch_threads", 0)
+        # The archive's threads, else this worker's share of the node's cores (tools/server.py, HUMANSERVE_TORCH_THREADS).
+        threads = self.config.get("torch_threads", 0) or int(os.environ.get("HUMANSERVE_TORCH_THREADS", 0))
         if threads and self.device.type == "cpu":
             torch.set_num_threads(threads)
         if self.device.type == "cuda":

@@ -1,0 +1,66 @@
+"""A worker killed while it holds a request: TorchServe answers 507 on both protocols, and the client's retries turn it into an answer."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from humanserve_client import GrpcClient, RestClient, ServerError
+from serving import encode, worker_pids
+
+MODEL = "pose_resnet50"  # a real network: a request with many people keeps its worker busy for seconds
+PEOPLE = 15
+HEAVY = {"boxes": [[10 + 20 * i, 10, 200 + 20 * i, 460] for i in range(PEOPLE)], "flip_test": True}
+
+
+def client(server, protocol: str, retries: int):
+    if protocol == "rest":
+        return RestClient(server.inference_url, retries=retries, backoff_s=0.2)
+    return GrpcClient(f"127.0.0.1:{server.properties['grpc_inference_port']}", retries=retries, backoff_s=0.2)
+
+
+def kill_worker_during(server, call) -> tuple[object, int]:
+    """Run ``call()`` and kill the model's worker while it works on it; what the call returned or raised, and the killed pid."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["answer"] = call()
+        except ServerError as error:
+            outcome["error"] = error
+
+    (pid,) = worker_pids(server, MODEL)
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(1.0)  # batched (20 ms) and well into its forward passes
+    assert thread.is_alive(), "the request ended before the worker could be killed"
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=120)
+    return outcome.get("answer", outcome.get("error")), pid
+
+
+def wait_for_worker(server, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.model_ready(MODEL):
+        assert time.monotonic() < deadline, f"{MODEL} has no worker {timeout} s after the kill"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_a_killed_worker_fails_its_requests_with_507_and_retries_answer_them(server, protocol):
+    image = encode(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8), "JPEG")
+    wait_for_worker(server)
+    with client(server, protocol, retries=0) as plain:
+        failure, _ = kill_worker_during(server, lambda: plain.predict(MODEL, image, HEAVY))
+    assert isinstance(failure, ServerError), f"expected the worker's death, got an answer: {failure}"
+    assert (failure.code, failure.type, failure.message) == (507, "InternalServerException", "Worker died.")
+
+    wait_for_worker(server)
+    with client(server, protocol, retries=3) as patient:
+        answer, killed = kill_worker_during(server, lambda: patient.predict(MODEL, image, HEAVY))
+    assert not isinstance(answer, ServerError), f"the retries did not answer: {answer}"
+    assert len(answer.json()["people"]) == PEOPLE
+    assert worker_pids(server, MODEL) != [killed]  # answered by the worker TorchServe started in its place
