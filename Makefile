@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
-.PHONY: setup check-java export export-gpu serve start stop test loadtest bench bench-zoo bench-decode bench-stack bench-pipeline bench-batching bench-latency bench-tracking clean
+.PHONY: setup check-java export export-gpu serve start stop test loadtest bench bench-zoo bench-decode bench-stack bench-pipeline bench-batching bench-latency bench-tracking soak clean
 
 # gRPC stubs are generated from the .proto files, never edited (git-ignored).
 PROTOS := $(wildcard humanserve_client/protocol/*.proto)
@@ -106,6 +106,12 @@ bench-latency: setup
 # Pose tracking: MOTA/IDF1 on synthetic videos, frames/s per concurrent sequences (BENCH_ARGS: --sequences --duration --soak MINUTES).
 bench-tracking: setup
 	$(PY) -m loadtest.bench_tracking $(BENCH_ARGS)
+
+# Mixed models (pose, pipeline, segmenter, style) under REST and gRPC load for DURATION (default 30m), a worker
+# killed once: failures, recovery, RSS slopes, p50/p99 per minute, log bytes; a row in docs/benchmarks.md
+# (BENCH_ARGS: --models --users --singles --kill-at --env NAME=VALUE; --no-record to leave the docs alone).
+soak: setup
+	$(PY) -m loadtest.soak --duration $(if $(filter command line,$(origin DURATION)),$(DURATION),30m) $(BENCH_ARGS)
 
 clean:
 	rm -rf run model_store/*.mar model_store/gpu .pytest_cache

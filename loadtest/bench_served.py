@@ -47,7 +47,7 @@ import torch
 import yaml
 
 from export.recipes import RECIPES
-from loadtest.machine import describe_machine, median_seconds
+from loadtest.machine import append_table_row, describe_machine, median_seconds
 from loadtest.photos import SIZES, photo_pool
 from loadtest.run import LoadResult, run_locust, warm_up
 from tools.server import REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
@@ -108,18 +108,6 @@ def raw_images_per_second(archive: Path, repeats: int, budget_s: float = RAW_BUD
             calls = max(1, min(repeats, affordable))
             seconds = sum(median_seconds(lambda: handler.forward(inputs), calls, torch.device("cpu")) for inputs in batches)
         return batch_size * len(batches) / seconds, torch.get_num_threads()
-
-
-def append_row(row: str) -> None:
-    """Add ``row`` at the end of the served-vs-raw table of docs/benchmarks.md (made if missing)."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{TABLE_HEADER}\n"
-    start = text.index(SECTION)
-    lines = text[start:].split("\n")
-    table_end = max(i for i, line in enumerate(lines) if line.startswith("|") and all(not l.startswith("## ") for l in lines[1:i]))
-    lines.insert(table_end + 1, row)
-    BENCHMARKS.write_text(text[:start] + "\n".join(lines))
 
 
 @dataclass
@@ -233,7 +221,8 @@ def main() -> None:
         workers_note = f" ({config['minWorkers']} x {run.raw / config['minWorkers']:.2f})" if config["minWorkers"] > 1 else ""
         percentiles = " / ".join(f"{statistics.mean(getattr(w, name) for w in windows):.0f}" for name in ("p50_ms", "p95_ms", "p99_ms"))
         batches = [w.mean_batch_size for w in windows if w.mean_batch_size]
-        append_row(
+        append_table_row(
+            BENCHMARKS, SECTION, TABLE_HEADER,
             f"| {time.strftime('%Y-%m-%d')} | {machine} | {args.model} | {run.format} | {args.protocol} | {config['batchSize']} | {config['maxBatchDelay']} "
             f"| {config['minWorkers']} | {run.served_threads} | {run.users(args.users)} | {run.export_s:.0f} | {run.start_s:.1f} | {run.raw:.2f}{workers_note} "
             f"| {run.served:.2f} | **{run.served / fastest_raw:.2f}** | {percentiles} | {sum(w.failures for w in windows)} of {sum(w.requests for w in windows)} "

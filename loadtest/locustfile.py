@@ -4,16 +4,20 @@
     locust -f loadtest/locustfile.py GrpcUser --grpc-target 127.0.0.1:7070 --model pose_resnet50
 
 `make loadtest` runs them headless (loadtest/run.py). Users send back to back (no wait):
-USERS is the number of requests in flight. The key for token authorization comes from
+USERS is the number of requests in flight. ``--model a,b`` spreads each user class's users
+over several models in turn (make soak); ``--request-log FILE`` writes a CSV line per request
+(end time, model, protocol, milliseconds, outcome: ok, the status code, or ``wrong``). The key for token authorization comes from
 --token or HUMANSERVE_TOKEN. For a sequence model (pose_tracker) each task is one whole
 sequence: the scenario's frames, one in flight at a time, the last one ending it; so
 USERS is also the number of concurrent sequences. Each frame is one request in the report.
 """
 
+import itertools
 import json
 import random
 import time
 from pathlib import Path
+from typing import Optional, TextIO
 
 import grpc.experimental.gevent
 from locust import FastHttpUser, User, events, task
@@ -26,15 +30,40 @@ from loadtest.scenarios import scenario_for
 grpc.experimental.gevent.init_gevent()  # gRPC's own threads would block Locust's greenlets
 PHOTOS = photo_pool()
 BATCH_SIZES: list[int] = []  # X-Batch-Size of every REST answer: how full the server's batches were
+REQUEST_LOG: list[TextIO] = []  # the open --request-log file, if any
 
 
 @events.init_command_line_parser.add_listener
 def _arguments(parser):
-    parser.add_argument("--model", env_var="HUMANSERVE_MODEL", default="pose_resnet50", help="model to load")
+    parser.add_argument("--model", env_var="HUMANSERVE_MODEL", default="pose_resnet50", help="model to load; several: a,b,c (users spread over them)")
     parser.add_argument("--token", env_var="HUMANSERVE_TOKEN", default="", help="inference API key")
     parser.add_argument("--grpc-target", env_var="HUMANSERVE_GRPC_TARGET", default="127.0.0.1:7070", help="gRPC inference API")
     parser.add_argument("--batch-report", default="", help="write the batch sizes seen (REST) to this JSON file")
     parser.add_argument("--plain", action="store_true", help="send no options: one image, one model input per request")
+    parser.add_argument("--request-log", default="", help="append a CSV line per request to this file")
+
+
+@events.test_start.add_listener
+def _open_request_log(environment, **kwargs):
+    path = environment.parsed_options.request_log
+    if path and not REQUEST_LOG:
+        REQUEST_LOG.append(open(path, "a", buffering=1))
+
+
+@events.request.add_listener
+def _log_request(request_type, name, response_time, exception, response=None, **kwargs):
+    if REQUEST_LOG:
+        REQUEST_LOG[0].write(f"{time.time():.3f},{name},{request_type},{response_time:.1f},{outcome(exception, response)}\n")
+
+
+def outcome(exception: Optional[BaseException], response) -> str:
+    """What became of a request: ok, the HTTP status (gRPC failures as the status REST gives), or wrong (a 200 with a wrong answer)."""
+    if exception is None:
+        return "ok"
+    if isinstance(exception, ServerError):
+        return str(exception.code)
+    status = getattr(response, "status_code", 200)
+    return "wrong" if status == 200 else str(status)
 
 
 @events.quitting.add_listener
@@ -46,11 +75,15 @@ def _write_batch_report(environment, **kwargs):
 
 
 class ModelUser:
-    """What both users share: the model's scenario and a random photo per request."""
+    """What both users share: the model's scenario and a random photo per request.
+
+    Each user class counts its own users (``turns``), so each class's users take the models named in turn.
+    """
 
     def setup_model(self) -> None:
         options = self.environment.parsed_options
-        self.model, self.token = options.model, options.token
+        models = options.model.split(",")
+        self.model, self.token = models[next(type(self).turns) % len(models)], options.token
         self.scenario = scenario_for(self.model)
         self.rng = random.Random()
 
@@ -61,6 +94,8 @@ class ModelUser:
 
 class RestUser(FastHttpUser, ModelUser):
     """POST /predictions/MODEL with the JPEG as the body and options as X-Option-* headers."""
+
+    turns = itertools.count()
 
     concurrency = 1
     network_timeout = connection_timeout = 300.0
@@ -97,6 +132,8 @@ class RestUser(FastHttpUser, ModelUser):
 
 class GrpcUser(User, ModelUser):
     """InferenceAPIsService.Predictions with the JPEG as input 'data' and options as input-map entries."""
+
+    turns = itertools.count()
 
     def on_start(self):
         self.setup_model()

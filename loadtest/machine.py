@@ -1,4 +1,4 @@
-"""What every benchmark needs: one line naming the machine, and a steady timing of a piece of work."""
+"""What every benchmark needs: one line naming the machine, a steady timing of a piece of work, and its row in docs/benchmarks.md."""
 
 import os
 import platform
@@ -37,3 +37,15 @@ def median_seconds(run: Callable[[], object], repeats: int, device: torch.device
         synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def append_table_row(benchmarks: Path, section: str, header: str, row: str) -> None:
+    """Add ``row`` at the end of the table under ``section`` of ``benchmarks``; the section and its ``header`` are made if missing."""
+    text = benchmarks.read_text() if benchmarks.exists() else "# Benchmarks\n"
+    if section not in text:
+        text = text.rstrip("\n") + f"\n\n{section}\n\n{header}\n"
+    start = text.index(section)
+    lines = text[start:].split("\n")
+    table_end = max(i for i, line in enumerate(lines) if line.startswith("|") and all(not l.startswith("## ") for l in lines[1:i]))
+    lines.insert(table_end + 1, row)
+    benchmarks.write_text(text[:start] + "\n".join(lines))

@@ -45,21 +45,30 @@ class LoadResult:
         )
 
 
+def locust_command(server: TorchServe, models: list[str], protocols: list[str], users: int, duration: str, report_dir: Path) -> list[str]:
+    """Locust headless against ``server``: ``users`` back-to-back users of ``protocols``' classes over ``models``, report in ``report_dir``."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), *[USER_CLASSES[p] for p in protocols],
+        "--headless", "--users", str(users), "--spawn-rate", str(users), "--run-time", duration,
+        "--host", server.inference_url, "--grpc-target", f"127.0.0.1:{server.properties['grpc_inference_port']}",
+        "--model", ",".join(models), "--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html"),
+        "--only-summary", "--stop-timeout", "30", "--loglevel", "WARNING",
+    ]  # fmt: skip
+
+
+def locust_environment(server: TorchServe) -> dict[str, str]:
+    """What Locust needs from its environment: this repository's modules and the server's inference key."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "HUMANSERVE_TOKEN": server.token("inference") or ""}
+
+
 def run_locust(
     server: TorchServe, model: str, protocol: str, users: int, duration: str, report_dir: Path, plain: bool = False
 ) -> LoadResult:
     """Drive ``model`` on ``server`` with ``users`` back-to-back Locust users for ``duration`` (``plain``: no options)."""
-    report_dir.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), USER_CLASSES[protocol],
-        "--headless", "--users", str(users), "--spawn-rate", str(users), "--run-time", duration,
-        "--host", server.inference_url, "--grpc-target", f"127.0.0.1:{server.properties['grpc_inference_port']}",
-        "--model", model, "--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html"),
-        "--batch-report", str(report_dir / "batches.json"), "--only-summary", "--stop-timeout", "30",
-        "--loglevel", "WARNING", *(["--plain"] if plain else []),
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HUMANSERVE_TOKEN": server.token("inference") or ""}
-    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    command = locust_command(server, [model], [protocol], users, duration, report_dir)
+    command += ["--batch-report", str(report_dir / "batches.json"), *(["--plain"] if plain else [])]
+    finished = subprocess.run(command, cwd=REPO, env=locust_environment(server), capture_output=True, text=True)
     (report_dir / "locust.log").write_text(finished.stdout + finished.stderr)
     stats = report_dir / "locust_stats.csv"
     if not stats.exists():

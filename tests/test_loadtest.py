@@ -2,6 +2,8 @@
 
 import json
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -9,6 +11,7 @@ from humanserve_client import Answer
 from loadtest.photos import SIZES, photo_pool
 from loadtest.run import run_locust
 from loadtest.scenarios import scenario_for
+from tools.server import REPO
 from serving import encode
 
 
@@ -79,17 +82,36 @@ def test_locust_drives_concurrent_sequences_of_the_tracker(server, tmp_path, pro
     assert result.requests > 30 and result.failures == 0, (tmp_path / "locust.log").read_text()[-2000:]
 
 
-def test_a_bench_row_lands_at_the_end_of_its_table_and_nowhere_else(tmp_path, monkeypatch):
-    import loadtest.bench_served as bench_served
+def test_a_bench_row_lands_at_the_end_of_its_table_and_nowhere_else(tmp_path):
+    from loadtest.machine import append_table_row
 
     benchmarks = tmp_path / "benchmarks.md"
-    monkeypatch.setattr(bench_served, "BENCHMARKS", benchmarks)
+    section, header = "## Served", "| x |\n|---|"
     benchmarks.write_text("# Benchmarks\n\n## Decode\n\n| a |\n|---|\n| 1 |\n")
-    bench_served.append_row("| first |")  # no table yet: the section and its header are made
+    append_table_row(benchmarks, section, header, "| first |")  # no table yet: the section and its header are made
     benchmarks.write_text(benchmarks.read_text() + "\n## Later section\n\n| b |\n|---|\n| 2 |\n")
-    bench_served.append_row("| second |")
+    append_table_row(benchmarks, section, header, "| second |")
     lines = benchmarks.read_text().splitlines()
-    assert lines.index(bench_served.SECTION) > lines.index("| 1 |")
-    assert lines.index("| first |") == lines.index(bench_served.SECTION) + 4  # after the header and its rule
+    assert lines.index(section) > lines.index("| 1 |")
+    assert lines.index("| first |") == lines.index(section) + 4  # after the header and its rule
     assert lines.index("| second |") == lines.index("| first |") + 1
     assert lines.index("| second |") < lines.index("## Later section") < lines.index("| 2 |")
+
+
+def test_a_short_soak_of_mixed_models_writes_its_report_and_fails_nothing_outside_the_kill(model_store, tmp_path):
+    report_path = tmp_path / "report.json"
+    command = [
+        sys.executable, "-m", "loadtest.soak", "--models", "pose_oracle", "segmenter_oracle", "--duration", "60s",
+        "--users", "2", "--singles", "10", "--warm-up", "10", "--interval", "5", "--kill-at", "0.5",
+        "--store", str(model_store), "--no-export", "--report", str(report_path), "--no-record",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["answers"] > 50 and report["failures_outside_kill"] == {}, done.stdout
+    assert set(report["answers_per_s_by_model"]) == {"pose_oracle", "segmenter_oracle"}
+    assert report["mixed_ratio"] > 0 and len(report["per_minute"]) >= 1
+    kill = report["kill"]
+    assert kill["model"] == "pose_oracle" and kill["ready_s"] is not None and kill["ready_s"] < 60
+    assert "frontend" in report["memory"] and any(name.startswith("pose_oracle worker") for name in report["memory"])
+    assert report["log_bytes"] >= 0 and "answers/s" in done.stdout

@@ -1,0 +1,340 @@
+"""The mixed-model soak: `make soak [DURATION=30m]` (BENCH_ARGS: --models --users --singles --kill-at --env --no-record).
+
+One TorchServe (production config, token authorization on, loopback ports) serves several
+models; Locust's REST and gRPC users load all of them at once, every answer checked. First
+each model runs alone for ``--singles`` seconds with the same users, for the throughput the
+mixed run is judged against. During the mixed run:
+
+- each process's resident memory (the Java frontend, every worker) is sampled every 30 s;
+  the slope after warm-up (least squares, MB/min) tells a leak from a plateau;
+- one worker is killed once (``kill -9``, at ``--kill-at`` of the run): the requests it lost
+  (failures of its model from the kill until it answers again) and the seconds until its
+  model has a worker again and answers again;
+- failures by code, outside and inside the kill's window; p50/p99 and requests per minute;
+- the bytes TorchServe's logs grew by;
+- throughput: the mixed run's answers/s against the single runs combined by each model's
+  share of the mixed requests (1 / sum(share / single throughput): what the server would
+  do if it time-shared perfectly between the models).
+
+The report is printed and written as JSON (``--report``), and a row is appended to
+docs/benchmarks.md (unless ``--no-record``).
+"""
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import psutil
+import torch
+
+from loadtest.machine import append_table_row, describe_machine
+from loadtest.run import RESULTS, locust_command, locust_environment
+from tools.server import DEFAULT_STORE, REPO, THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
+
+DEFAULT_MODELS = ["pose_resnet50", "pose_pipeline", "person_segmenter_lraspp", "style_candy"]
+PROTOCOLS = ["rest", "grpc"]
+BENCHMARKS = REPO / "docs" / "benchmarks.md"
+SECTION = "## Mixed-model soak (`make soak`, issue 18)"
+TABLE_HEADER = (
+    "| date | machine | minutes | models | users | answers/s | mixed / time-shared singles | failures outside the kill "
+    "| kill: lost, model ready s, answering s | worst RSS slope MB/min | log MB | command |\n"
+    "|---|---|---:|---|---:|---:|---:|---|---|---|---:|---|"
+)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One line of Locust's request log."""
+
+    end: float  # Unix time
+    model: str
+    protocol: str
+    milliseconds: float
+    outcome: str  # ok, an HTTP status, or wrong
+
+
+def read_requests(path: Path) -> list[Request]:
+    requests = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            end, model, protocol, milliseconds, outcome = line.split(",")
+            requests.append(Request(float(end), model, protocol, float(milliseconds), outcome))
+    return requests
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``30m`` or ``1h`` as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+
+
+def slope_mb_per_min(samples: list[tuple[float, float]]) -> Optional[float]:
+    """Least-squares slope of (seconds, MB) samples in MB per minute; None under 3 samples."""
+    if len(samples) < 3:
+        return None
+    seconds, megabytes = np.array(samples).T
+    return float(np.polyfit(seconds / 60, megabytes, 1)[0])
+
+
+def percentile(values: list[float], q: int) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def served_processes(server: TorchServe, models: list[str]) -> dict[int, str]:
+    """pid -> name of TorchServe's frontend and of each model's workers."""
+    names = {}
+    for process in psutil.Process(server.process.pid).children(recursive=True):
+        if process.name() == "java":
+            names[process.pid] = "frontend"
+    for model in models:
+        for worker in server.describe(model, customized=False)["workers"]:
+            if worker.get("pid"):
+                names[worker["pid"]] = f"{model} worker {worker['pid']}"
+    return names
+
+
+class MemorySampler(threading.Thread):
+    """Resident memory of every served process every ``interval`` seconds, from ``start``, until stopped."""
+
+    def __init__(self, server: TorchServe, models: list[str], interval: float, start: float):
+        super().__init__(daemon=True)
+        self.server, self.models, self.interval, self.start_time = server, models, interval, start
+        self.samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            at = time.time() - self.start_time
+            try:
+                processes = served_processes(self.server, self.models)
+            except Exception:  # the management API busy or a worker restarting: take the next sample
+                processes = {}
+            for pid, name in processes.items():
+                try:
+                    self.samples[name].append((at, psutil.Process(pid).memory_info().rss / 2**20))
+                except psutil.Error:
+                    pass
+            self.stopped.wait(self.interval)
+
+
+def run_locust_for(server: TorchServe, models: list[str], users: int, seconds: float, report_dir: Path) -> list[Request]:
+    """``users`` REST and gRPC Locust users over ``models`` for ``seconds``; every request they made."""
+    log = report_dir / "requests.csv"
+    command = locust_command(server, models, PROTOCOLS, users, f"{int(seconds)}s", report_dir) + ["--request-log", str(log)]
+    finished = subprocess.run(command, cwd=REPO, env=locust_environment(server), capture_output=True, text=True)
+    (report_dir / "locust.log").write_text(finished.stdout + finished.stderr)
+    requests = read_requests(log)
+    if not requests:
+        raise RuntimeError(f"Locust made no requests (exit {finished.returncode}):\n{finished.stderr[-3000:]}")
+    return requests
+
+
+def answers_per_second(requests: list[Request], start: float, end: float) -> float:
+    """Answered requests per second between ``start`` and ``end`` (Unix times)."""
+    return sum(r.outcome == "ok" and start <= r.end <= end for r in requests) / max(end - start, 1e-9)
+
+
+def log_bytes(run_dir: Path) -> int:
+    return sum(path.stat().st_size for path in (run_dir / "logs").iterdir() if path.is_file())
+
+
+@dataclass
+class Kill:
+    """The worker killed once during the mixed run, and how the server came back."""
+
+    model: str
+    pid: int
+    at: float  # Unix time
+    ready_s: Optional[float] = None  # until the model had a READY worker again
+
+
+def kill_worker_at(server: TorchServe, model: str, at: float, kills: list[Kill]) -> None:
+    """At Unix time ``at``, kill -9 ``model``'s first worker and wait until the model has a worker again."""
+    time.sleep(max(0.0, at - time.time()))
+    pid = sorted(worker["pid"] for worker in server.describe(model, customized=False)["workers"])[0]
+    os.kill(pid, signal.SIGKILL)
+    kill = Kill(model, pid, time.time())
+    kills.append(kill)
+    while kill.ready_s is None:
+        time.sleep(0.1)
+        try:
+            workers = server.describe(model, customized=False)["workers"]
+        except Exception:  # the management API can stall while the worker restarts
+            continue
+        if any(w["status"] == "READY" and w.get("pid") not in (None, pid) for w in workers):
+            kill.ready_s = time.time() - kill.at
+
+
+def analyse(
+    requests: list[Request], started: float, ended: float, warm_up_s: float, kill: Optional[Kill],
+    singles: dict[str, float], samples: dict[str, list[tuple[float, float]]], logs: int, models: list[str],
+) -> dict:  # fmt: skip
+    """The soak's figures from its requests, memory samples and log growth."""
+    measured = [r for r in requests if r.end >= started + warm_up_s]
+    report: dict = {"requests": len(requests), "answers": sum(r.outcome == "ok" for r in requests)}
+    # The kill's window: from the kill to its model's first answer after it (plus the answers already on their way).
+    window_end = None
+    if kill is not None:
+        after = [r.end for r in requests if r.model == kill.model and r.end > kill.at and r.outcome == "ok"]
+        window_end = min(after) if after else ended
+        lost = Counter(r.outcome for r in requests if r.model == kill.model and kill.at <= r.end <= window_end and r.outcome != "ok")
+        report["kill"] = {
+            "model": kill.model, "pid": kill.pid, "at_s": round(kill.at - started, 1), "lost": dict(lost),
+            "ready_s": None if kill.ready_s is None else round(kill.ready_s, 2), "answering_s": round(window_end - kill.at, 2),
+        }  # fmt: skip
+    in_window = lambda r: kill is not None and r.model == kill.model and kill.at <= r.end <= window_end  # noqa: E731
+    report["failures_outside_kill"] = dict(Counter(r.outcome for r in requests if r.outcome != "ok" and not in_window(r)))
+    report["failures"] = dict(Counter(r.outcome for r in requests if r.outcome != "ok"))
+    seconds = ended - (started + warm_up_s)
+    report["answers_per_s"] = answers_per_second(measured, started + warm_up_s, ended)
+    per_model = {model: answers_per_second([r for r in measured if r.model == model], started + warm_up_s, ended) for model in models}
+    report["answers_per_s_by_model"] = per_model
+    if singles and report["answers_per_s"]:
+        shares = {model: per_model[model] / report["answers_per_s"] for model in models}
+        time_shared = 1 / sum(shares[model] / singles[model] for model in models)
+        report["singles_answers_per_s"] = singles
+        report["time_shared_answers_per_s"] = time_shared
+        report["mixed_ratio"] = report["answers_per_s"] / time_shared
+    minutes = defaultdict(list)
+    for r in requests:
+        minutes[int((r.end - started) // 60)].append(r)
+    report["per_minute"] = [
+        {
+            "minute": minute, "requests": len(rs), "failures": sum(r.outcome != "ok" for r in rs),
+            "p50_ms": round(percentile([r.milliseconds for r in rs], 50)), "p99_ms": round(percentile([r.milliseconds for r in rs], 99)),
+        }  # fmt: skip
+        for minute, rs in sorted(minutes.items())
+    ]
+    report["p50_ms"] = round(percentile([r.milliseconds for r in measured], 50))
+    report["p99_ms"] = round(percentile([r.milliseconds for r in measured], 99))
+    memory = {}
+    for name, series in samples.items():
+        first = series[0][0]
+        # After the run's warm-up, and after the process's own (a worker started in place of the killed one).
+        settled = [(at, mb) for at, mb in series if at >= max(warm_up_s, first + (warm_up_s if first > 0 else 0))]
+        memory[name] = {
+            "first_mb": round(series[0][1]), "last_mb": round(series[-1][1]), "peak_mb": round(max(mb for _, mb in series)),
+            "slope_mb_per_min": slope_mb_per_min(settled), "samples": [[round(at), round(mb)] for at, mb in series],
+        }  # fmt: skip
+    report["memory"] = memory
+    report["log_bytes"] = logs
+    report["measured_s"] = round(seconds)
+    return report
+
+
+def summary(report: dict) -> str:
+    """The report in a few lines."""
+    lines = [
+        f"{report['requests']} requests, {report['answers_per_s']:.2f} answers/s after warm-up, p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms",
+        f"failures: {report['failures'] or 'none'}; outside the kill's window: {report['failures_outside_kill'] or 'none'}",
+    ]
+    if "mixed_ratio" in report:
+        singles = ", ".join(f"{m} {v:.2f}" for m, v in report["singles_answers_per_s"].items())
+        lines.append(f"alone (answers/s): {singles}; time-shared {report['time_shared_answers_per_s']:.2f}; mixed / time-shared {report['mixed_ratio']:.2f}")
+    if "kill" in report:
+        kill = report["kill"]
+        lines.append(
+            f"killed {kill['model']} worker {kill['pid']} at {kill['at_s']} s: lost {kill['lost'] or 'nothing'}, "
+            f"a worker READY after {kill['ready_s']} s, answering again after {kill['answering_s']} s"
+        )
+    for name, memory in report["memory"].items():
+        slope = memory["slope_mb_per_min"]
+        lines.append(f"RSS {name}: {memory['first_mb']} -> {memory['last_mb']} MB (peak {memory['peak_mb']}), slope after warm-up "
+                     + (f"{slope:+.2f} MB/min" if slope is not None else "n/a (too few samples)"))  # fmt: skip
+    lines.append(f"log output: {report['log_bytes'] / 2**20:.2f} MB")
+    lines.append("per minute (requests, failures, p50 ms, p99 ms): " + "; ".join(
+        f"{m['minute']}: {m['requests']}, {m['failures']}, {m['p50_ms']}, {m['p99_ms']}" for m in report["per_minute"]))  # fmt: skip
+    return "\n".join(lines)
+
+
+def record(report: dict, args: argparse.Namespace, machine: str) -> None:
+    slopes = {name: m["slope_mb_per_min"] for name, m in report["memory"].items() if m["slope_mb_per_min"] is not None}
+    worst = max(slopes, key=lambda name: abs(slopes[name])) if slopes else None
+    kill = report.get("kill")
+    kill_text = f"{sum(kill['lost'].values())} ({', '.join(f'{n}x {c}' for c, n in kill['lost'].items()) or '-'}), {kill['ready_s']}, {kill['answering_s']}" if kill else "no kill"
+    command = "python -m loadtest.soak " + shlex.join(sys.argv[1:])
+    append_table_row(
+        BENCHMARKS, SECTION, TABLE_HEADER,
+        f"| {time.strftime('%Y-%m-%d')} | {machine} | {parse_duration(args.duration) / 60:g} | {', '.join(args.models)} | {args.users * len(args.models)} "
+        f"| {report['answers_per_s']:.2f} | {report.get('mixed_ratio', float('nan')):.2f} | {sum(report['failures_outside_kill'].values())} | {kill_text} "
+        f"| {f'{slopes[worst]:+.2f} ({worst})' if worst else 'n/a'} | {report['log_bytes'] / 2**20:.2f} | `{command}` |",
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    parser.add_argument("--duration", default="30m", help="the mixed run: 90s, 30m, 1h")
+    parser.add_argument("--users", type=int, default=4, help="users per model (half REST, half gRPC)")
+    parser.add_argument("--singles", type=float, default=120, help="seconds of each model alone first (0: skip)")
+    parser.add_argument("--warm-up", type=float, default=300, help="seconds before memory slopes and throughput count (at most a third of the run)")
+    parser.add_argument("--interval", type=float, default=30, help="seconds between memory samples")
+    parser.add_argument("--kill-at", type=float, default=0.5, help="when to kill a worker, as a fraction of the run (0: never)")
+    parser.add_argument("--kill-model", default=None, help="whose worker to kill (default: the first model)")
+    parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help="model store (missing or stale archives are exported there)")
+    parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help=f"more environment for TorchServe, e.g. {THREADS_VARIABLE}=2")
+    parser.add_argument("--report", type=Path, default=None, help="the JSON report (default: loadtest/results/<time>-soak/report.json)")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not add a row to docs/benchmarks.md")
+    parser.add_argument("--no-export", action="store_true", help="serve the store as it is")
+    args = parser.parse_args()
+    duration = parse_duration(args.duration)
+    warm_up_s = min(args.warm_up, duration / 3)
+    report_dir = args.report.parent if args.report else RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-soak"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    if not args.no_export:
+        subprocess.run([sys.executable, "-m", "export", *args.models, "--if-stale", "--store", str(args.store)], cwd=REPO, check=True)
+
+    environment = {**WORKER_ENVIRONMENT, **dict(item.split("=", 1) for item in args.env)}
+    machine = describe_machine(torch.device("cpu"))
+    with tempfile.TemporaryDirectory(prefix="soak-") as work:
+        server = TorchServe(Path(work), args.models, args.store, overrides=loopback_overrides(args.store), environment=environment)
+        with server.running(timeout=900):
+            singles = {}
+            for model in args.models if args.singles else []:
+                started = time.time()
+                requests = run_locust_for(server, [model], args.users, args.singles, report_dir / f"alone-{model}")
+                ramp = min(15.0, args.singles / 4)
+                singles[model] = answers_per_second(requests, started + ramp, max(r.end for r in requests))
+                print(f"{model} alone: {singles[model]:.2f} answers/s", flush=True)
+            logs_before = log_bytes(server.run_dir)
+            started = time.time()
+            sampler = MemorySampler(server, args.models, args.interval, started)
+            sampler.start()
+            kills: list[Kill] = []
+            killer = None
+            if args.kill_at:
+                killer = threading.Thread(target=kill_worker_at, args=(server, args.kill_model or args.models[0], started + args.kill_at * duration, kills), daemon=True)
+                killer.start()
+            requests = run_locust_for(server, args.models, args.users * len(args.models), duration, report_dir / "mixed")
+            ended = max(r.end for r in requests)
+            if killer is not None:
+                killer.join(timeout=120)
+            sampler.stopped.set()
+            sampler.join()
+            report = analyse(
+                requests, started, ended, warm_up_s, kills[0] if kills else None, singles, sampler.samples,
+                log_bytes(server.run_dir) - logs_before, args.models,
+            )  # fmt: skip
+    report.update(machine=machine, models=args.models, users_per_model=args.users, duration_s=duration, warm_up_s=warm_up_s, environment=args.env)
+    report_path = args.report or report_dir / "report.json"
+    report_path.write_text(json.dumps(report, indent=1))
+    print(f"Machine: {machine}\n{summary(report)}\nreport: {report_path}")
+    if not args.no_record:
+        record(report, args, machine)
+        print(f"row added to {BENCHMARKS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
