@@ -233,7 +233,7 @@ def alone_package(serving: Serving) -> Package:
 
 def worker_environment(allocator: str, more: list[str]) -> dict[str, str]:
     """The environment TorchServe and its workers get: tools/server.py's, with ``--allocator`` and ``--env`` applied."""
-    environment = {name: value for name, value in WORKER_ENVIRONMENT.items() if name not in ALLOCATOR_ENVIRONMENT}
+    environment = {name: value for name, value in WORKER_ENVIRONMENT.items() if name not in ALLOCATOR_ENVIRONMENT and name != "LD_PRELOAD"}
     if allocator == "tuned":
         environment.update(ALLOCATOR_ENVIRONMENT)
     elif allocator != "glibc":

@@ -201,6 +201,9 @@ def analyse(
     report["answers_per_s"] = answers_per_second(measured, started + warm_up_s, ended)
     per_model = {model: answers_per_second([r for r in measured if r.model == model], started + warm_up_s, ended) for model in models}
     report["answers_per_s_by_model"] = per_model
+    report["p50_p99_ms_by_model"] = {
+        model: [round(percentile([r.milliseconds for r in measured if r.model == model], q)) for q in (50, 99)] for model in models
+    }
     if singles and report["answers_per_s"]:
         shares = {model: per_model[model] / report["answers_per_s"] for model in models}
         time_shared = 1 / sum(shares[model] / singles[model] for model in models)
@@ -240,6 +243,8 @@ def summary(report: dict) -> str:
         f"{report['requests']} requests, {report['answers_per_s']:.2f} answers/s after warm-up, p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms",
         f"failures: {report['failures'] or 'none'}; outside the kill's window: {report['failures_outside_kill'] or 'none'}",
     ]
+    lines.append("by model (answers/s, p50 / p99 ms): " + "; ".join(
+        f"{m} {report['answers_per_s_by_model'][m]:.2f}, {p50} / {p99}" for m, (p50, p99) in report["p50_p99_ms_by_model"].items()))  # fmt: skip
     if "mixed_ratio" in report:
         singles = ", ".join(f"{m} {v:.2f}" for m, v in report["singles_answers_per_s"].items())
         lines.append(f"alone (answers/s): {singles}; time-shared {report['time_shared_answers_per_s']:.2f}; mixed / time-shared {report['mixed_ratio']:.2f}")

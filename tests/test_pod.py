@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -73,10 +74,11 @@ class Pod:
         ports = {"inference_address": f"http://127.0.0.1:{rest}", "grpc_inference_port": str(grpc), "metrics_address": f"http://127.0.0.1:{metrics}"}
         for name, text in (
             ("config.properties", properties_text(public)),
-            (public["metrics_config"], rendered.config_file(public["metrics_config"])),
             ("pod.properties", rendered.config_file("pod.properties")),
             ("ports.properties", properties_text(ports)),
             ("Caddyfile", rendered.config_file("Caddyfile")),
+            # The files config.properties names beside it: metrics declaration, log configuration.
+            *[(name, rendered.config_file(name)) for name in (public["metrics_config"], "log4j2.xml")],
         ):
             (self.config / name).write_text(text)
         self.layers = [str(self.config / name) for name in ("config.properties", "pod.properties", "ports.properties")]
@@ -110,23 +112,30 @@ def source(model_store, tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def running_pod(source, tmp_path_factory):
-    the_pod = Pod(tmp_path_factory.mktemp("pod"))
+def start_pod(the_pod: Pod, source: Path) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """Fetch the models, start `serve` and `proxy`, and return them once ready as the kubelet sees it."""
     fetched = run_pod_command("fetch-models", "--source", source.as_uri(), "--store", str(the_pod.store))
     assert fetched.returncode == 0, fetched.stderr
     server, proxy = the_pod.serve(), the_pod.proxy(the_pod.api_key)
+    deadline = time.monotonic() + 300
+    # Ready as the kubelet sees it: the proxy's readiness path and the torchserve container's exec probe.
+    while (
+        requests_status(f"{the_pod.rest_url}{the_pod.readiness_path}") != 200
+        or run_pod_command("ping", "--run-dir", str(the_pod.run_dir)).returncode != 0
+    ):
+        if server.poll() is not None or proxy.poll() is not None or time.monotonic() > deadline:
+            stop(proxy)
+            stop(server)
+            pytest.fail("the pod did not become ready\n" + the_pod.log("serve.log") + the_pod.log("proxy.log"))
+        time.sleep(0.5)
+    return server, proxy
+
+
+@pytest.fixture(scope="module")
+def running_pod(source, tmp_path_factory):
+    the_pod = Pod(tmp_path_factory.mktemp("pod"))
+    server, proxy = start_pod(the_pod, source)
     try:
-        deadline = time.monotonic() + 300
-        # Ready as the kubelet sees it: the proxy's readiness path and the torchserve container's exec probe.
-        while (
-            requests_status(f"{the_pod.rest_url}{the_pod.readiness_path}") != 200
-            or run_pod_command("ping", "--run-dir", str(the_pod.run_dir)).returncode != 0
-        ):
-            assert server.poll() is None, the_pod.log("serve.log")
-            assert proxy.poll() is None, the_pod.log("proxy.log")
-            assert time.monotonic() < deadline, the_pod.log("serve.log") + the_pod.log("proxy.log")
-            time.sleep(0.5)
         yield the_pod
     finally:
         stop(proxy)
@@ -242,3 +251,42 @@ def test_exec_probe_pings_with_the_generated_key(running_pod, tmp_path):
 def test_proxy_refuses_to_start_with_a_short_key(running_pod):
     result = run_pod_command("proxy", "--config", *running_pod.layers, env={pod.API_KEY_ENV: "too-short"}, timeout=30)
     assert result.returncode != 0 and "needs at least" in result.stderr
+
+
+def test_a_rollouts_stop_under_load_loses_no_request(source, tmp_path):
+    """The kubelet's stop: the pod leaves the endpoints, the proxy gets SIGTERM and drains, TorchServe's preStop waits for it."""
+    the_pod = Pod(tmp_path)
+    server, proxy = start_pod(the_pod, source)
+    photo = encode(data.astronaut(), "PNG")
+    url, headers = f"{the_pod.rest_url}/predictions/{ORACLE}", {"Authorization": f"Bearer {the_pod.api_key}"}
+    outcomes: list[tuple[float, int]] = []  # (end, status); 0: no connection
+    no_new_requests = threading.Event()
+
+    def client():
+        with requests.Session() as session:
+            while not no_new_requests.is_set():
+                try:
+                    status = session.post(url, data=photo, headers=headers, timeout=60).status_code
+                except requests.ConnectionError:
+                    status = 0
+                outcomes.append((time.monotonic(), status))
+
+    clients = [threading.Thread(target=client) for _ in range(6)]
+    for thread in clients:
+        thread.start()
+    time.sleep(3)
+    no_new_requests.set()  # out of the Service's endpoints
+    time.sleep(0.2)  # the proxy's preStop
+    drain = subprocess.Popen([sys.executable, "-m", "tools.pod", "drain", "--config", *the_pod.layers, "--timeout", "50"],
+                             cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    stopped_at = time.monotonic()
+    proxy.send_signal(signal.SIGTERM)
+    drained_output, _ = drain.communicate(timeout=60)
+    assert drain.returncode == 0 and "drained after" in drained_output, drained_output
+    assert proxy.poll() is not None, "drain returned while the proxy still ran"
+    assert stop(server) == 0, the_pod.log("serve.log")
+    for thread in clients:
+        thread.join(timeout=60)
+    assert outcomes and [status for _, status in outcomes if status != 200] == [], the_pod.log("proxy.log")
+    # Requests were in flight when the proxy was told to stop (the oracle batches for up to 300 ms), and were answered.
+    assert any(end > stopped_at for end, _ in outcomes)

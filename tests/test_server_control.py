@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 import yaml
 
 from conftest import server_overrides
@@ -86,7 +87,22 @@ def test_cpu_workers_are_counted_from_the_archives_and_cuda_archives_do_not_coun
     assert 1 <= available_cores() <= os.cpu_count()
 
 
-def test_workers_take_their_share_of_the_cores_unless_the_archive_names_threads(server):
-    share = thread_share(available_cores(), cpu_workers(server.archives))
-    assert psutil.Process(worker_pids(server, "pose_oracle")[0]).environ()[THREADS_VARIABLE] == str(share)
-    assert server.describe("pose_oracle")["customizedMetadata"]["torch_threads"] == share
+def test_workers_keep_torch_threads_by_default_and_take_their_share_of_the_cores_on_request(server, model_store, tmp_path):
+    assert THREADS_VARIABLE not in psutil.Process(worker_pids(server, "pose_oracle")[0]).environ()
+    assert server.describe("pose_oracle")["customizedMetadata"]["torch_threads"] == torch.get_num_threads()
+    models = ["pose_oracle", "segmenter_oracle", "style_oracle"]
+    sharing = TorchServe(tmp_path, models, model_store, overrides=server_overrides(model_store), environment={**WORKER_ENVIRONMENT, THREADS_VARIABLE: "share"})
+    with sharing.running(timeout=120):
+        share = thread_share(available_cores(), cpu_workers(sharing.archives))
+        assert psutil.Process(worker_pids(sharing, "pose_oracle")[0]).environ()[THREADS_VARIABLE] == str(share)
+        assert sharing.describe("pose_oracle")["customizedMetadata"]["torch_threads"] == share
+
+
+def test_tcmalloc_is_preloaded_only_where_the_system_has_it(tmp_path, monkeypatch):
+    import tools.server as server_module
+
+    monkeypatch.setattr(server_module, "LIBRARY_FOLDERS", (str(tmp_path / "lib"),))
+    assert server_module.tcmalloc_preload() == {}
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / server_module.TCMALLOC).write_bytes(b"")
+    assert server_module.tcmalloc_preload() == {"LD_PRELOAD": str(tmp_path / "lib" / server_module.TCMALLOC)}

@@ -5,6 +5,7 @@
     python -m tools.pod serve          # container `torchserve` (the image's default command)
     python -m tools.pod proxy          # container `auth-proxy`: Caddy checks the key from the Secret
     python -m tools.pod ping           # exec probe of `torchserve`: /ping with the current inference key
+    python -m tools.pod drain          # preStop of `torchserve`: wait until the auth proxy has let its last request go
 
 Why a proxy: TorchServe 0.12 makes new random keys at every start (key_file.json in its
 working directory) and takes none from outside, yet every replica behind a Service must
@@ -13,7 +14,14 @@ on the production inference addresses (the first config layer) and calls TorchSe
 the loopback addresses of the later layers with TorchServe's own inference key; `serve`
 publishes that key, and only that key, on a volume the two containers share.
 
-Only the standard library and tools.server are imported: `ping` runs every few seconds.
+Stopping without losing requests: the kubelet stops both containers at once. The proxy's
+preStop keeps it serving while the pod leaves the Service's endpoints; then Caddy stops
+listening and waits for the requests it holds. TorchServe must outlive them: the
+torchserve container's preStop (`drain`) returns only once the proxy's public ports are
+closed and its connections to TorchServe are gone (the containers share the pod's network,
+so its sockets are visible), and only then does `serve` get its SIGTERM.
+
+Only the standard library and tools.server are imported at start: `ping` runs every few seconds.
 """
 
 import argparse
@@ -183,6 +191,31 @@ def ping(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def drain(args: argparse.Namespace) -> None:
+    """Return once the auth proxy has stopped listening and closed its connections to TorchServe, or after ``args.timeout`` s."""
+    import psutil  # not for `ping`: only here
+
+    public = read_properties(args.config[0])
+    backend = merge_layers(args.config)
+    public_ports = {host_port(public["inference_address"])[1], int(public["grpc_inference_port"])}
+    backend_ports = {host_port(backend["inference_address"])[1], int(backend["grpc_inference_port"])}
+    started = time.monotonic()
+    quiet_since = None
+    while time.monotonic() - started < args.timeout:
+        connections = psutil.net_connections("tcp")
+        listening = {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN} & public_ports
+        held = [c for c in connections if c.status == psutil.CONN_ESTABLISHED and c.laddr.port in backend_ports]
+        if listening or held:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= args.quiet:  # probes open short connections too
+            print(f"drained after {time.monotonic() - started:.1f} s: the proxy holds no more requests", flush=True)
+            return
+        time.sleep(0.1)
+    print(f"drain gave up after {args.timeout:g} s: the proxy still listens or holds connections", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.pod", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +243,12 @@ def main() -> None:
     commands.choices["serve"].add_argument("--store", type=Path, default=MODEL_STORE)
     commands.choices["serve"].add_argument("--run-dir", type=Path, default=RUN_DIR)
     commands.choices["proxy"].add_argument("--caddyfile", type=Path, default=CADDYFILE)
+
+    draining = commands.add_parser("drain", help="wait until the auth proxy has stopped and let its last request go")
+    draining.add_argument("--config", type=Path, nargs="+", default=CONFIG_LAYERS, help="properties files, later ones win")
+    draining.add_argument("--timeout", type=float, default=50, help="seconds at most (under terminationGracePeriodSeconds)")
+    draining.add_argument("--quiet", type=float, default=1.0, help="seconds without proxy connections that count as drained")
+    draining.set_defaults(run=drain)
 
     probe = commands.add_parser("ping", help="exit 0 when TorchServe's /ping answers Healthy")
     probe.add_argument("--run-dir", type=Path, default=RUN_DIR)

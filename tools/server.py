@@ -43,14 +43,30 @@ LOG_CONFIG_OPTION = "-Dlog4j.configurationFile"
 # - glibc returns every large free block to the kernel, so each request's decode paid page
 #   faults for fresh memory again (a 1080p JPEG decode: 12 ms instead of 6.4 here). Both
 #   thresholds must be set (either alone changes nothing); the mmap one is at glibc's
-#   64-bit maximum. Preloading jemalloc did worse on 1080p photos; tcmalloc did 4-9% better
-#   in one run, within this VM's run-to-run spread, so no extra library is needed.
+#   64-bit maximum.
 ALLOCATOR_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "268435456"}
+# - tcmalloc, where installed (Debian's libtcmalloc-minimal4; the image has it), preloaded instead:
+#   with 4 real models under mixed load (make soak, 5 min) it answered 17 % more requests than the
+#   tuned glibc with a 27 % lower p99 and flat worker memory, 3 of 4 workers smaller; jemalloc lost
+#   12 % of the throughput for 10-30 % less memory (docs/benchmarks.md).
+TCMALLOC = "libtcmalloc_minimal.so.4"
+LIBRARY_FOLDERS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib")
+
+
+def tcmalloc_preload() -> dict[str, str]:
+    """``LD_PRELOAD`` of tcmalloc where the system has it, else nothing (the tuned glibc serves)."""
+    found = [Path(folder) / TCMALLOC for folder in LIBRARY_FOLDERS if (Path(folder) / TCMALLOC).exists()]
+    return {"LD_PRELOAD": str(found[0])} if found else {}
+
+
 # - torch's OpenMP threads spin after each parallel region, and a handler runs many small
 #   ops: passive waiting cut the pose path from 5.3 to 3.5 core-ms per request.
-WORKER_ENVIRONMENT = {**ALLOCATOR_ENVIRONMENT, "OMP_WAIT_POLICY": "PASSIVE"}
+WORKER_ENVIRONMENT = {**ALLOCATOR_ENVIRONMENT, **tcmalloc_preload(), "OMP_WAIT_POLICY": "PASSIVE"}
 # Torch threads of each CPU worker whose archive leaves them unset (handlers/humanserve_core/base.py):
-# the workers' share of the cores, so several models on one node do not oversubscribe them.
+# a number, or "share" for the workers' equal share of the cores. Unset: torch's one per core. Measured
+# with make soak on 2 cores, 4 models (docs/benchmarks.md): the share changed the mixed throughput by
+# under 2 % (5.48 against 5.39 answers/s: with OMP_WAIT_POLICY=PASSIVE idle threads cost little), and
+# halved each model's throughput when it ran alone; so it is there for nodes where it measures better.
 THREADS_VARIABLE = "HUMANSERVE_TORCH_THREADS"
 
 
@@ -216,7 +232,7 @@ class TorchServe:
             "METRICS_LOCATION": str(logs),
             **self.environment,
         }
-        if THREADS_VARIABLE not in env:
+        if env.get(THREADS_VARIABLE) == "share":
             env[THREADS_VARIABLE] = str(thread_share(available_cores(), cpu_workers(self.archives)))
         command = [
             str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ncs",

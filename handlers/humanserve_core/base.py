@@ -77,7 +77,7 @@ class VisionHandler(BaseHandler):
         self.compiled = self.config.get("compiled", {})  # per model file: format, torch, device, ...
         self.batch_limit = int(properties.get("batch_size", 1))
         self.model_dir = properties["model_dir"]
-        # The archive's threads, else this worker's share of the node's cores (tools/server.py, HUMANSERVE_TORCH_THREADS).
+        # The archive's threads, else the server's setting (tools/server.py resolves HUMANSERVE_TORCH_THREADS=share), else torch's.
         threads = self.config.get("torch_threads", 0) or int(os.environ.get("HUMANSERVE_TORCH_THREADS", 0))
         if threads and self.device.type == "cpu":
             torch.set_num_threads(threads)
