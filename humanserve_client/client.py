@@ -77,7 +77,7 @@ def explained(error: ServerError, api: str, key_source: Optional[str]) -> Server
             )  # fmt: skip
         return AuthenticationError(error.code, error.type, f"{hint} ({error.message})")
     if error.code == 503 and error.type == "ServiceUnavailableException":
-        return ServerError(503, error.type, f"the model is busy (its job queue is full) or has no worker yet ({error.message})")
+        return type(error)(503, error.type, f"the model is busy (its job queue is full) or has no worker yet ({error.message})")
     return error
 
 

@@ -10,7 +10,7 @@ from skimage import data
 
 from conftest import ORACLES, REAL_MODELS, export_random, server_overrides
 from export.recipes import RECIPES
-from humanserve_client import RestClient, ServerError
+from humanserve_client import HandlerError, RestClient, ServerError
 from humanserve_client.client import encode_option, error_in_body, grpc_error
 from loadtest.photos import Photo, jpeg
 from loadtest.scenarios import scenario_for
@@ -224,3 +224,13 @@ def test_cli_models_and_health(server, protocol):
     assert json.loads(described.stdout)[0]["modelName"] == "pose_oracle"
     unknown = run_cli(server, "models", "no_such_model", *protocol)
     assert unknown.returncode == 1 and json.loads(unknown.stderr)["error"]["code"] == 404
+
+
+def test_torchserves_503_says_busy_or_no_worker_and_keeps_its_kind():
+    from humanserve_client.client import explained
+
+    said = "Model \"pose\" has no worker to serve inference request. Please use scale workers API to add workers."
+    error = explained(HandlerError(503, "ServiceUnavailableException", said), "inference", None)
+    assert isinstance(error, HandlerError) and error.code == 503
+    assert error.message.startswith("the model is busy (its job queue is full) or has no worker yet") and said in error.message
+    assert explained(ServerError(404, "ModelNotFoundException", "no"), "inference", None).message == "no"

@@ -78,7 +78,8 @@ class VisionHandler(BaseHandler):
         self.batch_limit = int(properties.get("batch_size", 1))
         self.model_dir = properties["model_dir"]
         # The archive's threads, else the server's setting (tools/server.py resolves HUMANSERVE_TORCH_THREADS=share), else torch's.
-        threads = self.config.get("torch_threads", 0) or int(os.environ.get("HUMANSERVE_TORCH_THREADS", 0))
+        setting = os.environ.get("HUMANSERVE_TORCH_THREADS", "")
+        threads = self.config.get("torch_threads", 0) or (int(setting) if setting.isdigit() else 0)
         if threads and self.device.type == "cpu":
             torch.set_num_threads(threads)
         if self.device.type == "cuda":
