@@ -36,6 +36,9 @@ IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/j
 # died holding the request (TorchServe starts another, and the request waits for it in the queue).
 # Every humanserve model answers a repeated request alike, except a sequence's frames, which are never retried.
 RETRIED_CODES = frozenset({503, 507})
+# TorchServe's words for a worker's death, whatever the code: 507 for the batch the worker held,
+# 500 for a request it had already handed to a worker that died before starting on it.
+WORKER_DIED = "Worker died."
 UNREACHABLE = 503  # how a refused connection is reported: as busy, and retried
 SEQUENCE_HEADER = "ts_request_sequence_id"  # TorchServe's name for a request's sequence
 T = TypeVar("T")
@@ -197,7 +200,7 @@ class Client:
             try:
                 return call()
             except ServerError as error:
-                if error.code not in RETRIED_CODES or attempt == self.retries:
+                if (error.code not in RETRIED_CODES and error.message != WORKER_DIED) or attempt == self.retries:
                     raise
             time.sleep(self.backoff_s * 2**attempt * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")

@@ -187,6 +187,17 @@ def test_only_busy_and_dead_workers_are_retried_with_bounded_jittered_backoff(mo
         Dead(retries=3, backoff_s=0.1).health()
     assert len(calls) == 4 and len(sleeps) == 3  # bounded: 3 retries, then the error
 
+    calls.clear()
+
+    class DiedBeforeStarting(RestClient):  # TorchServe's 500 for a request handed to a worker that died first
+        def _health(self):
+            calls.append(1)
+            if len(calls) == 1:
+                raise ServerError(500, "InternalServerException", "Worker died.")
+            return {"status": "Healthy"}
+
+    assert DiedBeforeStarting(retries=3, backoff_s=0).health() == {"status": "Healthy"} and len(calls) == 2
+
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
