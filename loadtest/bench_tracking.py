@@ -100,8 +100,7 @@ def load(target: str, images: list[bytes], sequences: int, duration: float) -> d
 
 def worker_memory(server: TorchServe) -> int:
     """Resident bytes of the model's worker processes."""
-    pids = [worker["pid"] for worker in server.describe(MODEL, customized=False)["workers"]]
-    return sum(psutil.Process(pid).memory_info().rss for pid in pids)
+    return sum(psutil.Process(pid).memory_info().rss for pid in server.worker_pids(MODEL))
 
 
 def soak(server: TorchServe, target: str, images: list[bytes], minutes: float, sequences: int = 20) -> list[str]:

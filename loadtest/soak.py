@@ -99,9 +99,8 @@ def served_processes(server: TorchServe, models: list[str]) -> dict[int, str]:
         if process.name() == "java":
             names[process.pid] = "frontend"
     for model in models:
-        for worker in server.describe(model, customized=False)["workers"]:
-            if worker.get("pid"):
-                names[worker["pid"]] = f"{model} worker {worker['pid']}"
+        for pid in server.worker_pids(model):
+            names[pid] = f"{model} worker {pid}"
     return names
 
 
@@ -163,7 +162,7 @@ class Kill:
 def kill_worker_at(server: TorchServe, model: str, at: float, kills: list[Kill]) -> None:
     """At Unix time ``at``, kill -9 ``model``'s first worker and wait until the model has a worker again."""
     time.sleep(max(0.0, at - time.time()))
-    pid = sorted(worker["pid"] for worker in server.describe(model, customized=False)["workers"])[0]
+    pid = server.worker_pids(model)[0]
     os.kill(pid, signal.SIGKILL)
     kill = Kill(model, pid, time.time())
     kills.append(kill)
@@ -226,7 +225,7 @@ def analyse(
     for name, series in samples.items():
         first = series[0][0]
         # After the run's warm-up, and after the process's own (a worker started in place of the killed one).
-        settled = [(at, mb) for at, mb in series if at >= max(warm_up_s, first + (warm_up_s if first > 0 else 0))]
+        settled = [(at, mb) for at, mb in series if at >= first + warm_up_s]
         memory[name] = {
             "first_mb": round(series[0][1]), "last_mb": round(series[-1][1]), "peak_mb": round(max(mb for _, mb in series)),
             "slope_mb_per_min": slope_mb_per_min(settled), "samples": [[round(at), round(mb)] for at, mb in series],

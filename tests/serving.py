@@ -53,10 +53,6 @@ def send_together(jobs: list, send: Callable[[Any], Any]) -> list:
         return list(pool.map(at_once, jobs))
 
 
-def worker_pids(server, model: str) -> list[int]:
-    return sorted(worker["pid"] for worker in server.describe(model, customized=False)["workers"])
-
-
 SMALL_JPEG = encode(paint_people(200, 150, [[0, 0, 200, 150]], seed=1).image, "JPEG")
 SMALL_JPEG_BASE64 = base64.b64encode(SMALL_JPEG).decode()
 
@@ -81,7 +77,7 @@ def check_bad_requests_beside_good_ones(
     server, http, model: str, bad_requests: list, send_good: Callable[[], Any], check_good: Callable[[Any], None]
 ) -> None:
     """Send bad requests together with 4 good ones: each bad one gets its code, the good ones succeed, the worker lives."""
-    pids_before = worker_pids(server, model)
+    pids_before = server.worker_pids(model)
     url = f"{server.inference_url}/predictions/{model}"
 
     def send(job):
@@ -96,7 +92,7 @@ def check_bad_requests_beside_good_ones(
         assert (response.status_code, body["code"], body["type"]) == (code, code, kind), f"{model}, {name}: {response.text}"
         assert words in body["message"], f"{model}, {name}: {body['message']!r} lacks {words!r}"
     assert max(int(r.headers["X-Batch-Size"]) for r in responses) > 1, "bad and good requests never shared a batch"
-    assert worker_pids(server, model) == pids_before, f"a bad request restarted the {model} worker"
+    assert server.worker_pids(model) == pids_before, f"a bad request restarted the {model} worker"
 
 
 def clients(server: TorchServe, **tokens) -> tuple[RestClient, GrpcClient]:

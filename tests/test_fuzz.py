@@ -36,7 +36,7 @@ from humanserve_core.people import OUTPUT_OPTIONS, check_output_options
 from pose import MAX_BOXES, check_boxes_overlap
 from pose_handler import PoseHandler
 from segmentation import BACKGROUND_WORDS, SEGMENTER_OPTIONS, check_segmenter_options
-from serving import SMALL_JPEG, post, send_together, worker_pids
+from serving import SMALL_JPEG, post, send_together
 from style import STYLE_OPTIONS
 from test_images import corner_marks
 
@@ -777,7 +777,7 @@ def test_a_storm_of_generated_requests_gets_4xx_or_answers_and_no_worker_dies(se
     jobs = [storm_job(rng, model) for model in STORM_MODELS for _ in range(GENERATED_PER_MODEL)]
     jobs += [Job(model, None, SMALL_JPEG) for model in STORM_MODELS for _ in range(GOOD_PER_MODEL)]
     rng.shuffle(jobs)
-    pids = {model: worker_pids(server, model) for model in STORM_MODELS}
+    pids = {model: server.worker_pids(model) for model in STORM_MODELS}
     responses = send_together(jobs, lambda job: send_job(server, http, job))
     for job, response in zip(jobs, responses):
         if job.request is None:
@@ -787,7 +787,7 @@ def test_a_storm_of_generated_requests_gets_4xx_or_answers_and_no_worker_dies(se
     for model in STORM_MODELS:
         batches = [int(r.headers.get("X-Batch-Size", 0)) for job, r in zip(jobs, responses) if job.model == model]
         assert max(batches) > 1, f"{model}: the generated requests never shared a batch"
-        assert worker_pids(server, model) == pids[model], f"a generated request restarted the {model} worker"
+        assert server.worker_pids(model) == pids[model], f"a generated request restarted the {model} worker"
         after = Job(model, None, SMALL_JPEG)
         response = send_job(server, http, after)
         assert response.status_code == 200, f"{model} after the storm: {response.text[:300]}"
@@ -802,9 +802,9 @@ def test_requests_fail_their_batch_mates(server, http):
         {"files": {"data": ("a.json", b'{"a": 1}', "application/json")}},
     ]
     jobs = [Job("pose_oracle", None, SMALL_JPEG)] * 4 + [Job("pose_oracle", request, None) for request in bad]
-    pids = worker_pids(server, "pose_oracle")
+    pids = server.worker_pids("pose_oracle")
     responses = send_together(jobs, lambda job: send_job(server, http, job))
-    assert worker_pids(server, "pose_oracle") == pids
+    assert server.worker_pids("pose_oracle") == pids
     assert [r.status_code for r in responses] == [200] * 4 + [400] * len(bad), [(r.status_code, r.text[:120]) for r in responses]
 
 

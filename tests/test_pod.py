@@ -21,7 +21,7 @@ import pytest
 import requests
 from skimage import data
 
-from tools.server import free_ports, loopback_overrides
+from tools.server import free_ports, loopback_overrides, named_files
 from export.archive import REPO
 from manifests import render_overlay
 from humanserve_core.metrics import ITEMS_METRIC, STAGE_METRIC
@@ -78,7 +78,7 @@ class Pod:
             ("ports.properties", properties_text(ports)),
             ("Caddyfile", rendered.config_file("Caddyfile")),
             # The files config.properties names beside it: metrics declaration, log configuration.
-            *[(name, rendered.config_file(name)) for name in (public["metrics_config"], "log4j2.xml")],
+            *[(path.name, rendered.config_file(path.name)) for path in named_files(public)],
         ):
             (self.config / name).write_text(text)
         self.layers = [str(self.config / name) for name in ("config.properties", "pod.properties", "ports.properties")]
@@ -274,11 +274,13 @@ def test_a_rollouts_stop_under_load_loses_no_request(source, tmp_path):
     clients = [threading.Thread(target=client) for _ in range(6)]
     for thread in clients:
         thread.start()
-    time.sleep(3)
-    no_new_requests.set()  # out of the Service's endpoints
-    time.sleep(0.2)  # the proxy's preStop
+    time.sleep(2)
+    # Both preStops start together: TorchServe's drain waits while the proxy still listens.
     drain = subprocess.Popen([sys.executable, "-m", "tools.pod", "drain", "--config", *the_pod.layers, "--timeout", "50"],
                              cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(1)
+    no_new_requests.set()  # out of the Service's endpoints
+    time.sleep(0.05)  # the proxy's preStop: the last new request is on its way, the ones in flight (300 ms batches) are not done
     stopped_at = time.monotonic()
     proxy.send_signal(signal.SIGTERM)
     drained_output, _ = drain.communicate(timeout=60)

@@ -11,7 +11,6 @@ import torch
 import yaml
 
 from conftest import server_overrides
-from serving import worker_pids
 from tools.server import THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, available_cores, cpu_workers, thread_share
 
 
@@ -63,7 +62,7 @@ def test_first_requests_summarise_json_answers_and_save_pictures(server, capsys)
 
 def test_workers_run_with_the_tuned_allocator_and_passive_openmp_threads(server):
     """What make bench-stack measured as cheaper per request reaches the worker processes themselves."""
-    for pid in worker_pids(server, "pose_oracle"):
+    for pid in server.worker_pids("pose_oracle"):
         environment = psutil.Process(pid).environ()
         assert {name: environment.get(name) for name in WORKER_ENVIRONMENT} == WORKER_ENVIRONMENT
 
@@ -88,13 +87,13 @@ def test_cpu_workers_are_counted_from_the_archives_and_cuda_archives_do_not_coun
 
 
 def test_workers_keep_torch_threads_by_default_and_take_their_share_of_the_cores_on_request(server, model_store, tmp_path):
-    assert THREADS_VARIABLE not in psutil.Process(worker_pids(server, "pose_oracle")[0]).environ()
+    assert THREADS_VARIABLE not in psutil.Process(server.worker_pids("pose_oracle")[0]).environ()
     assert server.describe("pose_oracle")["customizedMetadata"]["torch_threads"] == torch.get_num_threads()
     models = ["pose_oracle", "segmenter_oracle", "style_oracle"]
     sharing = TorchServe(tmp_path, models, model_store, overrides=server_overrides(model_store), environment={**WORKER_ENVIRONMENT, THREADS_VARIABLE: "share"})
     with sharing.running(timeout=120):
         share = thread_share(available_cores(), cpu_workers(sharing.archives))
-        assert psutil.Process(worker_pids(sharing, "pose_oracle")[0]).environ()[THREADS_VARIABLE] == str(share)
+        assert psutil.Process(sharing.worker_pids("pose_oracle")[0]).environ()[THREADS_VARIABLE] == str(share)
         assert sharing.describe("pose_oracle")["customizedMetadata"]["torch_threads"] == share
 
 

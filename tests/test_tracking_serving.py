@@ -17,7 +17,7 @@ import pytest
 from humanserve_client import HandlerError
 from humanserve_client.client import SEQUENCE_HEADER
 from oracles import TRACKER_ORACLE_TRACKING, TRACKER_ORACLE_UNHEALTHY_AFTER_S, paint_people
-from serving import clients, encode, run_cli, worker_pids
+from serving import clients, encode, run_cli
 from videos import SCENES, mot_scores, paint_video
 
 MODEL = "tracker_oracle"
@@ -173,11 +173,11 @@ def test_the_answer_keeps_only_the_people_its_options_ask_for(both):
 
 def test_a_bad_option_inside_a_sequence_is_named_and_the_worker_stays(server, both):
     _, images = frames_of("apart")
-    pids = worker_pids(server, MODEL)
+    pids = server.worker_pids(MODEL)
     for client in both.values():
         answer = next(client.stream(MODEL, [(images[0], {"end": "maybe"})], end=False))
         assert isinstance(answer, HandlerError) and answer.code == 400 and "'end'" in answer.message
-    assert worker_pids(server, MODEL) == pids
+    assert server.worker_pids(MODEL) == pids
 
 
 def write_video(path, frames) -> None:
@@ -223,7 +223,7 @@ def test_a_dead_tracker_worker_turns_ping_unhealthy_so_a_liveness_probe_restarts
     instance = TorchServe(tmp_path_factory.mktemp("tracker_alone"), [MODEL], model_store, overrides=server_overrides(model_store))
     with instance.running(timeout=300):
         assert instance.healthy()
-        for pid in worker_pids(instance, MODEL):
+        for pid in instance.worker_pids(MODEL):
             os.kill(pid, signal.SIGKILL)
         limit = time.monotonic() + TRACKER_ORACLE_UNHEALTHY_AFTER_S + 30
         while instance.healthy() and time.monotonic() < limit:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from humanserve_client import GrpcClient, RestClient, ServerError
-from serving import encode, worker_pids
+from serving import encode
 
 MODEL = "pose_resnet50"  # a real network: a request with many people keeps its worker busy for seconds
 PEOPLE = 15
@@ -32,7 +32,7 @@ def kill_worker_during(server, call) -> tuple[object, int]:
         except ServerError as error:
             outcome["error"] = error
 
-    (pid,) = worker_pids(server, MODEL)
+    (pid,) = server.worker_pids(MODEL)
     thread = threading.Thread(target=run)
     thread.start()
     time.sleep(1.0)  # batched (20 ms) and well into its forward passes
@@ -42,9 +42,10 @@ def kill_worker_during(server, call) -> tuple[object, int]:
     return outcome.get("answer", outcome.get("error")), pid
 
 
-def wait_for_worker(server, timeout: float = 60) -> None:
+def wait_for_worker(server, killed: int = 0, timeout: float = 60) -> None:
+    """Until the model has a READY worker, and not the ``killed`` one (TorchServe reports it READY until it notices the death)."""
     deadline = time.monotonic() + timeout
-    while not server.model_ready(MODEL):
+    while not server.model_ready(MODEL) or killed in server.worker_pids(MODEL):
         assert time.monotonic() < deadline, f"{MODEL} has no worker {timeout} s after the kill"
         time.sleep(0.2)
 
@@ -54,13 +55,13 @@ def test_a_killed_worker_fails_its_requests_with_507_and_retries_answer_them(ser
     image = encode(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8), "JPEG")
     wait_for_worker(server)
     with client(server, protocol, retries=0) as plain:
-        failure, _ = kill_worker_during(server, lambda: plain.predict(MODEL, image, HEAVY))
+        failure, killed = kill_worker_during(server, lambda: plain.predict(MODEL, image, HEAVY))
     assert isinstance(failure, ServerError), f"expected the worker's death, got an answer: {failure}"
     assert (failure.code, failure.type, failure.message) == (507, "InternalServerException", "Worker died.")
 
-    wait_for_worker(server)
+    wait_for_worker(server, killed)
     with client(server, protocol, retries=3) as patient:
         answer, killed = kill_worker_during(server, lambda: patient.predict(MODEL, image, HEAVY))
     assert not isinstance(answer, ServerError), f"the retries did not answer: {answer}"
     assert len(answer.json()["people"]) == PEOPLE
-    assert worker_pids(server, MODEL) != [killed]  # answered by the worker TorchServe started in its place
+    assert server.worker_pids(MODEL) != [killed]  # answered by the worker TorchServe started in its place

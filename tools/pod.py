@@ -66,6 +66,11 @@ def host_port(address: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
+def inference_ports(properties: dict[str, str]) -> set[int]:
+    """The REST and gRPC inference ports the settings name."""
+    return {host_port(properties["inference_address"])[1], int(properties["grpc_inference_port"])}
+
+
 def rclone_source(source: str) -> str:
     """MODEL_SOURCE as rclone names it: ``s3://BUCKET/PREFIX`` or a local path (``file://`` or absolute).
 
@@ -195,10 +200,8 @@ def drain(args: argparse.Namespace) -> None:
     """Return once the auth proxy has stopped listening and closed its connections to TorchServe, or after ``args.timeout`` s."""
     import psutil  # not for `ping`: only here
 
-    public = read_properties(args.config[0])
-    backend = merge_layers(args.config)
-    public_ports = {host_port(public["inference_address"])[1], int(public["grpc_inference_port"])}
-    backend_ports = {host_port(backend["inference_address"])[1], int(backend["grpc_inference_port"])}
+    public_ports = inference_ports(read_properties(args.config[0]))  # the proxy's
+    backend_ports = inference_ports(merge_layers(args.config))  # TorchServe's
     started = time.monotonic()
     quiet_since = None
     while time.monotonic() - started < args.timeout:

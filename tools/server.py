@@ -298,6 +298,10 @@ class TorchServe:
         query = "?customized=true" if customized else ""
         return self.get_json(f"{self.management_url}/models/{model}{query}", api="management")[0]
 
+    def worker_pids(self, model: str) -> list[int]:
+        """The process IDs of ``model``'s workers, sorted (a worker still starting has none yet)."""
+        return sorted(worker["pid"] for worker in self.describe(model, customized=False)["workers"] if worker.get("pid"))
+
     def get_json(self, url: str, api: str) -> object:
         request = urllib.request.Request(url, headers=self._auth(api))
         with urllib.request.urlopen(request, timeout=10) as response:
