@@ -18,20 +18,26 @@ from torchvision.models import detection, segmentation
 
 from .archive import REPO, Package, Part, Pt2Shapes, Sequences, Serving
 from .architectures import (
+    EXPRESSIONS,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    ExpressionNet,
+    ONet,
+    PNet,
     PoseResNet,
+    RNet,
     TransformerNet,
     drop_instance_norm_statistics,
     example_crops,
     example_images,
     example_photos,
+    example_pixels,
     person_detector_of_pixels,
     person_log_odds,
     pixel_style,
     takes_pixels,
 )
-from .weights import StateDictAdapter, choose_weights
+from .weights import StateDictAdapter, WheelWeights, choose_weights
 
 CHECKPOINTS = REPO / "checkpoints"
 IMAGE_LIMITS = {"max_image_bytes": 20 * 1024 * 1024, "max_image_pixels": 40_000_000}
@@ -102,6 +108,7 @@ class PartRecipe:
     check_batch: int = 3
     default_checkpoint: Optional[Path] = None
     default_weights: Optional[str] = None  # torchvision weights name
+    default_wheel: Optional[WheelWeights] = None  # weights inside a wheel on the package registry
     adapt_state_dict: Optional[StateDictAdapter] = None
     finish: Optional[Callable[[nn.Module], nn.Module]] = None  # after the weights, before compiling
     pt2: Optional[Pt2Shapes] = None  # None: torch.export cannot take it (TorchScript)
@@ -112,7 +119,7 @@ class PartRecipe:
             torch.manual_seed(0)  # random weights are the same on every export: compiled packages are cached by content
             module = self.build()
         record = choose_weights(
-            module, checkpoint, weights, self.default_checkpoint, self.default_weights, self.adapt_state_dict
+            module, checkpoint, weights, self.default_checkpoint, self.default_weights, self.adapt_state_dict, self.default_wheel
         )
         if self.finish is not None:
             module = self.finish(module)
@@ -195,8 +202,11 @@ KEYPOINT_RCNN = PartRecipe(
 )
 
 
-def _segmenter_recipe(name: str, builder: Callable[..., nn.Module], weights: str, served_by_default: bool) -> Recipe:
-    part = PartRecipe(
+LIGHT_SEGMENTER = (segmentation.lraspp_mobilenet_v3_large, "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1")
+
+
+def _segmenter_part(builder: Callable[..., nn.Module], weights: str) -> PartRecipe:
+    return PartRecipe(
         name="model",
         build=partial(builder, weights=None, weights_backbone=None),
         example_inputs=lambda batch: (example_photos(batch, 520, 600, seed=batch),),
@@ -205,9 +215,12 @@ def _segmenter_recipe(name: str, builder: Callable[..., nn.Module], weights: str
         finish=person_log_odds,
         pt2=SEGMENTER_PT2,
     )
+
+
+def _segmenter_recipe(name: str, builder: Callable[..., nn.Module], weights: str, served_by_default: bool) -> Recipe:
     return Recipe(
         name=name,
-        parts=(part,),
+        parts=(_segmenter_part(builder, weights),),
         handler="segmenter_handler.py",
         handler_modules=("segmentation.py",),
         handler_config={**SEGMENTER_CONFIG, "limits": IMAGE_LIMITS},
@@ -267,6 +280,52 @@ def _detector_recipe(name: str, part: PartRecipe, served_by_default: bool) -> Re
     )
 
 
+# Faces: MTCNN's three networks from the facenet-pytorch wheel, the expression classifier from
+# PyEmotion's (both MIT; pinned by version and digest). facenet-pytorch's own defaults: faces
+# from 20 px, a pyramid step of 0.709, thresholds 0.6 / 0.7 / 0.7 per stage; the smile
+# threshold is the happy score's sigmoid. R-Net, O-Net and the classifier see at most
+# max_crops_per_forward crops per call (facenet-pytorch's own chunk of 512); each image keeps
+# its best max_proposals_per_level windows per pyramid level (a photo has tens; untrained weights or
+# a pathological picture could give every window of a level, and NMS's cost grows with the square).
+# P-Net's levels go to it padded to even sides of at least 14 px: its ceil-mode pooling makes
+# odd sides a separate program for torch.export, and a 12 px level a 1x1 output it specialises.
+FACES_CONFIG: dict[str, Any] = {
+    "pyramid": {"factor": 0.709, "max_side": 4096, "min_padded_side": 14, "padded_multiple": 2},
+    "thresholds": {"proposal": 0.6, "refine": 0.7},
+    "nms": {"proposal_level": 0.5, "proposal": 0.7, "refine": 0.7, "output_min_overlap": 0.7},
+    "expressions": list(EXPRESSIONS),
+    "max_crops_per_forward": 512,
+    "max_proposals_per_level": 2000,
+}
+FACE_CROPS_PT2 = Pt2Shapes(batch=FACES_CONFIG["max_crops_per_forward"])
+
+
+def _face_part(name: str, build: Callable[[], nn.Module], example: tuple[int, int, int], wheel: WheelWeights, pt2: Pt2Shapes) -> PartRecipe:
+    return PartRecipe(
+        name=name,
+        build=build,
+        example_inputs=lambda batch: (example_pixels(batch, *example, seed=batch),),
+        default_checkpoint=CHECKPOINTS / "faces" / f"{name}.pt",
+        default_wheel=wheel,
+        pt2=pt2,
+    )
+
+
+def _facenet_weights(network: str, sha256: str) -> WheelWeights:
+    return WheelWeights("facenet-pytorch==2.6.0", f"facenet_pytorch/data/{network}.pt", sha256)
+
+
+FACE_PARTS = (
+    # P-Net sees the pyramid's levels, padded: 14 px to the pyramid's largest side.
+    _face_part("pnet", PNet, (3, 60, 80), _facenet_weights("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f"),
+               Pt2Shapes(sides=(FACES_CONFIG["pyramid"]["min_padded_side"], FACES_CONFIG["pyramid"]["max_side"]),
+                         multiple=FACES_CONFIG["pyramid"]["padded_multiple"])),
+    _face_part("rnet", RNet, (3, 24, 24), _facenet_weights("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86"), FACE_CROPS_PT2),
+    _face_part("onet", ONet, (3, 48, 48), _facenet_weights("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"), FACE_CROPS_PT2),
+    _face_part("expression", ExpressionNet, (1, 48, 48), WheelWeights(
+        "PyEmotion==1.0.0", "PyEmotion/model/main_model.pkl", "d2789940007ee6175130fefd3ed9a523a1afa4475fbdafbf64f2948db6c29537", key="network"), FACE_CROPS_PT2),
+)  # fmt: skip
+
 # Detect then pose, in one worker: pose_pipeline, and pose_tracker on top of it.
 PIPELINE_PARTS = (replace(PERSON_DETECTOR, name="detector"), _pose_part(50, name="pose"))
 PIPELINE_CONFIG: dict[str, Any] = {"detector": DETECTOR_CONFIG, "pose": POSE_CONFIG, "limits": IMAGE_LIMITS}
@@ -310,9 +369,25 @@ RECIPES: dict[str, Recipe] = {
             "person_segmenter", segmentation.deeplabv3_mobilenet_v3_large,
             "DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", served_by_default=True,
         ),
-        _segmenter_recipe(
-            "person_segmenter_lraspp", segmentation.lraspp_mobilenet_v3_large,
-            "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", served_by_default=False,
+        _segmenter_recipe("person_segmenter_lraspp", *LIGHT_SEGMENTER, served_by_default=False),
+        Recipe(
+            name="faces",
+            parts=FACE_PARTS,
+            handler="faces_handler.py",
+            handler_modules=("faces.py",),
+            handler_config={**FACES_CONFIG, "limits": IMAGE_LIMITS},
+            serving=IMAGE_SERVING,
+            served_by_default=True,
+        ),
+        # The smart filter: the light segmenter and the faces networks in one worker.
+        Recipe(
+            name="smart_filter",
+            parts=(_segmenter_part(*LIGHT_SEGMENTER), *FACE_PARTS),
+            handler="smart_filter_handler.py",
+            handler_modules=("segmentation.py", "faces.py", "smart_filter.py"),
+            handler_config={"segmenter": SEGMENTER_CONFIG, "faces": FACES_CONFIG, "limits": IMAGE_LIMITS},
+            serving=IMAGE_SERVING,
+            served_by_default=False,
         ),
         *_style_recipes(),
     )

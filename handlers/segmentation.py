@@ -200,6 +200,12 @@ def gaussian_blur_on_device(image: Tensor, sigma: float) -> Tensor:
     return torch.nn.functional.conv2d(rows, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)[0]
 
 
+def mask_coverage(rle: dict[str, Any]) -> float:
+    """The share of the photo a COCO RLE mask covers."""
+    height, width = (int(v) for v in rle["size"])
+    return round(float(coco_mask.area(rle)) / (height * width), 6)
+
+
 def mask_answer(rle: dict[str, Any], header: Mapping[str, Any]) -> Answer:
     """JSON: the mask as COCO RLE (counts as text) and the share of the photo it covers."""
     height, width = (int(v) for v in rle["size"])
@@ -207,7 +213,7 @@ def mask_answer(rle: dict[str, Any], header: Mapping[str, Any]) -> Answer:
         **header,
         "image": {"width": width, "height": height},
         "mask": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
-        "coverage": round(float(coco_mask.area(rle)) / (height * width), 6),
+        "coverage": mask_coverage(rle),
     })  # fmt: skip
 
 

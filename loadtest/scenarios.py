@@ -54,6 +54,11 @@ def _picture_size(answer: Answer) -> Optional[tuple[int, int]]:
         return None
 
 
+def _photo_sized_picture(photo: Photo, answer: Answer) -> Optional[str]:
+    size = _picture_size(answer)
+    return None if size == (photo.width, photo.height) else f"picture of size {size}, photo is {photo.width}x{photo.height}"
+
+
 def person_boxes(photo: Photo, rng: random.Random) -> Options:
     """One or two person-shaped boxes, as a detector upstream would send them; flip test now and then."""
     boxes = []
@@ -93,8 +98,7 @@ def segmenter_options(photo: Photo, rng: random.Random) -> Options:
 
 def check_segmenter(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
     if options.get("background"):
-        size = _picture_size(answer)
-        return None if size == (photo.width, photo.height) else f"picture of size {size}, photo is {photo.width}x{photo.height}"
+        return _photo_sized_picture(photo, answer)
     if answer.is_image:
         return f"expected JSON, got {answer.content_type}"
     mask = answer.json().get("mask", {})
@@ -114,6 +118,51 @@ def check_style(photo: Photo, options: Options, answer: Answer) -> Optional[str]
     return None if size == expected else f"styled picture of size {size}, expected {expected}"
 
 
+def face_options(photo: Photo, rng: random.Random) -> Options:
+    """Mostly faces as JSON, now and then only the best face; one in four the picture with the faces drawn."""
+    if rng.random() < 0.25:
+        return {"render": "true"}
+    return {"max_faces": "1"} if rng.random() < 0.3 else {}
+
+
+def check_faces(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+    if options.get("render"):
+        return _photo_sized_picture(photo, answer)
+    if answer.is_image:
+        return f"expected JSON, got {answer.content_type}"
+    body = answer.json()
+    faces = body.get("faces")
+    if body.get("image") != {"width": photo.width, "height": photo.height} or not isinstance(faces, list):
+        return f"no 'faces' list for an image of {photo.width}x{photo.height}: {json.dumps(body)[:120]}"
+    if len(faces) > int(options.get("max_faces", 1000)):
+        return f"{len(faces)} faces, more than max_faces={options['max_faces']}"
+    for face in faces:
+        if len(face.get("box", ())) != 4 or len(face.get("landmarks", ())) != 5 or not isinstance(face.get("smiling"), bool):
+            return f"a face without box, 5 landmarks and smiling: {json.dumps(face)[:120]}"
+        if len(face.get("expression", {}).get("scores", {})) != 7:
+            return "a face without its 7 expression scores"
+    return None
+
+
+FILTER_BACKGROUNDS = ("rainbow", "bokeh", "sunset", "ocean", "texture", "blur")  # handlers/smart_filter.py's palette
+
+
+def filter_options(photo: Photo, rng: random.Random) -> Options:
+    """Mostly the filtered picture, now and then within a theme; one in four the decision as JSON."""
+    if rng.random() < 0.25:
+        return {"format": "json"}
+    return {"theme": "gradient,texture"} if rng.random() < 0.3 else {}
+
+
+def check_filter(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+    if options.get("format") != "json":
+        return _photo_sized_picture(photo, answer)
+    body = answer.json() if not answer.is_image else {}
+    if body.get("background") not in FILTER_BACKGROUNDS or not isinstance(body.get("faces"), list) or not 0 <= body.get("coverage", -1) <= 1:
+        return f"not a smart filter decision: {json.dumps(body)[:120]}"
+    return None
+
+
 def scenario_for(model: str) -> Scenario:
     """The scenario of a zoo model (or an oracle standing in for one), by its name."""
     if model.startswith(("pose_tracker", "tracker_")):
@@ -131,4 +180,8 @@ def scenario_for(model: str) -> Scenario:
         return Scenario(segmenter_options, check_segmenter)
     if model.startswith("style_"):
         return Scenario(lambda photo, rng: {"max_side": str(STYLE_MAX_SIDE)}, check_style)
+    if model.startswith(("faces", "face_")):
+        return Scenario(face_options, check_faces)
+    if model.startswith("smart_filter"):
+        return Scenario(filter_options, check_filter)
     raise ValueError(f"no load-test scenario for model {model!r}")

@@ -11,7 +11,7 @@ from export.archive import REPO, write_archive
 from oracles import oracle_packages
 from tools.server import TorchServe, loopback_overrides
 
-ORACLES = ["pose_oracle", "detector_oracle", "keypoint_oracle", "pipeline_oracle", "tracker_oracle", "segmenter_oracle", "style_oracle"]
+ORACLES = ["pose_oracle", "detector_oracle", "keypoint_oracle", "pipeline_oracle", "tracker_oracle", "segmenter_oracle", "style_oracle", "face_oracle", "smart_filter_oracle"]
 # Real architectures with random weights: they must load and answer in a worker, offline.
 REAL_MODELS = ["pose_resnet50", "person_detector_mobilenet", "keypoint_rcnn", "person_segmenter_lraspp", "style_candy"]
 

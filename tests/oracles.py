@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from humanserve_core.keypoints import COCO_KEYPOINTS, mirror_index
@@ -273,9 +274,9 @@ class SegmenterOracle(nn.Module):
     background (0 for an even blend), so a resized photo keeps its edges where they were.
     """
 
-    def __init__(self):
+    def __init__(self, colour: tuple[int, int, int] = SEGMENT_COLOUR):
         super().__init__()
-        self.register_buffer("colour", torch.tensor(SEGMENT_COLOUR, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("colour", torch.tensor(colour, dtype=torch.float32).view(1, 3, 1, 1))
         self.background = SEGMENT_BACKGROUND
 
     def forward(self, images: Tensor) -> Tensor:
@@ -350,7 +351,16 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
     def photos(n: int) -> tuple[Tensor]:
         return (torch.randint(0, 256, (n, 3, 100, 132), dtype=torch.uint8),)
 
+    def face_part(name: str, module: nn.Module, shape: tuple[int, int, int]) -> Part:
+        return Part(name, module, lambda n: (torch.rand(n, *shape) * 255,), ORACLE_WEIGHTS, "script")
+
+    face_parts = (
+        face_part("pnet", PNetOracle(), (3, 60, 80)), face_part("rnet", CropOracle(FACE_STAGE_MARGIN, False), (3, 24, 24)),
+        face_part("onet", CropOracle(0.0, True), (3, 48, 48)), face_part("expression", ExpressionOracle(), (1, 48, 48)),
+    )  # fmt: skip
     recipes = {
+        "face_oracle": (RECIPES["faces"], face_parts),
+        "smart_filter_oracle": (RECIPES["smart_filter"], (Part("model", SegmenterOracle(FILTER_PERSON_COLOUR), photos, ORACLE_WEIGHTS, "script"), *face_parts)),
         "segmenter_oracle": (RECIPES["person_segmenter"], (Part("model", SegmenterOracle(), photos, ORACLE_WEIGHTS, "script", pt2=SEGMENTER_PT2),)),
         "style_oracle": (RECIPES["style_candy"], (Part("model", IdentityStyle(), photos, ORACLE_WEIGHTS, "script", pt2=STYLE_PT2),)),
         "pose_oracle": (RECIPES["pose_resnet50"], (pose_part("model"),)),
@@ -372,3 +382,112 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
 
 TRACKER_ORACLE_TRACKING = {"ttl_s": 5, "max_sequences": 4, "tracker": {}}
 TRACKER_ORACLE_UNHEALTHY_AFTER_S = 10
+
+
+# Faces: rectangles of red (R = 255) on a background whose red is constant, so a pixel's red
+# tells exactly how much of it is face, also after resampling. Each face's quadrants have
+# their own grey (G = B = level), which the expression oracle reads back to show where the
+# classifier's crop was cut.
+FACE_BACKGROUND_RED = 20.0
+FACE_QUADRANT_LEVELS = (140, 160, 180, 200)  # top left, top right, bottom left, bottom right
+# People for the smart filter: red as the background's (no face to P-Net), far from it in green and
+# blue, so that the segmenter oracle given this colour reads people and faces (G = B >= 140) as person.
+FILTER_PERSON_COLOUR = (int(FACE_BACKGROUND_RED), 200, 200)
+FACE_LANDMARK_FRACTIONS = ((0.3, 0.35), (0.7, 0.35), (0.5, 0.55), (0.35, 0.75), (0.65, 0.75))  # of the face's box
+FACE_STAGE_MARGIN = 0.25  # P-Net and R-Net oracles widen the face by this much per side, so the next crop holds it whole
+
+
+def face_coverage(pixels: Tensor, background_red: float) -> Tensor:
+    """RGB ``float[N, C, H, W]`` (0..255) to ``[N, 1, H, W]``: how much of each pixel is face."""
+    return ((pixels[:, :1] - background_red) / (255.0 - background_red)).clamp(0.0, 1.0)
+
+
+def face_extent(coverage: Tensor, margin: float) -> Tensor:
+    """``[N, 1, S, S]`` coverage of square crops to the face box ``[N, 4]`` in crop pixels, widened by ``margin`` per side."""
+    columns = coverage.amax(dim=2)[:, 0]  # each column's covered width: a face is an axis-aligned rectangle
+    rows = coverage.amax(dim=3)[:, 0]
+    centres = torch.arange(coverage.shape[-1], device=coverage.device, dtype=coverage.dtype) + 0.5
+    width, height = columns.sum(dim=1).clamp(min=1e-6), rows.sum(dim=1).clamp(min=1e-6)
+    cx, cy = (columns * centres).sum(dim=1) / width, (rows * centres).sum(dim=1) / height
+    half_w, half_h = width * (0.5 + margin), height * (0.5 + margin)
+    return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=1)
+
+
+class PNetOracle(nn.Module):
+    """Like P-Net: ``[N, 3, H, W]`` levels to ``[N, 5, h, w]`` per 12x12 window at stride 2 (probability, box offsets).
+
+    A window is a face when it holds face and its 1-pixel rim holds none (the whole face is
+    inside); its offsets move it onto the face, widened by ``FACE_STAGE_MARGIN``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.background_red, self.margin = FACE_BACKGROUND_RED, FACE_STAGE_MARGIN
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        m = face_coverage(pixels, self.background_red)
+        fill = F.avg_pool2d(m, 12, 2)
+        h, w = fill.shape[2], fill.shape[3]
+        inner = F.avg_pool2d(m[:, :, 1:, 1:], 10, 2)[:, :, :h, :w]
+        rim = (fill * 144 - inner * 100) / 44
+        columns = F.max_pool2d(m, (12, 1), (2, 1))  # [N, 1, h, W]: each window row's column maxima
+        rows = F.max_pool2d(m, (1, 12), (1, 2))  # [N, 1, H, w]
+        ones = torch.ones(12, device=pixels.device, dtype=pixels.dtype)
+        centres = torch.arange(12, device=pixels.device, dtype=pixels.dtype) + 0.5
+        width = F.conv2d(columns, ones.view(1, 1, 1, 12), stride=(1, 2)).clamp(min=1e-6)
+        height = F.conv2d(rows, ones.view(1, 1, 12, 1), stride=(2, 1)).clamp(min=1e-6)
+        cx = F.conv2d(columns, centres.view(1, 1, 1, 12), stride=(1, 2)) / width
+        cy = F.conv2d(rows, centres.view(1, 1, 12, 1), stride=(2, 1)) / height
+        half_w, half_h = width * (0.5 + self.margin), height * (0.5 + self.margin)
+        offsets = torch.cat([cx - half_w, cy - half_h, cx + half_w - 12, cy + half_h - 12], dim=1) / 12
+        face = ((rim < 0.02) & (fill > 0.02)).to(pixels.dtype) * (0.9 + 0.1 * fill)
+        return torch.cat([face, offsets], dim=1)
+
+
+class CropOracle(nn.Module):
+    """Like R-Net (``landmarks`` False) or O-Net: square crops to probability, box offsets and, for O-Net, landmarks."""
+
+    def __init__(self, margin: float, landmarks: bool):
+        super().__init__()
+        self.background_red, self.margin = FACE_BACKGROUND_RED, margin
+        self.register_buffer("fractions", torch.tensor(FACE_LANDMARK_FRACTIONS, dtype=torch.float32) if landmarks else torch.zeros(0, 2))
+
+    def forward(self, crops: Tensor) -> Tensor:
+        side = float(crops.shape[-1])
+        m = face_coverage(crops, self.background_red)
+        box = face_extent(m, self.margin)
+        face = (m.mean(dim=(1, 2, 3)) > 0.02).to(crops.dtype) * 0.99
+        offsets = (box - torch.tensor([0.0, 0.0, side, side], device=crops.device)) / side
+        size = box[:, 2:] - box[:, :2]
+        points = (box[:, None, :2] + self.fractions[None] * size[:, None]) / side  # [N, L, 2]
+        return torch.cat([face[:, None], offsets, points[..., 0], points[..., 1]], dim=1)
+
+
+class ExpressionOracle(nn.Module):
+    """Grey ``[N, 1, 48, 48]`` faces to 7 scores: the mean grey (0..1) of each quadrant, then zeros."""
+
+    def forward(self, faces: Tensor) -> Tensor:
+        quadrants = F.avg_pool2d(faces, faces.shape[-1] // 2).flatten(1) / 255
+        return torch.cat([quadrants, quadrants.new_zeros((quadrants.shape[0], 3))], dim=1)
+
+
+def face_quadrant_greys(levels: tuple[int, ...] = FACE_QUADRANT_LEVELS) -> list[float]:
+    """The grey (0..1) the expression oracle should read in each quadrant of a face painted with ``levels``."""
+    return [(0.299 * 255 + (0.587 + 0.114) * level) / 255 for level in levels]
+
+
+def paint_faces(
+    width: int, height: int, faces: list[list[int]], seed: int, levels: tuple[int, ...] = FACE_QUADRANT_LEVELS, people: tuple[list[int], ...] = ()
+) -> np.ndarray:
+    """An RGB photo with face rectangles ``[x1, y1, x2, y2]`` (even sides) on a textured background, over ``people`` rectangles."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+    image[..., 0] = FACE_BACKGROUND_RED
+    for x1, y1, x2, y2 in people:
+        image[y1:y2, x1:x2] = FILTER_PERSON_COLOUR
+    for x1, y1, x2, y2 in faces:
+        mx, my = (x1 + x2) // 2, (y1 + y2) // 2
+        for (ys, xs), level in zip(((slice(y1, my), slice(x1, mx)), (slice(y1, my), slice(mx, x2)),
+                                    (slice(my, y2), slice(x1, mx)), (slice(my, y2), slice(mx, x2))), levels):  # fmt: skip
+            image[ys, xs] = (255, level, level)
+    return image

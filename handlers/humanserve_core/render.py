@@ -1,5 +1,7 @@
 """Drawing answers onto the picture (the ``render`` option)."""
 
+from typing import Sequence
+
 import cv2
 import numpy as np
 
@@ -36,4 +38,20 @@ def draw_people(
                 cv2.line(canvas, start, end, _LIMB, thickness, cv2.LINE_AA, _SHIFT)
         for x, y, _ in person[visible]:
             cv2.circle(canvas, _fixed(x, y), (thickness + 2) * _ONE, _JOINT, -1, cv2.LINE_AA, _SHIFT)
+    return canvas
+
+
+def draw_faces(rgb: np.ndarray, boxes: Sequence[Sequence[float]], landmarks: Sequence[Sequence[Sequence[float]]], labels: list[str]) -> np.ndarray:
+    """Draw face boxes ``[F][4]``, landmarks ``[F][L][2]`` and a label above each box on a copy of ``rgb``."""
+    canvas = np.ascontiguousarray(rgb).copy()
+    thickness = max(1, round(max(canvas.shape[:2]) / 400))
+    font_scale = thickness * 0.5
+    for box, points, label in zip(boxes, landmarks, labels):
+        cv2.rectangle(canvas, _fixed(*box[:2]), _fixed(*box[2:]), _BOX, thickness, cv2.LINE_AA, _SHIFT)
+        for x, y in points:
+            cv2.circle(canvas, _fixed(x, y), (thickness + 1) * _ONE, _JOINT, -1, cv2.LINE_AA, _SHIFT)
+        (width, height), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        left, top = int(box[0]), max(height + 2 * thickness, int(box[1]))
+        cv2.rectangle(canvas, (left, top - height - 2 * thickness), (left + width, top), _BOX, -1)
+        cv2.putText(canvas, label, (left, top - thickness), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
     return canvas
