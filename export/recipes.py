@@ -287,10 +287,11 @@ def _detector_recipe(name: str, part: PartRecipe, served_by_default: bool) -> Re
 # max_crops_per_forward crops per call (facenet-pytorch's own chunk of 512); each image keeps
 # its best max_proposals_per_level windows per pyramid level (a photo has tens; untrained weights or
 # a pathological picture could give every window of a level, and NMS's cost grows with the square).
-# P-Net's levels go to it padded to even sides of at least 14 px: its ceil-mode pooling makes
-# odd sides a separate program for torch.export, and a 12 px level a 1x1 output it specialises.
+# P-Net's levels go to it padded to multiples of 16 px (at least 16): its ceil-mode
+# pooling makes odd sides a separate program for torch.export, a 12 px level a 1x1 output it
+# specialises, and each distinct shape costs oneDNN a cached primitive (handlers/faces.py).
 FACES_CONFIG: dict[str, Any] = {
-    "pyramid": {"factor": 0.709, "max_side": 4096, "min_padded_side": 14, "padded_multiple": 2},
+    "pyramid": {"factor": 0.709, "max_side": 4096, "min_padded_side": 16, "padded_multiple": 16},
     "thresholds": {"proposal": 0.6, "refine": 0.7},
     "nms": {"proposal_level": 0.5, "proposal": 0.7, "refine": 0.7, "output_min_overlap": 0.7},
     "expressions": list(EXPRESSIONS),
@@ -316,8 +317,8 @@ def _facenet_weights(network: str, sha256: str) -> WheelWeights:
 
 
 FACE_PARTS = (
-    # P-Net sees the pyramid's levels, padded: 14 px to the pyramid's largest side.
-    _face_part("pnet", PNet, (3, 60, 80), _facenet_weights("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f"),
+    # P-Net sees the pyramid's levels, padded: 16 px to the pyramid's largest side.
+    _face_part("pnet", PNet, (3, 64, 80), _facenet_weights("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f"),
                Pt2Shapes(sides=(FACES_CONFIG["pyramid"]["min_padded_side"], FACES_CONFIG["pyramid"]["max_side"]),
                          multiple=FACES_CONFIG["pyramid"]["padded_multiple"])),
     _face_part("rnet", RNet, (3, 24, 24), _facenet_weights("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86"), FACE_CROPS_PT2),

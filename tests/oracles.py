@@ -355,7 +355,7 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
         return Part(name, module, lambda n: (torch.rand(n, *shape) * 255,), ORACLE_WEIGHTS, "script")
 
     face_parts = (
-        face_part("pnet", PNetOracle(), (3, 60, 80)), face_part("rnet", CropOracle(FACE_STAGE_MARGIN, False), (3, 24, 24)),
+        face_part("pnet", PNetOracle(), (3, 64, 80)), face_part("rnet", CropOracle(FACE_STAGE_MARGIN, False), (3, 24, 24)),
         face_part("onet", CropOracle(0.0, True), (3, 48, 48)), face_part("expression", ExpressionOracle(), (1, 48, 48)),
     )  # fmt: skip
     recipes = {

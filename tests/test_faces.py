@@ -21,6 +21,7 @@ from faces import (
     best_per_image,
     crops,
     detect_faces,
+    in_chunks,
     pyramid_scales,
     regress,
     squared,
@@ -67,6 +68,19 @@ def test_crops_cut_each_box_from_its_own_image_with_zeros_beyond_the_edges():
     assert torch.allclose(cut[0, 0], first[0, 5:29, 10:34])  # one pixel per output pixel: the pixels themselves
     assert torch.allclose(cut[1, 0, :, 14:], torch.full((24, 10), 7.0))  # the box's right half lies on the image
     assert cut[1, 0, :, :10].abs().max() == 0  # its left half lies beyond the edge
+
+
+def test_networks_see_few_batch_shapes_and_answer_each_input_once():
+    seen = []
+
+    def network(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(len(batch))
+        return batch.flatten(1).sum(dim=1, keepdim=True)
+
+    inputs = torch.arange(1.0, 12.0).view(11, 1, 1, 1)
+    assert torch.equal(in_chunks(network, inputs, 8), inputs.view(11, 1))
+    assert seen == [8, 4]  # 8, then 3 padded to 4
+    assert in_chunks(network, inputs[:0], 8).numel() == 0 and seen == [8, 4]
 
 
 def test_each_image_keeps_its_own_best_proposals():
