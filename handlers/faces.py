@@ -1,8 +1,9 @@
 """Faces: MTCNN's cascade (P-Net over an image pyramid, R-Net, O-Net) and an expression per face, over a batch of images.
 
 Each network runs once per stage over the whole batch's candidates (P-Net once per pyramid
-level); candidates move between stages as tensors, filtered by masks and torchvision's
-batched NMS, never one by one. Crops are cut with ``roi_align`` per image (images differ in
+level); candidates move between stages as tensors, filtered by masks and by torchvision's
+NMS within each image (one call for the batch), never one by one. An image's answer does
+not depend on its batch mates. Crops are cut with ``roi_align`` per image (images differ in
 size), which averages the pixels each output pixel covers, as MTCNN's area resize did.
 
 Conventions: images are RGB ``uint8[3, H, W]``; boxes ``[N, 4]`` are xyxy in continuous
@@ -16,7 +17,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import batched_nms, box_area, roi_align
+from torchvision.ops import box_area, nms, roi_align
 
 from humanserve_core.errors import RequestError
 from humanserve_core.inputs import Item
@@ -171,6 +172,21 @@ def in_chunks(network: Network, inputs: Tensor, most: int) -> Tensor:
     return torch.cat(outputs)
 
 
+def nms_per_image(candidates: Candidates, threshold: float) -> Tensor:
+    """Indices kept by torchvision's NMS within each image, best first: the same whatever else is in the batch.
+
+    Each image's boxes move to a region of their own, in float64 so that the move is exact.
+    torchvision's ``batched_nms`` offsets assume non-negative coordinates (regressed candidates
+    leave the image) and round float32 ones, which broke grid windows' exact IoU ties
+    differently by an image's place in the batch.
+    """
+    boxes = candidates.boxes.double()
+    if not len(boxes):
+        return candidates.image.new_zeros((0,))
+    low, high = boxes.min(), boxes.max()
+    return nms(boxes - low + candidates.image[:, None].double() * (high - low + 1), candidates.scores.double(), threshold)
+
+
 def best_per_image(image: Tensor, scores: Tensor, most: int) -> Tensor:
     """Indices of at most ``most`` best ``scores[N]`` of each image (``image[N]``), grouped by image."""
     order = scores.argsort(descending=True, stable=True)
@@ -225,14 +241,14 @@ def propose(pnet: Network, images: Sequence[Tensor], min_face_sizes: Sequence[fl
         offsets = out[row, 1:5, y, x]
         best = best_per_image(candidates.image, candidates.scores, spec.max_proposals)
         candidates, offsets = candidates[best], offsets[best]
-        keep = batched_nms(candidates.boxes, candidates.scores, candidates.image, spec.proposal_level_nms)
+        keep = nms_per_image(candidates, spec.proposal_level_nms)
         found.append((candidates[keep], offsets[keep]))
     if not found:
         empty = torch.zeros((0, 4), device=device)
         return Candidates(empty, empty[:, 0], empty[:, 0].long())
     candidates = Candidates(*(torch.cat(parts) for parts in zip(*((c.boxes, c.scores, c.image) for c, _ in found))))
     offsets = torch.cat([o for _, o in found])
-    keep = batched_nms(candidates.boxes, candidates.scores, candidates.image, spec.proposal_nms)
+    keep = nms_per_image(candidates, spec.proposal_nms)
     candidates, offsets = candidates[keep], offsets[keep]
     candidates.boxes = squared(regress(candidates.boxes, offsets))
     return candidates
@@ -246,7 +262,7 @@ def refine(rnet: Network, images: Sequence[Tensor], candidates: Candidates, spec
     passed = out[:, 0] > spec.refine_threshold
     candidates = Candidates(candidates.boxes[passed], out[passed, 0], candidates.image[passed])
     offsets = out[passed, 1:5]
-    keep = batched_nms(candidates.boxes, candidates.scores, candidates.image, spec.refine_nms)
+    keep = nms_per_image(candidates, spec.refine_nms)
     candidates, offsets = candidates[keep], offsets[keep]
     candidates.boxes = squared(regress(candidates.boxes, offsets))
     return candidates

@@ -22,6 +22,7 @@ from faces import (
     crops,
     detect_faces,
     in_chunks,
+    nms_per_image,
     pyramid_scales,
     regress,
     squared,
@@ -81,6 +82,12 @@ def test_networks_see_few_batch_shapes_and_answer_each_input_once():
     assert torch.equal(in_chunks(network, inputs, 8), inputs.view(11, 1))
     assert seen == [8, 4]  # 8, then 3 padded to 4
     assert in_chunks(network, inputs[:0], 8).numel() == 0 and seen == [8, 4]
+
+
+def test_nms_never_reaches_across_images_even_beyond_the_edges():
+    boxes = torch.tensor([[-50.0, -50, 10, 10], [-48, -50, 10, 10], [-50, -50, 10, 10], [500, 500, 560, 560]])
+    candidates = Candidates(boxes, torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([0, 0, 1, 0]))
+    assert nms_per_image(candidates, 0.5).tolist() == [0, 2, 3]
 
 
 def test_each_image_keeps_its_own_best_proposals():
@@ -201,6 +208,10 @@ def test_real_weights_find_the_smiling_astronaut_the_cameraman_and_no_face_elsew
     assert len(camera.boxes) == 1 and box_iou(camera.boxes, torch.tensor([[199.0, 119, 254, 192]])).item() >= 0.6
     assert camera.expressions[0, happy] < 0.5
     assert [len(faces.boxes) for faces in others] == [0, 0, 0]
+    with torch.inference_mode():
+        (alone,) = detect_faces(real_networks, [photo("camera")], [FaceQuery(20, 0.7, None)], SPEC)
+    # Batch mates change nothing beyond float rounding (the same candidates survive every stage).
+    assert torch.allclose(alone.boxes, camera.boxes, atol=1e-3) and torch.allclose(alone.landmarks, camera.landmarks, atol=1e-3)
     # Landmarks: both eyes above the nose, the nose above the mouth corners, all inside the box.
     for faces in (astronaut, camera):
         (x1, y1, x2, y2), points = faces.boxes[0], faces.landmarks[0]
