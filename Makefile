@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
-.PHONY: setup check-java export export-gpu serve start stop test loadtest bench bench-zoo bench-decode bench-stack bench-pipeline bench-batching bench-latency bench-tracking soak clean
+.PHONY: setup check-java export export-gpu serve start stop test loadtest bench bench-zoo bench-decode bench-stack bench-pipeline bench-batching bench-latency bench-tracking bench-pairing soak clean
 
 # gRPC stubs are generated from the .proto files, never edited (git-ignored).
 PROTOS := $(wildcard humanserve_client/protocol/*.proto)
@@ -106,6 +106,10 @@ bench-latency: setup
 # Pose tracking: MOTA/IDF1 on synthetic videos, frames/s per concurrent sequences (BENCH_ARGS: --sequences --duration --soak MINUTES).
 bench-tracking: setup
 	$(PY) -m loadtest.bench_tracking $(BENCH_ARGS)
+
+# Pose pairing of two synthetic 50,000-patch sets (humanserve pair), and --unique on smaller ones (BENCH_ARGS: --patches --views --top --unique-patches).
+bench-pairing: setup
+	$(PY) -m loadtest.bench_pairing $(BENCH_ARGS)
 
 # Mixed models (pose, pipeline, segmenter, style) under REST and gRPC load for DURATION (default 30m), a worker
 # killed once: failures, recovery, RSS slopes, p50/p99 per minute, log bytes; a row in docs/benchmarks.md

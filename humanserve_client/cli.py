@@ -4,6 +4,7 @@
     humanserve models [MODEL]
     humanserve predict MODEL FILE_OR_FOLDER... [-o NAME=VALUE]... [--grpc] [--concurrency N] [--out DIR]
     humanserve track VIDEO [--model pose_tracker] [--every N] [--render OUT.mp4] [--rest] [-o NAME=VALUE]...
+    humanserve pair A.csv B.csv [--out pairs.csv] [--top K] [--min-joint-score S] [--unique]
 
 Each image (or video frame) gets one JSON line on stdout: its answer, the file an image
 answer was saved to, or its error. A bad image is reported and the others go on; the exit
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from .client import Answer, Client, GrpcClient, RestClient, ServerError
+from .pairing import PatchFileError, pair_files
 from .tracking import Progress, VideoError, draw_tracks, track_video, video_facts, video_writer
 
 IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
@@ -138,6 +140,16 @@ def health(args: argparse.Namespace) -> int:
     return 0 if answer.get("status") == "Healthy" else 1
 
 
+def pair(args: argparse.Namespace) -> int:
+    try:
+        count = pair_files(args.a, args.b, args.out, args.top, args.min_joint_score, args.unique)
+    except (PatchFileError, ValueError) as error:
+        print(json.dumps({"error": {"code": None, "type": type(error).__name__, "message": str(error)}}), file=sys.stderr)
+        return 2
+    print(f"{count} pairs written to {args.out}", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     env = os.environ.get
     shared = argparse.ArgumentParser(add_help=False)  # connection flags, accepted after any command
@@ -179,6 +191,15 @@ def parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=models)
 
     commands.add_parser("health", parents=[shared], help="is the server healthy").set_defaults(run=health)
+
+    pairing = commands.add_parser("pair", help="pair the patches of two sets by pose, within the same view (no server needed)")
+    pairing.add_argument("a", type=Path, metavar="A.csv", help="patches CSV (humanserve patches)")
+    pairing.add_argument("b", type=Path, metavar="B.csv")
+    pairing.add_argument("--out", type=Path, default=Path("pairs.csv"), help="the pairs CSV: a_patch, b_patch, view, similarity, rank")
+    pairing.add_argument("--top", type=int, default=1, help="best matches of B per patch of A")
+    pairing.add_argument("--min-joint-score", type=float, default=0.0, help="joints scoring below this are left out of both poses")
+    pairing.add_argument("--unique", action="store_true", help="a one-to-one assignment per view instead of best matches (sets up to a few thousand)")
+    pairing.set_defaults(run=pair)
     return root
 
 
