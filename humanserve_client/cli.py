@@ -4,6 +4,7 @@
     humanserve models [MODEL]
     humanserve predict MODEL FILE_OR_FOLDER... [-o NAME=VALUE]... [--grpc] [--concurrency N] [--out DIR]
     humanserve track VIDEO [--model pose_tracker] [--every N] [--render OUT.mp4] [--rest] [-o NAME=VALUE]...
+    humanserve patches VIDEO... --out DIR [--model keypoint_rcnn] [--every 24] [--look-back 4] [--size 256] [--all-people]
     humanserve pair A.csv B.csv [--out pairs.csv] [--top K] [--min-joint-score S] [--unique]
 
 Each image (or video frame) gets one JSON line on stdout: its answer, the file an image
@@ -22,6 +23,7 @@ from typing import Any, Iterator, Optional
 
 from .client import Answer, Client, GrpcClient, RestClient, ServerError
 from .pairing import PatchFileError, pair_files
+from .patches import PatchSettings, extract_patches
 from .tracking import Progress, VideoError, draw_tracks, track_video, video_facts, video_writer
 
 IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
@@ -140,6 +142,21 @@ def health(args: argparse.Namespace) -> int:
     return 0 if answer.get("status") == "Healthy" else 1
 
 
+def patches(args: argparse.Namespace) -> int:
+    settings = PatchSettings(args.every, args.look_back, args.score_threshold, args.padding, args.size, args.all_people)
+    failed = 0
+    with connect(args) as client:
+        for video in args.videos:
+            try:
+                frames, written = extract_patches(client, args.model, video, args.out, settings, dict(args.option), args.concurrency)
+            except VideoError as error:
+                print(json.dumps({"error": {"code": None, "type": "UnreadableVideo", "message": str(error)}}), file=sys.stderr)
+                failed += 1
+                continue
+            print(json.dumps({"video": str(video), "frames": frames, "patches": written}), flush=True)
+    return 1 if failed else 0
+
+
 def pair(args: argparse.Namespace) -> int:
     try:
         count = pair_files(args.a, args.b, args.out, args.top, args.min_joint_score, args.unique)
@@ -191,6 +208,20 @@ def parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=models)
 
     commands.add_parser("health", parents=[shared], help="is the server healthy").set_defaults(run=health)
+
+    cutting = commands.add_parser("patches", parents=[shared], help="square person patches from videos, a CSV row each, through a served model")
+    cutting.add_argument("videos", nargs="+", type=Path, metavar="VIDEO")
+    cutting.add_argument("--out", type=Path, required=True, help="folder for patches/*.jpg, patches.csv and frames.csv (what a rerun skips)")
+    cutting.add_argument("--model", default="keypoint_rcnn", help="a model answering people with keypoints (and views): keypoint_rcnn, pose_pipeline")
+    cutting.add_argument("--every", type=int, default=24, help="send every N-th frame")
+    cutting.add_argument("--look-back", type=int, default=4, help="frames over the second before a sampled frame that shows someone")
+    cutting.add_argument("--score-threshold", type=float, default=0.5, help="people below this score give no patch (and no look-back)")
+    cutting.add_argument("--padding", type=float, default=0.1, help="grow the box by this share of its longer side each way before squaring")
+    cutting.add_argument("--size", type=int, default=256, help="patch side in pixels")
+    cutting.add_argument("--all-people", action="store_true", help="a patch for every person, not only the best")
+    cutting.add_argument("--concurrency", type=int, default=4, help="frames in flight at once")
+    cutting.add_argument("-o", "--option", action="append", type=parse_option, default=[], metavar="NAME=VALUE", help="a request option for every frame")
+    cutting.set_defaults(run=patches)
 
     pairing = commands.add_parser("pair", help="pair the patches of two sets by pose, within the same view (no server needed)")
     pairing.add_argument("a", type=Path, metavar="A.csv", help="patches CSV (humanserve patches)")
