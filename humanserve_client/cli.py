@@ -19,7 +19,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from .client import Answer, Client, GrpcClient, RestClient, ServerError
 from .pairing import PatchFileError, pair_files
@@ -36,6 +36,18 @@ def image_files(paths: list[Path]) -> Iterator[Path]:
             yield from sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         else:
             yield path
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -213,13 +225,13 @@ def parser() -> argparse.ArgumentParser:
     cutting.add_argument("videos", nargs="+", type=Path, metavar="VIDEO")
     cutting.add_argument("--out", type=Path, required=True, help="folder for patches/*.jpg, patches.csv and frames.csv (what a rerun skips)")
     cutting.add_argument("--model", default="keypoint_rcnn", help="a model answering people with keypoints (and views): keypoint_rcnn, pose_pipeline")
-    cutting.add_argument("--every", type=int, default=24, help="send every N-th frame")
-    cutting.add_argument("--look-back", type=int, default=4, help="frames over the second before a sampled frame that shows someone")
+    cutting.add_argument("--every", type=at_least(1), default=24, help="send every N-th frame")
+    cutting.add_argument("--look-back", type=at_least(0), default=4, help="frames over the second before a sampled frame that shows someone")
     cutting.add_argument("--score-threshold", type=float, default=0.5, help="people below this score give no patch (and no look-back)")
     cutting.add_argument("--padding", type=float, default=0.1, help="grow the box by this share of its longer side each way before squaring")
-    cutting.add_argument("--size", type=int, default=256, help="patch side in pixels")
+    cutting.add_argument("--size", type=at_least(8), default=256, help="patch side in pixels")
     cutting.add_argument("--all-people", action="store_true", help="a patch for every person, not only the best")
-    cutting.add_argument("--concurrency", type=int, default=4, help="frames in flight at once")
+    cutting.add_argument("--concurrency", type=at_least(1), default=4, help="frames in flight at once")
     cutting.add_argument("-o", "--option", action="append", type=parse_option, default=[], metavar="NAME=VALUE", help="a request option for every frame")
     cutting.set_defaults(run=patches)
 
@@ -227,7 +239,7 @@ def parser() -> argparse.ArgumentParser:
     pairing.add_argument("a", type=Path, metavar="A.csv", help="patches CSV (humanserve patches)")
     pairing.add_argument("b", type=Path, metavar="B.csv")
     pairing.add_argument("--out", type=Path, default=Path("pairs.csv"), help="the pairs CSV: a_patch, b_patch, view, similarity, rank")
-    pairing.add_argument("--top", type=int, default=1, help="best matches of B per patch of A")
+    pairing.add_argument("--top", type=at_least(1), default=1, help="best matches of B per patch of A")
     pairing.add_argument("--min-joint-score", type=float, default=0.0, help="joints scoring below this are left out of both poses")
     pairing.add_argument("--unique", action="store_true", help="a one-to-one assignment per view instead of best matches (sets up to a few thousand)")
     pairing.set_defaults(run=pair)

@@ -121,3 +121,8 @@ def test_the_cli_writes_the_pairs_csv_and_reports_bad_files(tmp_path):
     (tmp_path / "broken.csv").write_text("patch,view\nx,y\n")
     result = subprocess.run(command[:4] + [str(tmp_path / "broken.csv"), str(b)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no column 'x1'" in result.stderr
+
+
+def test_the_cli_refuses_a_top_below_one(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "humanserve_client", "pair", "a.csv", "b.csv", "--top", "0"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--top: must be at least 1, got 0" in result.stderr
