@@ -6,6 +6,7 @@
     humanserve track VIDEO [--model pose_tracker] [--every N] [--render OUT.mp4] [--rest] [-o NAME=VALUE]...
     humanserve patches VIDEO... --out DIR [--model keypoint_rcnn] [--every 24] [--look-back 4] [--size 256] [--all-people]
     humanserve pair A.csv B.csv [--out pairs.csv] [--top K] [--min-joint-score S] [--unique]
+    humanserve contact-sheet pairs.csv --a DIR --b DIR [--out sheet.jpg] [--top N]
 
 Each image (or video frame) gets one JSON line on stdout: its answer, the file an image
 answer was saved to, or its error. A bad image is reported and the others go on; the exit
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from .client import Answer, Client, GrpcClient, RestClient, ServerError
+from .contact_sheet import contact_sheet
 from .pairing import PatchFileError, pair_files
 from .patches import PatchSettings, extract_patches
 from .tracking import Progress, VideoError, draw_tracks, track_video, video_facts, video_writer
@@ -169,6 +171,16 @@ def patches(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def sheet(args: argparse.Namespace) -> int:
+    try:
+        count = contact_sheet(args.pairs, args.a, args.b, args.out, args.top, args.padding)
+    except (OSError, KeyError, ValueError) as error:
+        print(json.dumps({"error": {"code": None, "type": type(error).__name__, "message": str(error)}}), file=sys.stderr)
+        return 2
+    print(f"{count} pairs drawn into {args.out}" if count else "no rank-1 pairs to draw", file=sys.stderr)
+    return 0 if count else 1
+
+
 def pair(args: argparse.Namespace) -> int:
     try:
         count = pair_files(args.a, args.b, args.out, args.top, args.min_joint_score, args.unique)
@@ -243,6 +255,15 @@ def parser() -> argparse.ArgumentParser:
     pairing.add_argument("--min-joint-score", type=float, default=0.0, help="joints scoring below this are left out of both poses")
     pairing.add_argument("--unique", action="store_true", help="a one-to-one assignment per view instead of best matches (sets up to a few thousand)")
     pairing.set_defaults(run=pair)
+
+    checking = commands.add_parser("contact-sheet", help="the best pairs side by side with skeletons drawn (no server needed)")
+    checking.add_argument("pairs", type=Path, metavar="pairs.csv")
+    checking.add_argument("--a", type=Path, required=True, help="set A's humanserve patches folder (patches.csv, patches/)")
+    checking.add_argument("--b", type=Path, required=True, help="set B's folder")
+    checking.add_argument("--out", type=Path, default=Path("contact_sheet.jpg"))
+    checking.add_argument("--top", type=at_least(1), default=20, help="how many pairs, most similar first")
+    checking.add_argument("--padding", type=float, default=0.1, help="the --padding the patches were cut with")
+    checking.set_defaults(run=sheet)
     return root
 
 
