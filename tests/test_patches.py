@@ -1,11 +1,14 @@
 """``humanserve patches``: the sampling rule, the patch geometry, and synthetic videos through a real TorchServe (Keypoint R-CNN oracle)."""
 
 import csv
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
+from export.archive import REPO
 from humanserve_client.pairing import read_patches
 from humanserve_client.patches import FILL, PatchSettings, cut_patch, look_back_frames, square_around
 from oracles import PERSON_FRAMES
@@ -89,6 +92,16 @@ def test_patches_follow_the_sampling_rule_land_on_the_person_and_resume(server, 
     assert len(read_patches(out / "patches.csv").names) == 5
     again = run_cli(server, "patches", str(path), "--out", str(out), "--model", MODEL, "--size", "128", "--score-threshold", "0.9")
     assert again.returncode == 0 and '"frames": 0' in again.stdout and len(rows(out / "patches.csv")) == 5
+    # End to end: the set paired with itself (each patch's best match is itself), and its contact sheet.
+    assert run_cli_offline("pair", str(out / "patches.csv"), str(out / "patches.csv"), "--out", str(tmp_path / "pairs.csv")).returncode == 0
+    assert all(r["a_patch"] == r["b_patch"] and float(r["similarity"]) > 0.999 for r in rows(tmp_path / "pairs.csv"))
+    sheet = run_cli_offline("contact-sheet", str(tmp_path / "pairs.csv"), "--a", str(out), "--b", str(out), "--out", str(tmp_path / "sheet.jpg"))
+    assert sheet.returncode == 0, sheet.stderr
+    assert cv2.imread(str(tmp_path / "sheet.jpg")).shape[0] > 5 * 192
+
+
+def run_cli_offline(*args: str):
+    return subprocess.run([sys.executable, "-m", "humanserve_client", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def test_every_person_with_all_people_and_a_bad_video_does_not_stop_the_others(server, video, tmp_path):
