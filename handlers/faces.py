@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_area, nms, roi_align
 
-from humanserve_core.errors import RequestError
 from humanserve_core.inputs import Item
 from humanserve_core.options import choice, flag, integer, number
+from humanserve_core.people import output_format, rounded
 from humanserve_core.render import draw_faces
 from humanserve_core.responses import Answer, image_answer, json_answer
 
@@ -314,20 +314,8 @@ def coarsest_face_scale(min_face_size: float) -> float:
     return max(1.0, min_face_size / OUTPUT_SIDE)
 
 
-def check_face_options(options: Mapping[str, Any]) -> None:
-    """``render`` asks for a picture, so it cannot be combined with ``format=json``."""
-    if options["render"] and options["format"] == "json":
-        raise RequestError("render=true returns a picture; format must be jpeg or png, not 'json'", "InvalidOption")
-
-
-def face_format(options: Mapping[str, Any]) -> str:
-    """The answer's format: ``format`` if given, else jpeg when ``render``, else json."""
-    return options["format"] or ("jpeg" if options["render"] else "json")
-
-
 def face_records(faces: Faces, scale: float, expressions: Sequence[str], smile_threshold: float) -> list[dict[str, Any]]:
     """Faces as answered: ``box``, ``score``, ``landmarks``, ``expression`` and ``smiling``, in image pixels (``scale`` per decoded pixel)."""
-    rounded = lambda values, decimals: values.double().round(decimals=decimals).tolist()  # noqa: E731  float64: 322.67, not 322.6700134
     happy = faces.expressions[:, expressions.index("happy")]
     return [
         {
@@ -335,7 +323,8 @@ def face_records(faces: Faces, scale: float, expressions: Sequence[str], smile_t
             "expression": {"label": expressions[best], "scores": dict(zip(expressions, values))}, "smiling": smiling,
         }  # fmt: skip
         for box, score, points, values, best, smiling in zip(
-            rounded(faces.boxes * scale, 2), rounded(faces.scores, 4), rounded(faces.landmarks * scale, 2), rounded(faces.expressions, 4),
+            rounded(faces.boxes * scale, 2).tolist(), rounded(faces.scores, 4).tolist(),
+            rounded(faces.landmarks * scale, 2).tolist(), rounded(faces.expressions, 4).tolist(),
             faces.expressions.argmax(dim=1).tolist(), (happy >= smile_threshold).tolist(),
         )
     ]
@@ -344,7 +333,7 @@ def face_records(faces: Faces, scale: float, expressions: Sequence[str], smile_t
 def face_answer(item: Item, faces: Faces, expressions: Sequence[str], header: Mapping[str, Any]) -> Answer:
     """Answer one item: JSON (``header`` fields first) or the picture with its faces drawn; ``faces`` in the decoded image's pixels."""
     records = face_records(faces, item.scale, expressions, item.options["smile_threshold"])
-    image_format = face_format(item.options)
+    image_format = output_format(item.options)
     if image_format != "json":
         boxes = [face["box"] for face in records]
         landmarks = [face["landmarks"] for face in records]

@@ -4,8 +4,9 @@ from typing import Any
 
 from torch import Tensor
 
-from faces import FACE_OPTIONS, CascadeSpec, FaceQuery, Faces, check_face_options, coarsest_face_scale, detect_faces, face_answer, face_format
+from faces import FACE_OPTIONS, CascadeSpec, FaceQuery, Faces, coarsest_face_scale, detect_faces, face_answer
 from humanserve_core.base import Item, VisionHandler
+from humanserve_core.people import check_output_options, output_format
 from humanserve_core.responses import Answer
 
 
@@ -20,10 +21,10 @@ class FacesHandler(VisionHandler):
         self.networks = {"pnet": self.model, **{part: self.load_part(part) for part in ("rnet", "onet", "expression")}}
 
     def validate(self, item: Item) -> None:
-        check_face_options(item.options)
+        check_output_options(item.options)
 
     def coarsest_scale(self, item: Item) -> float:
-        return coarsest_face_scale(item.options["min_face_size"]) if face_format(item.options) == "json" else 1.0
+        return coarsest_face_scale(item.options["min_face_size"]) if output_format(item.options) == "json" else 1.0
 
     def prepare(self, items: list[Item]) -> tuple[list[Tensor], list[FaceQuery]]:
         queries = [FaceQuery(i.options["min_face_size"] / i.scale, i.options["score_threshold"], i.options["max_faces"]) for i in items]

@@ -52,6 +52,11 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def report_error(kind: str, error: Exception) -> None:
+    """A failure that is not the server's, as one JSON line on stderr in the shape of the server's errors."""
+    print(json.dumps({"error": {"code": None, "type": kind, "message": str(error)}}), file=sys.stderr)
+
+
 def parse_option(text: str) -> tuple[str, Any]:
     """``NAME=VALUE``; ``NAME=@FILE`` sends the file's bytes (a background image)."""
     name, equals, value = text.partition("=")
@@ -133,7 +138,7 @@ def track(args: argparse.Namespace) -> int:
                     writer.write(draw_tracks(frame, record))
                 progress.step()
     except VideoError as error:
-        print(json.dumps({"error": {"code": None, "type": "UnreadableVideo", "message": str(error)}}), file=sys.stderr)
+        report_error("UnreadableVideo", error)
         return 2
     finally:
         progress.close()
@@ -164,7 +169,7 @@ def patches(args: argparse.Namespace) -> int:
             try:
                 frames, written = extract_patches(client, args.model, video, args.out, settings, dict(args.option), args.concurrency)
             except VideoError as error:
-                print(json.dumps({"error": {"code": None, "type": "UnreadableVideo", "message": str(error)}}), file=sys.stderr)
+                report_error("UnreadableVideo", error)
                 failed += 1
                 continue
             print(json.dumps({"video": str(video), "frames": frames, "patches": written}), flush=True)
@@ -175,7 +180,7 @@ def sheet(args: argparse.Namespace) -> int:
     try:
         count = contact_sheet(args.pairs, args.a, args.b, args.out, args.top, args.padding)
     except (OSError, KeyError, ValueError) as error:
-        print(json.dumps({"error": {"code": None, "type": type(error).__name__, "message": str(error)}}), file=sys.stderr)
+        report_error(type(error).__name__, error)
         return 2
     print(f"{count} pairs drawn into {args.out}" if count else "no rank-1 pairs to draw", file=sys.stderr)
     return 0 if count else 1
@@ -185,7 +190,7 @@ def pair(args: argparse.Namespace) -> int:
     try:
         count = pair_files(args.a, args.b, args.out, args.top, args.min_joint_score, args.unique)
     except (PatchFileError, ValueError) as error:
-        print(json.dumps({"error": {"code": None, "type": type(error).__name__, "message": str(error)}}), file=sys.stderr)
+        report_error(type(error).__name__, error)
         return 2
     print(f"{count} pairs written to {args.out}", file=sys.stderr)
     return 0

@@ -86,10 +86,10 @@ def people_answer(item: Item, people: People, layout: Layout, header: Mapping[st
             min_score=options["score_threshold"] or 0.0,
         )
         return image_answer(torch.from_numpy(picture).permute(2, 0, 1), image_format)
-    boxes = _rounded(people.boxes, 2).tolist()
-    scores = _rounded(people.scores, 4).tolist()
+    boxes = rounded(people.boxes, 2).tolist()
+    scores = rounded(people.scores, 4).tolist()
     joints = (
-        torch.cat([_rounded(keypoints[..., :2], 2), _rounded(keypoints[..., 2:], 4)], dim=2).tolist()
+        torch.cat([rounded(keypoints[..., :2], 2), rounded(keypoints[..., 2:], 4)], dim=2).tolist()
         if keypoints is not None
         else None
     )
@@ -118,6 +118,7 @@ def _coco_result(image_id: int, p: int, boxes: list, scores: list, joints: Optio
     return result
 
 
-def _rounded(values: Tensor, decimals: int) -> Tensor:
+def rounded(values: Tensor, decimals: int) -> Tensor:
+    """``values`` rounded in float64, so that JSON shows 322.67 rather than float32's 322.6700134277344."""
     # In float64, so that JSON shows 322.67 rather than float32's 322.6700134277344.
     return values.double().round(decimals=decimals)
