@@ -1,4 +1,4 @@
-"""A worker killed while it holds a request: TorchServe answers 507 on both protocols, and the client's retries turn it into an answer."""
+"""A worker killed while it holds a request: TorchServe answers "Worker died." on both protocols, and the client's retries turn it into an answer."""
 
 import os
 import signal
@@ -51,13 +51,15 @@ def wait_for_worker(server, killed: int = 0, timeout: float = 60) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
-def test_a_killed_worker_fails_its_requests_with_507_and_retries_answer_them(server, protocol):
+def test_a_killed_worker_fails_its_requests_and_retries_answer_them(server, protocol):
     image = encode(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8), "JPEG")
     wait_for_worker(server)
     with client(server, protocol, retries=0) as plain:
         failure, killed = kill_worker_during(server, lambda: plain.predict(MODEL, image, HEAVY))
     assert isinstance(failure, ServerError), f"expected the worker's death, got an answer: {failure}"
-    assert (failure.code, failure.type, failure.message) == (507, "InternalServerException", "Worker died.")
+    # 507 when TorchServe has read the exit status 137 by the time it answers, else 500: it looks once (a race)
+    assert (failure.type, failure.message) == ("InternalServerException", "Worker died."), failure
+    assert failure.code in (500, 507), failure
 
     wait_for_worker(server, killed)
     with client(server, protocol, retries=3) as patient:
