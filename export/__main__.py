@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Optional
 
 from .archive import HANDLERS, PRECISIONS, REPO, Build, write_archive
-from .recipes import DEFAULT_MODELS, RECIPES
+from .recipes import DEFAULT_MODELS, RECIPES, recipe_named
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
-    parser.add_argument("models", nargs="*", metavar="MODEL", help=f"default: {' '.join(DEFAULT_MODELS)}; any of {', '.join(RECIPES)}")
+    parser.add_argument("models", nargs="*", metavar="MODEL", help=f"default: {' '.join(DEFAULT_MODELS)}; any of {', '.join(RECIPES)}; or cyclegan_NAME / pix2pix_NAME: "
+                        "your own generator with its family's settings (export/generators.yaml)")
     parser.add_argument("--store", type=Path, default=REPO / "model_store", help="where the .mar files go")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, help="local weights file (one model only)")
@@ -41,13 +42,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
     names = args.models or DEFAULT_MODELS
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        parser.error(f"unknown model {unknown[0]!r}; known: {', '.join(RECIPES)}")
+    recipes = {}
+    for name in names:
+        try:
+            recipes[name] = recipe_named(name)
+        except KeyError:
+            parser.error(f"unknown model {name!r}; known: {', '.join(RECIPES)}, or cyclegan_NAME / pix2pix_NAME for your own generator")
     if args.checkpoint and len(names) != 1:
         parser.error("--checkpoint needs exactly one MODEL")
-    for name in names:
-        recipe = RECIPES[name]
+    for name, recipe in recipes.items():
         if len(recipe.parts) > 1 and (args.checkpoint or args.weights not in (None, "random")):
             parser.error(f"{name} has several parts; put their weights under checkpoints/ or the torch cache")
         newest_input = [part.default_checkpoint for part in recipe.parts]

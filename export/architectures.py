@@ -1,7 +1,7 @@
 """Architectures torchvision lacks, named so that the published checkpoints load unchanged."""
 
 import re
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -196,26 +196,34 @@ class TransformerNet(nn.Module):
         return self.deconv3(y)
 
 
-class PixelStyle(nn.Module):
-    """RGB ``uint8[N, 3, H, W]`` photos in, styled ``uint8`` photos of the same size out; H and W multiples of 4.
+class PixelPictures(nn.Module):
+    """RGB ``uint8[N, 3, H, W]`` photos in, ``uint8`` pictures of the same size out, for image-to-image networks.
 
-    The network has two stride-2 stages, so its answer has the size it was given only for
-    sides that are multiples of 4: the handler pads and crops (``style.stylize``), which keeps
-    the exported program free of size-dependent slicing. The conversions to and from the
-    network's 0..255 floats run on the model's device.
+    The network sees ``(pixels - centre) / scale`` and its answer goes back by the same
+    mapping: 0..255 as is for the style networks, [-1, 1] for the pix2pix and CycleGAN
+    generators (their ``Normalize(0.5, 0.5)`` and tanh). Answers are rounded (the reference
+    GAN code truncates, half a level darker on average). Sides must suit the network (the
+    handler pads and crops, which keeps the exported program free of size-dependent slicing);
+    the conversions run on the model's device.
     """
 
-    def __init__(self, network: nn.Module):
+    def __init__(self, network: nn.Module, centre: float = 0.0, scale: float = 1.0):
         super().__init__()
-        self.network = network
+        self.network, self.centre, self.scale = network, centre, scale
 
     def forward(self, photos: Tensor) -> Tensor:
-        return self.network(photos.float()).clamp(0, 255).round().to(torch.uint8)
+        answer = self.network((photos.float() - self.centre) / self.scale)
+        return (answer * self.scale + self.centre).clamp(0, 255).round().to(torch.uint8)
 
 
 def pixel_style(network: nn.Module) -> nn.Module:
-    """Wrap a style network so that it takes and answers ``uint8`` photos."""
-    return PixelStyle(network)
+    """Wrap a style network (0..255 in and out) so that it takes and answers ``uint8`` photos."""
+    return PixelPictures(network)
+
+
+def pixel_generator(network: nn.Module) -> nn.Module:
+    """Wrap a pix2pix / CycleGAN generator ([-1, 1] in, tanh out) so that it takes and answers ``uint8`` photos."""
+    return PixelPictures(network, centre=127.5, scale=127.5)
 
 
 _INSTANCE_NORM_STATISTICS = re.compile(r"(^|\.)in\d+\.running_(mean|var)$")
@@ -350,3 +358,126 @@ def example_pixels(batch: int, channels: int, height: int, width: int, seed: int
     """Reproducible float pixel values 0..255, as the face networks take them."""
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(batch, channels, height, width, generator=generator) * 255
+
+
+# Image-to-image generators of the reference pix2pix / CycleGAN code (Isola et al. 2017, Zhu et al.
+# 2017; github.com/junyanz/pytorch-CycleGAN-and-pix2pix), built as its nn.Sequential layouts so that
+# its latest_net_G.pth state dicts load unchanged. Convolutions carry a bias only before instance
+# norm (batch norm has its own shift), as there. Dropout layers keep their places in the layouts and,
+# as every layer, run in eval mode: a served generator answers the same photo the same way.
+
+
+class ReferenceInstanceNorm(nn.InstanceNorm2d):
+    """The reference's instance norm (no affine, no running statistics); drops the statistics that checkpoints saved before PyTorch 0.4 carry."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, affine=False, track_running_stats=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class ImageStatisticsBatchNorm(nn.BatchNorm2d):
+    """Batch norm over each image's own statistics: how pix2pix runs at test time (training mode, batches of one).
+
+    The running statistics load with the checkpoint but stay unused; an image's answer does
+    not depend on its batch mates.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+
+GENERATOR_NORMS = {"instance": ReferenceInstanceNorm, "batch": nn.BatchNorm2d, "batch_image_statistics": ImageStatisticsBatchNorm}
+
+
+class ResnetBlock(nn.Module):
+    """Two reflect-padded 3x3 convolutions with norm (dropout between them when trained so), added to the input."""
+
+    def __init__(self, channels: int, norm: type[nn.Module], bias: bool, dropout: bool):
+        super().__init__()
+        layers = [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm(channels), nn.ReLU(True)]
+        layers += [nn.Dropout(0.5)] if dropout else []
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm(channels)]
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """CycleGAN's ResNet generator: ``[N, 3, H, W]`` in [-1, 1] to tanh pictures of the same size (H, W multiples of 4).
+
+    Reflection pad and 7x7 conv, two stride-2 convs, ``blocks`` residual blocks, two
+    stride-2 transposed convs, reflection pad, 7x7 conv, tanh: keys ``model.1.weight`` ...
+    """
+
+    def __init__(self, blocks: int = 9, norm: str = "instance", dropout: bool = False, width: int = 64, channels_in: int = 3, channels_out: int = 3):
+        super().__init__()
+        layer, bias = GENERATOR_NORMS[norm], norm == "instance"
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(channels_in, width, 7, bias=bias), layer(width), nn.ReLU(True)]
+        for mult in (1, 2):
+            layers += [nn.Conv2d(width * mult, width * mult * 2, 3, stride=2, padding=1, bias=bias), layer(width * mult * 2), nn.ReLU(True)]
+        layers += [ResnetBlock(width * 4, layer, bias, dropout) for _ in range(blocks)]
+        for mult in (4, 2):
+            up = nn.ConvTranspose2d(width * mult, width * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)
+            layers += [up, layer(width * mult // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, channels_out, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+class UnetSkipBlock(nn.Module):
+    """One level of the reference U-Net: down, the levels inside, up; the skip connection concatenates (except outermost).
+
+    The reference's leaky ReLU works in place on the level's input, so the skip carries the
+    activated input: done explicitly here.
+    """
+
+    def __init__(
+        self, outer: int, inner: int, norm: type[nn.Module], bias: bool, inside: Optional[nn.Module] = None,
+        channels_in: Optional[int] = None, outermost: bool = False, dropout: bool = False,
+    ):  # fmt: skip
+        super().__init__()
+        self.outermost = outermost
+        down = nn.Conv2d(channels_in or outer, inner, 4, stride=2, padding=1, bias=bias)
+        if outermost:
+            layers = [down, inside, nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1), nn.Tanh()]
+        elif inside is None:  # innermost
+            layers = [nn.LeakyReLU(0.2), down, nn.ReLU(True), nn.ConvTranspose2d(inner, outer, 4, stride=2, padding=1, bias=bias), norm(outer)]
+        else:
+            up = nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1, bias=bias)
+            layers = [nn.LeakyReLU(0.2), down, norm(inner), inside, nn.ReLU(True), up, norm(outer)] + ([nn.Dropout(0.5)] if dropout else [])
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.outermost:
+            return self.model(x)
+        x = self.model[0](x)
+        return torch.cat([x, self.model[1:](x)], 1)
+
+
+class UnetGenerator(nn.Module):
+    """pix2pix's U-Net: ``[N, 3, S, S]`` in [-1, 1] to tanh pictures of that size, S = 2 ** ``downs`` (256 for 8).
+
+    Keys nest one ``model.model.`` per level: ``model.model.0.weight``, ``model.model.1.model.1.weight`` ...
+    """
+
+    def __init__(self, downs: int = 8, norm: str = "batch", dropout: bool = True, width: int = 64, channels_in: int = 3, channels_out: int = 3):
+        super().__init__()
+        if downs < 5:
+            raise ValueError(f"a U-Net generator has at least 5 down levels, not {downs}")
+        layer, bias = GENERATOR_NORMS[norm], norm == "instance"
+        level = UnetSkipBlock(width * 8, width * 8, layer, bias)
+        for _ in range(downs - 5):
+            level = UnetSkipBlock(width * 8, width * 8, layer, bias, level, dropout=dropout)
+        for mult in (4, 2, 1):
+            level = UnetSkipBlock(width * mult, width * mult * 2, layer, bias, level)
+        self.model = UnetSkipBlock(channels_out, width, layer, bias, level, channels_in=channels_in, outermost=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)

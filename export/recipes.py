@@ -25,8 +25,10 @@ from .architectures import (
     ONet,
     PNet,
     PoseResNet,
+    ResnetGenerator,
     RNet,
     TransformerNet,
+    UnetGenerator,
     drop_instance_norm_statistics,
     example_crops,
     example_images,
@@ -34,6 +36,7 @@ from .architectures import (
     example_pixels,
     person_detector_of_pixels,
     person_log_odds,
+    pixel_generator,
     pixel_style,
     takes_pixels,
 )
@@ -95,6 +98,7 @@ TRACKER_SERVING = replace(
 )
 TRACKING_CONFIG: dict[str, Any] = {"ttl_s": 60, "max_sequences": 256, "tracker": {}}
 STYLES_FILE = Path(__file__).with_name("styles.yaml")
+GENERATORS_FILE = Path(__file__).with_name("generators.yaml")
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,52 @@ def _style_recipes() -> list[Recipe]:
     ]
 
 
+# pix2pix's U-Net sees its trained size only (the handler resizes); a batch of up to the archive's batch size.
+UNET_PT2 = Pt2Shapes()
+
+
+def generator_recipe(name: str, settings: dict[str, Any]) -> Recipe:
+    """The recipe of a pix2pix / CycleGAN generator from its ``generators.yaml`` settings (``ValueError`` naming a bad one)."""
+    known = {"family", "architecture", "blocks", "size", "norm", "batch_statistics", "dropout", "served_by_default"}
+    if set(settings) - known:
+        raise ValueError(f"{GENERATORS_FILE.name}: {name} has unknown settings {sorted(set(settings) - known)}; known: {sorted(known)}")
+    architecture, norm, size = settings.get("architecture"), settings.get("norm"), settings.get("size")
+    if norm not in ("instance", "batch") or settings.get("batch_statistics", "image") not in ("image", "running"):
+        raise ValueError(f"{GENERATORS_FILE.name}: {name}: norm is instance or batch, batch_statistics image or running")
+    layer = "batch_image_statistics" if norm == "batch" and settings.get("batch_statistics", "image") == "image" else norm
+    dropout = bool(settings.get("dropout", False))
+    if architecture == "resnet" and settings.get("blocks") in (6, 9) and size == "any":
+        build = partial(ResnetGenerator, blocks=settings["blocks"], norm=layer, dropout=dropout)
+        example, pt2, side = (100, 132), STYLE_PT2, None
+    elif architecture == "unet" and size in (128, 256):
+        build = partial(UnetGenerator, downs=size.bit_length() - 1, norm=layer, dropout=dropout)
+        example, pt2, side = (size, size), UNET_PT2, size
+    else:
+        raise ValueError(f"{GENERATORS_FILE.name}: {name}: architecture resnet with blocks 6 or 9 and size any, or unet with size 128 or 256")
+    return Recipe(
+        name=name,
+        parts=(
+            PartRecipe(
+                name="model",
+                build=build,
+                example_inputs=lambda batch: (example_photos(batch, *example, seed=batch),),
+                default_checkpoint=CHECKPOINTS / "generators" / f"{name}.pth",
+                finish=pixel_generator,
+                pt2=pt2,
+            ),
+        ),
+        handler="generator_handler.py",
+        handler_modules=("style.py", "style_handler.py"),
+        handler_config={"generator": {"architecture": architecture, "size": side}, "limits": IMAGE_LIMITS},
+        serving=IMAGE_SERVING,
+        served_by_default=settings.get("served_by_default", False),
+    )
+
+
+def _generator_recipes() -> list[Recipe]:
+    return [generator_recipe(name, settings) for name, settings in yaml.safe_load(GENERATORS_FILE.read_text())["generators"].items()]
+
+
 def _pose_recipe(depth: int) -> Recipe:
     return Recipe(
         name=f"pose_resnet{depth}",
@@ -391,6 +441,18 @@ RECIPES: dict[str, Recipe] = {
             served_by_default=False,
         ),
         *_style_recipes(),
+        *_generator_recipes(),
     )
 }
 DEFAULT_MODELS = [name for name, recipe in RECIPES.items() if recipe.served_by_default]
+
+
+def recipe_named(name: str) -> Recipe:
+    """The recipe of ``name``: a listed model, or a user's own generator named after its family (``cyclegan_*``, ``pix2pix_*``); ``KeyError`` else."""
+    if name in RECIPES:
+        return RECIPES[name]
+    families = yaml.safe_load(GENERATORS_FILE.read_text())["families"]
+    family = name.split("_", 1)[0]
+    if family in families and name != family:
+        return generator_recipe(name, families[family])
+    raise KeyError(name)

@@ -1,8 +1,9 @@
-"""Fast neural style transfer steps: photos (at most ``max_side``) through the style network, one call per size.
+"""Image-to-image steps shared by style transfer and the pix2pix / CycleGAN generators: photos (at most ``max_side``) through the network, one call per size.
 
 The exported network takes RGB ``uint8`` photos whose sides are multiples of 4 and answers
 ``uint8`` photos of that size (it converts on its device); photos are padded here by
-reflection and cropped back.
+reflection and cropped back. A generator trained at one size (pix2pix's U-Net, 256x256) sees
+its photos resized to it, and its answers are resized back.
 """
 
 from typing import Any, Mapping
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from humanserve_core.errors import RequestError
 from humanserve_core.images import group_by_size, resize_pixels
-from humanserve_core.options import PNG_COMPRESSION_HELP, choice, integer
+from humanserve_core.options import PNG_COMPRESSION_HELP, choice, flag, integer
 
 STYLE_OPTIONS = {
     "max_side": integer(1024, 16, 4096, "photos larger than this on their longer side are resized down before styling; the answer has that size"),
@@ -20,6 +21,11 @@ STYLE_OPTIONS = {
     "quality": integer(90, 1, 100, "JPEG quality"),
     "png_compression": integer(1, 0, 9, PNG_COMPRESSION_HELP),
 }  # fmt: skip
+# Models trained at one size: the answer's size is the caller's choice.
+TRAINED_SIZE_OPTIONS = {
+    **STYLE_OPTIONS,
+    "keep_size": flag(True, "answer at the photo's size (at most max_side), resized from the model's own; false: the model's own square picture"),
+}
 
 
 SIDE_MULTIPLE = 4  # the network's two stride-2 stages
@@ -37,7 +43,7 @@ def check_style_size(size: tuple[int, int], options: Mapping[str, Any]) -> None:
     height, width = styled_size(*size, options["max_side"])
     if min(height, width) < MIN_SIDE:
         raise RequestError(
-            f"the photo would be styled at {width}x{height} pixels; style transfer needs at least {MIN_SIDE} on each side "
+            f"the photo would be answered at {width}x{height} pixels; this model needs at least {MIN_SIDE} on each side "
             f"(a larger photo, or a larger 'max_side' for a long thin one)",
             "InvalidImage",
         )
@@ -46,6 +52,11 @@ def check_style_size(size: tuple[int, int], options: Mapping[str, Any]) -> None:
 def coarsest_style_scale(size: tuple[int, int], options: Mapping[str, Any]) -> float:
     """Photo pixels per styled pixel: the coarsest decode that still covers the styled size."""
     return max(size) / options["max_side"]
+
+
+def coarsest_trained_size_scale(size: tuple[int, int], side: int) -> float:
+    """Photo pixels per model pixel for a model trained on ``side`` squares: the coarsest decode still ``side`` pixels on each axis."""
+    return min(size) / side
 
 
 def resized_for_style(image: Tensor, size: tuple[int, int], options: Mapping[str, Any]) -> Tensor:
@@ -67,3 +78,11 @@ def stylize(model: torch.nn.Module, images: list[Tensor]) -> list[Tensor]:
         for i, picture in zip(members, model(photos)):
             styled[i] = picture[:, :height, :width]
     return styled
+
+
+def answer_sizes(pictures: list[Tensor], sizes: list[tuple[int, int]], options: list[Mapping[str, Any]]) -> list[Tensor]:
+    """A trained-size model's pictures resized to their photos' styled sizes, where ``keep_size`` asks for it."""
+    return [
+        resize_pixels(picture, styled_size(*size, option["max_side"])) if option["keep_size"] else picture
+        for picture, size, option in zip(pictures, sizes, options)
+    ]

@@ -118,6 +118,18 @@ def check_style(photo: Photo, options: Options, answer: Answer) -> Optional[str]
     return None if size == expected else f"styled picture of size {size}, expected {expected}"
 
 
+def trained_size_options(photo: Photo, rng: random.Random) -> Options:
+    """A generator trained at one size (pix2pix): mostly answered at the photo's size, one in four at the model's own."""
+    return {"max_side": str(STYLE_MAX_SIDE), **({"keep_size": "false"} if rng.random() < 0.25 else {})}
+
+
+def check_trained_size(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+    if options.get("keep_size") != "false":
+        return check_style(photo, options, answer)
+    size = _picture_size(answer)
+    return None if size and size[0] == size[1] else f"picture of size {size}, expected the model's own square"
+
+
 def face_options(photo: Photo, rng: random.Random) -> Options:
     """Mostly faces as JSON, now and then only the best face; one in four the picture with the faces drawn."""
     if rng.random() < 0.25:
@@ -178,8 +190,10 @@ def scenario_for(model: str) -> Scenario:
         return Scenario(lambda photo, rng: {"max_people": "5"}, check_detection(keypoints=True))
     if model.startswith("person_segmenter") or model.startswith("segmenter_"):
         return Scenario(segmenter_options, check_segmenter)
-    if model.startswith("style_"):
+    if model.startswith(("style_", "cyclegan_")):
         return Scenario(lambda photo, rng: {"max_side": str(STYLE_MAX_SIDE)}, check_style)
+    if model.startswith("pix2pix_"):
+        return Scenario(trained_size_options, check_trained_size)
     if model.startswith(("faces", "face_")):
         return Scenario(face_options, check_faces)
     if model.startswith("smart_filter"):

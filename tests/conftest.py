@@ -11,9 +11,9 @@ from export.archive import REPO, write_archive
 from oracles import oracle_packages
 from tools.server import TorchServe, loopback_overrides
 
-ORACLES = ["pose_oracle", "detector_oracle", "keypoint_oracle", "pipeline_oracle", "tracker_oracle", "segmenter_oracle", "style_oracle", "face_oracle", "smart_filter_oracle"]
+ORACLES = ["pose_oracle", "detector_oracle", "keypoint_oracle", "pipeline_oracle", "tracker_oracle", "segmenter_oracle", "style_oracle", "face_oracle", "smart_filter_oracle", "cyclegan_oracle", "pix2pix_oracle"]
 # Real architectures with random weights: they must load and answer in a worker, offline.
-REAL_MODELS = ["pose_resnet50", "person_detector_mobilenet", "keypoint_rcnn", "person_segmenter_lraspp", "style_candy"]
+REAL_MODELS = ["pose_resnet50", "person_detector_mobilenet", "keypoint_rcnn", "person_segmenter_lraspp", "style_candy", "cyclegan_style_vangogh"]
 
 
 def server_overrides(store: Path) -> dict[str, str]:

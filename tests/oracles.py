@@ -293,6 +293,13 @@ class IdentityStyle(nn.Module):
         return photos
 
 
+class IdentityGenerator(nn.Module):
+    """A pix2pix / CycleGAN generator that changes nothing ([-1, 1] in, the same out): served, it must hand the photo back."""
+
+    def forward(self, photos: Tensor) -> Tensor:
+        return photos
+
+
 @dataclass
 class PaintedSegments:
     """A photo with painted people (ellipses and rectangles in ``SEGMENT_COLOUR``) and their mask."""
@@ -338,7 +345,8 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
     from dataclasses import replace
 
     from export.archive import Part, Sequences, Serving
-    from export.recipes import POSE_CONFIG, POSE_PT2, RECIPES, SEGMENTER_PT2, STYLE_PT2
+    from export.architectures import pixel_generator
+    from export.recipes import POSE_CONFIG, POSE_PT2, RECIPES, SEGMENTER_PT2, STYLE_PT2, UNET_PT2
 
     serving = Serving(batch_size=batch_size, max_batch_delay_ms=max_batch_delay_ms)
 
@@ -348,8 +356,11 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
     def detector_part(name: str, module: nn.Module) -> Part:
         return Part(name, module, _images, ORACLE_WEIGHTS, "script", check_batch=2)
 
-    def photos(n: int) -> tuple[Tensor]:
-        return (torch.randint(0, 256, (n, 3, 100, 132), dtype=torch.uint8),)
+    def photos(n: int, height: int = 100, width: int = 132) -> tuple[Tensor]:
+        return (torch.randint(0, 256, (n, 3, height, width), dtype=torch.uint8),)
+
+    def generator_part(pt2, example) -> Part:
+        return Part("model", pixel_generator(IdentityGenerator()), example, ORACLE_WEIGHTS, "script", pt2=pt2)
 
     def face_part(name: str, module: nn.Module, shape: tuple[int, int, int]) -> Part:
         return Part(name, module, lambda n: (torch.rand(n, *shape) * 255,), ORACLE_WEIGHTS, "script")
@@ -363,6 +374,8 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
         "smart_filter_oracle": (RECIPES["smart_filter"], (Part("model", SegmenterOracle(FILTER_PERSON_COLOUR), photos, ORACLE_WEIGHTS, "script"), *face_parts)),
         "segmenter_oracle": (RECIPES["person_segmenter"], (Part("model", SegmenterOracle(), photos, ORACLE_WEIGHTS, "script", pt2=SEGMENTER_PT2),)),
         "style_oracle": (RECIPES["style_candy"], (Part("model", IdentityStyle(), photos, ORACLE_WEIGHTS, "script", pt2=STYLE_PT2),)),
+        "cyclegan_oracle": (RECIPES["cyclegan_style_vangogh"], (generator_part(STYLE_PT2, photos),)),
+        "pix2pix_oracle": (RECIPES["pix2pix_edges2shoes"], (generator_part(UNET_PT2, lambda n: photos(n, 256, 256)),)),
         "pose_oracle": (RECIPES["pose_resnet50"], (pose_part("model"),)),
         "detector_oracle": (RECIPES["person_detector"], (detector_part("model", DetectorOracle()),)),
         "keypoint_oracle": (RECIPES["keypoint_rcnn"], (detector_part("model", KeypointOracle()),)),

@@ -19,7 +19,7 @@ from humanserve_core.models import ModelLoadError, load_model
 from loadtest.bench_served import load_handler
 from oracles import oracle_packages
 
-PT2_MODELS = ["pose_resnet50", "person_segmenter_lraspp", "style_candy"]  # the served real models torch.export takes
+PT2_MODELS = ["pose_resnet50", "person_segmenter_lraspp", "style_candy", "cyclegan_style_vangogh"]  # the served real models torch.export takes
 TORCHSCRIPT_MODELS = ["person_detector_mobilenet", "keypoint_rcnn"]
 
 
@@ -87,7 +87,7 @@ def test_pose_pt2_agrees_with_torchscript_for_every_batch_size(tmp_path):
         assert relative_error(expected, heatmaps) < 1e-4, batch
 
 
-@pytest.mark.parametrize("model", ["person_segmenter_lraspp", "style_candy"])
+@pytest.mark.parametrize("model", ["person_segmenter_lraspp", "style_candy", "cyclegan_style_vangogh"])
 def test_whole_image_pt2_agrees_with_torchscript_for_every_batch_and_picture_size(model, tmp_path):
     part = RECIPES[model].parts[0].make(weights="random")
     scripted, package = both_formats(part, 4, tmp_path)
