@@ -37,7 +37,7 @@ from pose import MAX_BOXES, check_boxes_overlap
 from pose_handler import PoseHandler
 from segmentation import BACKGROUND_WORDS, SEGMENTER_OPTIONS, check_segmenter_options
 from serving import SMALL_JPEG, post, send_together
-from style import STYLE_OPTIONS
+from style import STYLE_OPTIONS, TRAINED_SIZE_OPTIONS
 from test_images import corner_marks
 
 FUZZ = settings(
@@ -426,6 +426,7 @@ def validate_pose(item: Item) -> None:
     check_boxes_overlap(item)
 
 
+STYLE_ALLOWED = {"max_side": within(int, 16, 4096), "format": among("jpeg", "png"), "quality": within(int, 1, 100), "png_compression": within(int, 0, 9)}
 FAMILIES = {
     "pose": Family(
         PoseHandler.options, validate_pose, {**OUTPUT_ALLOWED, "boxes": optional(are_boxes), "flip_test": is_flag}
@@ -441,10 +442,8 @@ FAMILIES = {
             "format": among(None, "json", "png", "jpeg"), "quality": within(int, 1, 100), "png_compression": within(int, 0, 9),
         },
     ),
-    "style": Family(
-        STYLE_OPTIONS, lambda item: None,
-        {"max_side": within(int, 16, 4096), "format": among("jpeg", "png"), "quality": within(int, 1, 100), "png_compression": within(int, 0, 9)},
-    ),
+    "style": Family(STYLE_OPTIONS, lambda item: None, STYLE_ALLOWED),
+    "trained_size": Family(TRAINED_SIZE_OPTIONS, lambda item: None, {**STYLE_ALLOWED, "keep_size": is_flag}),
 }  # fmt: skip
 OPTION_NAMES = sorted({name for family in FAMILIES.values() for name in family.options})
 
@@ -672,10 +671,10 @@ def test_multi_picture_jpegs_are_jpegs():
 # ---------------------------------------------------------------- through a real TorchServe
 
 STORM_SEED = 7
-STORM_MODELS = {"pose_oracle": "pose", "detector_oracle": "detection", "segmenter_oracle": "segmenter", "style_oracle": "style"}
+STORM_MODELS = {"pose_oracle": "pose", "detector_oracle": "detection", "segmenter_oracle": "segmenter", "style_oracle": "style", "pix2pix_oracle": "trained_size"}
 GENERATED_PER_MODEL = 16
 GOOD_PER_MODEL = 4
-GOOD_OPTIONS = {"pose_oracle": {}, "detector_oracle": {}, "segmenter_oracle": {}, "style_oracle": {"format": "png"}}
+GOOD_OPTIONS = {"pose_oracle": {}, "detector_oracle": {}, "segmenter_oracle": {}, "style_oracle": {"format": "png"}, "pix2pix_oracle": {"format": "png"}}
 WIRE_STRINGS = tuple(s for s in ODD_STRINGS if s.isascii() and s.isprintable() and s == s.strip())  # header-safe text
 WIRE_VALUES = (*WIRE_STRINGS, None, True, 0, -1, 0.5, 7, 1e308, math.nan, math.inf, [], {"a": 1}, [[10, 10, 0, 0]])
 ODD_BODIES = (
