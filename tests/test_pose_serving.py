@@ -166,13 +166,19 @@ def test_coco_results_format(server, http):
                     {"boxes": painted.boxes, "format": "coco", "image_id": 397133})  # fmt: skip
     assert response.status_code == 200, response.text
     results = response.json()
+    people = post(server, http, ORACLE, encode(painted.image, "PNG"), "json", {"boxes": painted.boxes}).json()["people"]
     assert len(results) == 2
-    for result in results:
+    for result, person in zip(results, people):
         assert result["image_id"] == 397133 and result["category_id"] == 1
         assert len(result["keypoints"]) == 51 and len(result["bbox"]) == 4
         x, y, w, h = result["bbox"]
-        joints = painted.joints[painted.boxes.index([x, y, x + w, y + h])]
-        assert np.abs(np.array(result["keypoints"]).reshape(17, 3)[:, :2] - joints).max() < 5
+        assert [x, y, x + w, y + h] == person["box"]
+        joints = painted.joints[painted.boxes.index(person["box"])]
+        keypoints = np.array(result["keypoints"]).reshape(17, 3)
+        assert np.abs(keypoints[:, :2] - joints).max() < 5
+        # COCO's keypoints are pixel indices: half a pixel up and left of our continuous coordinates
+        np.testing.assert_allclose(keypoints[:, :2], np.array(person["keypoints"])[:, :2] - 0.5, atol=0.011)
+        np.testing.assert_array_equal(keypoints[:, 2], np.array(person["keypoints"])[:, 2])
 
 
 def test_max_people_and_score_threshold(server, http):

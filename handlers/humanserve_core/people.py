@@ -111,10 +111,12 @@ def people_answer(item: Item, people: People, layout: Layout, header: Mapping[st
 
 
 def _coco_result(image_id: int, p: int, boxes: list, scores: list, joints: Optional[list]) -> dict[str, Any]:
+    """One COCO result. Boxes are continuous in COCO too; its keypoints are pixel indices (the top-left pixel's centre is
+    (0, 0), as its annotations and evaluation assume), so joints move by half a pixel."""
     x1, y1, x2, y2 = boxes[p]
     result = {"image_id": image_id, "category_id": 1, "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)], "score": scores[p]}
     if joints is not None:
-        result["keypoints"] = [value for joint in joints[p] for value in joint]
+        result["keypoints"] = [value for x, y, score in joints[p] for value in (round(x - 0.5, 2), round(y - 0.5, 2), score)]
     return result
 
 
