@@ -77,6 +77,7 @@ ROWS = {
     "cutout": Row("segmenter cut-out (PNG)", "segmenter_standin", {"background": "transparent"}, PICTURE_TARGETS),
     "cutout_stored": Row("segmenter cut-out (PNG, stored)", "segmenter_standin", {"background": "transparent", "png_compression": "0"}, PICTURE_TARGETS),
     "style": Row("style (JPEG)", "style_standin", targets=PICTURE_TARGETS),
+    "pix2pix": Row("pix2pix (JPEG; 256x256 model, answer resized back)", "pix2pix_standin", targets=PICTURE_TARGETS),
 }
 
 

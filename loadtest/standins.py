@@ -107,6 +107,7 @@ def standin_packages(serving: Serving) -> list[Package]:
         "pose_pipeline": ("pose_pipeline", (detector, pose)),
         "segmenter": ("person_segmenter", (Part("model", SegmenterStandIn(), _segmenter_inputs, STANDIN_WEIGHTS),)),
         "style": ("style_candy", (Part("model", StyleStandIn(), _photos, STANDIN_WEIGHTS, "script"),)),
+        "pix2pix": ("pix2pix_edges2shoes", (Part("model", StyleStandIn(), _photos, STANDIN_WEIGHTS, "script"),)),
     }
     return [
         replace(RECIPES[recipe].package(parts, serving), name=f"{family}_standin")

@@ -41,10 +41,8 @@ def test_identity_generators_hand_the_photo_back_at_every_size(server, http):
         assert picture.shape[:2] == size, case
         if model == CYCLEGAN and size == photo.shape[:2]:
             np.testing.assert_array_equal(picture, photo, err_msg=case)  # [-1, 1] and back is exact
-        elif model == CYCLEGAN or not options.get("keep_size", True):
+        else:  # resized (pix2pix: to 256x256 and back, which a smooth photo survives), the style tests' bound
             assert psnr(picture, resized(photo, size)) >= 40, case
-        else:  # down to 256x256 and back up: what a smooth photo keeps
-            assert psnr(picture, resized(photo, size)) >= 30, case
     assert max(int(r.headers["X-Batch-Size"]) for r in responses) > 1, "the photos never shared a batch"
 
 
