@@ -7,6 +7,7 @@
     humanserve patches VIDEO... --out DIR [--model keypoint_rcnn] [--every 24] [--look-back 4] [--size 256] [--all-people]
     humanserve pair A.csv B.csv [--out pairs.csv] [--top K] [--min-joint-score S] [--unique]
     humanserve contact-sheet pairs.csv --a DIR --b DIR [--out sheet.jpg] [--top N]
+    humanserve evaluate ANNOTATIONS.json [IMAGES_DIR] [--model pose_resnet50] [--results out.json] [--report report.json] [--alpha 0.2]
 
 Each image (or video frame) gets one JSON line on stdout: its answer, the file an image
 answer was saved to, or its error. A bad image is reported and the others go on; the exit
@@ -18,12 +19,14 @@ import argparse
 import json
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from .client import Answer, Client, GrpcClient, RestClient, ServerError
 from .contact_sheet import contact_sheet
+from .evaluation import FINDS_PEOPLE, AnnotationError, collect_results, read_ground_truth, read_results, score, summary, table_row
 from .pairing import PatchFileError, pair_files
 from .patches import PatchSettings, extract_patches
 from .tracking import Progress, VideoError, draw_tracks, track_video, video_facts, video_writer
@@ -196,6 +199,43 @@ def pair(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    try:
+        truth = read_ground_truth(args.annotations)
+        if args.images is None:
+            if args.results is None:
+                raise AnnotationError("give the images folder (to ask the server) or --results FILE (to score a results file)")
+            results, made_for, failures, send_boxes = read_results(args.results, truth), None, [], False
+        else:
+            send_boxes = args.boxes == "annotations" or (args.boxes == "auto" and not args.model.startswith(FINDS_PEOPLE))
+            progress = Progress(args.model, len(truth.image_ids), unit="images")
+            try:
+                with connect(args) as client:
+                    collected = collect_results(client, args.model, truth, args.images, send_boxes, dict(args.option), args.concurrency, progress.step)
+            finally:
+                progress.close()
+            results, made_for, failures = collected.results, collected.made_for, collected.failures
+            if args.results:
+                args.results.write_text(json.dumps(results))
+    except AnnotationError as error:
+        report_error("InvalidAnnotations", error)
+        return 2
+    for failure in failures:
+        print(json.dumps(failure), file=sys.stderr)
+    report = score(truth, results, made_for, args.alpha)
+    report["failed_images"] = len(failures)
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=2))
+    if args.table:
+        boxes = "from the results file" if args.images is None else ("the annotations'" if send_boxes else "the model's own")
+        row = table_row(report, args.model if args.images else args.results.name, args.annotations, boxes, dict(args.option), time.strftime("%Y-%m-%d"))
+        with args.table.open("a") as table:
+            table.write(row + "\n")
+    print(json.dumps(report))
+    print(summary(report), file=sys.stderr)
+    return 1 if failures else 0
+
+
 def parser() -> argparse.ArgumentParser:
     env = os.environ.get
     shared = argparse.ArgumentParser(add_help=False)  # connection flags, accepted after any command
@@ -269,6 +309,22 @@ def parser() -> argparse.ArgumentParser:
     checking.add_argument("--top", type=at_least(1), default=20, help="how many pairs, most similar first")
     checking.add_argument("--padding", type=float, default=0.1, help="the --padding the patches were cut with")
     checking.set_defaults(run=sheet)
+
+    scoring = commands.add_parser("evaluate", parents=[shared], help="COCO keypoint AP and PCK of a served pose model, or of a results file (no server needed)")
+    scoring.add_argument("annotations", type=Path, metavar="ANNOTATIONS.json", help="COCO keypoints ground truth")
+    scoring.add_argument("images", type=Path, nargs="?", metavar="IMAGES_DIR", help="the annotated images; without it, --results FILE is scored")
+    scoring.add_argument("--model", default="pose_resnet50", help="a pose model: top-down (sent the annotations' boxes) or one that finds people")
+    scoring.add_argument("--results", type=Path, help="with IMAGES_DIR, also write the answers here as COCO results; without, the results to score")
+    scoring.add_argument("--report", type=Path, help="write every figure as JSON (AP, AP50, AP75, APm, APl, AR, PCK, PCK_per_joint, ...)")
+    scoring.add_argument("--table", type=Path, help="append the figures as a row to this markdown table (docs/accuracy.md)")
+    scoring.add_argument("--alpha", type=float, default=0.2, help="PCK: correct within alpha x the longer side of the person's box")
+    scoring.add_argument(
+        "--boxes", choices=("auto", "annotations", "none"), default="auto",
+        help=f"send the annotations' person boxes (auto: except to {', '.join(FINDS_PEOPLE)}, which find people themselves)",
+    )  # fmt: skip
+    scoring.add_argument("--concurrency", type=at_least(1), default=4, help="images in flight at once")
+    scoring.add_argument("-o", "--option", action="append", type=parse_option, default=[], metavar="NAME=VALUE", help="a request option for every image, e.g. flip_test=true")
+    scoring.set_defaults(run=evaluate)
     return root
 
 

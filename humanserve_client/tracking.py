@@ -127,15 +127,15 @@ def draw_tracks(frame: np.ndarray, answer: Mapping[str, Any], min_score: float =
 
 
 class Progress:
-    """One line on ``stream`` showing frames done (of the total when known), rewritten in place."""
+    """One line on ``stream`` showing ``unit`` done (of the total when known), rewritten in place."""
 
-    def __init__(self, label: str, total: int, stream: TextIO = sys.stderr):
-        self.label, self.total, self.stream, self.done = label, total, stream, 0
+    def __init__(self, label: str, total: int, stream: TextIO = sys.stderr, unit: str = "frames"):
+        self.label, self.total, self.stream, self.unit, self.done = label, total, stream, unit, 0
 
     def step(self) -> None:
         self.done += 1
         of = f"/{self.total}" if self.total else ""
-        self.stream.write(f"\r{self.label}: {self.done}{of} frames")
+        self.stream.write(f"\r{self.label}: {self.done}{of} {self.unit}")
         self.stream.flush()
 
     def close(self) -> None:
