@@ -266,14 +266,16 @@ UNET_PT2 = Pt2Shapes()
 
 def generator_recipe(name: str, settings: dict[str, Any]) -> Recipe:
     """The recipe of a pix2pix / CycleGAN generator from its ``generators.yaml`` settings (``ValueError`` naming a bad one)."""
-    known = {"family", "architecture", "blocks", "size", "norm", "batch_statistics", "dropout", "served_by_default"}
+    known = {"architecture", "blocks", "size", "norm", "batch_statistics", "dropout", "served_by_default"}
     if set(settings) - known:
         raise ValueError(f"{GENERATORS_FILE.name}: {name} has unknown settings {sorted(set(settings) - known)}; known: {sorted(known)}")
+    if not all(isinstance(settings.get(flag, False), bool) for flag in ("dropout", "served_by_default")):
+        raise ValueError(f"{GENERATORS_FILE.name}: {name}: dropout and served_by_default are true or false")
     architecture, norm, size = settings.get("architecture"), settings.get("norm"), settings.get("size")
     if norm not in ("instance", "batch") or settings.get("batch_statistics", "image") not in ("image", "running"):
         raise ValueError(f"{GENERATORS_FILE.name}: {name}: norm is instance or batch, batch_statistics image or running")
     layer = "batch_image_statistics" if norm == "batch" and settings.get("batch_statistics", "image") == "image" else norm
-    dropout = bool(settings.get("dropout", False))
+    dropout = settings.get("dropout", False)
     if architecture == "resnet" and settings.get("blocks") in (6, 9) and size == "any":
         build = partial(ResnetGenerator, blocks=settings["blocks"], norm=layer, dropout=dropout)
         example, pt2, side = (100, 132), STYLE_PT2, None
@@ -452,7 +454,7 @@ def recipe_named(name: str) -> Recipe:
     if name in RECIPES:
         return RECIPES[name]
     families = yaml.safe_load(GENERATORS_FILE.read_text())["families"]
-    family = name.split("_", 1)[0]
-    if family in families and name != family:
+    family, _, own = name.partition("_")
+    if family in families and own:
         return generator_recipe(name, families[family])
     raise KeyError(name)

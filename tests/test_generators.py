@@ -182,12 +182,14 @@ def test_a_published_checkpoint_exports_under_its_family_name(tmp_path, name, la
 
 
 def test_generator_names_and_settings_are_checked(tmp_path):
-    refused = subprocess.run([sys.executable, "-m", "export", "pix2pix", "--store", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
-    assert refused.returncode == 2 and "unknown model 'pix2pix'" in refused.stderr and "pix2pix_NAME" in refused.stderr
+    for name in ("pix2pix", "pix2pix_", "stylegan_mine"):
+        refused = subprocess.run([sys.executable, "-m", "export", name, "--store", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+        assert refused.returncode == 2 and f"unknown model {name!r}" in refused.stderr and "pix2pix_NAME" in refused.stderr
     for settings, words in (
         ({"architecture": "unet", "size": 300, "norm": "batch"}, "unet with size 128 or 256"),
         ({"architecture": "resnet", "blocks": 9, "size": "any", "norm": "group"}, "norm is instance or batch"),
         ({"architecture": "resnet", "blocks": 9, "size": "any", "norm": "instance", "padding": "zero"}, "unknown settings ['padding']"),
+        ({"architecture": "resnet", "blocks": 9, "size": "any", "norm": "instance", "dropout": "false"}, "dropout and served_by_default are true or false"),
     ):
         with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
             generator_recipe("cyclegan_x", settings)
