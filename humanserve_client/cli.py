@@ -55,6 +55,14 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def positive(text: str) -> float:
+    """An argparse type: a number above zero."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def report_error(kind: str, error: Exception) -> None:
     """A failure that is not the server's, as one JSON line on stderr in the shape of the server's errors."""
     print(json.dumps({"error": {"code": None, "type": kind, "message": str(error)}}), file=sys.stderr)
@@ -317,7 +325,7 @@ def parser() -> argparse.ArgumentParser:
     scoring.add_argument("--results", type=Path, help="with IMAGES_DIR, also write the answers here as COCO results; without, the results to score")
     scoring.add_argument("--report", type=Path, help="write every figure as JSON (AP, AP50, AP75, APm, APl, AR, PCK, PCK_per_joint, ...)")
     scoring.add_argument("--table", type=Path, help="append the figures as a row to this markdown table (docs/accuracy.md)")
-    scoring.add_argument("--alpha", type=float, default=0.2, help="PCK: correct within alpha x the longer side of the person's box")
+    scoring.add_argument("--alpha", type=positive, default=0.2, help="PCK: correct within alpha x the longer side of the person's box")
     scoring.add_argument(
         "--boxes", choices=("auto", "annotations", "none"), default="auto",
         help=f"send the annotations' person boxes (auto: except to {', '.join(FINDS_PEOPLE)}, which find people themselves)",

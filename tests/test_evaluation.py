@@ -168,6 +168,8 @@ def test_results_files_are_checked_and_scored_without_a_server(tmp_path):
     dataset = ground_truth(seed=5)
     truth_path = write(tmp_path / "truth.json", dataset)
     truth = read_ground_truth(truth_path)
+    refused = subprocess.run([sys.executable, "-m", "humanserve_client", "evaluate", "x.json", "--alpha", "0"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "must be above 0" in refused.stderr
     with pytest.raises(AnnotationError, match=r"results\[0\] needs the 'image_id'"):
         read_results(write(tmp_path / "bad.json", [{"image_id": 77, "keypoints": [0] * 51, "score": 1}]), truth)
     results = write(tmp_path / "results.json", as_results(dataset))
