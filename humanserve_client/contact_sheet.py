@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 
 from .patches import square_around
+from .tracking import draw_pose
 
-# COCO's limbs (0-based joints), as the server answers them in "skeleton".
+# COCO's limbs (0-based joints), as the server answers them in "skeleton" (patches.csv does not carry them).
 SKELETON = (
     (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
     (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
@@ -23,19 +24,6 @@ def patch_keypoints(row: dict, padding: float, size: int) -> np.ndarray:
     x1, y1, side = square_around([float(row[c]) for c in ("x1", "y1", "x2", "y2")], padding)
     keypoints[:, :2] = (keypoints[:, :2] - (x1, y1)) * size / side
     return keypoints
-
-
-def draw_skeleton(patch: np.ndarray, keypoints: np.ndarray, min_score: float) -> np.ndarray:
-    """A copy of ``patch`` with the joints scoring at least ``min_score`` and the limbs between them drawn."""
-    canvas = patch.copy()
-    sure = keypoints[:, 2] >= min_score
-    point = lambda joint: (int(round(keypoints[joint, 0] - 0.5)), int(round(keypoints[joint, 1] - 0.5)))  # noqa: E731  pixel centres at +0.5
-    for a, b in SKELETON:
-        if sure[a] and sure[b]:
-            cv2.line(canvas, point(a), point(b), LIMB, 2, cv2.LINE_AA)
-    for joint in np.flatnonzero(sure):
-        cv2.circle(canvas, point(joint), 3, JOINT, -1, cv2.LINE_AA)
-    return canvas
 
 
 def read_rows(path: Path, key: str) -> dict[str, dict]:
@@ -59,8 +47,8 @@ def contact_sheet(pairs: Path, a: Path, b: Path, out: Path, top: int = 20, paddi
             image = cv2.imread(str(folder / "patches" / name))
             if image is None:
                 raise FileNotFoundError(f"{folder / 'patches' / name} is missing or not an image")
-            drawn = draw_skeleton(image, patch_keypoints(patches[name], padding, image.shape[1]), min_score)
-            tiles.append(cv2.resize(drawn, (cell, cell), interpolation=cv2.INTER_AREA))
+            draw_pose(image, patch_keypoints(patches[name], padding, image.shape[1]), SKELETON, min_score, LIMB, JOINT, 2, 3)
+            tiles.append(cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA))
         label = np.full((LABEL_HEIGHT, 2 * cell, 3), 255, np.uint8)
         cv2.putText(label, f"{pair['view'] or '-'}  {float(pair['similarity']):.3f}", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
         rows.append(np.vstack([label, np.hstack(tiles)]))

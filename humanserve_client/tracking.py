@@ -8,7 +8,7 @@ record: the frame's index and time in the video, and the answer or its error.
 
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, TextIO
+from typing import Any, Iterator, Mapping, Optional, Sequence, TextIO
 
 import cv2
 import numpy as np
@@ -114,13 +114,8 @@ def draw_tracks(frame: np.ndarray, answer: Mapping[str, Any], min_score: float =
         colour = UNTRACKED if track_id is None else ID_COLOURS[track_id % len(ID_COLOURS)]
         x1, y1, x2, y2 = (int(round(v)) for v in person["box"])
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
-        joints = person.get("keypoints") or []
-        for a, b in answer.get("skeleton", []):
-            if joints[a][2] > min_score and joints[b][2] > min_score:
-                cv2.line(canvas, _point(joints[a]), _point(joints[b]), colour, thickness, cv2.LINE_AA)
-        for joint in joints:
-            if joint[2] > min_score:
-                cv2.circle(canvas, _point(joint), thickness + 1, colour, -1, cv2.LINE_AA)
+        if person.get("keypoints"):
+            draw_pose(canvas, np.array(person["keypoints"]), answer.get("skeleton", []), min_score, colour, colour, thickness, thickness + 1)
         label = f"#{track_id}" if track_id is not None else "?"
         cv2.putText(canvas, label, (x1 + 2, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness + 0.2, colour, thickness, cv2.LINE_AA)
     return canvas
@@ -143,5 +138,18 @@ class Progress:
         self.stream.flush()
 
 
-def _point(joint: list[float]) -> tuple[int, int]:
-    return int(round(joint[0])), int(round(joint[1]))
+def draw_pose(
+    canvas: np.ndarray, keypoints: np.ndarray, skeleton: Sequence[Sequence[int]], min_score: float,
+    limb: tuple[int, int, int], joint: tuple[int, int, int], thickness: int, radius: int,
+) -> None:  # fmt: skip
+    """Draw onto ``canvas`` the joints of ``keypoints [K, 3]`` scoring at least ``min_score`` and the ``skeleton``'s limbs between them.
+
+    Keypoints are continuous pixel coordinates (a pixel's centre at +0.5); OpenCV draws at pixel indices.
+    """
+    sure = keypoints[:, 2] >= min_score
+    points = [(int(round(x - 0.5)), int(round(y - 0.5))) for x, y in keypoints[:, :2]]
+    for a, b in skeleton:
+        if sure[a] and sure[b]:
+            cv2.line(canvas, points[a], points[b], limb, thickness, cv2.LINE_AA)
+    for index in np.flatnonzero(sure):
+        cv2.circle(canvas, points[index], radius, joint, -1, cv2.LINE_AA)
