@@ -131,6 +131,7 @@ class MemorySampler(threading.Thread):
 def run_locust_for(server: TorchServe, models: list[str], users: int, seconds: float, report_dir: Path) -> list[Request]:
     """``users`` REST and gRPC Locust users over ``models`` for ``seconds``; every request they made."""
     log = report_dir / "requests.csv"
+    log.unlink(missing_ok=True)  # Locust appends, and a --report folder may hold an earlier run's
     command = locust_command(server, models, PROTOCOLS, users, f"{int(seconds)}s", report_dir) + ["--request-log", str(log)]
     finished = subprocess.run(command, cwd=REPO, env=locust_environment(server), capture_output=True, text=True)
     (report_dir / "locust.log").write_text(finished.stdout + finished.stderr)

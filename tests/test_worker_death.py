@@ -4,11 +4,13 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from humanserve_client import GrpcClient, RestClient, ServerError
+from humanserve_core.base import DEFAULT_SERVING_NICE
 from serving import encode
 
 MODEL = "pose_resnet50"  # a real network: a request with many people keeps its worker busy for seconds
@@ -67,3 +69,28 @@ def test_a_killed_worker_fails_its_requests_and_retries_answer_them(server, prot
     assert not isinstance(answer, ServerError), f"the retries did not answer: {answer}"
     assert len(answer.json()["people"]) == PEOPLE
     assert server.worker_pids(MODEL) != [killed]  # answered by the worker TorchServe started in its place
+
+
+def thread_nices(pid: int) -> set[int]:
+    """The nice values of a process's threads (field 19 of /proc/PID/task/TID/stat)."""
+    stats = [(task / "stat").read_text() for task in Path(f"/proc/{pid}/task").iterdir()]
+    return {int(stat.rsplit(")", 1)[1].split()[16]) for stat in stats}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread priorities from Linux's /proc")
+def test_a_starting_worker_runs_before_the_serving_ones(server):
+    """A worker starts at the server's priority and lowers every thread's by HUMANSERVE_SERVING_NICE once it has answered."""
+    wait_for_worker(server)
+    image = encode(np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8), "JPEG")
+    server_nice = os.getpriority(os.PRIO_PROCESS, 0)  # TorchServe inherits the test's
+    workers = []
+    with client(server, "rest", retries=0) as rest:
+        for _ in range(2):
+            (worker,) = server.worker_pids(MODEL)
+            if workers:  # the one started in place of the killed one, before its first request
+                assert thread_nices(worker) == {server_nice}
+            assert len(rest.predict(MODEL, image, {"boxes": [[0, 0, 160, 120]]}).json()["people"]) == 1
+            assert thread_nices(worker) == {server_nice + DEFAULT_SERVING_NICE}
+            workers.append(worker)
+            os.kill(worker, signal.SIGKILL)
+            wait_for_worker(server, worker)
