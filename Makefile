@@ -13,7 +13,11 @@ MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 PROTOS := $(wildcard humanserve_client/protocol/*.proto)
 STUBS := $(PROTOS:.proto=_pb2_grpc.py)
 
-setup: $(VENV)/.installed $(STUBS)
+# The frontend agent that lets TorchServe 0.12 restart a dead worker of a sequence model
+# (tools/agent/SequenceRetryFix.java); tools/server.py loads it wherever it was built.
+AGENT_JAR := build/humanserve-agent.jar
+
+setup: $(VENV)/.installed $(STUBS) $(AGENT_JAR)
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml | check-java
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +28,14 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml | check-java
 humanserve_client/protocol/%_pb2_grpc.py: humanserve_client/protocol/%.proto $(VENV)/.installed
 	$(PY) -m grpc_tools.protoc -I . -I "$$($(PY) -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parents[1])')" \
 	  --python_out=. --pyi_out=. --grpc_python_out=. $<
+
+$(AGENT_JAR): tools/agent/SequenceRetryFix.java tools/agent/MANIFEST.MF
+	@if command -v javac >/dev/null && command -v jar >/dev/null; then \
+	  rm -rf build/agent && javac --release 11 -d build/agent $< && jar cfm $@ tools/agent/MANIFEST.MF -C build/agent . ; \
+	else \
+	  echo "WARNING: no JDK (javac, jar) on the PATH: $@ is not built, and TorchServe 0.12 will not restart a dead"; \
+	  echo "worker of a sequence model (pose_tracker). Install one, e.g. 'sudo apt-get install -y openjdk-17-jdk-headless'."; \
+	fi
 
 check-java:
 	@command -v java >/dev/null || { \
@@ -118,4 +130,4 @@ soak: setup
 	$(PY) -m loadtest.soak --duration $(if $(filter command line,$(origin DURATION)),$(DURATION),30m) $(BENCH_ARGS)
 
 clean:
-	rm -rf run model_store/*.mar model_store/gpu .pytest_cache
+	rm -rf run build model_store/*.mar model_store/gpu .pytest_cache

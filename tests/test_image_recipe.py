@@ -53,7 +53,7 @@ def test_targets_build_on_a_base_pinned_by_version(instructions):
         name, _, tag = image.partition(":")
         assert tag and tag != "latest" and any(c.isdigit() for c in tag), f"{image} is not pinned by version"
     # The Python of the image is the Python the pins were frozen with.
-    (python_image,) = [image for image in external if image.startswith("python:")]
+    (python_image,) = {image for image in external if image.startswith("python:")}
     assert python_image.split(":")[1].startswith(".".join(map(str, sys.version_info[:3])) + "-")
 
 
@@ -64,7 +64,7 @@ def test_installs_exactly_the_pins_of_make_setup(instructions):
     assert "-r /tmp/pins/requirements.txt -c /tmp/pins/constraints.txt" in install
     makefile = (REPO / "Makefile").read_text()
     assert "install --disable-pip-version-check -r requirements.txt -c constraints.txt" in makefile
-    # No other package source: pip is called once, apt only for Java and tini.
+    # No other package source: pip is called once, apt only for Java (and the agent's JDK), tini and tcmalloc.
     assert sum("pip install" in run for run in values(instructions, "RUN")) == 1
 
 
@@ -101,6 +101,17 @@ def test_every_copied_source_exists_and_is_in_the_build_context(instructions):
     # The ignore file leaves out everything (venv, archives, run state) but what is named back in.
     allowed = {line[1:] for line in Path(f"{DOCKERFILE}.dockerignore").read_text().splitlines() if line.startswith("!")}
     for copy in values(instructions, "COPY"):
+        if copy.startswith("--from="):  # from an earlier stage, not the context
+            continue
         for source in copy.split()[:-1]:
             assert (REPO / source).exists(), source
-            assert source in allowed, f"{source} is left out of the build context"
+            assert any(source == a or (a.endswith("/") and source.startswith(a)) for a in allowed), f"{source} is left out of the build context"
+
+
+def test_the_frontend_agent_is_built_and_copied_where_the_server_loads_it(instructions):
+    from tools.server import AGENT_JAR, REPO
+
+    (copy,) = [c for c in values(instructions, "COPY") if c.startswith("--from=agent ")]
+    assert copy.split()[-1] == str(AGENT_JAR.relative_to(REPO))  # relative to WORKDIR, the repository's place
+    builds = [run for stage, i in stage_of(instructions) if stage == "agent" and i["instruction"] == "RUN" for run in [i["value"]]]
+    assert any("javac --release 11" in run and "SequenceRetryFix.java" in run for run in builds)

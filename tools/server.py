@@ -68,6 +68,19 @@ WORKER_ENVIRONMENT = {**ALLOCATOR_ENVIRONMENT, **tcmalloc_preload(), "OMP_WAIT_P
 # under 2 % (5.48 against 5.39 answers/s: with OMP_WAIT_POLICY=PASSIVE idle threads cost little), and
 # halved each model's throughput when it ran alone; so it is there for nodes where it measures better.
 THREADS_VARIABLE = "HUMANSERVE_TORCH_THREADS"
+# The Java agent built by make setup (and the image) from tools/agent: without it TorchServe 0.12
+# never restarts a dead worker of a sequence model (pose_tracker), which then answers nothing.
+AGENT_JAR = REPO / "build" / "humanserve-agent.jar"
+
+
+def with_agent(vmargs: str) -> str:
+    """The frontend's JVM options with the agent loaded, where it was built (a warning otherwise)."""
+    if f"-javaagent:{AGENT_JAR}" in vmargs:
+        return vmargs
+    if not AGENT_JAR.exists():
+        print(f"WARNING: {AGENT_JAR} is missing (make setup builds it with a JDK): a dead worker of a sequence model will not be restarted", file=sys.stderr)
+        return vmargs
+    return f"{vmargs} -javaagent:{AGENT_JAR}".strip()
 
 
 def read_properties(path: Path) -> dict[str, str]:
@@ -222,7 +235,9 @@ class TorchServe:
         (self.run_dir / "key_file.json").unlink(missing_ok=True)
         # The settings in force, in the run directory: overrides applied, named files made absolute.
         config = self.run_dir / "config.properties"
-        config.write_text("".join(f"{k}={v}\n" for k, v in self.properties.items()))
+        properties = self.properties
+        properties["vmargs"] = with_agent(properties.get("vmargs", ""))
+        config.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
         env = {
             **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},  # archives must be self-contained
             # TMPDIR holds TorchServe's pid file; TEMP becomes java.io.tmpdir, where worker sockets live.
