@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
@@ -101,6 +102,14 @@ def clients(server: TorchServe, **tokens) -> tuple[RestClient, GrpcClient]:
     rest = RestClient(server.inference_url, server.management_url, retries=0, **tokens)
     remote = GrpcClient(f"127.0.0.1:{ports['grpc_inference_port']}", f"127.0.0.1:{ports['grpc_management_port']}", retries=0, **tokens)
     return rest, remote
+
+
+def wait_for_worker(server: TorchServe, model: str, killed: int = 0, timeout: float = 60) -> None:
+    """Until ``model`` has a READY worker, and not the ``killed`` one (TorchServe reports it READY until it notices the death)."""
+    deadline = time.monotonic() + timeout
+    while not server.model_ready(model) or killed in server.worker_pids(model):
+        assert time.monotonic() < deadline, f"{model} has no worker {timeout} s after the kill\n{server.log_tail()}"
+        time.sleep(0.2)
 
 
 def run_cli(server: TorchServe, *args: str) -> subprocess.CompletedProcess:

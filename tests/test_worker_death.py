@@ -11,7 +11,7 @@ import pytest
 
 from humanserve_client import GrpcClient, RestClient, ServerError
 from humanserve_core.base import DEFAULT_SERVING_NICE
-from serving import encode
+from serving import encode, wait_for_worker
 
 MODEL = "pose_resnet50"  # a real network: a request with many people keeps its worker busy for seconds
 PEOPLE = 15
@@ -44,18 +44,10 @@ def kill_worker_during(server, call) -> tuple[object, int]:
     return outcome.get("answer", outcome.get("error")), pid
 
 
-def wait_for_worker(server, killed: int = 0, timeout: float = 60) -> None:
-    """Until the model has a READY worker, and not the ``killed`` one (TorchServe reports it READY until it notices the death)."""
-    deadline = time.monotonic() + timeout
-    while not server.model_ready(MODEL) or killed in server.worker_pids(MODEL):
-        assert time.monotonic() < deadline, f"{MODEL} has no worker {timeout} s after the kill"
-        time.sleep(0.2)
-
-
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
 def test_a_killed_worker_fails_its_requests_and_retries_answer_them(server, protocol):
     image = encode(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8), "JPEG")
-    wait_for_worker(server)
+    wait_for_worker(server, MODEL)
     with client(server, protocol, retries=0) as plain:
         failure, killed = kill_worker_during(server, lambda: plain.predict(MODEL, image, HEAVY))
     assert isinstance(failure, ServerError), f"expected the worker's death, got an answer: {failure}"
@@ -63,7 +55,7 @@ def test_a_killed_worker_fails_its_requests_and_retries_answer_them(server, prot
     assert (failure.type, failure.message) == ("InternalServerException", "Worker died."), failure
     assert failure.code in (500, 507), failure
 
-    wait_for_worker(server, killed)
+    wait_for_worker(server, MODEL, killed)
     with client(server, protocol, retries=3) as patient:
         answer, killed = kill_worker_during(server, lambda: patient.predict(MODEL, image, HEAVY))
     assert not isinstance(answer, ServerError), f"the retries did not answer: {answer}"
@@ -80,7 +72,7 @@ def thread_nices(pid: int) -> set[int]:
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread priorities from Linux's /proc")
 def test_a_starting_worker_runs_before_the_serving_ones(server):
     """A worker starts at the server's priority and lowers every thread's by HUMANSERVE_SERVING_NICE once it has answered."""
-    wait_for_worker(server)
+    wait_for_worker(server, MODEL)
     image = encode(np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8), "JPEG")
     server_nice = os.getpriority(os.PRIO_PROCESS, 0)  # TorchServe inherits the test's
     workers = []
@@ -93,4 +85,4 @@ def test_a_starting_worker_runs_before_the_serving_ones(server):
             assert thread_nices(worker) == {server_nice + DEFAULT_SERVING_NICE}
             workers.append(worker)
             os.kill(worker, signal.SIGKILL)
-            wait_for_worker(server, worker)
+            wait_for_worker(server, MODEL, worker)
