@@ -29,9 +29,9 @@ humanserve_client/protocol/%_pb2_grpc.py: humanserve_client/protocol/%.proto $(V
 	$(PY) -m grpc_tools.protoc -I . -I "$$($(PY) -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parents[1])')" \
 	  --python_out=. --pyi_out=. --grpc_python_out=. $<
 
-$(AGENT_JAR): tools/agent/SequenceRetryFix.java tools/agent/MANIFEST.MF
+$(AGENT_JAR): tools/agent/build.sh tools/agent/SequenceRetryFix.java tools/agent/MANIFEST.MF
 	@if command -v javac >/dev/null && command -v jar >/dev/null; then \
-	  rm -rf build/agent && javac --release 11 -d build/agent $< && jar cfm $@ tools/agent/MANIFEST.MF -C build/agent . ; \
+	  sh tools/agent/build.sh $@ ; \
 	else \
 	  echo "WARNING: no JDK (javac, jar) on the PATH: $@ is not built, and TorchServe 0.12 will not restart a dead"; \
 	  echo "worker of a sequence model (pose_tracker). Install one, e.g. 'sudo apt-get install -y openjdk-17-jdk-headless'."; \

@@ -290,12 +290,14 @@ def main() -> None:
     parser.add_argument("--kill-model", default=None, help="whose worker to kill (default: the first model)")
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help="model store (missing or stale archives are exported there)")
     parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help=f"more environment for TorchServe, e.g. {THREADS_VARIABLE}=2")
-    parser.add_argument("--report", type=Path, default=None, help="the JSON report (default: loadtest/results/<time>-soak/report.json)")
+    parser.add_argument("--report", type=Path, default=None, help="the JSON report file, or a folder for its report.json (default: loadtest/results/<time>-soak/report.json)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not add a row to docs/benchmarks.md")
     parser.add_argument("--no-export", action="store_true", help="serve the store as it is")
     args = parser.parse_args()
     duration = parse_duration(args.duration)
     warm_up_s = min(args.warm_up, duration / 3)
+    if args.report is not None and args.report.is_dir():  # a folder given: the report goes inside it (found out only at the end before)
+        args.report = args.report / "report.json"
     report_dir = args.report.parent if args.report else RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-soak"
     report_dir.mkdir(parents=True, exist_ok=True)
     if not args.no_export:

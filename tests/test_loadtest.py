@@ -99,11 +99,11 @@ def test_a_bench_row_lands_at_the_end_of_its_table_and_nowhere_else(tmp_path):
 
 
 def test_a_short_soak_of_mixed_models_writes_its_report_and_fails_nothing_outside_the_kill(model_store, tmp_path):
-    report_path = tmp_path / "report.json"
+    report_path = tmp_path / "report.json"  # given as its folder, which the soak must accept
     command = [
         sys.executable, "-m", "loadtest.soak", "--models", "pose_oracle", "segmenter_oracle", "--duration", "60s",
         "--users", "2", "--singles", "10", "--warm-up", "10", "--interval", "5", "--kill-at", "0.5",
-        "--store", str(model_store), "--no-export", "--report", str(report_path), "--no-record",
+        "--store", str(model_store), "--no-export", "--report", str(tmp_path), "--no-record",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

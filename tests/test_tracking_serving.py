@@ -16,7 +16,7 @@ import pytest
 
 from humanserve_client import HandlerError
 from humanserve_client.client import SEQUENCE_HEADER
-from oracles import TRACKER_ORACLE_TRACKING, paint_people
+from oracles import TRACKER_ORACLE_TRACKING, TRACKER_ORACLE_UNHEALTHY_AFTER_S, paint_people
 from serving import clients, encode, run_cli, wait_for_worker
 from videos import SCENES, mot_scores, paint_video
 
@@ -239,3 +239,22 @@ def test_a_dead_tracker_worker_is_restarted_and_its_sequences_are_told_their_sta
         assert "no longer restarts a running dispatcher" in (instance.run_dir / "logs" / "console.log").read_text()
         rest.close()
         remote.close()
+
+
+def test_without_the_agent_a_dead_tracker_worker_turns_ping_unhealthy(tmp_path_factory, model_store, monkeypatch, capsys):
+    """Built without a JDK, TorchServe 0.12 never restarts the worker: maxRetryTimeoutInSec bounds how long /ping hides it."""
+    from conftest import server_overrides
+    from tools import server
+
+    monkeypatch.setattr(server, "AGENT_JAR", server.AGENT_JAR.with_name("absent-agent.jar"))
+    instance = server.TorchServe(tmp_path_factory.mktemp("tracker_without_agent"), [MODEL], model_store, overrides=server_overrides(model_store))
+    with instance.running(timeout=300):
+        assert "absent-agent.jar is missing" in capsys.readouterr().err
+        assert instance.healthy()
+        (killed,) = instance.worker_pids(MODEL)
+        os.kill(killed, signal.SIGKILL)
+        limit = time.monotonic() + TRACKER_ORACLE_UNHEALTHY_AFTER_S + 30
+        while instance.healthy() and time.monotonic() < limit:
+            time.sleep(1)
+        assert not instance.healthy(), f"/ping still Healthy {TRACKER_ORACLE_UNHEALTHY_AFTER_S + 30} s after the kill"
+        assert "no longer restarts a running dispatcher" not in (instance.run_dir / "logs" / "console.log").read_text()

@@ -101,7 +101,8 @@ class VisionHandler(BaseHandler):
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.model = self.load_part("model")
-        self.serving_nice = int(os.environ.get(SERVING_NICE_VARIABLE, DEFAULT_SERVING_NICE))
+        # The nice increment still to apply after the first answered batch (0: none, or applied).
+        self.pending_nice = int(os.environ.get(SERVING_NICE_VARIABLE, DEFAULT_SERVING_NICE))
         self.initialized = True
         # Per-request image work is small: OpenCV's thread pool cost more CPU than it saved
         # (make bench-stack); workers and batches are where the parallelism is.
@@ -131,9 +132,9 @@ class VisionHandler(BaseHandler):
         CLOCK.take()
         with torch.inference_mode():
             answers = super().handle(data, context)
-        if self.serving_nice:
-            lower_cpu_priority(self.serving_nice)  # once: threads started later inherit it
-            self.serving_nice = 0
+        if self.pending_nice:
+            lower_cpu_priority(self.pending_nice)  # once: threads started later inherit it
+            self.pending_nice = 0
         return answers
 
     def preprocess(self, data: list[dict[str, Any]]) -> Batch:
