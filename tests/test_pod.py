@@ -251,19 +251,31 @@ def test_a_rollouts_stop_under_load_loses_no_request(source, tmp_path):
     server, proxy = start_pod(the_pod, source)
     photo = encode(data.astronaut(), "PNG")
     url, headers = f"{the_pod.rest_url}/predictions/{ORACLE}", {"Authorization": f"Bearer {the_pod.api_key}"}
-    outcomes: list[tuple[float, int]] = []  # (end, status); 0: no connection
+    outcomes: list[tuple[float, float, int]] = []  # (start, end, status); 0: no connection
+    clients_count = 6
+    in_flight, counting = [0], threading.Lock()
+    all_sent = threading.Event()  # every client has a request in flight: a batch has just begun to gather
     no_new_requests = threading.Event()
 
     def client():
         with requests.Session() as session:
-            while not no_new_requests.is_set():
+            while True:
+                with counting:
+                    if no_new_requests.is_set():
+                        return
+                    in_flight[0] += 1
+                    if in_flight[0] == clients_count:
+                        all_sent.set()
+                start = time.monotonic()
                 try:
                     status = session.post(url, data=photo, headers=headers, timeout=60).status_code
                 except requests.ConnectionError:
                     status = 0
-                outcomes.append((time.monotonic(), status))
+                with counting:
+                    in_flight[0] -= 1
+                outcomes.append((start, time.monotonic(), status))
 
-    clients = [threading.Thread(target=client) for _ in range(6)]
+    clients = [threading.Thread(target=client) for _ in range(clients_count)]
     for thread in clients:
         thread.start()
     time.sleep(2)
@@ -271,8 +283,12 @@ def test_a_rollouts_stop_under_load_loses_no_request(source, tmp_path):
     drain = subprocess.Popen([sys.executable, "-m", "tools.pod", "drain", "--config", *the_pod.layers, "--timeout", "50"],
                              cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
     time.sleep(1)
-    no_new_requests.set()  # out of the Service's endpoints
-    time.sleep(0.05)  # the proxy's preStop: the last new request is on its way, the ones in flight (300 ms batches) are not done
+    # Out of the Service's endpoints just as six requests start a batch (the oracle gathers for 300 ms, up to 8),
+    # so they are still in flight when the proxy's preStop ends 50 ms later: the last new request reached it by then.
+    all_sent.clear()
+    assert all_sent.wait(timeout=30), "the clients never had six requests in flight"
+    no_new_requests.set()
+    time.sleep(0.05)
     stopped_at = time.monotonic()
     proxy.send_signal(signal.SIGTERM)
     drained_output, _ = drain.communicate(timeout=60)
@@ -281,6 +297,6 @@ def test_a_rollouts_stop_under_load_loses_no_request(source, tmp_path):
     assert stop(server) == 0, the_pod.log("serve.log")
     for thread in clients:
         thread.join(timeout=60)
-    assert outcomes and [status for _, status in outcomes if status != 200] == [], the_pod.log("proxy.log")
-    # Requests were in flight when the proxy was told to stop (the oracle batches for up to 300 ms), and were answered.
-    assert any(end > stopped_at for end, _ in outcomes)
+    assert outcomes and [status for *_, status in outcomes if status != 200] == [], the_pod.log("proxy.log")
+    # Requests were in flight when the proxy was told to stop, and were answered.
+    assert any(start < stopped_at < end for start, end, _ in outcomes)
