@@ -30,6 +30,7 @@ from pycocotools.cocoeval import COCOeval
 
 from .client import Client, OptionValue, ServerError
 
+# The client installs without the server (handlers/), so it names the joints itself; a test checks they are the served order.
 COCO_JOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
                "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")  # fmt: skip
 # COCO's per-joint OKS constants (pycocotools' COCOeval uses the same).

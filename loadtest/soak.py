@@ -6,7 +6,7 @@ each model runs alone for ``--singles`` seconds with the same users, for the thr
 mixed run is judged against. During the mixed run:
 
 - each process's resident memory (the Java frontend, every worker) is sampled every 30 s;
-  the slope after warm-up (least squares, MB/min) tells a leak from a plateau;
+  the slope after warm-up (least squares, MB/min, with its standard error) tells a leak from a plateau;
 - one worker is killed once (``kill -9``, at ``--kill-at`` of the run): the requests it lost
   (failures of its model from the kill until it answers again) and the seconds until its
   model has a worker again and answers again;
@@ -80,12 +80,18 @@ def parse_duration(text: str) -> float:
     return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
 
 
-def slope_mb_per_min(samples: list[tuple[float, float]]) -> Optional[float]:
-    """Least-squares slope of (seconds, MB) samples in MB per minute; None under 3 samples."""
+def rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float]]:
+    """Least-squares slope of (seconds, MB) samples in MB per minute and its standard error; None under 3 samples."""
     if len(samples) < 3:
         return None
     seconds, megabytes = np.array(samples).T
-    return float(np.polyfit(seconds / 60, megabytes, 1)[0])
+    minutes = seconds / 60 - (seconds / 60).mean()
+    spread = float(minutes @ minutes)
+    if spread == 0:
+        return None
+    slope = float(minutes @ megabytes) / spread
+    residuals = megabytes - megabytes.mean() - slope * minutes
+    return slope, float(np.sqrt(residuals @ residuals / (len(samples) - 2) / spread))
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -227,9 +233,10 @@ def analyse(
         first = series[0][0]
         # After the run's warm-up, and after the process's own (a worker started in place of the killed one).
         settled = [(at, mb) for at, mb in series if at >= first + warm_up_s]
+        slope, stderr = rss_slope(settled) or (None, None)
         memory[name] = {
             "first_mb": round(series[0][1]), "last_mb": round(series[-1][1]), "peak_mb": round(max(mb for _, mb in series)),
-            "slope_mb_per_min": slope_mb_per_min(settled), "samples": [[round(at), round(mb)] for at, mb in series],
+            "slope_mb_per_min": slope, "slope_stderr_mb_per_min": stderr, "samples": [[round(at), round(mb)] for at, mb in series],
         }  # fmt: skip
     report["memory"] = memory
     report["log_bytes"] = logs
@@ -255,18 +262,22 @@ def summary(report: dict) -> str:
             f"a worker READY after {kill['ready_s']} s, answering again after {kill['answering_s']} s"
         )
     for name, memory in report["memory"].items():
-        slope = memory["slope_mb_per_min"]
         lines.append(f"RSS {name}: {memory['first_mb']} -> {memory['last_mb']} MB (peak {memory['peak_mb']}), slope after warm-up "
-                     + (f"{slope:+.2f} MB/min" if slope is not None else "n/a (too few samples)"))  # fmt: skip
+                     + (f"{slope_text(memory)} MB/min" if memory["slope_mb_per_min"] is not None else "n/a (too few samples)"))  # fmt: skip
     lines.append(f"log output: {report['log_bytes'] / 2**20:.2f} MB")
     lines.append("per minute (requests, failures, p50 ms, p99 ms): " + "; ".join(
         f"{m['minute']}: {m['requests']}, {m['failures']}, {m['p50_ms']}, {m['p99_ms']}" for m in report["per_minute"]))  # fmt: skip
     return "\n".join(lines)
 
 
+def slope_text(memory: dict) -> str:
+    """The slope with its standard error: batch-sized swings of RSS make a short run's slope uncertain."""
+    return f"{memory['slope_mb_per_min']:+.2f} ± {memory['slope_stderr_mb_per_min']:.2f}"
+
+
 def record(report: dict, args: argparse.Namespace, machine: str) -> None:
-    slopes = {name: m["slope_mb_per_min"] for name, m in report["memory"].items() if m["slope_mb_per_min"] is not None}
-    worst = max(slopes, key=lambda name: abs(slopes[name])) if slopes else None
+    sloped = {name: m for name, m in report["memory"].items() if m["slope_mb_per_min"] is not None}
+    worst = max(sloped, key=lambda name: abs(sloped[name]["slope_mb_per_min"])) if sloped else None
     kill = report.get("kill")
     kill_text = f"{sum(kill['lost'].values())} ({', '.join(f'{n}x {c}' for c, n in kill['lost'].items()) or '-'}), {kill['ready_s']}, {kill['answering_s']}" if kill else "no kill"
     command = "python -m loadtest.soak " + shlex.join(sys.argv[1:])
@@ -274,7 +285,7 @@ def record(report: dict, args: argparse.Namespace, machine: str) -> None:
         BENCHMARKS, SECTION, TABLE_HEADER,
         f"| {time.strftime('%Y-%m-%d')} | {machine} | {parse_duration(args.duration) / 60:g} | {', '.join(args.models)} | {args.users * len(args.models)} "
         f"| {report['answers_per_s']:.2f} | {report.get('mixed_ratio', float('nan')):.2f} | {sum(report['failures_outside_kill'].values())} | {kill_text} "
-        f"| {f'{slopes[worst]:+.2f} ({worst})' if worst else 'n/a'} | {report['log_bytes'] / 2**20:.2f} | `{command}` |",
+        f"| {f'{slope_text(sloped[worst])} ({worst})' if worst else 'n/a'} | {report['log_bytes'] / 2**20:.2f} | `{command}` |",
     )  # fmt: skip
 
 

@@ -12,7 +12,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from humanserve_client.evaluation import AnnotationError, match_by_oks, read_ground_truth, read_results, score
+from humanserve_client.evaluation import COCO_JOINTS, AnnotationError, match_by_oks, read_ground_truth, read_results, score
+from humanserve_core.keypoints import COCO_KEYPOINTS
 from oracles import paint_people
 from serving import encode, run_cli
 
@@ -70,6 +71,10 @@ def pycocotools_ap(dataset: dict, results: list[dict]) -> list[float]:
         evaluation.accumulate()
         evaluation.summarize()
     return list(evaluation.stats[:6])
+
+
+def test_the_client_names_the_joints_in_the_served_order():
+    assert COCO_JOINTS == COCO_KEYPOINTS
 
 
 def test_the_ground_truth_itself_scores_ap_and_pck_one(tmp_path):

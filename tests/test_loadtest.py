@@ -5,12 +5,15 @@ import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from humanserve_client import Answer
 from loadtest.photos import SIZES, photo_pool
 from loadtest.run import run_locust
 from loadtest.scenarios import scenario_for
+from loadtest.soak import rss_slope
 from tools.server import REPO
 from serving import encode
 
@@ -96,6 +99,16 @@ def test_a_bench_row_lands_at_the_end_of_its_table_and_nowhere_else(tmp_path):
     assert lines.index("| first |") == lines.index(section) + 4  # after the header and its rule
     assert lines.index("| second |") == lines.index("| first |") + 1
     assert lines.index("| second |") < lines.index("## Later section") < lines.index("| 2 |")
+
+
+def test_the_rss_slope_and_its_error_are_those_of_least_squares():
+    rng = np.random.default_rng(0)
+    seconds = np.arange(0, 1800, 30.0)
+    swinging = 1000 + 0.5 * seconds / 60 + rng.choice([0, 0, 0, 300], seconds.size)  # a leak of 0.5 MB/min under batch peaks
+    fit = stats.linregress(seconds / 60, swinging)
+    slope, stderr = rss_slope(list(zip(seconds, swinging)))
+    assert slope == pytest.approx(fit.slope) and stderr == pytest.approx(fit.stderr)
+    assert rss_slope([(0, 1000), (30, 1000), (60, 1000)]) == (0, 0) and rss_slope([(0, 1), (30, 2)]) is None
 
 
 def test_a_short_soak_of_mixed_models_writes_its_report_and_fails_nothing_outside_the_kill(model_store, tmp_path):
