@@ -1,6 +1,6 @@
 """The mixed-model soak: `make soak [DURATION=30m]` (BENCH_ARGS: --models --users --singles --kill-at --env --no-record).
 
-One TorchServe (production config, token authorization on, loopback ports) serves several
+One TorchServe (production config, token authorization on with the pod's key lifetime, loopback ports) serves several
 models; Locust's REST and gRPC users load all of them at once, every answer checked. First
 each model runs alone for ``--singles`` seconds with the same users, for the throughput the
 mixed run is judged against. During the mixed run:
@@ -41,11 +41,12 @@ import torch
 
 from loadtest.machine import append_table_row, describe_machine
 from loadtest.run import RESULTS, locust_command, locust_environment
-from tools.server import DEFAULT_STORE, REPO, THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
+from tools.server import DEFAULT_STORE, REPO, THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, loopback_overrides, read_properties
 
 DEFAULT_MODELS = ["pose_resnet50", "pose_pipeline", "person_segmenter_lraspp", "style_candy"]
 PROTOCOLS = ["rest", "grpc"]
 BENCHMARKS = REPO / "docs" / "benchmarks.md"
+POD_PROPERTIES = REPO / "k8s" / "base" / "pod.properties"
 SECTION = "## Mixed-model soak (`make soak`, issue 18)"
 TABLE_HEADER = (
     "| date | machine | minutes | models | users | answers/s | mixed / time-shared singles | failures outside the kill "
@@ -78,6 +79,11 @@ def parse_duration(text: str) -> float:
     """``90``, ``90s``, ``30m`` or ``1h`` as seconds."""
     units = {"s": 1, "m": 60, "h": 3600}
     return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+
+
+def soak_overrides(store: Path) -> dict[str, str]:
+    """The tests' loopback ports, and the pod's key lifetime: with TorchServe's 60 minutes every request of a longer soak got 400."""
+    return {**loopback_overrides(store), "token_expiration_min": read_properties(POD_PROPERTIES)["token_expiration_min"]}
 
 
 def rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float]]:
@@ -317,7 +323,7 @@ def main() -> None:
     environment = {**WORKER_ENVIRONMENT, **dict(item.split("=", 1) for item in args.env)}
     machine = describe_machine(torch.device("cpu"))
     with tempfile.TemporaryDirectory(prefix="soak-") as work:
-        server = TorchServe(Path(work), args.models, args.store, overrides=loopback_overrides(args.store), environment=environment)
+        server = TorchServe(Path(work), args.models, args.store, overrides=soak_overrides(args.store), environment=environment)
         with server.running(timeout=900):
             singles = {}
             for model in args.models if args.singles else []:
