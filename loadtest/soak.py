@@ -87,7 +87,7 @@ def soak_overrides(store: Path) -> dict[str, str]:
 
 
 def rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float]]:
-    """Least-squares slope of (seconds, MB) samples in MB per minute and its standard error; None under 3 samples."""
+    """Least-squares slope of (seconds, MB) samples in MB per minute and its standard error; None under 3 samples or all at one time."""
     if len(samples) < 3:
         return None
     seconds, megabytes = np.array(samples).T
