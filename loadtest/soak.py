@@ -41,7 +41,7 @@ import torch
 
 from loadtest.machine import append_table_row, describe_machine
 from loadtest.run import RESULTS, locust_command, locust_environment
-from tools.server import DEFAULT_STORE, REPO, THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, loopback_overrides, read_properties
+from tools.server import DEFAULT_STORE, REPO, THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, allocator_in, loopback_overrides, read_properties
 
 DEFAULT_MODELS = ["pose_resnet50", "pose_pipeline", "person_segmenter_lraspp", "style_candy"]
 PROTOCOLS = ["rest", "grpc"]
@@ -321,7 +321,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "export", *args.models, "--if-stale", "--store", str(args.store)], cwd=REPO, check=True)
 
     environment = {**WORKER_ENVIRONMENT, **dict(item.split("=", 1) for item in args.env)}
-    machine = describe_machine(torch.device("cpu"))
+    machine = f"{describe_machine(torch.device('cpu'))}, {allocator_in(environment)}"
     with tempfile.TemporaryDirectory(prefix="soak-") as work:
         server = TorchServe(Path(work), args.models, args.store, overrides=soak_overrides(args.store), environment=environment)
         with server.running(timeout=900):

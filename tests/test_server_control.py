@@ -105,3 +105,11 @@ def test_tcmalloc_is_preloaded_only_where_the_system_has_it(tmp_path, monkeypatc
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / server_module.TCMALLOC).write_bytes(b"")
     assert server_module.tcmalloc_preload() == {"LD_PRELOAD": str(tmp_path / "lib" / server_module.TCMALLOC)}
+
+
+def test_benchmark_rows_name_the_workers_allocator():
+    from tools.server import ALLOCATOR_ENVIRONMENT, allocator_in
+
+    assert allocator_in({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", **ALLOCATOR_ENVIRONMENT}) == "allocator libtcmalloc_minimal.so.4"
+    assert allocator_in(dict(ALLOCATOR_ENVIRONMENT)) == "allocator glibc with tuned thresholds"
+    assert allocator_in({}) == "allocator glibc"

@@ -59,6 +59,14 @@ def tcmalloc_preload() -> dict[str, str]:
     return {"LD_PRELOAD": str(found[0])} if found else {}
 
 
+def allocator_in(environment: dict[str, str]) -> str:
+    """The allocator an environment gives the workers, in words for benchmark rows."""
+    preloaded = Path(environment.get("LD_PRELOAD", "")).name
+    if preloaded:
+        return f"allocator {preloaded}"
+    return "allocator glibc" + (" with tuned thresholds" if "MALLOC_MMAP_THRESHOLD_" in environment else "")
+
+
 # - torch's OpenMP threads spin after each parallel region, and a handler runs many small
 #   ops: passive waiting cut the pose path from 5.3 to 3.5 core-ms per request.
 WORKER_ENVIRONMENT = {**ALLOCATOR_ENVIRONMENT, **tcmalloc_preload(), "OMP_WAIT_POLICY": "PASSIVE"}
