@@ -7,6 +7,8 @@ mixed run is judged against. During the mixed run:
 
 - each process's resident memory (the Java frontend, every worker) is sampled every 30 s;
   the slope after warm-up (least squares, MB/min, with its standard error) tells a leak from a plateau;
+  the frontend's heap too (``jstat -gc``, where a JDK provides it): how much the JVM has committed,
+  and its old generation's occupancy, which grows only if the frontend keeps objects alive;
 - one worker is killed once (``kill -9``, at ``--kill-at`` of the run): the requests it lost
   (failures of its model from the kill until it answers again) and the seconds until its
   model has a worker again and answers again;
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +103,17 @@ def rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float
     return slope, float(np.sqrt(residuals @ residuals / (len(samples) - 2) / spread))
 
 
+def memory_trend(series: list[tuple[float, float]], warm_up_s: float) -> dict:
+    """First, last and peak MB of a series, and its slope after the warm-up, counted from the series' own start."""
+    first = series[0][0]
+    # After the run's warm-up, and after the process's own (a worker started in place of the killed one).
+    slope, stderr = rss_slope([(at, mb) for at, mb in series if at >= first + warm_up_s]) or (None, None)
+    return {
+        "first_mb": round(series[0][1]), "last_mb": round(series[-1][1]), "peak_mb": round(max(mb for _, mb in series)),
+        "slope_mb_per_min": slope, "slope_stderr_mb_per_min": stderr, "samples": [[round(at), round(mb)] for at, mb in series],
+    }  # fmt: skip
+
+
 def percentile(values: list[float], q: int) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -116,13 +130,27 @@ def served_processes(server: TorchServe, models: list[str]) -> dict[int, str]:
     return names
 
 
+def java_heap_mb(pid: int) -> Optional[dict[str, float]]:
+    """A JVM's committed heap and its old generation's occupancy in MB (``jstat -gc``); None without a JDK's jstat."""
+    jstat = shutil.which("jstat")
+    if jstat is None:
+        return None
+    done = subprocess.run([jstat, "-gc", str(pid)], capture_output=True, text=True, timeout=30)
+    lines = done.stdout.split("\n")
+    if done.returncode or len(lines) < 2:
+        return None
+    gc = dict(zip(lines[0].split(), map(float, lines[1].split())))
+    return {"committed": (gc["S0C"] + gc["S1C"] + gc["EC"] + gc["OC"]) / 1024, "old generation used": gc["OU"] / 1024}
+
+
 class MemorySampler(threading.Thread):
-    """Resident memory of every served process every ``interval`` seconds, from ``start``, until stopped."""
+    """Resident memory of every served process, and the frontend's heap, every ``interval`` seconds from ``start`` until stopped."""
 
     def __init__(self, server: TorchServe, models: list[str], interval: float, start: float):
         super().__init__(daemon=True)
         self.server, self.models, self.interval, self.start_time = server, models, interval, start
         self.samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.heap: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -137,6 +165,9 @@ class MemorySampler(threading.Thread):
                     self.samples[name].append((at, psutil.Process(pid).memory_info().rss / 2**20))
                 except psutil.Error:
                     pass
+                if name == "frontend":
+                    for part, mb in (java_heap_mb(pid) or {}).items():
+                        self.heap[part].append((at, mb))
             self.stopped.wait(self.interval)
 
 
@@ -191,9 +222,10 @@ def kill_worker_at(server: TorchServe, model: str, at: float, kills: list[Kill])
 
 def analyse(
     requests: list[Request], started: float, ended: float, warm_up_s: float, kill: Optional[Kill],
-    singles: dict[str, float], samples: dict[str, list[tuple[float, float]]], logs: int, models: list[str],
+    singles: dict[str, float], samples: dict[str, list[tuple[float, float]]], heap: dict[str, list[tuple[float, float]]],
+    logs: int, models: list[str],
 ) -> dict:  # fmt: skip
-    """The soak's figures from its requests, memory samples and log growth."""
+    """The soak's figures from its requests, memory samples (resident sets, the frontend's heap) and log growth."""
     measured = [r for r in requests if r.end >= started + warm_up_s]
     report: dict = {"requests": len(requests), "answers": sum(r.outcome == "ok" for r in requests)}
     # The kill's window: from the kill to its model's first answer after it (plus the answers already on their way).
@@ -234,17 +266,8 @@ def analyse(
     ]
     report["p50_ms"] = round(percentile([r.milliseconds for r in measured], 50))
     report["p99_ms"] = round(percentile([r.milliseconds for r in measured], 99))
-    memory = {}
-    for name, series in samples.items():
-        first = series[0][0]
-        # After the run's warm-up, and after the process's own (a worker started in place of the killed one).
-        settled = [(at, mb) for at, mb in series if at >= first + warm_up_s]
-        slope, stderr = rss_slope(settled) or (None, None)
-        memory[name] = {
-            "first_mb": round(series[0][1]), "last_mb": round(series[-1][1]), "peak_mb": round(max(mb for _, mb in series)),
-            "slope_mb_per_min": slope, "slope_stderr_mb_per_min": stderr, "samples": [[round(at), round(mb)] for at, mb in series],
-        }  # fmt: skip
-    report["memory"] = memory
+    report["memory"] = {name: memory_trend(series, warm_up_s) for name, series in samples.items()}
+    report["frontend_heap"] = {name: memory_trend(series, warm_up_s) for name, series in heap.items()}
     report["log_bytes"] = logs
     report["measured_s"] = round(seconds)
     return report
@@ -267,9 +290,10 @@ def summary(report: dict) -> str:
             f"killed {kill['model']} worker {kill['pid']} at {kill['at_s']} s: lost {kill['lost'] or 'nothing'}, "
             f"a worker READY after {kill['ready_s']} s, answering again after {kill['answering_s']} s"
         )
-    for name, memory in report["memory"].items():
-        lines.append(f"RSS {name}: {memory['first_mb']} -> {memory['last_mb']} MB (peak {memory['peak_mb']}), slope after warm-up "
-                     + (f"{slope_text(memory)} MB/min" if memory["slope_mb_per_min"] is not None else "n/a (too few samples)"))  # fmt: skip
+    for label, trends in (("RSS", report["memory"]), ("frontend heap", report["frontend_heap"])):
+        for name, memory in trends.items():
+            lines.append(f"{label} {name}: {memory['first_mb']} -> {memory['last_mb']} MB (peak {memory['peak_mb']}), slope after warm-up "
+                         + (f"{slope_text(memory)} MB/min" if memory["slope_mb_per_min"] is not None else "n/a (too few samples)"))  # fmt: skip
     lines.append(f"log output: {report['log_bytes'] / 2**20:.2f} MB")
     lines.append("per minute (requests, failures, p50 ms, p99 ms): " + "; ".join(
         f"{m['minute']}: {m['requests']}, {m['failures']}, {m['p50_ms']}, {m['p99_ms']}" for m in report["per_minute"]))  # fmt: skip
@@ -348,7 +372,7 @@ def main() -> None:
             sampler.stopped.set()
             sampler.join()
             report = analyse(
-                requests, started, ended, warm_up_s, kills[0] if kills else None, singles, sampler.samples,
+                requests, started, ended, warm_up_s, kills[0] if kills else None, singles, sampler.samples, sampler.heap,
                 log_bytes(server.run_dir) - logs_before, args.models,
             )  # fmt: skip
     report.update(machine=machine, models=args.models, users_per_model=args.users, duration_s=duration, warm_up_s=warm_up_s, environment=args.env)

@@ -2,6 +2,7 @@
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 
@@ -132,4 +133,7 @@ def test_a_short_soak_of_mixed_models_writes_its_report_and_fails_nothing_outsid
     kill = report["kill"]
     assert kill["model"] == "pose_oracle" and kill["ready_s"] is not None and kill["ready_s"] < 60
     assert "frontend" in report["memory"] and any(name.startswith("pose_oracle worker") for name in report["memory"])
+    if shutil.which("jstat"):  # a JDK's: the frontend's heap, whose old generation would grow with a leak in the frontend
+        heap = report["frontend_heap"]
+        assert set(heap) == {"committed", "old generation used"} and 0 < heap["old generation used"]["last_mb"] < heap["committed"]["last_mb"]
     assert report["log_bytes"] >= 0 and "answers/s" in done.stdout
