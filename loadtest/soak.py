@@ -135,7 +135,10 @@ def java_heap_mb(pid: int) -> Optional[dict[str, float]]:
     jstat = shutil.which("jstat")
     if jstat is None:
         return None
-    done = subprocess.run([jstat, "-gc", str(pid)], capture_output=True, text=True, timeout=30)
+    try:
+        done = subprocess.run([jstat, "-gc", str(pid)], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:  # a stalled attach must not end the sampling of every process
+        return None
     lines = done.stdout.split("\n")
     if done.returncode or len(lines) < 2:
         return None
