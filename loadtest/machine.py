@@ -40,12 +40,20 @@ def median_seconds(run: Callable[[], object], repeats: int, device: torch.device
 
 
 def append_table_row(benchmarks: Path, section: str, header: str, row: str) -> None:
-    """Add ``row`` at the end of the table under ``section`` of ``benchmarks``; the section and its ``header`` are made if missing."""
+    """Add ``row`` at the end of the table that ``header`` opens under ``section`` of ``benchmarks``; the section and its table are made if missing."""
     text = benchmarks.read_text() if benchmarks.exists() else "# Benchmarks\n"
     if section not in text:
-        text = text.rstrip("\n") + f"\n\n{section}\n\n{header}\n"
+        text = text.rstrip("\n") + f"\n\n{section}\n"
     start = text.index(section)
     lines = text[start:].split("\n")
-    table_end = max(i for i, line in enumerate(lines) if line.startswith("|") and all(not l.startswith("## ") for l in lines[1:i]))
+    section_end = next((i for i, line in enumerate(lines) if i and line.startswith("## ")), len(lines))
+    opening = header.split("\n")[0]
+    if opening not in lines[:section_end]:  # a new table at the section's end (other tables may share the section)
+        while section_end > 1 and not lines[section_end - 1].strip():
+            section_end -= 1
+        lines[section_end:section_end] = ["", *header.split("\n")]  # the blank lines it stepped back over follow it
+    table_end = lines.index(opening)
+    while table_end + 1 < len(lines) and lines[table_end + 1].startswith("|"):
+        table_end += 1
     lines.insert(table_end + 1, row)
     benchmarks.write_text(text[:start] + "\n".join(lines))

@@ -93,13 +93,15 @@ def test_a_bench_row_lands_at_the_end_of_its_table_and_nowhere_else(tmp_path):
     section, header = "## Served", "| x |\n|---|"
     benchmarks.write_text("# Benchmarks\n\n## Decode\n\n| a |\n|---|\n| 1 |\n")
     append_table_row(benchmarks, section, header, "| first |")  # no table yet: the section and its header are made
-    benchmarks.write_text(benchmarks.read_text() + "\n## Later section\n\n| b |\n|---|\n| 2 |\n")
-    append_table_row(benchmarks, section, header, "| second |")
+    benchmarks.write_text(benchmarks.read_text() + "\n### A study\n\n| y |\n|---|\n| 3 |\n\n## Later section\n\n| b |\n|---|\n| 2 |\n")
+    append_table_row(benchmarks, section, header, "| second |")  # into its own table, not the study's after it
+    append_table_row(benchmarks, "## Later section", "| c |\n|---|", "| third |")  # a second table in a section
     lines = benchmarks.read_text().splitlines()
     assert lines.index(section) > lines.index("| 1 |")
     assert lines.index("| first |") == lines.index(section) + 4  # after the header and its rule
     assert lines.index("| second |") == lines.index("| first |") + 1
-    assert lines.index("| second |") < lines.index("## Later section") < lines.index("| 2 |")
+    assert lines.index("| second |") < lines.index("### A study") < lines.index("| 3 |") < lines.index("## Later section") < lines.index("| 2 |")
+    assert lines[-5:] == ["| 2 |", "", "| c |", "|---|", "| third |"]
 
 
 def test_the_rss_slope_and_its_error_are_those_of_least_squares():
