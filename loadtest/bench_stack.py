@@ -1,7 +1,7 @@
 """The serving stack's CPU cost per request (issue 11): every handler family around a near-free stand-in model.
 
     python -m loadtest.bench_stack [--rows pose detector ...] [--images jpeg640 ...] [--window 20]
-        [--clients 12] [--allocator tuned|glibc|jemalloc=PATH|tcmalloc=PATH] [--set key=value ...] [--record]
+        [--clients 12] [--allocator tuned|glibc|jemalloc=PATH|tcmalloc=PATH] [--set key=value ...] [--jvm=OPTION ...]
 
 On a GPU node the model is cheap; the CPU each request costs around it decides how many
 requests a node answers. One TorchServe (production config, loopback ports) serves every
@@ -47,7 +47,7 @@ from export.recipes import POSE_SERVING
 from loadtest.bench_served import load_handler
 from loadtest.machine import describe_machine
 from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn, standin_packages
-from tools.server import ALLOCATOR_ENVIRONMENT, REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
+from tools.server import ALLOCATOR_ENVIRONMENT, REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides, vmargs_override
 
 RESULTS = REPO / "loadtest" / "results"
 ALONE = "torchserve_alone"
@@ -276,10 +276,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: the recipe's, torch's one per core)")
     parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help="more environment for TorchServe and its workers")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="TorchServe properties over the production config")
+    parser.add_argument("--jvm", action="append", default=[], metavar="OPTION", help="a JVM option after the production vmargs (repeat; write --jvm=-XX:...)")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the in-process per-stage timing")
     args = parser.parse_args()
     rows = ["alone", *[r for r in args.rows if r != "alone"]]  # every ratio needs TorchServe alone
-    settings = dict(item.split("=", 1) for item in args.set)
+    settings = {**dict(item.split("=", 1) for item in args.set), **vmargs_override(args.jvm)}
 
     tune_this_process_allocator()
     cv2.setNumThreads(1)

@@ -1,4 +1,4 @@
-"""The mixed-model soak: `make soak [DURATION=30m]` (BENCH_ARGS: --models --users --singles --kill-at --env --no-record).
+"""The mixed-model soak: `make soak [DURATION=30m]` (BENCH_ARGS: --models --users --singles --kill-at --env --jvm --no-record).
 
 One TorchServe (production config, token authorization on with the pod's key lifetime, loopback ports) serves several
 models; Locust's REST and gRPC users load all of them at once, every answer checked. First
@@ -44,7 +44,7 @@ import torch
 
 from loadtest.machine import append_table_row, describe_machine
 from loadtest.run import RESULTS, locust_command, locust_environment
-from tools.server import DEFAULT_STORE, REPO, THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, allocator_in, loopback_overrides, read_properties
+from tools.server import DEFAULT_STORE, REPO, THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, allocator_in, loopback_overrides, read_properties, vmargs_override
 
 DEFAULT_MODELS = ["pose_resnet50", "pose_pipeline", "person_segmenter_lraspp", "style_candy"]
 PROTOCOLS = ["rest", "grpc"]
@@ -334,6 +334,7 @@ def main() -> None:
     parser.add_argument("--kill-model", default=None, help="whose worker to kill (default: the first model)")
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help="model store (missing or stale archives are exported there)")
     parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help=f"more environment for TorchServe, e.g. {THREADS_VARIABLE}=2")
+    parser.add_argument("--jvm", action="append", default=[], metavar="OPTION", help="a JVM option for the frontend after config.properties' vmargs (repeat; write --jvm=-Xms256m)")
     parser.add_argument("--report", type=Path, default=None, help="the JSON report file, or a folder for its report.json (default: loadtest/results/<time>-soak/report.json)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not add a row to docs/benchmarks.md")
     parser.add_argument("--no-export", action="store_true", help="serve the store as it is")
@@ -350,7 +351,7 @@ def main() -> None:
     environment = {**WORKER_ENVIRONMENT, **dict(item.split("=", 1) for item in args.env)}
     machine = f"{describe_machine(torch.device('cpu'))}, {allocator_in(environment)}"
     with tempfile.TemporaryDirectory(prefix="soak-") as work:
-        server = TorchServe(Path(work), args.models, args.store, overrides=soak_overrides(args.store), environment=environment)
+        server = TorchServe(Path(work), args.models, args.store, overrides={**soak_overrides(args.store), **vmargs_override(args.jvm)}, environment=environment)
         with server.running(timeout=900):
             singles = {}
             for model in args.models if args.singles else []:
@@ -378,7 +379,7 @@ def main() -> None:
                 requests, started, ended, warm_up_s, kills[0] if kills else None, singles, sampler.samples, sampler.heap,
                 log_bytes(server.run_dir) - logs_before, args.models,
             )  # fmt: skip
-    report.update(machine=machine, models=args.models, users_per_model=args.users, duration_s=duration, warm_up_s=warm_up_s, environment=args.env)
+    report.update(machine=machine, models=args.models, users_per_model=args.users, duration_s=duration, warm_up_s=warm_up_s, environment=args.env, jvm_options=args.jvm)
     report_path = args.report or report_dir / "report.json"
     report_path.write_text(json.dumps(report, indent=1))
     print(f"Machine: {machine}\n{summary(report)}\nreport: {report_path}")

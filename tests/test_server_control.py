@@ -113,3 +113,13 @@ def test_benchmark_rows_name_the_workers_allocator():
     assert allocator_in({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", **ALLOCATOR_ENVIRONMENT}) == "allocator libtcmalloc_minimal.so.4"
     assert allocator_in(dict(ALLOCATOR_ENVIRONMENT)) == "allocator glibc with tuned thresholds"
     assert allocator_in({}) == "allocator glibc"
+
+
+def test_jvm_options_are_appended_to_the_configs_vmargs_with_its_log_configuration_kept_absolute(tmp_path):
+    from tools.server import vmargs_override
+
+    config = tmp_path / "config.properties"
+    config.write_text("vmargs=-Xms512m -XX:+AlwaysPreTouch -Dlog4j.configurationFile=log4j2.xml\n")
+    override = vmargs_override(["-Xms128m", "-XX:-AlwaysPreTouch"], config)
+    assert override == {"vmargs": f"-Xms512m -XX:+AlwaysPreTouch -Dlog4j.configurationFile={tmp_path / 'log4j2.xml'} -Xms128m -XX:-AlwaysPreTouch"}
+    assert vmargs_override([], config) == {}

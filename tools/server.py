@@ -91,6 +91,13 @@ def with_agent(vmargs: str) -> str:
     return f"{vmargs} -javaagent:{AGENT_JAR}".strip()
 
 
+def vmargs_override(options: list[str], config: Path = PRODUCTION_CONFIG) -> dict[str, str]:
+    """The config's vmargs with JVM ``options`` appended, as an override (the JVM takes a flag's last value); {} without options."""
+    # Not JAVA_TOOL_OPTIONS: G1 ignores young-generation sizes given there (only the command line counts),
+    # and a --set vmargs=... would lose the absolute log configuration path read_properties makes.
+    return {"vmargs": " ".join([read_properties(config).get("vmargs", ""), *options]).strip()} if options else {}
+
+
 def read_properties(path: Path) -> dict[str, str]:
     """``key=value`` lines of a Java properties file, the files it names made absolute against its own folder."""
     properties = parse_properties(path.read_text())
