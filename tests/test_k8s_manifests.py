@@ -257,4 +257,9 @@ def test_the_pods_frontend_heap_is_taken_from_the_memory_limit_and_the_rest_of_v
     limit = rendered.container("torchserve")["resources"]["limits"]["memory"]
     assert limit.endswith("Gi")
     in_pod = int(limit[:-2]) * 2**30 * float(pod_heap.split("=")[1]) / 100
-    assert in_pod >= int(production_heap[4:-1]) * units[production_heap[-1].lower()]  # as much as make serve's, or more on bigger pods
+    def size(word: str) -> int:
+        return int(word[4:-1]) * units[word[-1].lower()]
+
+    assert in_pod >= size(production_heap)  # as much as make serve's, or more on bigger pods
+    (initial,) = [word for word in pod_rest if word.startswith("-Xms")]
+    assert in_pod >= size(initial)  # else the JVM refuses to start: the heap it claims at start must fit the limit's share
