@@ -47,7 +47,7 @@ from export.recipes import POSE_SERVING
 from loadtest.bench_served import load_handler
 from loadtest.machine import describe_machine
 from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn, standin_packages
-from tools.server import ALLOCATOR_ENVIRONMENT, REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides, vmargs_override
+from tools.server import ALLOCATOR_ENVIRONMENT, REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
 
 RESULTS = REPO / "loadtest" / "results"
 ALONE = "torchserve_alone"
@@ -280,7 +280,7 @@ def main() -> None:
     parser.add_argument("--no-breakdown", action="store_true", help="skip the in-process per-stage timing")
     args = parser.parse_args()
     rows = ["alone", *[r for r in args.rows if r != "alone"]]  # every ratio needs TorchServe alone
-    settings = {**dict(item.split("=", 1) for item in args.set), **vmargs_override(args.jvm)}
+    settings = dict(item.split("=", 1) for item in args.set)
 
     tune_this_process_allocator()
     cv2.setNumThreads(1)
@@ -293,7 +293,7 @@ def main() -> None:
         packages = [alone_package(serving), *standin_packages(serving)]
         archives = {package.name: write_archive(package, store) for package in packages}
         models = sorted({ROWS[r].model for r in rows})
-        server = TorchServe(Path(work) / "run", models, store, overrides={**loopback_overrides(store), **settings}, environment=worker_environment(args.allocator, args.env))
+        server = TorchServe(Path(work) / "run", models, store, overrides={**loopback_overrides(store), **settings}, environment=worker_environment(args.allocator, args.env), jvm_options=args.jvm)
         with server.running(600):
             for row_key in rows:
                 for shot_key, photo in shots.items():
@@ -309,7 +309,7 @@ def main() -> None:
     command = "make bench-stack" + (f" BENCH_ARGS={shlex.quote(shlex.join(sys.argv[1:]))}" if sys.argv[1:] else "")
     report = (
         f"Command: `{command}`, {time.strftime('%Y-%m-%d %H:%M')}. Machine: {describe_machine(torch.device('cpu'))}.\n"
-        f"Allocator: {args.allocator}; more environment: {args.env or 'none'}; TorchServe settings over config.properties: {settings or 'none'}; {args.clients} clients, "
+        f"Allocator: {args.allocator}; more environment: {args.env or 'none'}; TorchServe settings over config.properties: {settings or 'none'}; JVM options after its vmargs: {args.jvm or 'none'}; {args.clients} clients, "
         f"{args.window:g} s windows after {args.warm_up:g} s warm-up; batch {POSE_SERVING.batch_size}, delay {POSE_SERVING.max_batch_delay_ms} ms, 1 worker.\n"
         f"Full-size OpenCV decode, one thread: " + ", ".join(f"{shots[k].label} {v:.2f} ms" for k, v in decode_ms.items()) + ".\n"
         f"Stage columns: ms per request of the handler run in this process (1 torch thread, batches of {POSE_SERVING.batch_size}).\n\n"

@@ -44,7 +44,7 @@ import torch
 
 from loadtest.machine import append_table_row, describe_machine
 from loadtest.run import RESULTS, locust_command, locust_environment
-from tools.server import DEFAULT_STORE, REPO, THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, allocator_in, loopback_overrides, read_properties, vmargs_override
+from tools.server import DEFAULT_STORE, REPO, THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, allocator_in, loopback_overrides, read_properties
 
 DEFAULT_MODELS = ["pose_resnet50", "pose_pipeline", "person_segmenter_lraspp", "style_candy"]
 PROTOCOLS = ["rest", "grpc"]
@@ -351,7 +351,7 @@ def main() -> None:
     environment = {**WORKER_ENVIRONMENT, **dict(item.split("=", 1) for item in args.env)}
     machine = f"{describe_machine(torch.device('cpu'))}, {allocator_in(environment)}"
     with tempfile.TemporaryDirectory(prefix="soak-") as work:
-        server = TorchServe(Path(work), args.models, args.store, overrides={**soak_overrides(args.store), **vmargs_override(args.jvm)}, environment=environment)
+        server = TorchServe(Path(work), args.models, args.store, overrides=soak_overrides(args.store), environment=environment, jvm_options=args.jvm)
         with server.running(timeout=900):
             singles = {}
             for model in args.models if args.singles else []:

@@ -115,11 +115,12 @@ def test_benchmark_rows_name_the_workers_allocator():
     assert allocator_in({}) == "allocator glibc"
 
 
-def test_jvm_options_are_appended_to_the_configs_vmargs_with_its_log_configuration_kept_absolute(tmp_path):
-    from tools.server import vmargs_override
-
+def test_jvm_options_come_after_the_settings_vmargs_with_its_log_configuration_kept_absolute(tmp_path):
     config = tmp_path / "config.properties"
     config.write_text("vmargs=-Xms512m -XX:+AlwaysPreTouch -Dlog4j.configurationFile=log4j2.xml\n")
-    override = vmargs_override(["-Xms128m", "-XX:-AlwaysPreTouch"], config)
-    assert override == {"vmargs": f"-Xms512m -XX:+AlwaysPreTouch -Dlog4j.configurationFile={tmp_path / 'log4j2.xml'} -Xms128m -XX:-AlwaysPreTouch"}
-    assert vmargs_override([], config) == {}
+    configured = f"-Xms512m -XX:+AlwaysPreTouch -Dlog4j.configurationFile={tmp_path / 'log4j2.xml'}"
+    assert TorchServe(tmp_path / "run", [], config=config).vmargs.startswith(configured)
+    options = ["-Xms128m", "-XX:-AlwaysPreTouch"]
+    assert TorchServe(tmp_path / "run", [], config=config, jvm_options=options).vmargs.startswith(f"{configured} -Xms128m -XX:-AlwaysPreTouch")
+    overridden = TorchServe(tmp_path / "run", [], config=config, overrides={"vmargs": "-Xmx1g"}, jvm_options=options)
+    assert overridden.vmargs.startswith("-Xmx1g -Xms128m -XX:-AlwaysPreTouch")  # on top of an override too

@@ -91,13 +91,6 @@ def with_agent(vmargs: str) -> str:
     return f"{vmargs} -javaagent:{AGENT_JAR}".strip()
 
 
-def vmargs_override(options: list[str], config: Path = PRODUCTION_CONFIG) -> dict[str, str]:
-    """The config's vmargs with JVM ``options`` appended, as an override (the JVM takes a flag's last value); {} without options."""
-    # Not JAVA_TOOL_OPTIONS: G1 ignores young-generation sizes given there (only the command line counts),
-    # and a --set vmargs=... would lose the absolute log configuration path read_properties makes.
-    return {"vmargs": " ".join([read_properties(config).get("vmargs", ""), *options]).strip()} if options else {}
-
-
 def read_properties(path: Path) -> dict[str, str]:
     """``key=value`` lines of a Java properties file, the files it names made absolute against its own folder."""
     properties = parse_properties(path.read_text())
@@ -202,12 +195,20 @@ class TorchServe:
     config: Path = PRODUCTION_CONFIG
     overrides: dict[str, str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=lambda: dict(WORKER_ENVIRONMENT))  # for TorchServe and its workers
+    # After the settings' vmargs, so they win (the JVM takes a flag's last value). Not JAVA_TOOL_OPTIONS:
+    # G1 ignores young-generation sizes given there, only the command line counts.
+    jvm_options: list[str] = field(default_factory=list)
     process: Optional[subprocess.Popen] = None
 
     @property
     def properties(self) -> dict[str, str]:
         """The settings in force: the config file, then the overrides."""
         return {**read_properties(self.config), **self.overrides}
+
+    @property
+    def vmargs(self) -> str:
+        """The frontend's JVM options: the settings' vmargs, then ``jvm_options``, then the agent."""
+        return with_agent(" ".join([self.properties.get("vmargs", ""), *self.jvm_options]).strip())
 
     @property
     def archives(self) -> list[Path]:
@@ -251,7 +252,7 @@ class TorchServe:
         # The settings in force, in the run directory: overrides applied, named files made absolute.
         config = self.run_dir / "config.properties"
         properties = self.properties
-        properties["vmargs"] = with_agent(properties.get("vmargs", ""))
+        properties["vmargs"] = self.vmargs
         config.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
         env = {
             **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},  # archives must be self-contained
