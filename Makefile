@@ -7,14 +7,14 @@ PY := $(VENV)/bin/python
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
-.PHONY: setup check-java export export-gpu serve start stop test loadtest bench bench-zoo bench-decode bench-stack bench-pipeline bench-batching bench-latency bench-tracking bench-pairing soak clean
+.PHONY: setup check-java export export-gpu serve start stop test loadtest bench bench-zoo bench-decode bench-stack bench-answers bench-pipeline bench-batching bench-latency bench-tracking bench-pairing soak clean
 
 # gRPC stubs are generated from the .proto files, never edited (git-ignored).
 PROTOS := $(wildcard humanserve_client/protocol/*.proto)
 STUBS := $(PROTOS:.proto=_pb2_grpc.py)
 
-# The frontend agent that lets TorchServe 0.12 restart a dead worker of a sequence model
-# (tools/agent/SequenceRetryFix.java); tools/server.py loads it wherever it was built.
+# The frontend agent that lets TorchServe 0.12 restart a dead worker of a sequence model and decode
+# a worker's large answers once (tools/agent/); tools/server.py loads it wherever it was built.
 AGENT_JAR := build/humanserve-agent.jar
 
 setup: $(VENV)/.installed $(STUBS) $(AGENT_JAR)
@@ -29,12 +29,13 @@ humanserve_client/protocol/%_pb2_grpc.py: humanserve_client/protocol/%.proto $(V
 	$(PY) -m grpc_tools.protoc -I . -I "$$($(PY) -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parents[1])')" \
 	  --python_out=. --pyi_out=. --grpc_python_out=. $<
 
-$(AGENT_JAR): tools/agent/build.sh tools/agent/SequenceRetryFix.java tools/agent/MANIFEST.MF
+$(AGENT_JAR): tools/agent/build.sh tools/agent/MANIFEST.MF $(wildcard tools/agent/*.java tools/agent/stubs/*/*/*/*.java)
 	@if command -v javac >/dev/null && command -v jar >/dev/null; then \
 	  sh tools/agent/build.sh $@ ; \
 	else \
 	  echo "WARNING: no JDK (javac, jar) on the PATH: $@ is not built, and TorchServe 0.12 will not restart a dead"; \
-	  echo "worker of a sequence model (pose_tracker). Install one, e.g. 'sudo apt-get install -y openjdk-17-jdk-headless'."; \
+	  echo "worker of a sequence model (pose_tracker), and its frontend pays far more for answers of megabytes."; \
+	  echo "Install one, e.g. 'sudo apt-get install -y openjdk-17-jdk-headless'."; \
 	fi
 
 check-java:
@@ -102,6 +103,10 @@ bench-decode: setup
 # (BENCH_ARGS: --rows --images --window --clients --allocator --set KEY=VALUE; about 15 minutes on 2 cores).
 bench-stack: setup
 	$(PY) -m loadtest.bench_stack $(BENCH_ARGS)
+
+# What answers of 1 KB to 8 MB cost TorchServe's frontend, as shipped and with the agent (BENCH_ARGS: --sizes --clients --window).
+bench-answers: setup
+	$(PY) -m loadtest.bench_answers $(BENCH_ARGS)
 
 # Detect-then-pose as one handler vs as a TorchServe workflow, same models and load (BENCH_ARGS: --duration, --clients, --detector).
 bench-pipeline: setup

@@ -77,7 +77,8 @@ WORKER_ENVIRONMENT = {**ALLOCATOR_ENVIRONMENT, **tcmalloc_preload(), "OMP_WAIT_P
 # halved each model's throughput when it ran alone; so it is there for nodes where it measures better.
 THREADS_VARIABLE = "HUMANSERVE_TORCH_THREADS"
 # The Java agent built by make setup (and the image) from tools/agent: without it TorchServe 0.12
-# never restarts a dead worker of a sequence model (pose_tracker), which then answers nothing.
+# never restarts a dead worker of a sequence model (pose_tracker), which then answers nothing, and
+# its frontend decodes a worker's answer once per 64 KB read (4 MB answers: 151 core-ms instead of 9).
 AGENT_JAR = REPO / "build" / "humanserve-agent.jar"
 
 
@@ -86,7 +87,7 @@ def with_agent(vmargs: str) -> str:
     if f"-javaagent:{AGENT_JAR}" in vmargs:
         return vmargs
     if not AGENT_JAR.exists():
-        print(f"WARNING: {AGENT_JAR} is missing (make setup builds it with a JDK): a dead worker of a sequence model will not be restarted", file=sys.stderr)
+        print(f"WARNING: {AGENT_JAR} is missing (make setup builds it with a JDK): a dead worker of a sequence model will not be restarted, and large answers cost the frontend far more", file=sys.stderr)
         return vmargs
     return f"{vmargs} -javaagent:{AGENT_JAR}".strip()
 
@@ -198,6 +199,7 @@ class TorchServe:
     # After the settings' vmargs, so they win (the JVM takes a flag's last value). Not JAVA_TOOL_OPTIONS:
     # G1 ignores young-generation sizes given there, only the command line counts.
     jvm_options: list[str] = field(default_factory=list)
+    agent: bool = True  # load the frontend agent where it was built; False: TorchServe's frontend as shipped, to compare
     process: Optional[subprocess.Popen] = None
 
     @property
@@ -207,8 +209,9 @@ class TorchServe:
 
     @property
     def vmargs(self) -> str:
-        """The frontend's JVM options: the settings' vmargs, then ``jvm_options``, then the agent."""
-        return with_agent(" ".join([self.properties.get("vmargs", ""), *self.jvm_options]).strip())
+        """The frontend's JVM options: the settings' vmargs, then ``jvm_options``, then the agent (unless ``agent`` is off)."""
+        options = " ".join([self.properties.get("vmargs", ""), *self.jvm_options]).strip()
+        return with_agent(options) if self.agent else options
 
     @property
     def archives(self) -> list[Path]:

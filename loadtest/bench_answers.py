@@ -1,0 +1,113 @@
+"""What answers of each size cost TorchServe's frontend, with its answer decoding as shipped and with the agent's fix.
+
+    python -m loadtest.bench_answers [--sizes 1000 250000 1000000 4000000 8000000] [--clients 4] [--window 8]
+
+TorchServe 0.12's frontend decodes a worker's answer to a batch again for every chunk (at most
+64 KB) it reads from the worker's socket, copying the answers already complete each time
+(tools/agent/ResponseDecoderFix.java). A handler that answers each request with as many bytes
+as it asks for (loadtest/sized_answers_handler.py; batches of 4 within 20 ms, as the pose models)
+is served twice, without and with the agent; ``--clients`` closed-loop clients ask for one size
+at a time, and the CPU time the operating system accounts to the frontend (Java) and to the
+worker over ``--window`` seconds is divided by the answers in it.
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import torch
+
+from export.archive import HANDLERS, Package, Part, Serving, write_archive
+from export.recipes import POSE_SERVING
+from loadtest.bench_stack import RESULTS, Load, Photo
+from loadtest.machine import describe_machine
+from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn
+from tools.server import TorchServe, loopback_overrides
+
+MODEL = "sized_answers"
+HANDLER = Path("..") / "loadtest" / "sized_answers_handler.py"  # relative to handlers/, where archives take handlers from
+
+
+def sized_answers_package(serving: Serving) -> Package:
+    """The archive of the sized-answers handler (its model file is a tiny stand-in it never calls)."""
+    assert (HANDLERS / HANDLER).exists()
+    part = Part("model", StyleStandIn(), lambda n: (torch.rand(n, 3, 8, 8),), STANDIN_WEIGHTS, "script")
+    return Package(MODEL, (part,), str(HANDLER), (), {}, serving)
+
+
+def cpu_seconds(root: psutil.Process) -> tuple[float, float]:
+    """CPU seconds (user + system) of the frontend (the Java process) and of everything else under ``root``."""
+    frontend = others = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times, name = process.cpu_times(), process.name()
+        except psutil.NoSuchProcess:
+            continue
+        seconds = times.user + times.system + times.children_user + times.children_system
+        if name == "java":
+            frontend += seconds
+        else:
+            others += seconds
+    return frontend, others
+
+
+def measure(server: TorchServe, size: int, clients: int, warm_up_s: float, window_s: float) -> dict[str, float]:
+    """Core-ms per answer (frontend, others) and answers/s for answers of ``size`` bytes."""
+    request = Photo(f"{size} bytes", json.dumps({"bytes": size, "seed": 0, "status": 200}).encode(), "application/json")
+    root = psutil.Process(server.process.pid)
+    with Load(f"{server.inference_url}/predictions/{MODEL}", server.token("inference"), request, {}, clients) as load:
+        time.sleep(warm_up_s)
+        before, answered_before, started = cpu_seconds(root), load.answered, time.perf_counter()
+        time.sleep(window_s)
+        after, answered, elapsed = cpu_seconds(root), load.answered - answered_before, time.perf_counter() - started
+    if load.failures:
+        raise RuntimeError(f"answers of {size} bytes failed: {load.failures}")
+    frontend, others = ((a - b) * 1000 / answered for a, b in zip(after, before))
+    return {"frontend": frontend, "others": others, "per_s": answered / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", type=int, default=[1000, 250_000, 1_000_000, 4_000_000, 8_000_000], help="answer sizes in bytes")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--warm-up", type=float, default=2.0, help="seconds of load before each window")
+    parser.add_argument("--window", type=float, default=8.0, help="seconds of load each figure is measured over")
+    args = parser.parse_args()
+
+    lines = [
+        "| answer | frontend as shipped: core-ms / answer (frontend / worker) | with the agent | answers/s as shipped | with the agent |",
+        "|---:|---|---|---:|---:|",
+    ]
+    results: dict[bool, dict[int, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-answers-") as work:
+        store = Path(work) / "store"
+        write_archive(sized_answers_package(replace(POSE_SERVING, threads=1)), store)
+        for agent in (False, True):
+            server = TorchServe(Path(work) / f"run-{agent}", [MODEL], store, overrides=loopback_overrides(store), agent=agent)
+            with server.running(300):
+                results[agent] = {}
+                for size in args.sizes:
+                    results[agent][size] = measured = measure(server, size, args.clients, args.warm_up, args.window)
+                    print(f"{'with' if agent else 'without'} the agent, {size} bytes: {measured['frontend'] + measured['others']:.2f} core-ms "
+                          f"(frontend {measured['frontend']:.2f}), {measured['per_s']:.0f} answers/s", flush=True)  # fmt: skip
+    for size in args.sizes:
+        cells = [f"{r[size]['frontend'] + r[size]['others']:.2f} ({r[size]['frontend']:.2f} / {r[size]['others']:.2f})" for r in (results[False], results[True])]
+        lines.append(f"| {size:,} B | {cells[0]} | {cells[1]} | {results[False][size]['per_s']:.0f} | {results[True][size]['per_s']:.0f} |")
+    header = (
+        f"Command: `python -m loadtest.bench_answers --clients {args.clients} --window {args.window:g}`, {time.strftime('%Y-%m-%d %H:%M')}. "
+        f"Machine: {describe_machine(torch.device('cpu'))}."
+    )
+    report = header + "\n\n" + "\n".join(lines) + "\n"
+    print("\n" + report)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-answers.md"
+    path.write_text(report)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

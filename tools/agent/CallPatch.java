@@ -1,0 +1,148 @@
+package humanserve.agent;
+
+import java.io.ByteArrayOutputStream;
+import java.io.DataOutputStream;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+/**
+ * One call in one method of a class, rewritten into a call of a static helper with the same stack effect.
+ *
+ * <p>The class file is parsed here (no bytecode library): the call must sit at {@code offset} of the
+ * method's code, be {@code opcode owner.name type}, and the code must start with {@code firstOpcode}
+ * (and be {@code codeLength} bytes long, where that is given). Only the call's three bytes change, to
+ * an {@code invokestatic} of a method reference added to the constant pool, so no offset, stack map or
+ * exception table moves. A class of another shape (another TorchServe version) is refused.
+ */
+final class CallPatch {
+    static final int INVOKEVIRTUAL = 0xb6, INVOKESTATIC = 0xb8, ALOAD_0 = 0x2a, ALOAD_2 = 0x2c;
+
+    final String target, method, methodType;
+    final int firstOpcode, codeLength, offset, opcode;
+    final String owner, name, type;
+    final String helper, helperName, helperType;
+    final String effect, risk; // what the log says when patched, and what goes wrong when not
+
+    CallPatch(String target, String method, String methodType, int firstOpcode, int codeLength, int offset,
+            int opcode, String owner, String name, String type, String helper, String helperName, String helperType,
+            String effect, String risk) {
+        this.target = target; this.method = method; this.methodType = methodType;
+        this.firstOpcode = firstOpcode; this.codeLength = codeLength; this.offset = offset; this.opcode = opcode;
+        this.owner = owner; this.name = name; this.type = type;
+        this.helper = helper; this.helperName = helperName; this.helperType = helperType;
+        this.effect = effect; this.risk = risk;
+    }
+
+    /** The class with the call replaced by one of the helper. */
+    byte[] apply(byte[] bytes) throws IOException {
+        ByteBuffer in = ByteBuffer.wrap(bytes);
+        if (in.getInt() != 0xCAFEBABE) {
+            throw new IllegalArgumentException("not a class file");
+        }
+        in.getShort(); // minor
+        in.getShort(); // major
+        int count = in.getShort() & 0xffff;
+        List<Object> pool = new ArrayList<>(); // index -> String (Utf8) or int[] {tag, a, b}
+        pool.add(null);
+        for (int index = 1; index < count; index++) {
+            int tag = in.get() & 0xff;
+            switch (tag) {
+                case 1: {
+                    byte[] text = new byte[in.getShort() & 0xffff];
+                    in.get(text);
+                    pool.add(new String(text, StandardCharsets.UTF_8)); // modified UTF-8 is equal for our names
+                    break;
+                }
+                case 3: case 4: pool.add(new int[] {tag, in.getInt(), 0}); break;
+                case 5: case 6: in.getLong(); pool.add(new int[] {tag, 0, 0}); pool.add(null); index++; break;
+                case 7: case 8: case 16: case 19: case 20: pool.add(new int[] {tag, in.getShort() & 0xffff, 0}); break;
+                case 15: pool.add(new int[] {tag, in.get() & 0xff, in.getShort() & 0xffff}); break;
+                case 9: case 10: case 11: case 12: case 17: case 18:
+                    pool.add(new int[] {tag, in.getShort() & 0xffff, in.getShort() & 0xffff});
+                    break;
+                default: throw new IllegalArgumentException("unknown constant pool tag " + tag);
+            }
+        }
+        int poolEnd = in.position();
+        int[] code = findCode(in, pool); // {start, length}
+        int call = code[0] + offset;
+        if ((codeLength >= 0 && code[1] != codeLength) || offset + 3 > code[1]
+                || (bytes[code[0]] & 0xff) != firstOpcode || (bytes[call] & 0xff) != opcode
+                || !isMethod(pool, ((bytes[call + 1] & 0xff) << 8) | (bytes[call + 2] & 0xff), owner, name, type)) {
+            throw new IllegalArgumentException(method + " does not call " + owner + "." + name + type + " where expected");
+        }
+        ByteArrayOutputStream out = new ByteArrayOutputStream(bytes.length + 128);
+        DataOutputStream data = new DataOutputStream(out);
+        data.write(bytes, 0, 8);
+        data.writeShort(count + 6);
+        data.write(bytes, 10, poolEnd - 10);
+        data.writeByte(1); data.writeUTF(helper);                            // count
+        data.writeByte(7); data.writeShort(count);                           // count + 1
+        data.writeByte(1); data.writeUTF(helperName);                        // count + 2
+        data.writeByte(1); data.writeUTF(helperType);                        // count + 3
+        data.writeByte(12); data.writeShort(count + 2); data.writeShort(count + 3); // count + 4
+        data.writeByte(10); data.writeShort(count + 1); data.writeShort(count + 4); // count + 5
+        byte[] rest = Arrays.copyOfRange(bytes, poolEnd, bytes.length);
+        int at = call - poolEnd;
+        rest[at] = (byte) INVOKESTATIC;
+        rest[at + 1] = (byte) ((count + 5) >> 8);
+        rest[at + 2] = (byte) (count + 5);
+        data.write(rest);
+        return out.toByteArray();
+    }
+
+    /** Where the target method's bytecode starts in the class file, and its length. */
+    int[] findCode(ByteBuffer in, List<Object> pool) {
+        in.position(in.position() + 6); // access flags, this class, super class
+        int interfaces = in.getShort() & 0xffff;
+        in.position(in.position() + 2 * interfaces);
+        skipMembers(in); // fields
+        int methods = in.getShort() & 0xffff;
+        for (int m = 0; m < methods; m++) {
+            in.getShort(); // access flags
+            Object memberName = pool.get(in.getShort() & 0xffff);
+            Object memberType = pool.get(in.getShort() & 0xffff);
+            int attributes = in.getShort() & 0xffff;
+            for (int a = 0; a < attributes; a++) {
+                Object attribute = pool.get(in.getShort() & 0xffff);
+                int length = in.getInt();
+                int start = in.position();
+                if (method.equals(memberName) && methodType.equals(memberType) && "Code".equals(attribute)) {
+                    in.getShort(); // max stack
+                    in.getShort(); // max locals
+                    int bytecodes = in.getInt();
+                    return new int[] {in.position(), bytecodes};
+                }
+                in.position(start + length);
+            }
+        }
+        throw new IllegalArgumentException("no method " + method + methodType);
+    }
+
+    static void skipMembers(ByteBuffer in) {
+        int members = in.getShort() & 0xffff;
+        for (int m = 0; m < members; m++) {
+            in.position(in.position() + 6);
+            int attributes = in.getShort() & 0xffff;
+            for (int a = 0; a < attributes; a++) {
+                in.getShort();
+                int length = in.getInt();
+                in.position(in.position() + length);
+            }
+        }
+    }
+
+    static boolean isMethod(List<Object> pool, int index, String owner, String name, String type) {
+        if (!(pool.get(index) instanceof int[]) || ((int[]) pool.get(index))[0] != 10) {
+            return false;
+        }
+        int[] method = (int[]) pool.get(index);
+        int[] ownerClass = (int[]) pool.get(method[1]);
+        int[] nameAndType = (int[]) pool.get(method[2]);
+        return owner.equals(pool.get(ownerClass[1])) && name.equals(pool.get(nameAndType[1])) && type.equals(pool.get(nameAndType[2]));
+    }
+}
