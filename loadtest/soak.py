@@ -1,9 +1,12 @@
-"""The mixed-model soak: `make soak [DURATION=30m]` (BENCH_ARGS: --models --users --singles --kill-at --env --jvm --no-record).
+"""The mixed-model soak: `make soak [DURATION=30m]` (BENCH_ARGS: --models --users --priming --singles --kill-at --env --jvm --no-record).
 
 One TorchServe (production config, token authorization on with the pod's key lifetime, loopback ports) serves several
 models; Locust's REST and gRPC users load all of them at once, every answer checked. First
-each model runs alone for ``--singles`` seconds with the same users, for the throughput the
-mixed run is judged against. During the mixed run:
+each model is primed: ``--priming`` rounds of one full batch of each load-test photo (the
+largest photos in full batches are a worker's peak; an allocator that first meets it late in
+the run takes a step up there, which a slope would read as growth). Then each model runs
+alone for ``--singles`` seconds with the same users, for the throughput the mixed run is
+judged against. During the mixed run:
 
 - each process's resident memory (the Java frontend, every worker) is sampled every 30 s;
   the slope after warm-up (least squares, MB/min, with its standard error) tells a leak from a plateau;
@@ -25,6 +28,7 @@ docs/benchmarks.md (unless ``--no-record``).
 import argparse
 import json
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -34,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -42,8 +47,11 @@ import numpy as np
 import psutil
 import torch
 
+from humanserve_client import RestClient, ServerError
 from loadtest.machine import append_table_row, describe_machine
+from loadtest.photos import Photo, photo_pool
 from loadtest.run import RESULTS, locust_command, locust_environment
+from loadtest.scenarios import Scenario, scenario_for
 from tools.server import DEFAULT_STORE, REPO, THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, allocator_in, loopback_overrides, read_properties
 
 DEFAULT_MODELS = ["pose_resnet50", "pose_pipeline", "person_segmenter_lraspp", "style_candy"]
@@ -187,6 +195,32 @@ def run_locust_for(server: TorchServe, models: list[str], users: int, seconds: f
     return requests
 
 
+def prime(server: TorchServe, models: list[str], rounds: int) -> list[str]:
+    """``rounds`` times, one full batch of each load-test photo to each model, answers checked; the problems found."""
+    client = RestClient(server.inference_url, token=server.token("inference"), timeout_s=300)
+    rng, photos, problems = random.Random(0), photo_pool(), []
+    try:
+        for model in models:
+            scenario, batch = scenario_for(model), int(server.describe(model, customized=False)["batchSize"])
+            for _ in range(rounds):
+                for photo in photos:
+                    requests = [(photo, scenario.options(photo, rng)) for _ in range(batch)]
+                    with ThreadPoolExecutor(batch) as pool:  # sent together, so that the worker batches them
+                        found = pool.map(lambda request: _problem(client, model, scenario, *request), requests)
+                    problems += [f"{model}, {photo.name}: {problem}" for problem in found if problem]
+    finally:
+        client.close()
+    return problems
+
+
+def _problem(client: RestClient, model: str, scenario: Scenario, photo: Photo, options: dict[str, str]) -> Optional[str]:
+    """What is wrong with ``model``'s answer to ``photo``, or None."""
+    try:
+        return scenario.check(photo, options, client.predict(model, photo.jpeg, options))
+    except ServerError as error:
+        return str(error)
+
+
 def answers_per_second(requests: list[Request], start: float, end: float) -> float:
     """Answered requests per second between ``start`` and ``end`` (Unix times)."""
     return sum(r.outcome == "ok" and start <= r.end <= end for r in requests) / max(end - start, 1e-9)
@@ -313,7 +347,8 @@ def record(report: dict, args: argparse.Namespace, machine: str) -> None:
     worst = max(sloped, key=lambda name: abs(sloped[name]["slope_mb_per_min"])) if sloped else None
     kill = report.get("kill")
     kill_text = f"{sum(kill['lost'].values())} ({', '.join(f'{n}x {c}' for c, n in kill['lost'].items()) or '-'}), {kill['ready_s']}, {kill['answering_s']}" if kill else "no kill"
-    command = "python -m loadtest.soak " + shlex.join(sys.argv[1:])
+    given = sys.argv[1:] + ([] if any(a.startswith("--priming") for a in sys.argv) else [f"--priming={args.priming}"])  # rows before it had none
+    command = "python -m loadtest.soak " + shlex.join(given)
     append_table_row(
         BENCHMARKS, SECTION, TABLE_HEADER,
         f"| {time.strftime('%Y-%m-%d')} | {machine} | {parse_duration(args.duration) / 60:g} | {', '.join(args.models)} | {args.users * len(args.models)} "
@@ -327,6 +362,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     parser.add_argument("--duration", default="30m", help="the mixed run: 90s, 30m, 1h")
     parser.add_argument("--users", type=int, default=4, help="users per model (half REST, half gRPC)")
+    parser.add_argument("--priming", type=int, default=2, help="rounds of one full batch of each photo per model, first (0: none)")
     parser.add_argument("--singles", type=float, default=120, help="seconds of each model alone first (0: skip)")
     parser.add_argument("--warm-up", type=float, default=300, help="seconds before memory slopes and throughput count (at most a third of the run)")
     parser.add_argument("--interval", type=float, default=30, help="seconds between memory samples")
@@ -353,6 +389,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="soak-") as work:
         server = TorchServe(Path(work), args.models, args.store, overrides=soak_overrides(args.store), environment=environment, jvm_options=args.jvm)
         with server.running(timeout=900):
+            if args.priming:
+                print(f"priming: {args.priming} rounds of one full batch of each photo per model", flush=True)
+                problems = prime(server, args.models, args.priming)
+                if problems:
+                    raise RuntimeError(f"{len(problems)} priming requests failed, the server is not fit to soak; the first: {problems[0]}")
             singles = {}
             for model in args.models if args.singles else []:
                 started = time.time()
@@ -379,7 +420,7 @@ def main() -> None:
                 requests, started, ended, warm_up_s, kills[0] if kills else None, singles, sampler.samples, sampler.heap,
                 log_bytes(server.run_dir) - logs_before, args.models,
             )  # fmt: skip
-    report.update(machine=machine, models=args.models, users_per_model=args.users, duration_s=duration, warm_up_s=warm_up_s, environment=args.env, jvm_options=args.jvm)
+    report.update(machine=machine, models=args.models, users_per_model=args.users, duration_s=duration, warm_up_s=warm_up_s, environment=args.env, jvm_options=args.jvm, priming_rounds=args.priming)
     report_path = args.report or report_dir / "report.json"
     report_path.write_text(json.dumps(report, indent=1))
     print(f"Machine: {machine}\n{summary(report)}\nreport: {report_path}")

@@ -139,3 +139,4 @@ def test_a_short_soak_of_mixed_models_writes_its_report_and_fails_nothing_outsid
         heap = report["frontend_heap"]
         assert set(heap) == {"committed", "old generation used"} and 0 < heap["old generation used"]["last_mb"] < heap["committed"]["last_mb"]
     assert report["log_bytes"] >= 0 and "answers/s" in done.stdout
+    assert report["priming_rounds"] == 2 and "priming: 2 rounds" in done.stdout
