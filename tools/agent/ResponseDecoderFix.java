@@ -23,6 +23,7 @@ public final class ResponseDecoderFix {
             "humanserve/agent/ResponseDecoderFix", "wholeMessageBytes", "(Lio/netty/buffer/ByteBuf;)I",
             "waits for a worker's whole answer before decoding it",
             "large answers cost the frontend time that grows with the square of their size");
+
     private ResponseDecoderFix() {}
 
     /**
@@ -30,7 +31,8 @@ public final class ResponseDecoderFix {
      *
      * <p>The response: status code, message, then per answer its request ID, content type, status
      * code, reason phrase, headers and body, ending at a length of -1. A length the decoder would
-     * refuse (negative) lets it run, so that it reports the problem itself.
+     * refuse (negative) lets it run, so that it reports the problem itself; one over
+     * {@code max_response_size} it refuses once the bytes announced are there, as the worker sends them.
      */
     public static int wholeMessageBytes(ByteBuf in) {
         Cursor message = new Cursor(in);
