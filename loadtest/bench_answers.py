@@ -18,12 +18,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import psutil
 import torch
 
 from export.archive import HANDLERS, Package, Part, Serving, write_archive
 from export.recipes import POSE_SERVING
-from loadtest.bench_stack import RESULTS, Load, Photo
+from loadtest.bench_stack import RESULTS, Photo, Row, measure_served
 from loadtest.machine import describe_machine
 from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn
 from tools.server import TorchServe, loopback_overrides
@@ -39,35 +38,11 @@ def sized_answers_package(serving: Serving) -> Package:
     return Package(MODEL, (part,), str(HANDLER), (), {}, serving)
 
 
-def cpu_seconds(root: psutil.Process) -> tuple[float, float]:
-    """CPU seconds (user + system) of the frontend (the Java process) and of everything else under ``root``."""
-    frontend = others = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times, name = process.cpu_times(), process.name()
-        except psutil.NoSuchProcess:
-            continue
-        seconds = times.user + times.system + times.children_user + times.children_system
-        if name == "java":
-            frontend += seconds
-        else:
-            others += seconds
-    return frontend, others
-
-
 def measure(server: TorchServe, size: int, clients: int, warm_up_s: float, window_s: float) -> dict[str, float]:
     """Core-ms per answer (frontend, others) and answers/s for answers of ``size`` bytes."""
     request = Photo(f"{size} bytes", json.dumps({"bytes": size, "seed": 0, "status": 200}).encode(), "application/json")
-    root = psutil.Process(server.process.pid)
-    with Load(f"{server.inference_url}/predictions/{MODEL}", server.token("inference"), request, {}, clients) as load:
-        time.sleep(warm_up_s)
-        before, answered_before, started = cpu_seconds(root), load.answered, time.perf_counter()
-        time.sleep(window_s)
-        after, answered, elapsed = cpu_seconds(root), load.answered - answered_before, time.perf_counter() - started
-    if load.failures:
-        raise RuntimeError(f"answers of {size} bytes failed: {load.failures}")
-    frontend, others = ((a - b) * 1000 / answered for a, b in zip(after, before))
-    return {"frontend": frontend, "others": others, "per_s": answered / elapsed}
+    frontend, others, per_s = measure_served(server, Row(f"answers of {size} bytes", MODEL), request, clients, warm_up_s, window_s)
+    return {"frontend": frontend, "others": others, "per_s": per_s}
 
 
 def main() -> None:

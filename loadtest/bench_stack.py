@@ -129,16 +129,20 @@ def full_decode_ms(photo: Photo, repeats: int = 200) -> float:
     return statistics.median(times) * 1000
 
 
-def server_cpu_seconds(root: psutil.Process) -> float:
-    """CPU seconds (user + system, with waited-for children) of ``root`` and every process under it."""
-    total = 0.0
+def server_cpu_seconds(root: psutil.Process) -> tuple[float, float]:
+    """CPU seconds (user + system, with waited-for children) of the frontend (the Java process) and of every other process under ``root``."""
+    frontend = others = 0.0
     for process in [root, *root.children(recursive=True)]:
         try:
-            times = process.cpu_times()
+            times, name = process.cpu_times(), process.name()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
+        seconds = times.user + times.system + times.children_user + times.children_system
+        if name == "java":
+            frontend += seconds
+        else:
+            others += seconds
+    return frontend, others
 
 
 class Load:
@@ -189,8 +193,8 @@ class Measured:
     stages: dict[str, float]
 
 
-def measure_served(server: TorchServe, row: Row, photo: Photo, clients: int, warm_up_s: float, window_s: float) -> tuple[float, float]:
-    """Server CPU core-ms per answered request and requests/s, over ``window_s`` of steady load."""
+def measure_served(server: TorchServe, row: Row, photo: Photo, clients: int, warm_up_s: float, window_s: float) -> tuple[float, float, float]:
+    """Server CPU core-ms per answered request (the frontend's, the rest's) and requests/s, over ``window_s`` of steady load."""
     root = psutil.Process(server.process.pid)
     with Load(f"{server.inference_url}/predictions/{row.model}", server.token("inference"), photo, row.options, clients) as load:
         time.sleep(warm_up_s)
@@ -200,7 +204,8 @@ def measure_served(server: TorchServe, row: Row, photo: Photo, clients: int, war
     if load.failures:
         raise RuntimeError(f"{row.model} failed on {photo.label}: {load.failures}")
     answered = answered_after - answered_before
-    return (cpu_after - cpu_before) * 1000 / answered, answered / elapsed
+    frontend_ms, others_ms = ((after - before) * 1000 / answered for after, before in zip(cpu_after, cpu_before))
+    return frontend_ms, others_ms, answered / elapsed
 
 
 def measure_in_process(archive: Path, row: Row, photo: Photo, batches: int = 30) -> dict[str, float]:
@@ -297,7 +302,8 @@ def main() -> None:
         with server.running(600):
             for row_key in rows:
                 for shot_key, photo in shots.items():
-                    core_ms, rate = measure_served(server, ROWS[row_key], photo, args.clients, args.warm_up, args.window)
+                    frontend_ms, others_ms, rate = measure_served(server, ROWS[row_key], photo, args.clients, args.warm_up, args.window)
+                    core_ms = frontend_ms + others_ms
                     results[row_key, shot_key] = Measured(core_ms, rate, {})
                     print(f"{ROWS[row_key].name:28s} {photo.label:14s} {core_ms:6.2f} core-ms/request = {core_ms / decode_ms[shot_key]:.2f} full decodes ({decode_ms[shot_key]:.2f} ms), {rate:.0f} requests/s", flush=True)
         if not args.no_breakdown:
