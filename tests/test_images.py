@@ -5,6 +5,7 @@ import struct
 import time
 import zlib
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,6 +14,7 @@ from PIL import Image, ImageOps
 from humanserve_core.errors import RequestError
 from humanserve_core.images import (
     ImageHeader,
+    channels_last,
     ImageLimits,
     dct_scale,
     decode_image,
@@ -172,6 +174,69 @@ def test_a_point_in_a_scaled_decode_is_at_its_image_position_over_the_scale(scal
         v, u = np.mgrid[0 : height // scale, 0 : width // scale] + 0.5
         found = (grey * torch.from_numpy(u)).sum() / grey.sum(), (grey * torch.from_numpy(v)).sum() / grey.sum()
         assert abs(found[0] * scale - cx) < 0.6 and abs(found[1] * scale - cy) < 0.6, (scale, cx, cy, found)
+
+
+def photo_jpeg(width: int = 320, height: int = 240, **save_args) -> bytes:
+    """A smooth colour photo as JPEG (quality 90 unless said)."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    array = np.stack([127 + 100 * np.sin(xs / 13.0), 127 + 100 * np.cos(ys / 9.0), (xs + 2 * ys) % 256], axis=2).astype(np.uint8)
+    return encoded(array, "JPEG", **{"quality": 90, **save_args})
+
+
+OPENCV_SCALES = {1: cv2.IMREAD_COLOR_RGB, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+@pytest.mark.parametrize("save_args", [{}, {"progressive": True}, {"subsampling": 0}], ids=["baseline", "progressive", "4:4:4"])
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+def test_jpegs_decode_into_an_rgbx_buffer_with_opencvs_pixels(scale, save_args):
+    """The decoder's four-channel buffer is behind the RGB view, and its pixels are OpenCV's (libjpeg's) exactly."""
+    data = photo_jpeg(**save_args)
+    decoded = decode_pixels(data, read_header(data, LIMITS), scale)
+    assert decoded.shape == (3, 240 // scale, 320 // scale) and decoded.dtype == torch.uint8
+    padded = channels_last(decoded)
+    assert padded.shape == (240 // scale, 320 // scale, 4)
+    reference = cv2.imdecode(np.frombuffer(data, np.uint8), OPENCV_SCALES[scale])
+    reference = reference if scale == 1 else reference[:, :, ::-1]  # the reduced flags decode to BGR
+    assert (padded[:, :, :3] == reference).all() and (decoded.permute(1, 2, 0).numpy() == reference).all()
+
+
+def test_channels_last_copies_whatever_is_not_a_whole_rgbx_buffer():
+    data = photo_jpeg()
+    decoded = decode_pixels(data, read_header(data, LIMITS))
+    png = decode_image(encoded(decoded.permute(1, 2, 0).numpy(), "PNG"), LIMITS)
+    turned = decode_pixels(exif_jpeg(corner_marks(64, 96), 6), read_header(exif_jpeg(corner_marks(64, 96), 6), LIMITS))
+    for pixels in (png, decoded[:, 10:50, 20:70], decoded[1:], turned, decoded.float()):
+        array = channels_last(pixels)
+        assert array.shape == (*pixels.shape[1:], pixels.shape[0]) and array.flags.c_contiguous
+        assert (torch.from_numpy(array).permute(2, 0, 1) == pixels).all()
+
+
+def test_jpegs_libjpeg_can_only_partly_recover_decode_as_opencv_did():
+    """Corrupt entropy data: simplejpeg (strict) refuses it and OpenCV decodes what it can, as before; a cut-off JPEG stays refused."""
+    data = bytearray(photo_jpeg())
+    data[len(data) // 2] ^= 0xFF
+    data[len(data) // 2 + 300] ^= 0x55
+    decoded = decode_image(bytes(data), LIMITS)
+    reference = cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR_RGB)
+    assert (decoded.permute(1, 2, 0).numpy() == reference).all()
+    with pytest.raises(RequestError, match="corrupt or truncated"):
+        decode_image(photo_jpeg()[:3000], LIMITS)
+
+
+def test_resize_and_crops_of_an_rgbx_view_equal_those_of_its_rgb_copy():
+    from humanserve_core.geometry import warp_crops
+
+    data = photo_jpeg(640, 480)
+    decoded = decode_pixels(data, read_header(data, LIMITS))
+    copy = decoded.contiguous()
+    assert channels_last(decoded).shape[2] == 4 and channels_last(copy).shape[2] == 3
+    for size in ((300, 400), (520, 693), (120, 160)):  # bilinear, upscaled, area
+        assert (resize_pixels(decoded, size) == resize_pixels(copy, size)).all()
+    boxes = torch.tensor([[10.5, 20.25, 300.0, 400.0], [-50.0, -20.0, 700.0, 500.0], [100.0, 100.0, 130.0, 140.0]])
+    together = warp_crops([decoded, copy], boxes, torch.tensor([0, 1, 0]), (256, 192))
+    assert together.shape == (3, 3, 256, 192)
+    assert (together[0] == warp_crops([copy], boxes[:1], torch.tensor([0]), (256, 192))[0]).all()
+    assert (together[1] == warp_crops([decoded], boxes[1:2], torch.tensor([0]), (256, 192))[0]).all()
 
 
 def test_device_decode_matches_the_cpu_decode():

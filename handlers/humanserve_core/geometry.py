@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
-from .images import group_by_size
+from .images import channels_last, group_by_size
 
 
 def widen_boxes(boxes: Tensor, aspect_ratio: float, padding: float = 1.25) -> Tensor:
@@ -78,17 +78,24 @@ def roi_crops(images: Sequence[Tensor], boxes: Tensor, image_index: Tensor, crop
 def warp_crops(images: Sequence[Tensor], boxes: Tensor, image_index: Tensor, crop_size: tuple[int, int]) -> Tensor:
     """``crop_and_resize`` on the CPU, boxes in pixels of ``images``: crops of the images' dtype, one OpenCV warp each.
 
-    The result is a channels-first view of channels-last crops.
+    The result is a channels-first view of channels-last crops. An RGB view of an RGBX
+    buffer (``images.channels_last``) is warped with its padding channel, which OpenCV
+    samples 2.7x faster than 3 channels, and the crop then drops it.
     """
     height, width = crop_size
-    pixels = [np.ascontiguousarray(image.permute(1, 2, 0).numpy()) for image in images]  # no copy when channels-last
-    crops = np.empty((len(boxes), height, width, pixels[0].shape[2]), dtype=pixels[0].dtype)
+    pixels = [channels_last(image) for image in images]  # no copy when channels-last
+    channels = images[0].shape[0]
+    crops = np.empty((len(boxes), height, width, channels), dtype=pixels[0].dtype)
+    padded = np.empty((height, width, 4), dtype=pixels[0].dtype)
     for n, ((x1, y1, x2, y2), i) in enumerate(zip(boxes.tolist(), image_index.tolist())):
         step_x, step_y = (x2 - x1) / width, (y2 - y1) / height
         # Crop pixel index j has its centre at x1 + (j + 0.5) * step_x, image pixel index u at u + 0.5.
         source = np.array([[step_x, 0.0, x1 + 0.5 * step_x - 0.5], [0.0, step_y, y1 + 0.5 * step_y - 0.5]])
+        rgbx = pixels[i].shape[2] > channels
         cv2.warpAffine(
-            pixels[i], source, (width, height), dst=crops[n],
+            pixels[i], source, (width, height), dst=padded if rgbx else crops[n],
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
         )  # fmt: skip
+        if rgbx:
+            cv2.cvtColor(padded, cv2.COLOR_RGBA2RGB, dst=crops[n])
     return torch.from_numpy(crops).permute(0, 3, 1, 2)
