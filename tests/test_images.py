@@ -148,6 +148,24 @@ def test_encode_round_trips_through_decode():
         assert image.mode == "RGBA" and np.array(image)[0, 0].tolist() == [255, 0, 0, 128]
 
 
+def test_every_pixel_layout_encodes_to_the_same_png():
+    """Channels-last and channels-first pixels, cropped views and RGBX views: each layout's own conversion, one picture."""
+    rgba = np.random.default_rng(3).integers(0, 256, (41, 63, 4), dtype=np.uint8)
+    padded = torch.from_numpy(rgba)
+    planar = padded.permute(2, 0, 1).contiguous()
+    layouts = {
+        "rgb channels-last": (padded[:, :, :3].contiguous().permute(2, 0, 1), 3),
+        "rgb channels-first": (planar[:3], 3),
+        "rgb view of rgbx": (padded.permute(2, 0, 1)[:3], 3),
+        "rgb cropped channels-first": (torch.cat([planar[:3], planar[:3]], dim=2)[:, :, :63], 3),
+        "rgba channels-last": (padded.permute(2, 0, 1), 4),
+        "rgba channels-first": (planar, 4),
+    }
+    for name, (pixels, channels) in layouts.items():
+        with Image.open(io.BytesIO(encode_image(pixels, "png"))) as image:
+            assert (np.array(image) == rgba[:, :, :channels]).all(), name
+
+
 @pytest.mark.parametrize(
     ("size", "most", "scale"),
     [((480, 640), 4.2, 4), ((480, 640), 9.0, 8), ((480, 640), 1.9, 1), ((1080, 1920), 12.5, 8), ((1080, 1920), 7.99, 4),

@@ -239,11 +239,18 @@ def png_settings(compression: int) -> list[int]:
 def encode_image(pixels: Tensor, image_format: str, quality: int = 90, png_compression: int = 1) -> bytes:
     """Encode RGB ``uint8[3, H, W]`` (or RGBA ``[4, H, W]``) pixels, on any device, as JPEG or PNG.
 
-    OpenCV wants blue first and channels last: one stacking pass makes that array, on the
-    pixels' device (3x faster than OpenCV's conversion of a channels-first view).
+    OpenCV wants blue first and channels last. On a GPU one stacking pass makes that array
+    before the copy; on the CPU, channels-last pixels (drawn pictures) take one colour
+    conversion and channels-first ones (model outputs, composites) are interleaved by
+    ``cv2.merge``, 4-6x faster here than ``torch.stack`` (1080p: 0.47 against 2.0 ms).
     """
     order = (2, 1, 0, 3)[: pixels.shape[0]]
-    bgr = torch.stack([pixels[channel] for channel in order], dim=-1).cpu().numpy()
+    if pixels.device.type != "cpu":
+        bgr = torch.stack([pixels[channel] for channel in order], dim=-1).cpu().numpy()
+    elif pixels.permute(1, 2, 0).is_contiguous():
+        bgr = cv2.cvtColor(pixels.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR if len(order) == 3 else cv2.COLOR_RGBA2BGRA)
+    else:
+        bgr = cv2.merge([pixels[channel].numpy() for channel in order])
     if image_format == "jpeg":
         ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     else:
