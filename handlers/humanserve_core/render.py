@@ -26,7 +26,7 @@ def draw_people(
     min_score: float,
 ) -> np.ndarray:
     """Draw ``boxes[P, 4]`` and ``keypoints[P, K, 3]`` (x, y, score) with the skeleton on a copy of ``rgb``."""
-    canvas = np.ascontiguousarray(rgb).copy()
+    canvas = np.array(rgb, order="C")  # one copy whatever the layout (decoded JPEGs are RGBX views)
     thickness = max(1, round(max(canvas.shape[:2]) / 400))
     for box in boxes:
         cv2.rectangle(canvas, _fixed(*box[:2]), _fixed(*box[2:]), _BOX, thickness, cv2.LINE_AA, _SHIFT)
@@ -43,7 +43,7 @@ def draw_people(
 
 def draw_faces(rgb: np.ndarray, boxes: Sequence[Sequence[float]], landmarks: Sequence[Sequence[Sequence[float]]], labels: list[str]) -> np.ndarray:
     """Draw face boxes ``[F][4]``, landmarks ``[F][L][2]`` and a label above each box on a copy of ``rgb``."""
-    canvas = np.ascontiguousarray(rgb).copy()
+    canvas = np.array(rgb, order="C")
     thickness = max(1, round(max(canvas.shape[:2]) / 400))
     font_scale = thickness * 0.5
     for box, points, label in zip(boxes, landmarks, labels):
