@@ -9,7 +9,9 @@ alone for ``--singles`` seconds with the same users, for the throughput the mixe
 judged against. During the mixed run:
 
 - each process's resident memory (the Java frontend, every worker) is sampled every 30 s;
-  the slope after warm-up (least squares, MB/min, with its standard error) tells a leak from a plateau;
+  the slope after warm-up tells a leak from a plateau: least squares (MB/min, with its standard
+  error), and Theil-Sen's median of the pairwise slopes (with its 95 % interval), which a few
+  one-sample dips (an allocator handing memory back) or batch-sized peaks do not move;
   the frontend's heap too (``jstat -gc``, where a JDK provides it): how much the JVM has committed,
   and its old generation's occupancy, which grows only if the frontend keeps objects alive;
 - one worker is killed once (``kill -9``, at ``--kill-at`` of the run): the requests it lost
@@ -45,6 +47,7 @@ from typing import Optional
 
 import numpy as np
 import psutil
+from scipy import stats
 import torch
 
 from humanserve_client import RestClient, ServerError
@@ -111,14 +114,27 @@ def rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float
     return slope, float(np.sqrt(residuals @ residuals / (len(samples) - 2) / spread))
 
 
+def robust_rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float, float]]:
+    """Theil-Sen slope of (seconds, MB) samples in MB per minute and its 95 % interval (scipy); None where ``rss_slope`` is."""
+    if rss_slope(samples) is None:
+        return None
+    seconds, megabytes = np.array(samples).T
+    fit = stats.theilslopes(megabytes, seconds / 60, alpha=0.95)
+    return float(fit.slope), float(fit.low_slope), float(fit.high_slope)
+
+
 def memory_trend(series: list[tuple[float, float]], warm_up_s: float) -> dict:
-    """First, last and peak MB of a series, and its slope after the warm-up, counted from the series' own start."""
+    """First, last and peak MB of a series, and its slopes after the warm-up, counted from the series' own start."""
     first = series[0][0]
     # After the run's warm-up, and after the process's own (a worker started in place of the killed one).
-    slope, stderr = rss_slope([(at, mb) for at, mb in series if at >= first + warm_up_s]) or (None, None)
+    after = [(at, mb) for at, mb in series if at >= first + warm_up_s]
+    slope, stderr = rss_slope(after) or (None, None)
+    robust, low, high = robust_rss_slope(after) or (None, None, None)
     return {
         "first_mb": round(series[0][1]), "last_mb": round(series[-1][1]), "peak_mb": round(max(mb for _, mb in series)),
-        "slope_mb_per_min": slope, "slope_stderr_mb_per_min": stderr, "samples": [[round(at), round(mb)] for at, mb in series],
+        "slope_mb_per_min": slope, "slope_stderr_mb_per_min": stderr,
+        "robust_slope_mb_per_min": robust, "robust_slope_95_mb_per_min": None if robust is None else [low, high],
+        "samples": [[round(at), round(mb)] for at, mb in series],
     }  # fmt: skip
 
 
@@ -338,13 +354,17 @@ def summary(report: dict) -> str:
 
 
 def slope_text(memory: dict) -> str:
-    """The slope with its standard error: batch-sized swings of RSS make a short run's slope uncertain."""
-    return f"{memory['slope_mb_per_min']:+.2f} ± {memory['slope_stderr_mb_per_min']:.2f}"
+    """Both slopes with their uncertainty: batch-sized swings of RSS make a short run's least-squares slope uncertain."""
+    low, high = memory["robust_slope_95_mb_per_min"]
+    return (
+        f"{memory['slope_mb_per_min']:+.2f} ± {memory['slope_stderr_mb_per_min']:.2f} "
+        f"(Theil-Sen {memory['robust_slope_mb_per_min']:+.2f}, 95 % {low:+.2f} to {high:+.2f})"
+    )
 
 
 def record(report: dict, args: argparse.Namespace, machine: str) -> None:
     sloped = {name: m for name, m in report["memory"].items() if m["slope_mb_per_min"] is not None}
-    worst = max(sloped, key=lambda name: abs(sloped[name]["slope_mb_per_min"])) if sloped else None
+    worst = max(sloped, key=lambda name: abs(sloped[name]["robust_slope_mb_per_min"])) if sloped else None
     kill = report.get("kill")
     kill_text = f"{sum(kill['lost'].values())} ({', '.join(f'{n}x {c}' for c, n in kill['lost'].items()) or '-'}), {kill['ready_s']}, {kill['answering_s']}" if kill else "no kill"
     given = sys.argv[1:] + ([] if any(a.startswith("--priming") for a in sys.argv) else [f"--priming={args.priming}"])  # rows before it had none

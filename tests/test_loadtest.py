@@ -14,7 +14,7 @@ from humanserve_client import Answer
 from loadtest.photos import SIZES, photo_pool
 from loadtest.run import run_locust
 from loadtest.scenarios import scenario_for
-from loadtest.soak import rss_slope, soak_overrides
+from loadtest.soak import memory_trend, robust_rss_slope, rss_slope, soak_overrides
 from tools.server import REPO
 from serving import encode
 
@@ -112,6 +112,22 @@ def test_the_rss_slope_and_its_error_are_those_of_least_squares():
     slope, stderr = rss_slope(list(zip(seconds, swinging)))
     assert slope == pytest.approx(fit.slope) and stderr == pytest.approx(fit.stderr)
     assert rss_slope([(0, 1000), (30, 1000), (60, 1000)]) == (0, 0) and rss_slope([(0, 1), (30, 2)]) is None
+
+
+def test_the_robust_slope_ignores_one_sample_dips_and_finds_a_leak_under_them():
+    """An allocator handing memory back shows as single low samples: they swing least squares, not Theil-Sen."""
+    seconds = np.arange(0, 1800, 30.0)
+    dips = np.isin(np.arange(seconds.size), [3, 8, 12, 17, 22])  # early in the run, as after a warm-up
+    flat = np.where(dips, 1000.0, 1340.0)
+    leaking = flat + 2.0 * seconds / 60  # 2 MB/min under the same dips
+    flat_slope, low, high = robust_rss_slope(list(zip(seconds, flat)))
+    assert flat_slope == 0 and low <= 0 <= high
+    assert rss_slope(list(zip(seconds, flat)))[0] > 1  # least squares reads early dips as growth
+    leak_slope, low, high = robust_rss_slope(list(zip(seconds, leaking)))
+    assert leak_slope == pytest.approx(2.0) and low <= 2.0 <= high and low > 1
+    assert robust_rss_slope([(0, 1), (30, 2)]) is None
+    trend = memory_trend(list(zip(seconds, leaking)), warm_up_s=300)
+    assert trend["robust_slope_mb_per_min"] == pytest.approx(2.0) and len(trend["robust_slope_95_mb_per_min"]) == 2
 
 
 def test_the_soaks_keys_live_as_long_as_the_pods(tmp_path):
