@@ -100,15 +100,22 @@ def soak_overrides(store: Path) -> dict[str, str]:
     return {**loopback_overrides(store), "token_expiration_min": read_properties(POD_PROPERTIES)["token_expiration_min"]}
 
 
-def rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float]]:
-    """Least-squares slope of (seconds, MB) samples in MB per minute and its standard error; None under 3 samples or all at one time."""
+def _centred_minutes(samples: list[tuple[float, float]]) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(seconds, MB) samples as minutes about their mean and MB; None under 3 samples or all at one time (no slope)."""
     if len(samples) < 3:
         return None
     seconds, megabytes = np.array(samples).T
     minutes = seconds / 60 - (seconds / 60).mean()
-    spread = float(minutes @ minutes)
-    if spread == 0:
+    return (minutes, megabytes) if float(minutes @ minutes) > 0 else None
+
+
+def rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float]]:
+    """Least-squares slope of (seconds, MB) samples in MB per minute and its standard error; None under 3 samples or all at one time."""
+    centred = _centred_minutes(samples)
+    if centred is None:
         return None
+    minutes, megabytes = centred
+    spread = float(minutes @ minutes)
     slope = float(minutes @ megabytes) / spread
     residuals = megabytes - megabytes.mean() - slope * minutes
     return slope, float(np.sqrt(residuals @ residuals / (len(samples) - 2) / spread))
@@ -116,10 +123,10 @@ def rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float
 
 def robust_rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float, float]]:
     """Theil-Sen slope of (seconds, MB) samples in MB per minute and its 95 % interval (scipy); None where ``rss_slope`` is."""
-    if rss_slope(samples) is None:
+    centred = _centred_minutes(samples)
+    if centred is None:
         return None
-    seconds, megabytes = np.array(samples).T
-    fit = stats.theilslopes(megabytes, seconds / 60, alpha=0.95)
+    fit = stats.theilslopes(centred[1], centred[0], alpha=0.95)
     return float(fit.slope), float(fit.low_slope), float(fit.high_slope)
 
 

@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageOps
 
 from humanserve_core.errors import RequestError
+from humanserve_core.geometry import warp_crops
 from humanserve_core.images import (
     ImageHeader,
     channels_last,
@@ -222,7 +223,8 @@ def test_channels_last_copies_whatever_is_not_a_whole_rgbx_buffer():
     data = photo_jpeg()
     decoded = decode_pixels(data, read_header(data, LIMITS))
     png = decode_image(encoded(decoded.permute(1, 2, 0).numpy(), "PNG"), LIMITS)
-    turned = decode_pixels(exif_jpeg(corner_marks(64, 96), 6), read_header(exif_jpeg(corner_marks(64, 96), 6), LIMITS))
+    rotated = exif_jpeg(corner_marks(64, 96), 6)
+    turned = decode_pixels(rotated, read_header(rotated, LIMITS))
     for pixels in (png, decoded[:, 10:50, 20:70], decoded[1:], turned, decoded.float()):
         array = channels_last(pixels)
         assert array.shape == (*pixels.shape[1:], pixels.shape[0]) and array.flags.c_contiguous
@@ -242,8 +244,6 @@ def test_jpegs_libjpeg_can_only_partly_recover_decode_as_opencv_did():
 
 
 def test_resize_and_crops_of_an_rgbx_view_equal_those_of_its_rgb_copy():
-    from humanserve_core.geometry import warp_crops
-
     data = photo_jpeg(640, 480)
     decoded = decode_pixels(data, read_header(data, LIMITS))
     copy = decoded.contiguous()
