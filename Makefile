@@ -13,8 +13,9 @@ MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 PROTOS := $(wildcard humanserve_client/protocol/*.proto)
 STUBS := $(PROTOS:.proto=_pb2_grpc.py)
 
-# The frontend agent that lets TorchServe 0.12 restart a dead worker of a sequence model and decode
-# a worker's large answers once (tools/agent/); tools/server.py loads it wherever it was built.
+# The frontend agent that lets TorchServe 0.12 restart a dead worker of a sequence model, answer every
+# request of a gRPC stream the client closed first, and decode a worker's large answers once
+# (tools/agent/); tools/server.py loads it wherever it was built.
 AGENT_JAR := build/humanserve-agent.jar
 
 setup: $(VENV)/.installed $(STUBS) $(AGENT_JAR)

@@ -369,8 +369,9 @@ class GrpcClient(Client):
                 if stopped.is_set():
                     return
                 yield inference_pb2.PredictionsRequest(model_name=model, model_version=version, input=parts, sequence_id=sequence_id)
-            # TorchServe 0.12 closes the answer stream as soon as the request stream closes,
-            # dropping answers still on their way: close ours only once every frame is answered.
+            # TorchServe 0.12 without our frontend agent closes the answer stream as soon as the
+            # request stream closes, dropping answers still on their way: close ours only once
+            # every frame is answered, so that any TorchServe answers them all.
             for _ in range(self.stream_window):
                 window.acquire()
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from humanserve_client import HandlerError
-from humanserve_client.client import SEQUENCE_HEADER
+from humanserve_client.client import SEQUENCE_HEADER, error_in_body
+from humanserve_client.protocol import inference_pb2
 from oracles import TRACKER_ORACLE_TRACKING, TRACKER_ORACLE_UNHEALTHY_AFTER_S, paint_people
 from serving import clients, encode, run_cli, wait_for_worker
 from videos import SCENES, mot_scores, paint_video
@@ -103,6 +104,35 @@ def test_a_corrupt_frame_gets_a_400_and_the_sequence_goes_on(both):
         assert frames == list(range(6)), protocol
         good = [answer for answer in tracked if not isinstance(answer, HandlerError)]
         assert ids(good)[3:] == [ids(good)[2]] * 3, protocol
+
+
+def plain_grpc_stream(client, requests: list) -> list:
+    """What a plain gRPC client does: send every message, close its side at once (the iterator ends), read the answers."""
+    return list(client.inference.StreamPredictions2(iter(requests), metadata=client.metadata["inference"], timeout=120))
+
+
+def test_a_grpc_client_closing_its_side_first_gets_every_answer_and_the_worker_stays(server, both):
+    """TorchServe 0.12 alone ended the answer stream at the client's half-close, and failing to send the next answer killed the worker."""
+    _, images = frames_of("apart")
+    (worker,) = server.worker_pids(MODEL)
+    name = f"closed-first-{uuid.uuid4().hex}"
+    sent = images[:3] + [b"not an image"] + images[3:5]
+    answers = plain_grpc_stream(both["grpc"], [inference_pb2.PredictionsRequest(model_name=MODEL, input={"data": image}, sequence_id=name) for image in sent])
+    errors = [error_in_body(answer.prediction) for answer in answers]
+    assert [error.code if error else json.loads(answer.prediction)["frame"] for error, answer in zip(errors, answers)] == [0, 1, 2, 400, 3, 4]
+    # TorchServe refuses a message without a sequence ID itself, in the answer's status
+    (refused,) = plain_grpc_stream(both["grpc"], [inference_pb2.PredictionsRequest(model_name=MODEL, input={"data": images[0]})])
+    assert refused.status.code != 0 and "sequenceId" in refused.status.message
+    cancelled = both["grpc"].inference.StreamPredictions2(
+        iter([inference_pb2.PredictionsRequest(model_name=MODEL, input={"data": image}, sequence_id=f"{name}-cancelled") for image in images[:4]]),
+        metadata=both["grpc"].metadata["inference"], timeout=120,
+    )
+    assert json.loads(next(cancelled).prediction)["frame"] == 0
+    cancelled.cancel()
+    again = plain_grpc_stream(both["grpc"], [inference_pb2.PredictionsRequest(model_name=MODEL, input={"data": image}, sequence_id=f"{name}-after") for image in images[:2]])
+    assert [json.loads(answer.prediction)["frame"] for answer in again] == [0, 1]
+    assert server.worker_pids(MODEL) == [worker]
+    assert "completes a stream's answers once all are sent" in (server.run_dir / "logs" / "console.log").read_text()
 
 
 def test_end_frees_the_sequence_at_once(both):

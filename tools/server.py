@@ -77,8 +77,9 @@ WORKER_ENVIRONMENT = {**ALLOCATOR_ENVIRONMENT, **tcmalloc_preload(), "OMP_WAIT_P
 # halved each model's throughput when it ran alone; so it is there for nodes where it measures better.
 THREADS_VARIABLE = "HUMANSERVE_TORCH_THREADS"
 # The Java agent built by make setup (and the image) from tools/agent: without it TorchServe 0.12
-# never restarts a dead worker of a sequence model (pose_tracker), which then answers nothing, and
-# its frontend decodes a worker's answer once per 64 KB read (4 MB answers: 151 core-ms instead of 9).
+# never restarts a dead worker of a sequence model (pose_tracker), which then answers nothing; a gRPC
+# client that closes its side of StreamPredictions2 before its last answer kills the worker; and its
+# frontend decodes a worker's answer once per 64 KB read (4 MB answers: 151 core-ms instead of 9).
 AGENT_JAR = REPO / "build" / "humanserve-agent.jar"
 
 
@@ -87,7 +88,7 @@ def with_agent(vmargs: str) -> str:
     if f"-javaagent:{AGENT_JAR}" in vmargs:
         return vmargs
     if not AGENT_JAR.exists():
-        print(f"WARNING: {AGENT_JAR} is missing (make setup builds it with a JDK): a dead worker of a sequence model will not be restarted, and large answers cost the frontend far more", file=sys.stderr)
+        print(f"WARNING: {AGENT_JAR} is missing (make setup builds it with a JDK): a dead worker of a sequence model will not be restarted, a gRPC stream closed early by its client kills the worker, and large answers cost the frontend far more", file=sys.stderr)
         return vmargs
     return f"{vmargs} -javaagent:{AGENT_JAR}".strip()
 

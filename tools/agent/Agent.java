@@ -1,46 +1,77 @@
 package humanserve.agent;
 
 import java.io.IOException;
+import java.io.InputStream;
 import java.lang.instrument.ClassFileTransformer;
 import java.lang.instrument.Instrumentation;
 import java.security.ProtectionDomain;
+import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 
 /**
- * A Java agent for TorchServe 0.12's frontend: each fix rewrites one call in one of its classes as that class loads.
+ * A Java agent for TorchServe 0.12's frontend: each fix rewrites calls in its classes as they load.
  *
- * <p>A class that does not have the expected shape (another TorchServe version) is left as it is, with a
- * warning that says what then goes wrong.
+ * <p>A fix whose calls span several places is taken whole or not at all: before any class loads, each
+ * of its patches is tried on the class as the frontend's jar holds it. A fix that does not fit (another
+ * TorchServe version) is left out, with a warning that says what then goes wrong.
  */
 public final class Agent implements ClassFileTransformer {
-    private final Map<String, CallPatch> patches = new HashMap<>();
+    private final Map<String, List<CallPatch>> patches = new HashMap<>();
 
-    Agent(CallPatch... fixes) {
-        for (CallPatch fix : fixes) {
-            patches.put(fix.target, fix);
+    Agent(CallPatch[]... fixes) {
+        for (CallPatch[] fix : fixes) {
+            if (fits(fix)) {
+                for (CallPatch patch : fix) {
+                    patches.computeIfAbsent(patch.target, target -> new ArrayList<>()).add(patch);
+                }
+            }
         }
     }
 
     public static void premain(String arguments, Instrumentation instrumentation) {
-        instrumentation.addTransformer(new Agent(SequenceRetryFix.PATCH, ResponseDecoderFix.PATCH));
+        instrumentation.addTransformer(new Agent(
+                new CallPatch[] {SequenceRetryFix.PATCH}, new CallPatch[] {ResponseDecoderFix.PATCH}, StreamEndFix.PATCHES));
+    }
+
+    /** Whether every patch of {@code fix} applies to its class as found on the class path (the frontend's jar). */
+    static boolean fits(CallPatch[] fix) {
+        for (CallPatch patch : fix) {
+            try (InputStream in = ClassLoader.getSystemResourceAsStream(patch.target + ".class")) {
+                if (in == null) {
+                    throw new IOException("no such class");
+                }
+                patch.apply(in.readAllBytes());
+            } catch (RuntimeException | IOException error) {
+                warn(patch, error);
+                return false;
+            }
+        }
+        return true;
     }
 
     @Override
     public byte[] transform(
             ClassLoader loader, String name, Class<?> redefined, ProtectionDomain domain, byte[] bytes) {
-        CallPatch patch = patches.get(name);
-        if (patch == null) {
+        List<CallPatch> fixes = patches.get(name);
+        if (fixes == null) {
             return null;
         }
-        try {
-            byte[] patched = patch.apply(bytes);
-            System.err.println("humanserve agent: " + patch.target + "." + patch.method + " " + patch.effect);
-            return patched;
-        } catch (RuntimeException | IOException error) {
-            System.err.println("humanserve agent: WARNING " + patch.target + " left as it is (" + error.getMessage()
-                    + "): " + patch.risk);
-            return null;
+        byte[] patched = bytes;
+        for (CallPatch patch : fixes) {
+            try {
+                patched = patch.apply(patched);
+                System.err.println("humanserve agent: " + patch.target + "." + patch.method + " " + patch.effect);
+            } catch (RuntimeException | IOException error) {
+                warn(patch, error);
+                return null;
+            }
         }
+        return patched;
+    }
+
+    private static void warn(CallPatch patch, Exception error) {
+        System.err.println("humanserve agent: WARNING " + patch.target + " left as it is (" + error.getMessage() + "): " + patch.risk);
     }
 }

@@ -14,12 +14,14 @@ import java.util.List;
  *
  * <p>The class file is parsed here (no bytecode library): the call must sit at {@code offset} of the
  * method's code, be {@code opcode owner.name type}, and the code must start with {@code firstOpcode}
- * (and be {@code codeLength} bytes long, where that is given). Only the call's three bytes change, to
- * an {@code invokestatic} of a method reference added to the constant pool, so no offset, stack map or
- * exception table moves. A class of another shape (another TorchServe version) is refused.
+ * (and be {@code codeLength} bytes long, where that is given). Only the call's bytes change, to an
+ * {@code invokestatic} of a method reference added to the constant pool (and two {@code nop}s where
+ * the call was an {@code invokeinterface}), so no offset, stack map or exception table moves. A class
+ * of another shape (another TorchServe version) is refused.
  */
 final class CallPatch {
-    static final int INVOKEVIRTUAL = 0xb6, INVOKESTATIC = 0xb8, ALOAD_0 = 0x2a, ALOAD_2 = 0x2c;
+    static final int INVOKEVIRTUAL = 0xb6, INVOKESTATIC = 0xb8, INVOKEINTERFACE = 0xb9;
+    static final int LDC = 0x12, ILOAD_1 = 0x1b, ALOAD = 0x19, ALOAD_0 = 0x2a, ALOAD_1 = 0x2b, ALOAD_2 = 0x2c;
 
     final String target, method, methodType;
     final int firstOpcode, codeLength, offset, opcode;
@@ -70,9 +72,11 @@ final class CallPatch {
         int poolEnd = in.position();
         int[] code = findCode(in, pool); // {start, length}
         int call = code[0] + offset;
-        if ((codeLength >= 0 && code[1] != codeLength) || offset + 3 > code[1]
+        int callLength = opcode == INVOKEINTERFACE ? 5 : 3;
+        if ((codeLength >= 0 && code[1] != codeLength) || offset + callLength > code[1]
                 || (bytes[code[0]] & 0xff) != firstOpcode || (bytes[call] & 0xff) != opcode
-                || !isMethod(pool, ((bytes[call + 1] & 0xff) << 8) | (bytes[call + 2] & 0xff), owner, name, type)) {
+                || !isMethod(pool, ((bytes[call + 1] & 0xff) << 8) | (bytes[call + 2] & 0xff), opcode == INVOKEINTERFACE ? 11 : 10,
+                        owner, name, type)) {
             throw new IllegalArgumentException(method + " does not call " + owner + "." + name + type + " where expected");
         }
         ByteArrayOutputStream out = new ByteArrayOutputStream(bytes.length + 128);
@@ -91,6 +95,7 @@ final class CallPatch {
         rest[at] = (byte) INVOKESTATIC;
         rest[at + 1] = (byte) ((count + 5) >> 8);
         rest[at + 2] = (byte) (count + 5);
+        Arrays.fill(rest, at + 3, at + callLength, (byte) 0); // nop
         data.write(rest);
         return out.toByteArray();
     }
@@ -136,8 +141,9 @@ final class CallPatch {
         }
     }
 
-    static boolean isMethod(List<Object> pool, int index, String owner, String name, String type) {
-        if (!(pool.get(index) instanceof int[]) || ((int[]) pool.get(index))[0] != 10) {
+    /** Whether constant {@code index} is a method reference of {@code tag} (10 of a class, 11 of an interface) to {@code owner.name type}. */
+    static boolean isMethod(List<Object> pool, int index, int tag, String owner, String name, String type) {
+        if (!(pool.get(index) instanceof int[]) || ((int[]) pool.get(index))[0] != tag) {
             return false;
         }
         int[] method = (int[]) pool.get(index);

@@ -1,0 +1,172 @@
+package humanserve.agent;
+
+import io.grpc.stub.StreamObserver;
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Method;
+import java.util.Collections;
+import java.util.Map;
+import java.util.WeakHashMap;
+
+/**
+ * A {@code StreamPredictions2} call ends once every request sent on it is answered, not when the client closes its side.
+ *
+ * <p>TorchServe 0.12 completes the answer stream as soon as the client half-closes it, which a plain
+ * gRPC client does right after its last request. The answers still on their way are lost, and the
+ * next one throws {@code IllegalStateException} in the worker's thread, which drops the worker (and
+ * the state of every sequence it held). Six calls are rewritten: the two by which the stream's
+ * {@code onNext} hands a request on (to be answered, or refused at once) count it as pending; the
+ * three that send an answer on the stream (the job's answer, the job's error, a refusal) count it
+ * answered; the client's half-close completes the stream only when nothing is pending, else the last
+ * answer does. An answer for a stream that is closed anyway (cancelled, or the handler streams
+ * several answers per request, which this count does not follow) is dropped with a warning rather
+ * than killing the worker.
+ */
+public final class StreamEndFix {
+    private static final String SERVICE = "org/pytorch/serve/grpcimpl/InferenceImpl";
+    private static final String REQUESTS = SERVICE + "$1";
+    private static final String JOB = "org/pytorch/serve/job/GRPCJob";
+    private static final String OBSERVER = "io/grpc/stub/StreamObserver";
+    private static final String SERVER_OBSERVER = "io/grpc/stub/ServerCallStreamObserver";
+    private static final String HELPER = "humanserve/agent/StreamEndFix";
+    private static final String RISK = "a gRPC client that closes its side of StreamPredictions2 before its last answer"
+            + " loses the answers still on their way, and the next one kills the worker";
+    private static final String REQUEST_TYPE = "(Lorg/pytorch/serve/grpc/inference/PredictionsRequest;)V";
+
+    static final CallPatch[] PATCHES = {
+        new CallPatch(REQUESTS, "onNext", REQUEST_TYPE, CallPatch.LDC, -1, 96, // prediction(request, observer, command)
+                CallPatch.INVOKESTATIC, SERVICE, "access$200",
+                "(L" + SERVICE + ";Lorg/pytorch/serve/grpc/inference/PredictionsRequest;L" + OBSERVER
+                        + ";Lorg/pytorch/serve/util/messages/WorkerCommands;)V",
+                HELPER, "predict", "(Ljava/lang/Object;Ljava/lang/Object;L" + OBSERVER + ";Ljava/lang/Object;)V",
+                "counts each request sent on a stream", RISK),
+        new CallPatch(REQUESTS, "onNext", REQUEST_TYPE, CallPatch.LDC, -1, 78, // sendErrorResponse(observer, ...): no sequence ID
+                CallPatch.INVOKESTATIC, SERVICE, "access$100",
+                "(L" + SERVICE + ";L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;Ljava/lang/String;"
+                        + "Lorg/pytorch/serve/util/messages/WorkerCommands;)V",
+                HELPER, "refuse", "(Ljava/lang/Object;L" + OBSERVER + ";Ljava/lang/Object;Ljava/lang/Object;"
+                        + "Ljava/lang/Object;Ljava/lang/Object;)V",
+                "counts each request refused on a stream", RISK),
+        new CallPatch(REQUESTS, "onCompleted", "()V", CallPatch.ALOAD_0, -1, 28,
+                CallPatch.INVOKEINTERFACE, OBSERVER, "onCompleted", "()V",
+                HELPER, "halfClosed", "(L" + OBSERVER + ";)V",
+                "completes a stream's answers once all are sent", RISK),
+        new CallPatch(SERVICE, "sendErrorResponse",
+                "(L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;Ljava/lang/String;"
+                        + "Lorg/pytorch/serve/util/messages/WorkerCommands;)V",
+                CallPatch.ALOAD, -1, 81, // aload 5; ...; observer.onNext(refusal)
+                CallPatch.INVOKEINTERFACE, OBSERVER, "onNext", "(Ljava/lang/Object;)V",
+                HELPER, "answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V",
+                "counts a refusal as a stream's answer", RISK),
+        new CallPatch(JOB, "response",
+                "([BLjava/lang/CharSequence;ILjava/lang/String;Ljava/util/Map;)V",
+                CallPatch.ALOAD_1, -1, 92,
+                CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER, "onNext", "(Ljava/lang/Object;)V",
+                HELPER, "answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V",
+                "counts a job's answer as a stream's answer", RISK),
+        new CallPatch(JOB, "sendError", "(ILjava/lang/String;)V", CallPatch.ILOAD_1, -1, 178,
+                CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER, "onNext", "(Ljava/lang/Object;)V",
+                HELPER, "answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V",
+                "counts a job's error as a stream's answer", RISK),
+    };
+
+    /** Requests sent on a stream and not yet answered, and whether the client has closed its side. */
+    private static final class Stream {
+        int pending;
+        boolean halfClosed;
+    }
+
+    /** The open streams by their answer observer (weakly: a cancelled stream is never completed here). */
+    private static final Map<Object, Stream> STREAMS = Collections.synchronizedMap(new WeakHashMap<>());
+
+    private static volatile Method prediction, sendErrorResponse;
+
+    private StreamEndFix() {}
+
+    /** What the stream's {@code onNext} calls instead of {@code prediction}: the request counts as pending first. */
+    public static void predict(Object service, Object request, StreamObserver<?> observer, Object command) {
+        if (prediction == null) {
+            prediction = privateMethod(service, "prediction", 3);
+        }
+        handOn(prediction, observer, service, request, observer, command);
+    }
+
+    /** What the stream's {@code onNext} calls instead of {@code sendErrorResponse} (a request without a sequence ID). */
+    public static void refuse(Object service, StreamObserver<?> observer, Object status, Object error, Object message,
+            Object command) {
+        if (sendErrorResponse == null) {
+            sendErrorResponse = privateMethod(service, "sendErrorResponse", 5);
+        }
+        handOn(sendErrorResponse, observer, service, observer, status, error, message, command);
+    }
+
+    /** What the stream's {@code onCompleted} calls: the answer stream completes now if nothing is pending, else after its last answer. */
+    public static void halfClosed(StreamObserver<?> observer) {
+        Stream stream = STREAMS.get(observer);
+        if (stream == null) {
+            observer.onCompleted();
+            return;
+        }
+        synchronized (stream) {
+            stream.halfClosed = true;
+            completeIfAnswered(observer, stream);
+        }
+    }
+
+    /** What sends an answer on a gRPC call: as before, then for a counted stream one request less pending. */
+    public static <V> void answer(StreamObserver<V> observer, V answer) {
+        Stream stream = STREAMS.get(observer);
+        if (stream == null) {
+            observer.onNext(answer);
+            return;
+        }
+        synchronized (stream) {
+            try {
+                observer.onNext(answer);
+            } catch (IllegalStateException closed) {
+                System.err.println("humanserve agent: an answer for a closed StreamPredictions2 call was dropped: " + closed);
+            }
+            stream.pending--;
+            completeIfAnswered(observer, stream);
+        }
+    }
+
+    private static void completeIfAnswered(StreamObserver<?> observer, Stream stream) {
+        if (stream.halfClosed && stream.pending <= 0) {
+            STREAMS.remove(observer);
+            try {
+                observer.onCompleted();
+            } catch (IllegalStateException closed) {
+                System.err.println("humanserve agent: a StreamPredictions2 call was already closed: " + closed);
+            }
+        }
+    }
+
+    private static void handOn(Method method, StreamObserver<?> observer, Object service, Object... arguments) {
+        Stream stream = STREAMS.computeIfAbsent(observer, key -> new Stream());
+        synchronized (stream) {
+            stream.pending++;
+        }
+        try {
+            method.invoke(service, arguments);
+        } catch (InvocationTargetException failed) {
+            synchronized (stream) {
+                stream.pending--; // never handed on: no answer will come for it
+            }
+            Throwable cause = failed.getCause();
+            throw cause instanceof RuntimeException ? (RuntimeException) cause : new IllegalStateException(cause);
+        } catch (IllegalAccessException unexpected) {
+            throw new IllegalStateException(unexpected);
+        }
+    }
+
+    /** The service's private method {@code name} of {@code parameters} parameters, made callable. */
+    private static Method privateMethod(Object service, String name, int parameters) {
+        for (Method method : service.getClass().getDeclaredMethods()) {
+            if (method.getName().equals(name) && method.getParameterCount() == parameters) {
+                method.setAccessible(true);
+                return method;
+            }
+        }
+        throw new IllegalStateException(service.getClass().getName() + " has no method " + name);
+    }
+}
