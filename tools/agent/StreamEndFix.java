@@ -17,9 +17,9 @@ import java.util.WeakHashMap;
  * {@code onNext} hands a request on (to be answered, or refused at once) count it as pending; the
  * three that send an answer on the stream (the job's answer, the job's error, a refusal) count it
  * answered; the client's half-close completes the stream only when nothing is pending, else the last
- * answer does. An answer for a stream that is closed anyway (cancelled, or the handler streams
- * several answers per request, which this count does not follow) is dropped with a warning rather
- * than killing the worker.
+ * answer does. An answer that finds its call closed anyway (a handler streaming several answers per
+ * request, which this count does not follow) is dropped with a warning rather than killing the worker;
+ * a cancelled call is not answered at all (TorchServe's own cancel check comes first).
  */
 public final class StreamEndFix {
     private static final String SERVICE = "org/pytorch/serve/grpcimpl/InferenceImpl";
