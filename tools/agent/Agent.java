@@ -32,7 +32,8 @@ public final class Agent implements ClassFileTransformer {
 
     public static void premain(String arguments, Instrumentation instrumentation) {
         instrumentation.addTransformer(new Agent(
-                new CallPatch[] {SequenceRetryFix.PATCH}, new CallPatch[] {ResponseDecoderFix.PATCH}, StreamEndFix.PATCHES));
+                new CallPatch[] {SequenceRetryFix.PATCH}, new CallPatch[] {ResponseDecoderFix.PATCH}, StreamEndFix.PATCHES,
+                new CallPatch[] {SequenceHeaderFix.PATCH}, IdleSequenceFix.PATCHES));
     }
 
     /** Whether every patch of {@code fix} applies to its class as found on the class path (the frontend's jar). */

@@ -16,12 +16,14 @@ import java.util.List;
  * method's code, be {@code opcode owner.name type}, and the code must start with {@code firstOpcode}
  * (and be {@code codeLength} bytes long, where that is given). Only the call's bytes change, to an
  * {@code invokestatic} of a method reference added to the constant pool (and two {@code nop}s where
- * the call was an {@code invokeinterface}), so no offset, stack map or exception table moves. A class
+ * the call was an {@code invokeinterface}), so no offset, stack map or exception table moves. An
+ * {@code invokespecial} of a private method becomes a static call taking the receiver first. A class
  * of another shape (another TorchServe version) is refused.
  */
 final class CallPatch {
-    static final int INVOKEVIRTUAL = 0xb6, INVOKESTATIC = 0xb8, INVOKEINTERFACE = 0xb9;
-    static final int LDC = 0x12, ILOAD_1 = 0x1b, ALOAD = 0x19, ALOAD_0 = 0x2a, ALOAD_1 = 0x2b, ALOAD_2 = 0x2c;
+    static final int INVOKEVIRTUAL = 0xb6, INVOKESPECIAL = 0xb7, INVOKESTATIC = 0xb8, INVOKEINTERFACE = 0xb9;
+    static final int LDC = 0x12, ILOAD_1 = 0x1b, ALOAD = 0x19, ALOAD_0 = 0x2a, ALOAD_1 = 0x2b, ALOAD_2 = 0x2c, ALOAD_3 = 0x2d;
+    static final int NEW = 0xbb;
 
     final String target, method, methodType;
     final int firstOpcode, codeLength, offset, opcode;
