@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -139,8 +140,9 @@ def track(args: argparse.Namespace) -> int:
     frames, fps = video_facts(args.video)
     progress = Progress(args.video.name, -(-frames // args.every))
     try:
-        with connect(args) as client:
-            for frame, record in track_video(client, args.model, args.video, args.every, dict(args.option), args.sequence_id, args.image_format):
+        # closing(): a run stopped early (Ctrl-C) ends its sequence on the server while the client is still open.
+        with connect(args) as client, closing(track_video(client, args.model, args.video, args.every, dict(args.option), args.sequence_id, args.image_format)) as tracked:
+            for frame, record in tracked:
                 failed += "error" in record
                 done += 1
                 print(json.dumps(record), flush=True)
@@ -151,6 +153,9 @@ def track(args: argparse.Namespace) -> int:
     except VideoError as error:
         report_error("UnreadableVideo", error)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after {done} frames answered; its sequence was ended on the server", file=sys.stderr)
+        return 130
     finally:
         progress.close()
         if writer is not None:

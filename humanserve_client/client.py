@@ -11,9 +11,10 @@ busy) come as HTTP statuses or gRPC status codes. All of them are raised as ``Se
 with the code and message REST would have given (``HandlerError`` for the handler's own).
 
 Sequences (a video for ``pose_tracker``): ``stream`` sends frames in order under one
-sequence ID, over REST one request at a time with the ``ts_request_sequence_id`` header,
-over gRPC on one ``StreamPredictions2`` stream, and yields each frame's answer, or its
-``HandlerError``, in order: a bad frame does not end the sequence.
+sequence ID, over REST one request at a time with the ``X-Sequence-Id`` header (a name
+proxies pass), over gRPC on one ``StreamPredictions2`` stream, and yields each frame's
+answer, or its ``HandlerError``, in order: a bad frame does not end the sequence. A
+stream left early (a ``break``, Ctrl-C, an error) still ends its sequence on the server.
 """
 
 import json
@@ -40,7 +41,11 @@ RETRIED_CODES = frozenset({503, 507})
 # 500 for a request it had already handed to a worker that died before starting on it.
 WORKER_DIED = "Worker died."
 UNREACHABLE = 503  # how a refused connection is reported: as busy, and retried
-SEQUENCE_HEADER = "ts_request_sequence_id"  # TorchServe's name for a request's sequence
+# A request's sequence, under a name proxies pass (TorchServe's own ts_request_sequence_id has an underscore,
+# which Caddy and ingress-nginx drop); the frontend agent takes it, and the answer carries it back.
+SEQUENCE_HEADER = "X-Sequence-Id"
+# TorchServe's own name, sent beside it with the same ID: a TorchServe without the agent reads only this one.
+TORCHSERVE_SEQUENCE_HEADER = "ts_request_sequence_id"
 T = TypeVar("T")
 Parts = dict[str, bytes]
 
@@ -169,10 +174,39 @@ class Client:
 
         ``sequence_id``: a new one when None (``Answer.json()["sequence_id"]`` tells it).
         ``end``: mark the last frame with the ``end`` option, so the server frees the
-        sequence's state at once. Failures of the whole stream raise ``ServerError``.
+        sequence's state at once; if the caller stops before the last answer (``break``,
+        Ctrl-C, an error), the last frame sent goes once more with ``end`` to close it.
+        Failures of the whole stream raise ``ServerError``.
         """
         parts = ({"data": image, **{name: encode_option(value) for name, value in options.items()}} for image, options in frames)
-        return self._stream(model, version, sequence_id or new_sequence_id(), marked_last(parts, "end") if end else parts)
+        sequence_id = sequence_id or new_sequence_id()
+        if not end:
+            return self._stream(model, version, sequence_id, parts)
+        return self._ended_stream(model, version, sequence_id, marked_last(parts, "end"))
+
+    def _ended_stream(self, model: str, version: str, sequence_id: str, frames: Iterator[Parts]) -> Iterator[Union[Answer, HandlerError]]:
+        """``_stream`` of frames whose last is marked ``end``; left early, it ends the sequence with the last frame sent."""
+        last: list[Parts] = []  # the last frame handed to the protocol (marked end when it is the video's last)
+        sent = answered = 0
+
+        def remembered() -> Iterator[Parts]:
+            nonlocal sent
+            for parts in frames:
+                last[:] = [parts]
+                sent += 1
+                yield parts
+
+        try:
+            for answer in self._stream(model, version, sequence_id, remembered()):
+                answered += 1
+                yield answer
+        finally:
+            if last and not (answered == sent and last[0].get("end") == b"true"):
+                try:
+                    for _ in self._stream(model, version, sequence_id, iter([{**last[0], "end": b"true"}])):
+                        pass
+                except ServerError:
+                    pass  # the server is gone or refuses: it closes the sequence once idle
 
     def models(self) -> list[dict[str, Any]]:
         """The registered models: name and archive of each."""
@@ -269,7 +303,7 @@ class RestClient(Client):
         # One frame at a time: requests sent together could reach TorchServe out of order.
         for parts in frames:
             try:
-                yield self._predict(model, version, parts, {SEQUENCE_HEADER: sequence_id})
+                yield self._predict(model, version, parts, {SEQUENCE_HEADER: sequence_id, TORCHSERVE_SEQUENCE_HEADER: sequence_id})
             except HandlerError as error:
                 yield error
 

@@ -9,7 +9,8 @@ over several models in turn (make soak); ``--request-log FILE`` writes a CSV lin
 (end time, model, protocol, milliseconds, outcome: ok, the status code, or ``wrong``). The key for token authorization comes from
 --token or HUMANSERVE_TOKEN. For a sequence model (pose_tracker) each task is one whole
 sequence: the scenario's frames, one in flight at a time, the last one ending it; so
-USERS is also the number of concurrent sequences. Each frame is one request in the report.
+USERS is also the number of concurrent sequences. Each frame is one request in the report;
+a sequence cut short by the end of the run is closed with one more frame, named "MODEL (closing)".
 """
 
 import itertools
@@ -110,14 +111,21 @@ class RestUser(FastHttpUser, ModelUser):
             self.send(photo, options, {})
             return
         sequence = {SEQUENCE_HEADER: new_sequence_id()}
-        for frame in range(self.scenario.sequence_length):
-            self.send(photo, {**options, "end": "true"} if frame == self.scenario.sequence_length - 1 else options, sequence)
+        ended = False
+        try:
+            for frame in range(self.scenario.sequence_length):
+                last = frame == self.scenario.sequence_length - 1
+                self.send(photo, {**options, "end": "true"} if last else options, sequence)
+                ended = last
+        finally:
+            if not ended:  # the run stopped mid-sequence: close it rather than leave it open until it idles out
+                self.send(photo, {**options, "end": "true"}, sequence, label=f"{self.model} (closing)")
 
-    def send(self, photo, options, headers):
+    def send(self, photo, options, headers, label=None):
         headers = {"Content-Type": "image/jpeg", **headers, **{f"X-Option-{name.replace('_', '-')}": value for name, value in options.items()}}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        with self.client.post(f"/predictions/{self.model}", data=photo.jpeg, headers=headers, name=self.model, catch_response=True) as response:
+        with self.client.post(f"/predictions/{self.model}", data=photo.jpeg, headers=headers, name=label or self.model, catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"{response.status_code}: {(response.text or '')[:200]}")
                 return

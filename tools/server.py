@@ -78,8 +78,10 @@ WORKER_ENVIRONMENT = {**ALLOCATOR_ENVIRONMENT, **tcmalloc_preload(), "OMP_WAIT_P
 THREADS_VARIABLE = "HUMANSERVE_TORCH_THREADS"
 # The Java agent built by make setup (and the image) from tools/agent: without it TorchServe 0.12
 # never restarts a dead worker of a sequence model (pose_tracker), which then answers nothing; a gRPC
-# client that closes its side of StreamPredictions2 before its last answer kills the worker; and its
-# frontend decodes a worker's answer once per 64 KB read (4 MB answers: 151 core-ms instead of 9).
+# client that closes its side of StreamPredictions2 before its last answer kills the worker; its
+# frontend decodes a worker's answer once per 64 KB read (4 MB answers: 151 core-ms instead of 9);
+# a REST sequence is named only by ts_request_sequence_id spelled exactly so (not X-Sequence-Id, which
+# proxies pass); and 4 idle sequences hold up every other sequence's frames for up to a minute.
 AGENT_JAR = REPO / "build" / "humanserve-agent.jar"
 
 
@@ -88,7 +90,7 @@ def with_agent(vmargs: str) -> str:
     if f"-javaagent:{AGENT_JAR}" in vmargs:
         return vmargs
     if not AGENT_JAR.exists():
-        print(f"WARNING: {AGENT_JAR} is missing (make setup builds it with a JDK): a dead worker of a sequence model will not be restarted, a gRPC stream closed early by its client kills the worker, and large answers cost the frontend far more", file=sys.stderr)
+        print(f"WARNING: {AGENT_JAR} is missing (make setup builds it with a JDK): a dead worker of a sequence model will not be restarted, a gRPC stream closed early by its client kills the worker, large answers cost the frontend far more, REST sequences must be named by ts_request_sequence_id exactly, and idle sequences hold up others", file=sys.stderr)
         return vmargs
     return f"{vmargs} -javaagent:{AGENT_JAR}".strip()
 
@@ -422,14 +424,18 @@ def show_first_request(server: TorchServe) -> None:
     print("\nhumanserve is ready. First requests:\n")
     for model in server.models:
         url = f"{server.inference_url}/predictions/{model}"
-        headers = {"Content-Type": "image/png", **server._auth("inference")}
+        config = archive_config(server.model_store / f"{model}.mar")
+        # A sequence model's photo is a one-frame sequence, ended at once: nothing is left open.
+        ending = {"X-Option-End": "true"} if config.get("sequenceBatching") else {}
+        headers = {"Content-Type": "image/png", **ending, **server._auth("inference")}
+        shown_options = "".join(f" -H '{name}: {value}'" for name, value in ending.items())
         request = urllib.request.Request(url, data=image.read_bytes(), method="POST", headers=headers)
         with urllib.request.urlopen(request, timeout=300) as response:
             content_type, body = response.headers.get("Content-Type", ""), response.read()
         if content_type.startswith("image/"):
             saved = server.run_dir / f"{model}.{content_type.split('/')[1]}"
             saved.write_bytes(body)
-            print(f"  curl -s {url}{auth} -T {shown_image} -o {saved.name}")
+            print(f"  curl -s {url}{auth}{shown_options} -T {shown_image} -o {saved.name}")
             print(f"  -> {content_type}, {len(body)} bytes, saved as {saved}")
         else:
             answer = json.loads(body)
@@ -437,10 +443,10 @@ def show_first_request(server: TorchServe) -> None:
             if "people" in answer:
                 summary["people"] = len(answer["people"])
                 summary["keypoints_per_person"] = [len(p.get("keypoints", [])) for p in answer["people"]]
-            print(f"  curl -s {url}{auth} -T {shown_image}")
+            print(f"  curl -s {url}{auth}{shown_options} -T {shown_image}")
             print(f"  -> {json.dumps(summary)}")
         # From the archive, not the describe API: TorchServe 0.12 never answers a sequence model's customized describe.
-        weights = archive_config(server.model_store / f"{model}.mar").get("handler", {}).get("weights", {})
+        weights = config.get("handler", {}).get("weights", {})
         untrained = {part: record.get("source") for part, record in weights.items() if not record.get("pretrained")}
         if untrained:
             print(f"  !! {model} serves UNTRAINED weights {untrained}: its answers are meaningless")

@@ -32,6 +32,8 @@ from .stages import CLOCK
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE_HEADER = "X-Batch-Size"
+# The sequence's ID in the answer, under a name proxies pass (the frontend agent takes requests' sequences from it too).
+SEQUENCE_HEADER = "X-Sequence-Id"
 # Nice increment a worker takes once it has answered its first batch (0: none). A worker that
 # starts (in place of a dead one, or a scale-up) then runs before the busy ones: on 2 cores under
 # mixed load its 3.5 s of start-up CPU otherwise got a third of them (make soak, docs/benchmarks.md).
@@ -226,6 +228,7 @@ class VisionHandler(BaseHandler):
                 sequence_id = self.context.get_sequence_id(index)
                 if sequence_id is not None:  # how a REST client learns the ID TorchServe gave its new sequence
                     self.context.set_response_header(index, self.context.header_key_sequence_id, sequence_id)
+                    self.context.set_response_header(index, SEQUENCE_HEADER, sequence_id)
                 for name, value in answer.headers.items():
                     self.context.set_response_header(index, name, value)
                 if answer.status != HTTPStatus.OK:
