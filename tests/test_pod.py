@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from contextlib import closing
 from pathlib import Path
 
@@ -29,9 +30,13 @@ from humanserve_core.metrics import ITEMS_METRIC, STAGE_METRIC
 from test_metrics import scrape_until, total
 from test_pose_serving import encode
 from tools import pod
-from humanserve_client.client import GrpcClient, ServerError
+from humanserve_client.client import GrpcClient, RestClient, ServerError
+from test_sequences_serving import SENDERS, check_tracked, interleaved, send_requests
+from test_tracking_serving import frames_of, ids
+from tools.server import AGENT_JAR
 
 ORACLE = "pose_oracle"
+TRACKER = "tracker_oracle"  # REST sequences and gRPC streams through the proxy
 
 
 def properties_text(properties: dict[str, str]) -> str:
@@ -109,6 +114,7 @@ def source(model_store, tmp_path_factory) -> Path:
     """A model source holding the oracle archive and a file that is no archive."""
     folder = tmp_path_factory.mktemp("model_source")
     shutil.copy(model_store / f"{ORACLE}.mar", folder)
+    shutil.copy(model_store / f"{TRACKER}.mar", folder)
     (folder / "NOTES.txt").write_text("not an archive")
     return folder
 
@@ -230,6 +236,39 @@ def test_grpc_through_the_proxy_needs_the_key_from_the_secret(running_pod):
     assert refused.value.code == 401
     with closing(GrpcClient(target, token=running_pod.api_key)) as client:
         assert client.health()["status"] == "Healthy"
+
+
+needs_agent = pytest.mark.skipif(not AGENT_JAR.exists(), reason=f"{AGENT_JAR} was not built: make setup needs a JDK (javac, jar) for it")
+
+
+@needs_agent
+def test_sequences_through_the_proxy_keep_their_ids_when_named_by_the_hyphenated_header(running_pod):
+    url = f"{running_pod.rest_url}/predictions/{TRACKER}"
+    key = {"Authorization": f"Bearer {running_pod.api_key}"}
+    with closing(RestClient(running_pod.rest_url, token=running_pod.api_key, retries=0)) as rest:
+        alone = {scene: ids([answer.json() for answer in rest.stream(TRACKER, [(image, {}) for image in frames_of(scene)[1][:10]])]) for scene in ("apart", "crossing")}
+        streams = {f"{scene}-{uuid.uuid4().hex}": rest.stream(TRACKER, [(image, {}) for image in frames_of(scene)[1][:10]]) for scene in ("apart", "crossing")}
+        ours = {name: [] for name in streams}
+        for _ in range(10):
+            for name, stream in streams.items():
+                ours[name].append(next(stream).json())
+        for answers in ours.values():  # named by the client (hs-...): keyed here by scene for the check
+            assert [answer["frame"] for answer in answers] == list(range(10)) and len({answer["sequence_id"] for answer in answers}) == 1
+        assert [ids(answers) for answers in ours.values()] == list(alone.values())
+    for name, send in SENDERS.items():
+        check_tracked(interleaved(lambda url, image, headers: send(url, image, {**headers, **key}), url, "X-Sequence-Id"), alone)
+    # TorchServe's own name has an underscore, and Caddy drops such headers: each frame opens a sequence of its own.
+    first, second = (send_requests(url, image, {**key, "ts_request_sequence_id": "underscored"})[1] for image in frames_of("apart")[1][:2])
+    assert (first["frame"], second["frame"]) == (0, 0) and first["sequence_id"] != "underscored" != second["sequence_id"]
+
+
+@needs_agent
+def test_grpc_streams_through_the_proxy_keep_their_ids(running_pod):
+    images = frames_of("apart")[1][:10]
+    with closing(GrpcClient(f"127.0.0.1:{running_pod.grpc_port}", token=running_pod.api_key, retries=0)) as remote:
+        answers = [answer.json() for answer in remote.stream(TRACKER, [(image, {}) for image in images])]
+    assert [answer["frame"] for answer in answers] == list(range(10))
+    assert ids(answers)[2:] == [[0, 1]] * 8 or ids(answers)[2:] == [[1, 0]] * 8, ids(answers)
 
 
 def test_exec_probe_pings_with_the_generated_key(running_pod, tmp_path):
