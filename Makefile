@@ -14,8 +14,9 @@ PROTOS := $(wildcard humanserve_client/protocol/*.proto)
 STUBS := $(PROTOS:.proto=_pb2_grpc.py)
 
 # The frontend agent that lets TorchServe 0.12 restart a dead worker of a sequence model, answer every
-# request of a gRPC stream the client closed first, and decode a worker's large answers once
-# (tools/agent/); tools/server.py loads it wherever it was built.
+# request of a gRPC stream the client closed first, decode a worker's large answers once, take a REST
+# sequence from X-Sequence-Id or ts_request_sequence_id in any case, and keep idle sequences from holding
+# up others (tools/agent/); tools/server.py loads it wherever it was built.
 AGENT_JAR := build/humanserve-agent.jar
 
 setup: $(VENV)/.installed $(STUBS) $(AGENT_JAR)
@@ -30,7 +31,7 @@ humanserve_client/protocol/%_pb2_grpc.py: humanserve_client/protocol/%.proto $(V
 	$(PY) -m grpc_tools.protoc -I . -I "$$($(PY) -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parents[1])')" \
 	  --python_out=. --pyi_out=. --grpc_python_out=. $<
 
-$(AGENT_JAR): tools/agent/build.sh tools/agent/MANIFEST.MF $(wildcard tools/agent/*.java tools/agent/stubs/*/*/*/*.java)
+$(AGENT_JAR): tools/agent/build.sh tools/agent/MANIFEST.MF $(shell find tools/agent -name '*.java')
 	@if command -v javac >/dev/null && command -v jar >/dev/null; then \
 	  sh tools/agent/build.sh $@ ; \
 	else \
@@ -121,7 +122,8 @@ bench-batching: setup
 bench-latency: setup
 	$(PY) -m loadtest.bench_latency $(BENCH_ARGS)
 
-# Pose tracking: MOTA/IDF1 on synthetic videos, frames/s per concurrent sequences (BENCH_ARGS: --sequences --duration --soak MINUTES).
+# Pose tracking: MOTA/IDF1 on synthetic videos, frames/s per concurrent sequences, and with sequences left open
+# (BENCH_ARGS: --sequences --duration --abandoned N... --soak MINUTES).
 bench-tracking: setup
 	$(PY) -m loadtest.bench_tracking $(BENCH_ARGS)
 

@@ -11,22 +11,29 @@ times those).
   stream: MOTA, IDF1 and ID switches (py-motmetrics).
 - Load: N sequences at once, each a client streaming 30-frame videos back to back over
   gRPC, one frame in flight: frames/s in all and latency per frame, for each N.
+- Abandoned sequences (``--abandoned N ...``): on a fresh server each time, N sequences are
+  opened with one REST frame each and never ended (a crashed client), then, once they have
+  idled past ``humanserve_sequence_min_idle_ms``, 4 live streams run as in Load: frames/s and
+  latency against the same load with none abandoned (0 in the list).
 - Soak (``--soak MINUTES``): 20 sequences for that long; the worker's resident memory every
   30 s, and its growth from the first sample after a minute's warm-up.
 
-    python -m loadtest.bench_tracking [--sequences 1 4 16] [--duration 30] [--soak 30]
+    python -m loadtest.bench_tracking [--sequences 1 4 16] [--duration 30] [--abandoned 0 128] [--soak 30]
 """
 
 import argparse
+import collections
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
 import psutil
+import requests
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +42,7 @@ sys.path[:0] = [str(REPO / "handlers"), str(REPO / "tests")]
 from export.archive import write_archive  # noqa: E402
 from export.recipes import RECIPES, TRACKING_CONFIG  # noqa: E402
 from humanserve_client import GrpcClient, HandlerError, RestClient  # noqa: E402
+from humanserve_client.client import SEQUENCE_HEADER  # noqa: E402
 from loadtest.machine import describe_machine  # noqa: E402
 from oracles import oracle_packages  # noqa: E402
 from serving import encode  # noqa: E402
@@ -95,7 +103,36 @@ def load(target: str, images: list[bytes], sequences: int, duration: float) -> d
     for client in clients:
         client.close()
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
-    return {"frames": len(latencies), "fps": len(latencies) / elapsed, "p50": quantiles[49] * 1000, "p95": quantiles[94] * 1000, "failures": len(failures)}
+    return {
+        "frames": len(latencies), "fps": len(latencies) / elapsed, "p50": quantiles[49] * 1000, "p95": quantiles[94] * 1000,
+        "p99": quantiles[98] * 1000, "failures": len(failures),
+    }  # fmt: skip
+
+
+def abandon(url: str, image: bytes, count: int) -> collections.Counter:
+    """Open ``count`` sequences with one frame each and never end them; the answers' status codes."""
+    codes: collections.Counter = collections.Counter()
+    with requests.Session() as session:
+        for _ in range(count):
+            headers = {"Content-Type": "image/jpeg", SEQUENCE_HEADER: f"abandoned-{uuid.uuid4().hex}"}
+            codes[session.post(url, data=image, headers=headers, timeout=120).status_code] += 1
+    return codes
+
+
+def abandoned_row(store: Path, run_dir: Path, images: list[bytes], abandoned: int, duration: float) -> str:
+    """A fresh server: ``abandoned`` sequences left open, then 4 live streams for ``duration`` s; a table row."""
+    server = TorchServe(run_dir, [MODEL], store, overrides={**loopback_overrides(store), "disable_token_authorization": "true"})
+    with server.running(timeout=300):
+        target = f"127.0.0.1:{server.properties['grpc_inference_port']}"
+        load(target, images, 2, 5)  # warm-up
+        codes = abandon(f"{server.inference_url}/predictions/{MODEL}", images[0], abandoned)
+        time.sleep(float(server.properties.get("humanserve_sequence_min_idle_ms", 10_000)) / 1000 + 1)
+        result = load(target, images, 4, duration)
+    refused = sum(count for code, count in codes.items() if code != 200)
+    return (
+        f"| {abandoned} ({refused} refused) | 4 | {result['fps']:.1f} | {result['p50']:.0f} | {result['p99']:.0f} "
+        f"| {result['frames']} | {result['failures']} |"
+    )
 
 
 def worker_memory(server: TorchServe) -> int:
@@ -130,6 +167,7 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, nargs="+", default=[1, 4, 16], help="concurrent sequences to measure")
     parser.add_argument("--duration", type=float, default=30, help="seconds per load point")
     parser.add_argument("--soak", type=float, default=0, help="minutes of the 20-sequence soak (0: none)")
+    parser.add_argument("--abandoned", type=int, nargs="*", default=[0, 128], help="sequences left open before 4 live ones (2 x maxNumSequence: 128)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-tracking-") as work:
         store, run_dir = Path(work) / "store", Path(work) / "run"
@@ -149,9 +187,13 @@ def main() -> None:
             print("\n| concurrent sequences | frames/s | p50 ms | p95 ms | frames | failures |\n|---|---|---|---|---|---|")
             for sequences in args.sequences:
                 result = load(target, images, sequences, args.duration)
-                print(f"| {sequences} | {result['fps']:.1f} | {result['p50']:.0f} | {result['p95']:.0f} | {result['frames']} | {result['failures']} |")
+                print(f"| {sequences} | {result['fps']:.1f} | {result['p50']:.0f} | {result['p95']:.0f} | {result['frames']} | {result['failures']} |", flush=True)
             if args.soak:
                 print("\n" + "\n".join(soak(server, target, images, args.soak)))
+        if args.abandoned:
+            print("\n| abandoned sequences | live sequences | frames/s | p50 ms | p99 ms | frames | failures |\n|---|---|---|---|---|---|---|")
+            for count in args.abandoned:
+                print(abandoned_row(store, Path(work) / f"run-abandoned-{count}", images, count, args.duration), flush=True)
 
 
 if __name__ == "__main__":
