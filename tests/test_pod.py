@@ -159,7 +159,7 @@ def requests_status(url: str) -> int:
 
 
 def test_fetch_models_copies_only_the_archives(running_pod):
-    assert sorted(p.name for p in running_pod.store.iterdir()) == [f"{ORACLE}.mar"]
+    assert sorted(p.name for p in running_pod.store.iterdir()) == sorted([f"{ORACLE}.mar", f"{TRACKER}.mar"])
 
 
 def test_fetch_models_fails_on_a_source_without_archives(tmp_path):
@@ -182,7 +182,7 @@ def test_fetch_models_from_an_s3_compatible_store(source, tmp_path):
         credentials = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
         result = run_pod_command("fetch-models", "--source", "s3://models/pose/gpu", "--store", str(tmp_path / "store"), env=credentials)
         assert result.returncode == 0, result.stderr
-        assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [f"{ORACLE}.mar"]
+        assert sorted(p.name for p in (tmp_path / "store").iterdir()) == sorted([f"{ORACLE}.mar", f"{TRACKER}.mar"])
         wrong = {**credentials, "AWS_SECRET_ACCESS_KEY": "wrong"}
         assert run_pod_command("fetch-models", "--source", "s3://models/pose/gpu", "--store", str(tmp_path / "other"), env=wrong).returncode != 0
     finally:

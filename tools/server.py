@@ -294,7 +294,10 @@ class TorchServe:
                 raise RuntimeError(f"TorchServe exited with {self.process.returncode}\n{self.log_tail()}")
             failed = self._failed_models()
             if failed:
-                raise RuntimeError(f"model {failed[0]} failed to load (TorchServe retries forever)\n{self.log_tail()}")
+                cause = self._load_failure(failed[0])
+                raise RuntimeError(
+                    f"model {failed[0]} failed to load (TorchServe retries forever)\n{cause}\n{self.log_tail()}"
+                )
             if self.healthy() and all(self.model_ready(name) for name in self.models):
                 return
             time.sleep(0.5)
@@ -352,6 +355,13 @@ class TorchServe:
             if path.exists():
                 tails.append(f"--- {path} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
         return "\n".join(tails)
+
+    def _load_failure(self, name: str) -> str:
+        """The worker's own line naming why `name` failed to load: retries push it out of the log's tail."""
+        log = self.run_dir / "logs" / "model_log.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        causes = re.findall(rf"Failed to load model {re.escape(name)}, exception .*", text)
+        return causes[-1] if causes else "(the worker named no cause: see the log tail)"
 
     def _failed_models(self) -> list[str]:
         # The front end logs this state change when a worker dies before its model loaded,
