@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
-.PHONY: setup check-java export export-gpu serve start stop test loadtest bench bench-zoo bench-decode bench-stack bench-answers bench-pipeline bench-batching bench-latency bench-tracking bench-pairing soak clean
+.PHONY: setup check-java export export-gpu serve start stop test lint format loadtest bench bench-zoo bench-decode bench-stack bench-answers bench-pipeline bench-batching bench-latency bench-tracking bench-pairing soak clean
 
 # gRPC stubs are generated from the .proto files, never edited (git-ignored).
 PROTOS := $(wildcard humanserve_client/protocol/*.proto)
@@ -75,6 +75,15 @@ stop: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The formatter and linter over the whole repository (pyproject.toml [tool.ruff]); `make format` applies them.
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 # Load: Locust headless against the running server (or one started for MODEL), with a one-line summary
 # and the HTML/CSV report in loadtest/results/. USERS: requests in flight (bench: 2 x batch x workers).

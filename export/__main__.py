@@ -4,7 +4,6 @@ import argparse
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 from .archive import HANDLERS, PRECISIONS, REPO, Build, write_archive
 from .recipes import DEFAULT_MODELS, RECIPES, recipe_named
@@ -12,8 +11,13 @@ from .recipes import DEFAULT_MODELS, RECIPES, recipe_named
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
-    parser.add_argument("models", nargs="*", metavar="MODEL", help=f"default: {' '.join(DEFAULT_MODELS)}; any of {', '.join(RECIPES)}; or cyclegan_NAME / pix2pix_NAME: "
-                        "your own generator with its family's settings (export/generators.yaml)")
+    parser.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help=f"default: {' '.join(DEFAULT_MODELS)}; any of {', '.join(RECIPES)}; or cyclegan_NAME / pix2pix_NAME: "
+        "your own generator with its family's settings (export/generators.yaml)",
+    )
     parser.add_argument("--store", type=Path, default=REPO / "model_store", help="where the .mar files go")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, help="local weights file (one model only)")
@@ -21,23 +25,35 @@ def main() -> None:
         "--weights", help="'random' for untrained weights (tests, offline demos), or a torchvision weights name"
     )
     parser.add_argument(
-        "--format", choices=("pt2", "torchscript"), default="pt2",
+        "--format",
+        choices=("pt2", "torchscript"),
+        default="pt2",
         help="pt2: torch.export + AOTInductor where the model allows it (pose, segmenters, styles), TorchScript for the rest; "
         "torchscript: every model as TorchScript (runs on any device)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--device", choices=("cpu", "cuda"), default="cpu",
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
         help="the device .pt2 packages are compiled for (cuda: export on the GPU node, they run only there)",
-    )  # fmt: skip
-    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32", help=".pt2 packages compute under autocast to fp16 or bf16")
+    )
+    parser.add_argument(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        default="fp32",
+        help=".pt2 packages compute under autocast to fp16 or bf16",
+    )
     parser.add_argument("--batch-size", type=int, help="override the recipe's TorchServe batch size")
     parser.add_argument("--max-batch-delay", type=int, help="override the recipe's batch delay (ms)")
     parser.add_argument("--workers", type=int, help="override the recipe's workers per model")
-    parser.add_argument("--threads", type=int, help="override the recipe's torch threads per CPU worker (0: one per core)")
     parser.add_argument(
-        "--if-stale", action="store_true",
+        "--threads", type=int, help="override the recipe's torch threads per CPU worker (0: one per core)"
+    )
+    parser.add_argument(
+        "--if-stale",
+        action="store_true",
         help="skip models whose archive is newer than the handler and export code and any local checkpoint",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
@@ -47,7 +63,9 @@ def main() -> None:
         try:
             recipes[name] = recipe_named(name)
         except KeyError:
-            parser.error(f"unknown model {name!r}; known: {', '.join(RECIPES)}, or cyclegan_NAME / pix2pix_NAME for your own generator")
+            parser.error(
+                f"unknown model {name!r}; known: {', '.join(RECIPES)}, or cyclegan_NAME / pix2pix_NAME for your own generator"
+            )
     if args.checkpoint and len(names) != 1:
         parser.error("--checkpoint needs exactly one MODEL")
     for name, recipe in recipes.items():
@@ -74,7 +92,7 @@ def main() -> None:
         write_archive(recipe.package(parts, serving), args.store, Build(args.format, args.device, args.precision))
 
 
-def is_current(archive: Path, checkpoints: list[Optional[Path]]) -> bool:
+def is_current(archive: Path, checkpoints: list[Path | None]) -> bool:
     """True when ``archive`` is newer than every source it is built from."""
     if not archive.exists():
         return False

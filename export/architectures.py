@@ -1,7 +1,6 @@
 """Architectures torchvision lacks, named so that the published checkpoints load unchanged."""
 
 import re
-from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -25,8 +24,11 @@ class PoseResNet(nn.Module):
         backbone = RESNETS[depth](weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
-            backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4,
-        )  # fmt: skip
+            backbone.layer1,
+            backbone.layer2,
+            backbone.layer3,
+            backbone.layer4,
+        )
         layers: list[nn.Module] = []
         channels = backbone.fc.in_features
         for _ in range(3):
@@ -91,7 +93,7 @@ class PixelDetector(nn.Module):
         super().__init__()
         self.detector = detector
 
-    def forward(self, images: List[Tensor]) -> Tuple[Dict[str, Tensor], List[Dict[str, Tensor]]]:
+    def forward(self, images: list[Tensor]) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
         losses, detections = self.detector([image.float() / 255 for image in images])
         return losses, detections
 
@@ -110,7 +112,9 @@ def example_images(count: int, seed: int) -> list[Tensor]:
     """Reproducible RGB ``uint8`` images of different sizes, as the archived detection models take them."""
     generator = torch.Generator().manual_seed(seed)
     sizes = [(240, 320), (320, 200), (256, 256), (180, 300)]
-    return [torch.randint(0, 256, (3, *sizes[i % len(sizes)]), generator=generator, dtype=torch.uint8) for i in range(count)]
+    return [
+        torch.randint(0, 256, (3, *sizes[i % len(sizes)]), generator=generator, dtype=torch.uint8) for i in range(count)
+    ]
 
 
 class PersonLogOdds(nn.Module):
@@ -230,7 +234,8 @@ _INSTANCE_NORM_STATISTICS = re.compile(r"(^|\.)in\d+\.running_(mean|var)$")
 
 
 def drop_instance_norm_statistics(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The examples' checkpoints carry running statistics of InstanceNorm layers that newer PyTorch neither tracks nor accepts."""
+    """The examples' checkpoints carry running statistics of InstanceNorm layers that newer PyTorch neither tracks nor
+    accepts."""
     return {key: value for key, value in state.items() if not _INSTANCE_NORM_STATISTICS.search(key)}
 
 
@@ -271,7 +276,8 @@ class PNet(nn.Module):
 
 
 class RNet(nn.Module):
-    """MTCNN's refinement network: RGB ``float[N, 3, 24, 24]`` crops (0..255) to ``[N, 5]``: face probability, box offsets."""
+    """MTCNN's refinement network: RGB ``float[N, 3, 24, 24]`` crops (0..255) to ``[N, 5]``: face probability, box
+    offsets."""
 
     def __init__(self):
         super().__init__()
@@ -328,7 +334,12 @@ class ONet(nn.Module):
 
 
 def _reflect_conv_block(channels_in: int, channels_out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels_in, channels_out, 3, stride), nn.BatchNorm2d(channels_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.ReflectionPad2d(1),
+        nn.Conv2d(channels_in, channels_out, 3, stride),
+        nn.BatchNorm2d(channels_out),
+        nn.ReLU(inplace=True),
+    )
 
 
 class ExpressionNet(nn.Module):
@@ -343,7 +354,9 @@ class ExpressionNet(nn.Module):
         self.conv_2 = _reflect_conv_block(width, 2 * width, 2)
         self.conv_3 = _reflect_conv_block(2 * width, 4 * width, 2)
         self.conv_4 = _reflect_conv_block(4 * width, 8 * width, 2)
-        self.linear = nn.Sequential(nn.Linear(8 * width * 6 * 6, 256), nn.ReLU(inplace=True), nn.Linear(256, classes), nn.Sigmoid())
+        self.linear = nn.Sequential(
+            nn.Linear(8 * width * 6 * 6, 256), nn.ReLU(inplace=True), nn.Linear(256, classes), nn.Sigmoid()
+        )
 
     def forward(self, faces: Tensor) -> Tensor:
         x = faces / 127.5 - 1.0  # ToTensor then Normalize(0.5, 0.5), as it was trained
@@ -368,7 +381,8 @@ def example_pixels(batch: int, channels: int, height: int, width: int, seed: int
 
 
 class ReferenceInstanceNorm(nn.InstanceNorm2d):
-    """The reference's instance norm (no affine, no running statistics); drops the statistics that checkpoints saved before PyTorch 0.4 carry."""
+    """The reference's instance norm (no affine, no running statistics); drops the statistics that checkpoints saved
+    before PyTorch 0.4 carry."""
 
     def __init__(self, channels: int):
         super().__init__(channels, affine=False, track_running_stats=False)
@@ -390,7 +404,11 @@ class ImageStatisticsBatchNorm(nn.BatchNorm2d):
         return nn.functional.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
 
 
-GENERATOR_NORMS = {"instance": ReferenceInstanceNorm, "batch": nn.BatchNorm2d, "batch_image_statistics": ImageStatisticsBatchNorm}
+GENERATOR_NORMS = {
+    "instance": ReferenceInstanceNorm,
+    "batch": nn.BatchNorm2d,
+    "batch_image_statistics": ImageStatisticsBatchNorm,
+}
 
 
 class ResnetBlock(nn.Module):
@@ -414,15 +432,29 @@ class ResnetGenerator(nn.Module):
     stride-2 transposed convs, reflection pad, 7x7 conv, tanh: keys ``model.1.weight`` ...
     """
 
-    def __init__(self, blocks: int = 9, norm: str = "instance", dropout: bool = False, width: int = 64, channels_in: int = 3, channels_out: int = 3):
+    def __init__(
+        self,
+        blocks: int = 9,
+        norm: str = "instance",
+        dropout: bool = False,
+        width: int = 64,
+        channels_in: int = 3,
+        channels_out: int = 3,
+    ):
         super().__init__()
         layer, bias = GENERATOR_NORMS[norm], norm == "instance"
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(channels_in, width, 7, bias=bias), layer(width), nn.ReLU(True)]
         for mult in (1, 2):
-            layers += [nn.Conv2d(width * mult, width * mult * 2, 3, stride=2, padding=1, bias=bias), layer(width * mult * 2), nn.ReLU(True)]
+            layers += [
+                nn.Conv2d(width * mult, width * mult * 2, 3, stride=2, padding=1, bias=bias),
+                layer(width * mult * 2),
+                nn.ReLU(True),
+            ]
         layers += [ResnetBlock(width * 4, layer, bias, dropout) for _ in range(blocks)]
         for mult in (4, 2):
-            up = nn.ConvTranspose2d(width * mult, width * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)
+            up = nn.ConvTranspose2d(
+                width * mult, width * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias
+            )
             layers += [up, layer(width * mult // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, channels_out, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
@@ -432,26 +464,48 @@ class ResnetGenerator(nn.Module):
 
 
 class UnetSkipBlock(nn.Module):
-    """One level of the reference U-Net: down, the levels inside, up; the skip connection concatenates (except outermost).
+    """One level of the reference U-Net: down, the levels inside, up; the skip connection concatenates (except
+    outermost).
 
     The reference's leaky ReLU works in place on the level's input, so the skip carries the
     activated input: done explicitly here.
     """
 
     def __init__(
-        self, outer: int, inner: int, norm: type[nn.Module], bias: bool, inside: Optional[nn.Module] = None,
-        channels_in: Optional[int] = None, outermost: bool = False, dropout: bool = False,
-    ):  # fmt: skip
+        self,
+        outer: int,
+        inner: int,
+        norm: type[nn.Module],
+        bias: bool,
+        inside: nn.Module | None = None,
+        channels_in: int | None = None,
+        outermost: bool = False,
+        dropout: bool = False,
+    ):
         super().__init__()
         self.outermost = outermost
         down = nn.Conv2d(channels_in or outer, inner, 4, stride=2, padding=1, bias=bias)
         if outermost:
-            layers = [down, inside, nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1), nn.Tanh()]
+            layers = [
+                down,
+                inside,
+                nn.ReLU(True),
+                nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1),
+                nn.Tanh(),
+            ]
         elif inside is None:  # innermost
-            layers = [nn.LeakyReLU(0.2), down, nn.ReLU(True), nn.ConvTranspose2d(inner, outer, 4, stride=2, padding=1, bias=bias), norm(outer)]
+            layers = [
+                nn.LeakyReLU(0.2),
+                down,
+                nn.ReLU(True),
+                nn.ConvTranspose2d(inner, outer, 4, stride=2, padding=1, bias=bias),
+                norm(outer),
+            ]
         else:
             up = nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1, bias=bias)
-            layers = [nn.LeakyReLU(0.2), down, norm(inner), inside, nn.ReLU(True), up, norm(outer)] + ([nn.Dropout(0.5)] if dropout else [])
+            layers = [nn.LeakyReLU(0.2), down, norm(inner), inside, nn.ReLU(True), up, norm(outer)] + (
+                [nn.Dropout(0.5)] if dropout else []
+            )
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -467,7 +521,15 @@ class UnetGenerator(nn.Module):
     Keys nest one ``model.model.`` per level: ``model.model.0.weight``, ``model.model.1.model.1.weight`` ...
     """
 
-    def __init__(self, downs: int = 8, norm: str = "batch", dropout: bool = True, width: int = 64, channels_in: int = 3, channels_out: int = 3):
+    def __init__(
+        self,
+        downs: int = 8,
+        norm: str = "batch",
+        dropout: bool = True,
+        width: int = 64,
+        channels_in: int = 3,
+        channels_out: int = 3,
+    ):
         super().__init__()
         if downs < 5:
             raise ValueError(f"a U-Net generator has at least 5 down levels, not {downs}")

@@ -9,9 +9,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 import yaml
@@ -62,7 +63,7 @@ class Serving:
     workers: int = 1
     response_timeout_s: int = 120
     threads: int = 0  # torch threads per CPU worker (the handler sets them); 0: torch's default, one per core
-    sequences: Optional[Sequences] = None  # stateful models only
+    sequences: Sequences | None = None  # stateful models only
 
     def config(self) -> dict[str, Any]:
         """The model-config.yaml keys TorchServe reads."""
@@ -78,13 +79,14 @@ class Serving:
 
 @dataclass(frozen=True)
 class Pt2Shapes:
-    """The inputs an exported program accepts: a batch of 1 to ``batch`` and, for whole-image models, sides within ``sides``.
+    """The inputs an exported program accepts: a batch of 1 to ``batch`` and, for whole-image models, sides within
+    ``sides``.
 
     ``batch`` None: the archive's batch size. The handler keeps its model inputs within these bounds.
     """
 
-    batch: Optional[int] = None
-    sides: Optional[tuple[int, int]] = None  # (least, most) pixels of height and width
+    batch: int | None = None
+    sides: tuple[int, int] | None = None  # (least, most) pixels of height and width
     multiple: int = 1  # sides are multiples of this
 
 
@@ -98,7 +100,7 @@ class Part:
     weights: dict[str, Any]
     torchscript: str = "trace"
     check_batch: int = 3  # batch size of the compiled-vs-eager check (traces use 2)
-    pt2: Optional[Pt2Shapes] = None  # None: torch.export cannot take the module; TorchScript it is
+    pt2: Pt2Shapes | None = None  # None: torch.export cannot take the module; TorchScript it is
 
 
 @dataclass(frozen=True)
@@ -162,17 +164,29 @@ def to_pt2(part: Part, build: Build, batch_size: int, target: Path) -> dict[str,
     dims: dict[int, Any] = {0: torch.export.Dim("batch", min=1, max=most)}
     if shapes.sides is not None:
         least, largest, step = *shapes.sides, shapes.multiple
-        dims.update({axis: step * torch.export.Dim(name, min=-(-least // step), max=largest // step) for axis, name in ((2, "height"), (3, "width"))})
+        dims.update(
+            {
+                axis: step * torch.export.Dim(name, min=-(-least // step), max=largest // step)
+                for axis, name in ((2, "height"), (3, "width"))
+            }
+        )
     started = time.perf_counter()
     with torch.no_grad():
         program = torch.export.export(module, inputs, dynamic_shapes=(dims,))
-    settings = {"device": build.device, "precision": build.precision, "torch": str(torch.__version__), "inductor": INDUCTOR_CONFIGS}
+    settings = {
+        "device": build.device,
+        "precision": build.precision,
+        "torch": str(torch.__version__),
+        "inductor": INDUCTOR_CONFIGS,
+    }
     cached = COMPILE_CACHE / f"{_program_digest(program, settings)}.pt2"
     hit = cached.exists()
     if not hit:
         COMPILE_CACHE.mkdir(parents=True, exist_ok=True)
         partial = cached.with_name(f"{cached.stem}.{os.getpid()}.partial.pt2")
-        torch._inductor.aoti_compile_and_package(program, package_path=str(partial), inductor_configs=dict(INDUCTOR_CONFIGS))
+        torch._inductor.aoti_compile_and_package(
+            program, package_path=str(partial), inductor_configs=dict(INDUCTOR_CONFIGS)
+        )
         partial.replace(cached)
     shutil.copy(cached, target)
     seconds = time.perf_counter() - started
@@ -188,14 +202,19 @@ def to_pt2(part: Part, build: Build, batch_size: int, target: Path) -> dict[str,
         "torch": str(torch.__version__),
         "device": build.device,
         "precision": build.precision,
-        "compile": {"inductor": INDUCTOR_CONFIGS, "batch": [1, most], **({"sides": [*shapes.sides], "multiple": shapes.multiple} if shapes.sides else {})},
+        "compile": {
+            "inductor": INDUCTOR_CONFIGS,
+            "batch": [1, most],
+            **({"sides": [*shapes.sides], "multiple": shapes.multiple} if shapes.sides else {}),
+        },
         "compile_seconds": round(seconds, 1),
         "cached": hit,
     }
 
 
 class Autocast(nn.Module):
-    """``module`` run under autocast to ``dtype``; its floating outputs back in float32, so handlers see no difference."""
+    """``module`` run under autocast to ``dtype``; its floating outputs back in float32, so handlers see no
+    difference."""
 
     def __init__(self, module: nn.Module, device_type: str, dtype: torch.dtype):
         super().__init__()
@@ -227,7 +246,8 @@ def _check_inputs(part: Part, most: int) -> list[tuple[Any, ...]]:
 
 
 def _program_digest(program: torch.export.ExportedProgram, settings: dict[str, Any]) -> str:
-    """What decides the compiled package: the graph, its weights and constants, the input bounds and the build settings."""
+    """What decides the compiled package: the graph, its weights and constants, the input bounds and the build
+    settings."""
     digest = hashlib.sha256()
     digest.update(program.graph_module.code.encode())
     digest.update(repr(sorted(program.range_constraints.items(), key=str)).encode())
@@ -244,7 +264,9 @@ def _to(inputs: tuple[Any, ...], device: torch.device) -> tuple[Any, ...]:
     return tuple(value.to(device) if isinstance(value, Tensor) else value for value in inputs)
 
 
-def assert_same_outputs(eager: Any, compiled: Any, name: str, tolerance: float = 1e-5, what: str = "TorchScript") -> None:
+def assert_same_outputs(
+    eager: Any, compiled: Any, name: str, tolerance: float = 1e-5, what: str = "TorchScript"
+) -> None:
     """Relative L2 difference of every output tensor must stay under ``tolerance``."""
     eager_tensors, compiled_tensors = _tensors(eager), _tensors(compiled)
     if len(eager_tensors) != len(compiled_tensors):
@@ -258,7 +280,8 @@ def assert_same_outputs(eager: Any, compiled: Any, name: str, tolerance: float =
 
 
 def compile_part(part: Part, build: Build, batch_size: int, path: Path) -> dict[str, Any]:
-    """Write ``part`` to ``path.pt2`` where the build and the part allow it, else TorchScript ``path.pt``; its record."""
+    """Write ``part`` to ``path.pt2`` where the build and the part allow it, else TorchScript ``path.pt``; its
+    record."""
     if build.format == "pt2" and part.pt2 is not None:
         return {"part": part.name, **to_pt2(part, build, batch_size, path.with_suffix(".pt2"))}
     if build.device != "cpu" or build.precision != "fp32":
@@ -266,8 +289,15 @@ def compile_part(part: Part, build: Build, batch_size: int, path: Path) -> dict[
     started = time.perf_counter()
     to_torchscript(part).save(str(path.with_suffix(".pt")))
     reason = "asked for" if build.format == "torchscript" else "torch.export cannot take this model"
-    return {"part": part.name, "format": "torchscript", "file": f"{path.stem}.pt", "torch": str(torch.__version__),
-            "how": part.torchscript, "why": reason, "compile_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    return {
+        "part": part.name,
+        "format": "torchscript",
+        "file": f"{path.stem}.pt",
+        "torch": str(torch.__version__),
+        "how": part.torchscript,
+        "why": reason,
+        "compile_seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def write_archive(package: Package, store: Path, build: Build = Build()) -> Path:
@@ -286,28 +316,45 @@ def write_archive(package: Package, store: Path, build: Build = Build()) -> Path
             name: compile_part(part, build, package.serving.batch_size, (stage if index == 0 else extra) / name)
             for index, (name, part) in enumerate(zip(["model", *(p.name for p in package.parts[1:])], package.parts))
         }
-        handler = {**package.handler_config, "torch_threads": package.serving.threads, "weights": weights, "compiled": compiled}
+        handler = {
+            **package.handler_config,
+            "torch_threads": package.serving.threads,
+            "weights": weights,
+            "compiled": compiled,
+        }
         config = {**package.serving.config(), "handler": handler}
         (stage / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         command = [
             str(Path(sys.executable).parent / "torch-model-archiver"),
-            "--model-name", package.name,
-            "--version", package.version,
-            "--serialized-file", str(stage / compiled["model"]["file"]),
-            "--handler", str(HANDLERS / package.handler),
-            "--extra-files", str(extra),
-            "--config-file", str(stage / "model-config.yaml"),
-            "--export-path", str(store),
+            "--model-name",
+            package.name,
+            "--version",
+            package.version,
+            "--serialized-file",
+            str(stage / compiled["model"]["file"]),
+            "--handler",
+            str(HANDLERS / package.handler),
+            "--extra-files",
+            str(extra),
+            "--config-file",
+            str(stage / "model-config.yaml"),
+            "--export-path",
+            str(store),
             "--force",
-        ]  # fmt: skip
+        ]
         # The archiver stages in $TMPDIR/NAME and deletes it: keep that inside our stage.
         env = {**os.environ, "TMPDIR": str(stage)}
         subprocess.run(command, check=True, env=env)
     archive = store / f"{package.name}.mar"
     logger.info(
-        "wrote %s (weights: %s; compiled: %s)", archive, {name: w["source"] for name, w in weights.items()},
-        {name: f"{c['format']} {c.get('device', '')} {c['compile_seconds']} s{' (cached)' if c.get('cached') else ''}" for name, c in compiled.items()},
-    )  # fmt: skip
+        "wrote %s (weights: %s; compiled: %s)",
+        archive,
+        {name: w["source"] for name, w in weights.items()},
+        {
+            name: f"{c['format']} {c.get('device', '')} {c['compile_seconds']} s{' (cached)' if c.get('cached') else ''}"
+            for name, c in compiled.items()
+        },
+    )
     return archive
 
 

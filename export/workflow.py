@@ -42,8 +42,9 @@ def workflow_spec(detector: str, pose: str, serving: Serving) -> dict:
     }
 
 
-def write_workflow(store: Path, detector: str, pose: str, name: str = "pose_pipeline_workflow",
-                   serving: Serving = DETECTION_SERVING) -> Path:  # fmt: skip
+def write_workflow(
+    store: Path, detector: str, pose: str, name: str = "pose_pipeline_workflow", serving: Serving = DETECTION_SERVING
+) -> Path:
     """Write ``store/NAME.war`` for the detector and pose archives found in ``store``."""
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"export-{name}-") as stage_dir:
@@ -51,19 +52,24 @@ def write_workflow(store: Path, detector: str, pose: str, name: str = "pose_pipe
         (stage / "workflow.yaml").write_text(yaml.safe_dump(workflow_spec(detector, pose, serving), sort_keys=False))
         command = [
             str(Path(sys.executable).parent / "torch-workflow-archiver"),
-            "--workflow-name", name,
-            "--spec-file", str(stage / "workflow.yaml"),
-            "--handler", str(HANDLERS / WORKFLOW_HANDLER),
-            "--export-path", str(store),
+            "--workflow-name",
+            name,
+            "--spec-file",
+            str(stage / "workflow.yaml"),
+            "--handler",
+            str(HANDLERS / WORKFLOW_HANDLER),
+            "--export-path",
+            str(store),
             "--force",
-        ]  # fmt: skip
+        ]
         subprocess.run(command, check=True, env={**os.environ, "TMPDIR": str(stage)})
     return store / f"{name}.war"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m export.workflow", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m export.workflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--detector", default="person_detector", help="detector archive in the store")
     parser.add_argument("--pose", default="pose_resnet50", help="pose archive in the store")
     parser.add_argument("--store", type=Path, default=REPO / "model_store")

@@ -4,8 +4,9 @@
 share (each adds its answer); the pose pipeline composes these steps with ``pose``'s.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torchvision  # noqa: F401  registers torchvision::nms and roi_align, which scripted detectors call
@@ -18,8 +19,10 @@ from humanserve_core.people import OUTPUT_OPTIONS, Layout, People, check_output_
 BOX_LAYOUT = Layout()
 DETECTION_OPTIONS = {
     **OUTPUT_OPTIONS,
-    "score_threshold": number(0.5, 0.0, 1.0, "leave out detections scoring below this (the detector's person confidence)"),
-}  # fmt: skip
+    "score_threshold": number(
+        0.5, 0.0, 1.0, "leave out detections scoring below this (the detector's person confidence)"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,9 @@ def detected_people(
     keypoints = None
     if "keypoints" in detections:
         joints = detections["keypoints"][person][order]
-        keypoints = torch.cat([joints[..., :2] * scale, detections["keypoints_scores"][person][order].unsqueeze(-1)], dim=-1)
+        keypoints = torch.cat(
+            [joints[..., :2] * scale, detections["keypoints_scores"][person][order].unsqueeze(-1)], dim=-1
+        )
     return People(detections["boxes"][person][order] * scale, scores[order], keypoints)
 
 

@@ -1,4 +1,5 @@
-"""Faces: MTCNN's cascade (P-Net over an image pyramid, R-Net, O-Net) and an expression per face, over a batch of images.
+"""Faces: MTCNN's cascade (P-Net over an image pyramid, R-Net, O-Net) and an expression per face, over a batch of
+images.
 
 Each network runs once per stage over the whole batch's candidates (P-Net once per pyramid
 level); candidates move between stages as tensors, filtered by masks and by torchvision's
@@ -11,8 +12,9 @@ image pixels (pixel ``i`` covers ``[i, i + 1)``); landmarks ``[N, 5, 2]`` are (x
 same frame, in the order left eye, right eye (as seen), nose, left and right mouth corner.
 """
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,13 +34,15 @@ GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as OpenCV's RGB2GRAY
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # left and right as seen in the picture
 
 FACE_OPTIONS = {
-    "min_face_size": integer(20, WINDOW, 4096, "the smallest face side looked for, in image pixels (smaller is slower)"),
+    "min_face_size": integer(
+        20, WINDOW, 4096, "the smallest face side looked for, in image pixels (smaller is slower)"
+    ),
     "score_threshold": number(0.7, 0.0, 1.0, "leave out faces whose O-Net probability is below this"),
     "max_faces": integer(None, 1, 1000, "answer at most this many faces, best first"),
     "smile_threshold": number(0.5, 0.0, 1.0, "smiling: the expression classifier's happy score is at least this"),
     "render": flag(False, "answer the picture with the faces drawn (JPEG unless format=png)"),
     "format": choice(None, ("json", "jpeg", "png"), "json (default), or jpeg or png for the rendered picture"),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,20 @@ class CascadeSpec:
         """Read the faces section written by the export recipe."""
         pyramid, thresholds, nms = config["pyramid"], config["thresholds"], config["nms"]
         return cls(
-            float(pyramid["factor"]), int(pyramid["max_side"]), int(pyramid["min_padded_side"]), int(pyramid["padded_multiple"]),
-            float(thresholds["proposal"]), float(thresholds["refine"]),
-            float(nms["proposal_level"]), float(nms["proposal"]), float(nms["refine"]), float(nms["output_min_overlap"]),
-            tuple(config["expressions"]), int(config["max_crops_per_forward"]), int(config["max_proposals_per_level"]),
-        )  # fmt: skip
+            float(pyramid["factor"]),
+            int(pyramid["max_side"]),
+            int(pyramid["min_padded_side"]),
+            int(pyramid["padded_multiple"]),
+            float(thresholds["proposal"]),
+            float(thresholds["refine"]),
+            float(nms["proposal_level"]),
+            float(nms["proposal"]),
+            float(nms["refine"]),
+            float(nms["output_min_overlap"]),
+            tuple(config["expressions"]),
+            int(config["max_crops_per_forward"]),
+            int(config["max_proposals_per_level"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,7 @@ class FaceQuery:
 
     min_face_size: float
     score_threshold: float
-    max_faces: Optional[int]
+    max_faces: int | None
 
 
 @dataclass
@@ -110,7 +123,8 @@ class Candidates:
 
 
 def pyramid_scales(height: int, width: int, min_face_size: float, factor: float, max_side: int) -> list[float]:
-    """The pyramid's scales: the first maps ``min_face_size`` onto P-Net's window, then ``factor`` smaller, while a window fits.
+    """The pyramid's scales: the first maps ``min_face_size`` onto P-Net's window, then ``factor`` smaller, while a
+    window fits.
 
     The first is lowered so that no level's long side exceeds ``max_side``.
     """
@@ -128,13 +142,15 @@ def level_size(height: int, width: int, scale: float) -> tuple[int, int]:
 
 
 def window_boxes(cells: Tensor, level_scale: Tensor) -> Tensor:
-    """P-Net's windows at ``cells[N, 2]`` (row, column of its output) as image boxes ``[N, 4]``; ``level_scale[N, 2]`` is (x, y) level px per image px."""
+    """P-Net's windows at ``cells[N, 2]`` (row, column of its output) as image boxes ``[N, 4]``; ``level_scale[N, 2]``
+    is (x, y) level px per image px."""
     corner = cells.flip(1).to(level_scale.dtype) * STRIDE
     return torch.cat([corner, corner + WINDOW], dim=1) / level_scale.repeat(1, 2)
 
 
 def regress(boxes: Tensor, offsets: Tensor) -> Tensor:
-    """``boxes[N, 4]`` moved by MTCNN's offsets ``[N, 4]`` (x1, y1, x2, y2), each a fraction of the box's width or height."""
+    """``boxes[N, 4]`` moved by MTCNN's offsets ``[N, 4]`` (x1, y1, x2, y2), each a fraction of the box's width or
+    height."""
     sides = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
     return boxes + offsets * sides
 
@@ -147,18 +163,22 @@ def squared(boxes: Tensor) -> Tensor:
 
 
 def crops(images: Sequence[Tensor], candidates: Candidates, side: int) -> Tensor:
-    """``float[N, C, side, side]`` crops of the candidates' boxes from their images (``float[C, H, W]``); zeros beyond the edges."""
+    """``float[N, C, side, side]`` crops of the candidates' boxes from their images (``float[C, H, W]``); zeros beyond
+    the edges."""
     channels = images[0].shape[0]
     out = candidates.boxes.new_zeros((len(candidates), channels, side, side))
     for index, image in enumerate(images):
         mine = (candidates.image == index).nonzero().squeeze(1)
         if len(mine):
-            out[mine] = roi_align(image[None], [candidates.boxes[mine]], side, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+            out[mine] = roi_align(
+                image[None], [candidates.boxes[mine]], side, spatial_scale=1.0, sampling_ratio=-1, aligned=True
+            )
     return out
 
 
 def in_chunks(network: Network, inputs: Tensor, most: int) -> Tensor:
-    """``network`` over ``inputs`` at most ``most`` at a time (its compiled batch bound), each chunk padded to a power of two.
+    """``network`` over ``inputs`` at most ``most`` at a time (its compiled batch bound), each chunk padded to a power
+    of two.
 
     oneDNN keeps a compiled primitive per input shape (up to 1024 of them): with a batch of
     every size from 1 to 512, a worker grew by ~600 MB before the cache filled; ten shapes do not.
@@ -168,7 +188,9 @@ def in_chunks(network: Network, inputs: Tensor, most: int) -> Tensor:
     outputs = []
     for chunk in inputs.split(most):
         padded = min(most, 1 << (len(chunk) - 1).bit_length())
-        outputs.append(network(torch.cat([chunk, chunk.new_zeros((padded - len(chunk), *chunk.shape[1:]))]))[: len(chunk)])
+        outputs.append(
+            network(torch.cat([chunk, chunk.new_zeros((padded - len(chunk), *chunk.shape[1:]))]))[: len(chunk)]
+        )
     return torch.cat(outputs)
 
 
@@ -184,7 +206,9 @@ def nms_per_image(candidates: Candidates, threshold: float) -> Tensor:
     if not len(boxes):
         return candidates.image.new_zeros((0,))
     low, high = boxes.min(), boxes.max()
-    return nms(boxes - low + candidates.image[:, None].double() * (high - low + 1), candidates.scores.double(), threshold)
+    return nms(
+        boxes - low + candidates.image[:, None].double() * (high - low + 1), candidates.scores.double(), threshold
+    )
 
 
 def best_per_image(image: Tensor, scores: Tensor, most: int) -> Tensor:
@@ -197,7 +221,8 @@ def best_per_image(image: Tensor, scores: Tensor, most: int) -> Tensor:
 
 
 def suppress_by_smaller_overlap(candidates: Candidates, threshold: float) -> Tensor:
-    """Indices kept, best first: a box goes when a better box of its image covers more than ``threshold`` of the smaller one.
+    """Indices kept, best first: a box goes when a better box of its image covers more than ``threshold`` of the smaller
+    one.
 
     One matrix step (as YOLACT's Fast NMS); unlike greedy NMS, a box already suppressed still
     suppresses others, which among the few faces left after O-Net changes nothing in practice.
@@ -237,7 +262,11 @@ def propose(pnet: Network, images: Sequence[Tensor], min_face_sizes: Sequence[fl
         row, y, x = ((out[:, 0] >= spec.proposal_threshold) & inside).nonzero().unbind(1)
         image_sizes = torch.tensor([sizes[i] for i in members], device=device, dtype=torch.float32)
         level_scale = (level_hw / image_sizes).flip(1)[row]  # (x, y) level px per image px
-        candidates = Candidates(window_boxes(torch.stack([y, x], dim=1), level_scale), out[row, 0, y, x], torch.tensor(members, device=device)[row])
+        candidates = Candidates(
+            window_boxes(torch.stack([y, x], dim=1), level_scale),
+            out[row, 0, y, x],
+            torch.tensor(members, device=device)[row],
+        )
         offsets = out[row, 1:5, y, x]
         best = best_per_image(candidates.image, candidates.scores, spec.max_proposals)
         candidates, offsets = candidates[best], offsets[best]
@@ -268,7 +297,9 @@ def refine(rnet: Network, images: Sequence[Tensor], candidates: Candidates, spec
     return candidates
 
 
-def output(onet: Network, images: Sequence[Tensor], candidates: Candidates, thresholds: Tensor, spec: CascadeSpec) -> tuple[Candidates, Tensor]:
+def output(
+    onet: Network, images: Sequence[Tensor], candidates: Candidates, thresholds: Tensor, spec: CascadeSpec
+) -> tuple[Candidates, Tensor]:
     """O-Net over 48x48 crops: final boxes (not squared), best first per image, and landmarks ``[N, 5, 2]``.
 
     ``thresholds[B]``: each image's least face probability.
@@ -292,14 +323,19 @@ def grey(image: Tensor) -> Tensor:
     return (image * weights[:, None, None]).sum(dim=0, keepdim=True)
 
 
-def detect_faces(networks: Mapping[str, Network], pixels: Sequence[Tensor], queries: Sequence[FaceQuery], spec: CascadeSpec) -> list[Faces]:
-    """RGB ``uint8[3, H, W]`` images of any sizes and what each asks: each image's faces, best first, with expression scores."""
+def detect_faces(
+    networks: Mapping[str, Network], pixels: Sequence[Tensor], queries: Sequence[FaceQuery], spec: CascadeSpec
+) -> list[Faces]:
+    """RGB ``uint8[3, H, W]`` images of any sizes and what each asks: each image's faces, best first, with expression
+    scores."""
     images = [image.float() for image in pixels]
     candidates = propose(networks["pnet"], images, [q.min_face_size for q in queries], spec)
     candidates = refine(networks["rnet"], images, candidates, spec)
     thresholds = torch.tensor([q.score_threshold for q in queries], device=candidates.boxes.device)
     faces, landmarks = output(networks["onet"], images, candidates, thresholds, spec)
-    expressions = in_chunks(networks["expression"], crops([grey(image) for image in images], faces, EXPRESSION_SIDE), spec.max_crops)
+    expressions = in_chunks(
+        networks["expression"], crops([grey(image) for image in images], faces, EXPRESSION_SIDE), spec.max_crops
+    )
     if not len(faces):
         expressions = faces.boxes.new_zeros((0, len(spec.expressions)))
     answers = []
@@ -314,24 +350,34 @@ def coarsest_face_scale(min_face_size: float) -> float:
     return max(1.0, min_face_size / OUTPUT_SIDE)
 
 
-def face_records(faces: Faces, scale: float, expressions: Sequence[str], smile_threshold: float) -> list[dict[str, Any]]:
-    """Faces as answered: ``box``, ``score``, ``landmarks``, ``expression`` and ``smiling``, in image pixels (``scale`` per decoded pixel)."""
+def face_records(
+    faces: Faces, scale: float, expressions: Sequence[str], smile_threshold: float
+) -> list[dict[str, Any]]:
+    """Faces as answered: ``box``, ``score``, ``landmarks``, ``expression`` and ``smiling``, in image pixels (``scale``
+    per decoded pixel)."""
     happy = faces.expressions[:, expressions.index("happy")]
     return [
         {
-            "box": box, "score": score, "landmarks": points,
-            "expression": {"label": expressions[best], "scores": dict(zip(expressions, values))}, "smiling": smiling,
-        }  # fmt: skip
+            "box": box,
+            "score": score,
+            "landmarks": points,
+            "expression": {"label": expressions[best], "scores": dict(zip(expressions, values))},
+            "smiling": smiling,
+        }
         for box, score, points, values, best, smiling in zip(
-            rounded(faces.boxes * scale, 2).tolist(), rounded(faces.scores, 4).tolist(),
-            rounded(faces.landmarks * scale, 2).tolist(), rounded(faces.expressions, 4).tolist(),
-            faces.expressions.argmax(dim=1).tolist(), (happy >= smile_threshold).tolist(),
+            rounded(faces.boxes * scale, 2).tolist(),
+            rounded(faces.scores, 4).tolist(),
+            rounded(faces.landmarks * scale, 2).tolist(),
+            rounded(faces.expressions, 4).tolist(),
+            faces.expressions.argmax(dim=1).tolist(),
+            (happy >= smile_threshold).tolist(),
         )
     ]
 
 
 def face_answer(item: Item, faces: Faces, expressions: Sequence[str], header: Mapping[str, Any]) -> Answer:
-    """Answer one item: JSON (``header`` fields first) or the picture with its faces drawn; ``faces`` in the decoded image's pixels."""
+    """Answer one item: JSON (``header`` fields first) or the picture with its faces drawn; ``faces`` in the decoded
+    image's pixels."""
     records = face_records(faces, item.scale, expressions, item.options["smile_threshold"])
     image_format = output_format(item.options)
     if image_format != "json":
@@ -341,4 +387,11 @@ def face_answer(item: Item, faces: Faces, expressions: Sequence[str], header: Ma
         picture = draw_faces(item.image.permute(1, 2, 0).cpu().numpy(), boxes, landmarks, labels)
         return image_answer(torch.from_numpy(picture).permute(2, 0, 1), image_format)
     height, width = item.size
-    return json_answer({**header, "image": {"width": int(width), "height": int(height)}, "faces": records, "landmark_names": list(LANDMARK_NAMES)})
+    return json_answer(
+        {
+            **header,
+            "image": {"width": int(width), "height": int(height)},
+            "faces": records,
+            "landmark_names": list(LANDMARK_NAMES),
+        }
+    )

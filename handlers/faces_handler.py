@@ -27,7 +27,10 @@ class FacesHandler(VisionHandler):
         return coarsest_face_scale(item.options["min_face_size"]) if output_format(item.options) == "json" else 1.0
 
     def prepare(self, items: list[Item]) -> tuple[list[Tensor], list[FaceQuery]]:
-        queries = [FaceQuery(i.options["min_face_size"] / i.scale, i.options["score_threshold"], i.options["max_faces"]) for i in items]
+        queries = [
+            FaceQuery(i.options["min_face_size"] / i.scale, i.options["score_threshold"], i.options["max_faces"])
+            for i in items
+        ]
         return [item.image for item in items], queries
 
     def forward(self, inputs: tuple[list[Tensor], list[FaceQuery]]) -> list[Faces]:
@@ -35,6 +38,5 @@ class FacesHandler(VisionHandler):
 
     def answer(self, items: list[Item], inputs: Any, outputs: list[Faces]) -> list[Answer]:
         return [
-            face_answer(item, faces, self.spec.expressions, self.answer_header)
-            for item, faces in zip(items, outputs)
+            face_answer(item, faces, self.spec.expressions, self.answer_header) for item, faces in zip(items, outputs)
         ]

@@ -1,4 +1,5 @@
-"""TorchServe handler for image-to-image generators (pix2pix's U-Net, CycleGAN's ResNet generator): the photo, translated."""
+"""TorchServe handler for image-to-image generators (pix2pix's U-Net, CycleGAN's ResNet generator): the photo,
+translated."""
 
 from torch import Tensor
 
@@ -10,7 +11,8 @@ from style_handler import StyleHandler
 
 
 class GeneratorHandler(StyleHandler):
-    """Style transfer's life cycle; a generator trained at one size sees its photos resized to it, and answers at theirs.
+    """Style transfer's life cycle; a generator trained at one size sees its photos resized to it, and answers at
+    theirs.
 
     A ResNet generator takes any size, as the style networks do.
     """

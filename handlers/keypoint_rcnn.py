@@ -10,7 +10,8 @@ The view rule (thresholds are on Keypoint R-CNN's joint scores, which are heatma
 - otherwise back, and head-and-shoulders.
 """
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,7 +35,10 @@ def view_options(config: Mapping[str, Any]) -> dict:
             config["face_threshold"], -100.0, 100.0, "joint score above which a face joint counts as seen (front view)"
         ),
         "view_body_threshold": number(
-            config["body_threshold"], -100.0, 100.0, "joint score above which a hip, knee or ankle counts as seen (full body)"
+            config["body_threshold"],
+            -100.0,
+            100.0,
+            "joint score above which a hip, knee or ankle counts as seen (full body)",
         ),
     }
 

@@ -1,7 +1,8 @@
 """TorchServe handler for detect-then-pose in one worker: every person of every photo, with 17 keypoints each.
 
 The archive holds two model files: the person detector (TorchScript ``model.pt``) and the
-pose model (``pose.pt2``, or ``pose.pt`` when exported as TorchScript). A batch goes through the detector in one call, the people each
+pose model (``pose.pt2``, or ``pose.pt`` when exported as TorchScript). A batch goes through the detector in one
+call, the people each
 request keeps go through the pose model in one call, and each person's ``score`` is the
 detector's confidence. A request that gives ``boxes`` skips the detector: its boxes are its people.
 """
@@ -27,7 +28,6 @@ from pose import (
     pose_keypoints,
 )
 
-
 # The batch's images on the device, each request's options (whom it wants, flip test) and
 # decode scale. A tuple, not a class: TorchServe wants exactly one class in a handler module.
 PipelineInputs = tuple[list[Tensor], list[dict], list[int]]
@@ -38,7 +38,10 @@ class PosePipelineHandler(VisionHandler):
 
     options = {
         **DETECTION_OPTIONS,
-        "boxes": boxes(MAX_BOXES, "people to estimate, [[x1, y1, x2, y2], ...] in image pixels: the detector is skipped and each box is a person of score 1"),
+        "boxes": boxes(
+            MAX_BOXES,
+            "people to estimate, [[x1, y1, x2, y2], ...] in image pixels: the detector is skipped and each box is a person of score 1",
+        ),
         "flip_test": flag(False, "also run each mirrored person crop and average the heatmaps"),
     }
 
@@ -65,16 +68,21 @@ class PosePipelineHandler(VisionHandler):
         searched = [n for n, item_options in enumerate(options) if item_options["boxes"] is None]
         detections = dict(zip(searched, detect(self.model, [images[n] for n in searched]) if searched else []))
         found = [
-            detected_people(detections[n], self.detector_spec, item_options, scale) if n in detections
+            detected_people(detections[n], self.detector_spec, item_options, scale)
+            if n in detections
             else given_people(item_options["boxes"])
             for n, (item_options, scale) in enumerate(zip(options, scales))
-        ]  # fmt: skip
+        ]
         counts = [len(people.boxes) for people in found]
         boxes = torch.cat([people.boxes for people in found]).to(self.device)
-        image_index = torch.repeat_interleave(torch.arange(len(found), device=self.device), torch.tensor(counts, device=self.device))
+        image_index = torch.repeat_interleave(
+            torch.arange(len(found), device=self.device), torch.tensor(counts, device=self.device)
+        )
         with CLOCK.stage("preprocess"):  # between the two models: charged as what it is
             crops, crop_boxes = pose_crops(images, boxes, image_index, self.pose_spec, scales)
-            flip = torch.tensor([item_options["flip_test"] for item_options in options], device=self.device)[image_index]
+            flip = torch.tensor([item_options["flip_test"] for item_options in options], device=self.device)[
+                image_index
+            ]
         heatmaps = pose_heatmaps(self.pose_model, crops, flip, self.pose_spec)
         with CLOCK.stage("postprocess"):
             keypoints = pose_keypoints(heatmaps, crop_boxes, self.pose_spec).cpu()
@@ -83,7 +91,4 @@ class PosePipelineHandler(VisionHandler):
         return found
 
     def answer(self, items: list[Item], inputs: PipelineInputs, found: list[People]) -> list[Answer]:
-        return [
-            people_answer(item, people, POSE_LAYOUT, self.answer_header)
-            for item, people in zip(items, found)
-        ]
+        return [people_answer(item, people, POSE_LAYOUT, self.answer_header) for item, people in zip(items, found)]

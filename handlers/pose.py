@@ -6,8 +6,9 @@ so the steps and their data classes live here.)
 """
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -122,7 +123,8 @@ def given_people(boxes: list[list[float]]) -> People:
 def pose_crops(
     images: list[Tensor], boxes: Tensor, image_index: Tensor, spec: PoseSpec, scales: Sequence[int] = ()
 ) -> tuple[Tensor, Tensor]:
-    """Cut each person's crop from its image (decoded at ``scales``) and normalise: ``(crops[N, 3, h, w], crop_boxes[N, 4])``."""
+    """Cut each person's crop from its image (decoded at ``scales``) and normalise: ``(crops[N, 3, h, w], crop_boxes[N,
+    4])``."""
     crop_boxes = crop_boxes_of(boxes, spec)
     crops = crop_and_resize(images, crop_boxes, image_index, spec.crop_size, scales)
     return normalize(crops.to(boxes.device), spec.mean, spec.std, spec.channels), crop_boxes
@@ -143,9 +145,7 @@ def pose_heatmaps(model: torch.nn.Module, crops: Tensor, flip: Tensor, spec: Pos
 
 def pose_keypoints(heatmaps: Tensor, crop_boxes: Tensor, spec: PoseSpec) -> Tensor:
     """Keypoints ``[N, K, 3]`` (x, y, score) in image pixels."""
-    return decode_heatmaps(
-        heatmaps, crop_boxes, spec.crop_size, spec.stride, spec.offset, spec.refine, spec.sigma
-    )
+    return decode_heatmaps(heatmaps, crop_boxes, spec.crop_size, spec.stride, spec.offset, spec.refine, spec.sigma)
 
 
 def pose_people(boxes: Tensor, keypoints: Tensor, options: Mapping[str, Any]) -> People:

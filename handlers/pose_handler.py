@@ -28,7 +28,9 @@ class PoseHandler(VisionHandler):
     """SimpleBaseline pose: crops each given box (or the whole image) and decodes 17 COCO keypoints."""
 
     options = {
-        "boxes": boxes(MAX_BOXES, "people to estimate, [[x1, y1, x2, y2], ...] in image pixels; default: the whole image"),
+        "boxes": boxes(
+            MAX_BOXES, "people to estimate, [[x1, y1, x2, y2], ...] in image pixels; default: the whole image"
+        ),
         "flip_test": flag(False, "also run each mirrored crop and average the heatmaps (twice the compute)"),
         **OUTPUT_OPTIONS,
     }
@@ -47,7 +49,11 @@ class PoseHandler(VisionHandler):
     def prepare(self, items: list[Item]) -> PoseInputs:
         boxes_all, image_index, counts = person_boxes(items)
         crops, crop_boxes = pose_crops(
-            [item.image for item in items], boxes_all.to(self.device), image_index, self.spec, [item.scale for item in items]
+            [item.image for item in items],
+            boxes_all.to(self.device),
+            image_index,
+            self.spec,
+            [item.scale for item in items],
         )
         image_index = image_index.to(self.device)
         flip = torch.tensor([item.options["flip_test"] for item in items], device=self.device)[image_index]
@@ -61,8 +67,10 @@ class PoseHandler(VisionHandler):
         per_item = zip(items, inputs.boxes.split(inputs.counts), keypoints.split(inputs.counts))
         return [
             people_answer(
-                item, pose_people(item_boxes, item_keypoints, item.options),
-                replace(POSE_LAYOUT, draw_boxes=item.options["boxes"] is not None), self.answer_header,
-            )  # fmt: skip
+                item,
+                pose_people(item_boxes, item_keypoints, item.options),
+                replace(POSE_LAYOUT, draw_boxes=item.options["boxes"] is not None),
+                self.answer_header,
+            )
             for item, item_boxes, item_keypoints in per_item
         ]

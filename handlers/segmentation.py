@@ -8,8 +8,9 @@ before the threshold, so masks match the photo pixel for pixel.
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,7 +30,8 @@ _HEX_COLOUR = re.compile(r"#?([0-9a-fA-F]{6})")
 
 @dataclass(frozen=True)
 class SegmenterSpec:
-    """How the model sees a photo (archive config): resized to ``short_side``, the long side at most ``long_side``, no side under ``min_side``.
+    """How the model sees a photo (archive config): resized to ``short_side``, the long side at most ``long_side``, no
+    side under ``min_side``.
 
     The bounds are the exported program's and keep a long thin photo from becoming a
     gigantic model input; the model normalises the pixels itself.
@@ -46,7 +48,8 @@ class SegmenterSpec:
         return cls(int(sides["short_side"]), int(sides["long_side"]), int(sides["min_side"]))
 
     def model_scale(self, height: int, width: int) -> float:
-        """Model pixels per photo pixel: the short side to ``short_side`` unless the long side would pass ``long_side``."""
+        """Model pixels per photo pixel: the short side to ``short_side`` unless the long side would pass
+        ``long_side``."""
         return min(self.short_side / min(height, width), self.long_side / max(height, width))
 
     def model_size(self, height: int, width: int) -> tuple[int, int]:
@@ -59,7 +62,7 @@ class SegmenterSpec:
         return 1 / self.model_scale(*size) if options["background"] is None else 1.0
 
 
-def _background(name: str, value: Any) -> Union[str, tuple[int, int, int], bytes]:
+def _background(name: str, value: Any) -> str | tuple[int, int, int] | bytes:
     """transparent | blur | #rrggbb | an image (base64 text, or a multipart file)."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
@@ -83,20 +86,31 @@ def _background(name: str, value: Any) -> Union[str, tuple[int, int, int], bytes
 
 
 SEGMENTER_OPTIONS = {
-    "background": Option(_background, None, "transparent (PNG cut-out), blur, #rrggbb, or an image (base64, or a multipart file) resized to cover the photo; answers a picture"),
-    "feather": number(2.0, 0.0, 50.0, "softens the mask edge over about this many pixels (Gaussian sigma); 0 for a hard edge"),
+    "background": Option(
+        _background,
+        None,
+        "transparent (PNG cut-out), blur, #rrggbb, or an image (base64, or a multipart file) resized to cover the photo; answers a picture",
+    ),
+    "feather": number(
+        2.0, 0.0, 50.0, "softens the mask edge over about this many pixels (Gaussian sigma); 0 for a hard edge"
+    ),
     "threshold": number(0.5, 0.01, 0.99, "person probability above which a pixel belongs to the mask"),
-    "format": choice(None, ("json", "png", "jpeg"), "json (mask as COCO RLE; default without background), png or jpeg (a picture)"),
+    "format": choice(
+        None, ("json", "png", "jpeg"), "json (mask as COCO RLE; default without background), png or jpeg (a picture)"
+    ),
     "quality": integer(90, 1, 100, "JPEG quality"),
     "png_compression": integer(1, 0, 9, PNG_COMPRESSION_HELP),
-}  # fmt: skip
+}
 
 
-def check_segmenter_options(options: Mapping[str, Any], limits: ImageLimits) -> Optional[Tensor]:
+def check_segmenter_options(options: Mapping[str, Any], limits: ImageLimits) -> Tensor | None:
     """Validate the option combination; decode a background image (``uint8[3, H, W]``) if one was sent."""
     background, image_format = options["background"], options["format"]
     if background is None and image_format in ("png", "jpeg"):
-        raise RequestError(f"format={image_format} answers a picture: say which background (transparent, blur, #rrggbb or an image)", "InvalidOption")
+        raise RequestError(
+            f"format={image_format} answers a picture: say which background (transparent, blur, #rrggbb or an image)",
+            "InvalidOption",
+        )
     if background is not None and image_format == "json":
         raise RequestError("a background answers a picture; format must be png or jpeg", "InvalidOption")
     if background == "transparent" and image_format == "jpeg":
@@ -109,7 +123,9 @@ def check_segmenter_options(options: Mapping[str, Any], limits: ImageLimits) -> 
         raise type(error)(f"the background image: {error.message}", error.kind) from None
 
 
-def model_inputs(images: list[Tensor], sizes: list[tuple[int, int]], spec: SegmenterSpec) -> list[tuple[list[int], Tensor]]:
+def model_inputs(
+    images: list[Tensor], sizes: list[tuple[int, int]], spec: SegmenterSpec
+) -> list[tuple[list[int], Tensor]]:
     """Photos of ``sizes`` resized to the model's size for each, grouped by that size: ``(members, uint8[n, 3, h, w])``.
 
     ``images[i]`` may be decoded smaller than ``sizes[i]``, never smaller than the model's
@@ -123,7 +139,7 @@ def model_inputs(images: list[Tensor], sizes: list[tuple[int, int]], spec: Segme
 
 def person_log_odds(model: torch.nn.Module, groups: list[tuple[list[int], Tensor]], count: int) -> list[Tensor]:
     """Each photo's person log-odds ``[h, w]`` at its model size, from ``model_inputs``' groups: one model call each."""
-    maps: list[Optional[Tensor]] = [None] * count
+    maps: list[Tensor | None] = [None] * count
     for members, batch in groups:
         for i, odds in zip(members, model(batch)):
             maps[i] = odds[0]
@@ -158,7 +174,8 @@ def mask_rle(log_odds: Tensor, size: tuple[int, int], threshold: float) -> dict[
 
 
 def alpha_matte(log_odds: Tensor, size: tuple[int, int], threshold: float, feather: float) -> Tensor:
-    """``uint8[H, W]`` alpha at image ``size``: ``person_mask`` with its edge softened by a Gaussian of sigma ``feather`` pixels.
+    """``uint8[H, W]`` alpha at image ``size``: ``person_mask`` with its edge softened by a Gaussian of sigma
+    ``feather`` pixels.
 
     On the CPU by OpenCV in uint8 throughout (7x less work than float tensors here);
     elsewhere by torch on the device.
@@ -210,15 +227,17 @@ def mask_coverage(rle: dict[str, Any]) -> float:
 def mask_answer(rle: dict[str, Any], header: Mapping[str, Any]) -> Answer:
     """JSON: the mask as COCO RLE (counts as text) and the share of the photo it covers."""
     height, width = (int(v) for v in rle["size"])
-    return json_answer({
-        **header,
-        "image": {"width": width, "height": height},
-        "mask": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
-        "coverage": mask_coverage(rle),
-    })  # fmt: skip
+    return json_answer(
+        {
+            **header,
+            "image": {"width": width, "height": height},
+            "mask": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
+            "coverage": mask_coverage(rle),
+        }
+    )
 
 
-def composite(image: Tensor, alpha: Tensor, background: Union[str, tuple[int, int, int], Tensor]) -> Tensor:
+def composite(image: Tensor, alpha: Tensor, background: str | tuple[int, int, int] | Tensor) -> Tensor:
     """The photo over ``background`` (transparent, blur, an RGB colour or an image) by ``uint8[H, W]`` ``alpha``.
 
     ``uint8[4, H, W]`` (RGBA) for transparent, else ``uint8[3, H, W]``.
@@ -233,7 +252,9 @@ def composite(image: Tensor, alpha: Tensor, background: Union[str, tuple[int, in
     elif background == "blur":
         behind = gaussian_blur(photo, max(height, width) / 100)
     else:
-        behind = torch.tensor(background, dtype=torch.float32, device=image.device).view(3, 1, 1).expand(3, height, width)
+        behind = (
+            torch.tensor(background, dtype=torch.float32, device=image.device).view(3, 1, 1).expand(3, height, width)
+        )
     return (alpha * photo + (1 - alpha) * behind).round().clamp(0, 255).to(torch.uint8)
 
 

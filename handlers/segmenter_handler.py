@@ -1,4 +1,5 @@
-"""TorchServe handler for person segmentation (torchvision DeepLabV3 / LR-ASPP): a mask, a cut-out or a new background."""
+"""TorchServe handler for person segmentation (torchvision DeepLabV3 / LR-ASPP): a mask, a cut-out or a new
+background."""
 
 from torch import Tensor
 
@@ -16,7 +17,6 @@ from segmentation import (
     person_log_odds,
     picture_answer,
 )
-
 
 # The items' model inputs, grouped by size: (item positions, uint8 photos). Tuples, not
 # a class: TorchServe wants exactly one class in a handler module.

@@ -1,12 +1,14 @@
-"""The smart filter's own steps: a palette of backgrounds made in code, and the choice of one from the largest face's expression.
+"""The smart filter's own steps: a palette of backgrounds made in code, and the choice of one from the largest face's
+expression.
 
 Backgrounds are pure functions of the photo's size and device to ``uint8[3, H, W]``, the
 same for the same size, so a test can rebuild what was composited; ``blur`` is the
 segmenter's blur of the photo itself.
 """
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -50,7 +52,9 @@ def texture(photo: Tensor) -> Tensor:
     """Soft marbled blobs in two tones: smooth noise (8 cells on the long side), stretched to the picture."""
     height, width = photo.shape[-2:]
     cells = (max(2, round(8 * height / max(height, width))), max(2, round(8 * width / max(height, width))))
-    noise = F.interpolate(_seeded((1, 1, *cells), 11, photo.device), size=(height, width), mode="bicubic", align_corners=True)[0]
+    noise = F.interpolate(
+        _seeded((1, 1, *cells), 11, photo.device), size=(height, width), mode="bicubic", align_corners=True
+    )[0]
     tones = torch.tensor([[38.0, 70, 90], [222, 196, 160]], device=photo.device).view(2, 3, 1, 1)
     t = noise.clamp(0, 1)
     return (tones[0] * (1 - t) + tones[1] * t).round().to(torch.uint8)
@@ -66,35 +70,47 @@ def bokeh(photo: Tensor, discs: int = 24) -> Tensor:
     centres = draws[:, :2] * torch.tensor([w, h], device=photo.device)
     radii = (0.04 + 0.1 * draws[:, 2]) * max(h, w)
     colours = torch.stack([200 + 55 * draws[:, 3], 120 + 100 * draws[:, 4], 60 + 120 * draws[:, 5]], dim=1)
-    ys, xs = torch.meshgrid(torch.arange(h, device=photo.device) + 0.5, torch.arange(w, device=photo.device) + 0.5, indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=photo.device) + 0.5, torch.arange(w, device=photo.device) + 0.5, indexing="ij"
+    )
     distance = ((xs[None] - centres[:, 0, None, None]) ** 2 + (ys[None] - centres[:, 1, None, None]) ** 2).sqrt()
     light = 0.55 * torch.sigmoid((radii[:, None, None] - distance) / (0.15 * radii[:, None, None]))  # [discs, h, w]
     for weight, colour in zip(light, colours):  # discs over each other, as lights through a lens
         canvas = canvas * (1 - weight) + colour.view(3, 1, 1) * weight
-    return F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+    return (
+        F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+    )
 
 
 @dataclass(frozen=True)
 class PaletteEntry:
     """A background and the theme keywords that select it; ``make`` None: the segmenter's own blur of the photo."""
 
-    make: Optional[Background]
+    make: Background | None
     keywords: frozenset[str]
 
 
 PALETTE: dict[str, PaletteEntry] = {
     "rainbow": PaletteEntry(rainbow, frozenset({"rainbow", "colourful", "colorful", "bright"})),
     "bokeh": PaletteEntry(bokeh, frozenset({"bokeh", "lights", "party", "night"})),
-    "sunset": PaletteEntry(vertical_gradient((255, 176, 92), (214, 72, 110)), frozenset({"gradient", "warm", "sunset"})),
-    "ocean": PaletteEntry(vertical_gradient((120, 200, 230), (20, 60, 140)), frozenset({"gradient", "cool", "calm", "ocean"})),
+    "sunset": PaletteEntry(
+        vertical_gradient((255, 176, 92), (214, 72, 110)), frozenset({"gradient", "warm", "sunset"})
+    ),
+    "ocean": PaletteEntry(
+        vertical_gradient((120, 200, 230), (20, 60, 140)), frozenset({"gradient", "cool", "calm", "ocean"})
+    ),
     "texture": PaletteEntry(texture, frozenset({"texture", "pattern", "marble"})),
     "blur": PaletteEntry(None, frozenset({"blur", "subtle", "original"})),
 }
 KEYWORDS = frozenset().union(*(entry.keywords for entry in PALETTE.values()))
 
 # The default mapping, best first: every list names the whole palette, so any theme leaves a choice.
-# Joy gets colour and light; sadness and fear warm tones; anger and disgust calm, cool ones; no face the photo's own blur.
-EXPRESSION_BACKGROUNDS: dict[Optional[str], tuple[str, ...]] = {
+# Joy gets colour and light; sadness and fear warm tones; anger and disgust calm, cool ones; no face the photo's own
+# blur.
+EXPRESSION_BACKGROUNDS: dict[str | None, tuple[str, ...]] = {
     "happy": ("rainbow", "bokeh", "sunset", "texture", "ocean", "blur"),
     "surprise": ("bokeh", "rainbow", "texture", "sunset", "ocean", "blur"),
     "neutral": ("ocean", "texture", "blur", "sunset", "bokeh", "rainbow"),
@@ -127,20 +143,25 @@ def _forced(name: str, value: Any) -> str:
 
 
 FILTER_OPTIONS = {
-    "theme": Option(_theme, None, "keywords that narrow the palette, e.g. rainbow,texture (the expression still orders what is left)"),
+    "theme": Option(
+        _theme,
+        None,
+        "keywords that narrow the palette, e.g. rainbow,texture (the expression still orders what is left)",
+    ),
     "background": Option(_forced, None, f"force one background: {', '.join(PALETTE)}"),
 }
 
 
-def choose_background(expression: Optional[str], theme: Optional[frozenset[str]], forced: Optional[str]) -> str:
-    """The background for a photo whose largest face shows ``expression`` (None: no face), within ``theme``, unless ``forced``."""
+def choose_background(expression: str | None, theme: frozenset[str] | None, forced: str | None) -> str:
+    """The background for a photo whose largest face shows ``expression`` (None: no face), within ``theme``, unless
+    ``forced``."""
     if forced is not None:
         return forced
     preferred = EXPRESSION_BACKGROUNDS[expression]
     return next(name for name in preferred if theme is None or PALETTE[name].keywords & theme)
 
 
-def largest(boxes: Tensor) -> Optional[int]:
+def largest(boxes: Tensor) -> int | None:
     """Index of the largest of ``boxes[F, 4]`` by area, None when there is none."""
     return int(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).argmax()) if len(boxes) else None
 

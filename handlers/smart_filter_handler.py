@@ -1,4 +1,5 @@
-"""TorchServe handler for the smart filter: the person kept, the background replaced by one chosen from the largest face's expression."""
+"""TorchServe handler for the smart filter: the person kept, the background replaced by one chosen from the largest
+face's expression."""
 
 from typing import Any
 
@@ -31,7 +32,11 @@ class SmartFilterHandler(VisionHandler):
 
     options = {
         **FILTER_OPTIONS,
-        "format": choice(None, ("jpeg", "png", "json"), "jpeg (default) or png: the picture; json: the decision (expression, smiling, background, faces, coverage)"),
+        "format": choice(
+            None,
+            ("jpeg", "png", "json"),
+            "jpeg (default) or png: the picture; json: the decision (expression, smiling, background, faces, coverage)",
+        ),
         **{name: SEGMENTER_OPTIONS[name] for name in ("feather", "threshold", "quality", "png_compression")},
         **{name: FACE_OPTIONS[name] for name in ("min_face_size", "score_threshold", "smile_threshold")},
     }
@@ -49,7 +54,9 @@ class SmartFilterHandler(VisionHandler):
 
     def forward(self, inputs: FilterInputs) -> tuple[list[Tensor], list[Faces]]:
         groups, images, queries = inputs
-        return person_log_odds(self.model, groups, len(images)), detect_faces(self.networks, images, queries, self.cascade)
+        return person_log_odds(self.model, groups, len(images)), detect_faces(
+            self.networks, images, queries, self.cascade
+        )
 
     def answer(self, items: list[Item], inputs: Any, outputs: tuple[list[Tensor], list[Faces]]) -> list[Answer]:
         answers = []
@@ -60,7 +67,17 @@ class SmartFilterHandler(VisionHandler):
             if options["format"] == "json":
                 height, width = item.size
                 coverage = mask_coverage(mask_rle(odds, item.size, options["threshold"]))
-                answers.append(json_answer({**self.answer_header, "image": {"width": int(width), "height": int(height)}, **chosen, "coverage": coverage, "faces": records}))
+                answers.append(
+                    json_answer(
+                        {
+                            **self.answer_header,
+                            "image": {"width": int(width), "height": int(height)},
+                            **chosen,
+                            "coverage": coverage,
+                            "faces": records,
+                        }
+                    )
+                )
                 continue
             make = PALETTE[chosen["background"]].make
             alpha = alpha_matte(odds, item.size, options["threshold"], options["feather"])

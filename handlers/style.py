@@ -1,4 +1,5 @@
-"""Image-to-image steps shared by style transfer and the pix2pix / CycleGAN generators: photos (at most ``max_side``) through the network, one call per size.
+"""Image-to-image steps shared by style transfer and the pix2pix / CycleGAN generators: photos (at most ``max_side``)
+through the network, one call per size.
 
 The exported network takes RGB ``uint8`` photos whose sides are multiples of 4 and answers
 ``uint8`` photos of that size (it converts on its device); photos are padded here by
@@ -6,7 +7,8 @@ reflection and cropped back. A generator trained at one size (pix2pix's U-Net, 2
 its photos resized to it, and its answers are resized back.
 """
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,15 +18,23 @@ from humanserve_core.images import group_by_size, resize_pixels
 from humanserve_core.options import PNG_COMPRESSION_HELP, choice, flag, integer
 
 STYLE_OPTIONS = {
-    "max_side": integer(1024, 16, 4096, "photos larger than this on their longer side are resized down before styling; the answer has that size"),
+    "max_side": integer(
+        1024,
+        16,
+        4096,
+        "photos larger than this on their longer side are resized down before styling; the answer has that size",
+    ),
     "format": choice("jpeg", ("jpeg", "png"), "jpeg or png"),
     "quality": integer(90, 1, 100, "JPEG quality"),
     "png_compression": integer(1, 0, 9, PNG_COMPRESSION_HELP),
-}  # fmt: skip
+}
 # Models trained at one size: the answer's size is the caller's choice.
 TRAINED_SIZE_OPTIONS = {
     **STYLE_OPTIONS,
-    "keep_size": flag(True, "answer at the photo's size (at most max_side), resized from the model's own; false: the model's own square picture"),
+    "keep_size": flag(
+        True,
+        "answer at the photo's size (at most max_side), resized from the model's own; false: the model's own square picture",
+    ),
 }
 
 
@@ -55,7 +65,8 @@ def coarsest_style_scale(size: tuple[int, int], options: Mapping[str, Any]) -> f
 
 
 def coarsest_trained_size_scale(size: tuple[int, int], side: int) -> float:
-    """Photo pixels per model pixel for a model trained on ``side`` squares: the coarsest decode still ``side`` pixels on each axis."""
+    """Photo pixels per model pixel for a model trained on ``side`` squares: the coarsest decode still ``side`` pixels
+    on each axis."""
     return min(size) / side
 
 
@@ -80,7 +91,9 @@ def stylize(model: torch.nn.Module, images: list[Tensor]) -> list[Tensor]:
     return styled
 
 
-def answer_sizes(pictures: list[Tensor], sizes: list[tuple[int, int]], options: list[Mapping[str, Any]]) -> list[Tensor]:
+def answer_sizes(
+    pictures: list[Tensor], sizes: list[tuple[int, int]], options: list[Mapping[str, Any]]
+) -> list[Tensor]:
     """A trained-size model's pictures resized to their photos' styled sizes, where ``keep_size`` asks for it."""
     return [
         resize_pixels(picture, styled_size(*size, option["max_side"])) if option["keep_size"] else picture

@@ -13,7 +13,6 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -24,9 +23,24 @@ from humanserve_core.keypoints import COCO_KEYPOINTS
 
 # Per-joint falloff of the COCO keypoint evaluation, in COCO_KEYPOINTS order.
 COCO_SIGMAS = (
-    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
-    0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
-)  # fmt: skip
+    0.026,
+    0.025,
+    0.025,
+    0.035,
+    0.035,
+    0.079,
+    0.079,
+    0.072,
+    0.072,
+    0.062,
+    0.062,
+    0.107,
+    0.107,
+    0.087,
+    0.087,
+    0.089,
+    0.089,
+)
 
 _TRACK_FIELDS = ("ids", "boxes", "keypoints", "box_velocity", "keypoint_velocity", "hits", "missed")
 
@@ -61,15 +75,19 @@ class TrackState:
     frame: int = 0
 
     @classmethod
-    def empty(cls, device: Union[str, torch.device] = "cpu") -> "TrackState":
+    def empty(cls, device: str | torch.device = "cpu") -> "TrackState":
         """A sequence with no tracks yet."""
         joints = len(COCO_KEYPOINTS)
         count = torch.zeros(0, dtype=torch.long, device=device)
         return cls(
-            ids=count, boxes=torch.zeros(0, 4, device=device), keypoints=torch.zeros(0, joints, 3, device=device),
-            box_velocity=torch.zeros(0, 4, device=device), keypoint_velocity=torch.zeros(0, joints, 2, device=device),
-            hits=count, missed=count,
-        )  # fmt: skip
+            ids=count,
+            boxes=torch.zeros(0, 4, device=device),
+            keypoints=torch.zeros(0, joints, 3, device=device),
+            box_velocity=torch.zeros(0, 4, device=device),
+            keypoint_velocity=torch.zeros(0, joints, 2, device=device),
+            hits=count,
+            missed=count,
+        )
 
     @property
     def confirmed(self) -> Tensor:
@@ -108,7 +126,7 @@ def associate(similarity: Tensor, min_similarity: float) -> tuple[Tensor, Tensor
 
 def track(
     state: TrackState, boxes: Tensor, keypoints: Tensor, scores: Tensor, config: TrackerConfig = TrackerConfig()
-) -> tuple[TrackState, list[Optional[int]]]:
+) -> tuple[TrackState, list[int | None]]:
     """Match one frame's people to the tracks of ``state``: the next state, and each person's ID (None if none yet)."""
     boxes, keypoints, scores = boxes.to(state.boxes), keypoints.to(state.boxes), scores.to(state.boxes)
     predicted_boxes, predicted_keypoints = predict(state, state.missed + 1)
@@ -155,7 +173,7 @@ def track(
     )
     # A tentative track dies at its first miss; a confirmed one once missed for more than track_buffer frames.
     keep = (updated.missed == 0) | (updated.confirmed & (updated.missed <= config.track_buffer))
-    answer: list[Optional[int]] = [None] * len(scores)
+    answer: list[int | None] = [None] * len(scores)
     for person, track_id in zip(people.tolist(), updated.ids[rows].tolist()):
         answer[person] = track_id if track_id >= 0 else None
     return replace(updated, **{name: getattr(updated, name)[keep] for name in _TRACK_FIELDS}), answer
@@ -165,9 +183,14 @@ def _with_new_tracks(state: TrackState, boxes: Tensor, keypoints: Tensor) -> Tra
     """``state`` with a tentative, still, unmatched track added at each ``Tensor[M, 4]`` box and its keypoints."""
     count = state.ids.new_zeros(len(boxes))
     rows = dict(
-        ids=count - 1, boxes=boxes, keypoints=keypoints, box_velocity=torch.zeros_like(boxes),
-        keypoint_velocity=torch.zeros_like(keypoints[..., :2]), hits=count, missed=count,
-    )  # fmt: skip
+        ids=count - 1,
+        boxes=boxes,
+        keypoints=keypoints,
+        box_velocity=torch.zeros_like(boxes),
+        keypoint_velocity=torch.zeros_like(keypoints[..., :2]),
+        hits=count,
+        missed=count,
+    )
     return replace(state, **{name: torch.cat([getattr(state, name), rows[name]]) for name in _TRACK_FIELDS})
 
 

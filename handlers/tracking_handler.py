@@ -33,20 +33,25 @@ class PoseTrackerHandler(PosePipelineHandler):
 
     def initialize(self, context):
         if not context.model_yaml_config.get("sequenceBatching"):
-            raise ValueError(f"{context.manifest['model']['modelName']} tracks sequences: its model-config.yaml needs sequenceBatching: true")
+            raise ValueError(
+                f"{context.manifest['model']['modelName']} tracks sequences: its model-config.yaml needs sequenceBatching: true"
+            )
         super().initialize(context)
         settings = self.config["tracking"]
         self.tracker_config = TrackerConfig(**settings.get("tracker", {}))
         self.sequences = SequenceStore(
             float(settings["ttl_s"]), int(settings["max_sequences"]), Path(self.model_dir) / "sequences"
-        )  # fmt: skip
+        )
 
     def prepare(self, items: list[Item]) -> PipelineInputs:
         images, options, scales = super().prepare(items)
         # The tracker sees people down to its low score band (ByteTrack's second stage);
         # each answer keeps only those its request asks for.
         floor = self.tracker_config.low_score
-        seen = [{**item_options, "score_threshold": min(floor, item_options["score_threshold"]), "max_people": None} for item_options in options]
+        seen = [
+            {**item_options, "score_threshold": min(floor, item_options["score_threshold"]), "max_people": None}
+            for item_options in options
+        ]
         return images, seen, scales
 
     def answer(self, items: list[Item], inputs: PipelineInputs, found: list[People]) -> list[Answer]:
@@ -61,8 +66,11 @@ class PoseTrackerHandler(PosePipelineHandler):
         state, track_ids = track(state, people.boxes, people.keypoints, people.scores, self.tracker_config)
         shown = ranked(people.scores, item.options)
         answered = People(
-            people.boxes[shown], people.scores[shown], people.keypoints[shown], {"track_id": [track_ids[p] for p in shown.tolist()]}
-        )  # fmt: skip
+            people.boxes[shown],
+            people.scores[shown],
+            people.keypoints[shown],
+            {"track_id": [track_ids[p] for p in shown.tolist()]},
+        )
         header = {**self.answer_header, "sequence_id": sequence_id, "frame": frame, "reset": reset}
         answer = people_answer(item, answered, POSE_LAYOUT, header)
         if not item.options["end"]:

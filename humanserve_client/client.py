@@ -22,8 +22,9 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, TypeVar, Union
+from typing import Any, TypeVar
 
 import grpc
 import requests
@@ -31,7 +32,7 @@ from google.protobuf import empty_pb2
 
 from .protocol import inference_pb2, inference_pb2_grpc, management_pb2, management_pb2_grpc
 
-OptionValue = Union[str, bytes, bool, int, float, list, dict]
+OptionValue = str | bytes | bool | int | float | list | dict
 IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 # Worth trying again: 503, the model's job queue is full or it has no worker (yet); 507, the worker
 # died holding the request (TorchServe starts another, and the request waits for it in the queue).
@@ -51,7 +52,8 @@ Parts = dict[str, bytes]
 
 
 class ServerError(Exception):
-    """The server refused or failed a request: ``code`` as the HTTP status REST gives, ``type`` and ``message`` its words."""
+    """The server refused or failed a request: ``code`` as the HTTP status REST gives, ``type`` and ``message`` its
+    words."""
 
     def __init__(self, code: int, type: str, message: str):
         super().__init__(f"{code} {type}: {message}")
@@ -67,25 +69,28 @@ class HandlerError(ServerError):
 
 
 class AuthenticationError(ServerError):
-    """TorchServe refused the key sent, or its absence (its 400 ``InvalidKeyException``); the message says which key and where it came from."""
+    """TorchServe refused the key sent, or its absence (its 400 ``InvalidKeyException``); the message says which key and
+    where it came from."""
 
 
-def explained(error: ServerError, api: str, key_source: Optional[str]) -> ServerError:
+def explained(error: ServerError, api: str, key_source: str | None) -> ServerError:
     """``error`` with words for what TorchServe's own messages leave unclear: a refused key, a 503."""
     if error.type == "InvalidKeyException":
         if key_source is None:
             hint = (
                 f"the server needs its {api} key and none was sent: pass the token (humanserve --token or --key-file; "
                 "TorchServe writes its keys to key_file.json where it runs, run/key_file.json with make serve)"
-            )  # fmt: skip
+            )
         else:
             hint = (
                 f"the server refused the {api} key from {key_source}: TorchServe makes new keys at every start and they "
                 "expire (token_expiration_min), so read them again from the running server's key_file.json"
-            )  # fmt: skip
+            )
         return AuthenticationError(error.code, error.type, f"{hint} ({error.message})")
     if error.code == 503 and error.type == "ServiceUnavailableException":
-        return type(error)(503, error.type, f"the model is busy (its job queue is full) or has no worker yet ({error.message})")
+        return type(error)(
+            503, error.type, f"the model is busy (its job queue is full) or has no worker yet ({error.message})"
+        )
     return error
 
 
@@ -117,10 +122,12 @@ def encode_option(value: OptionValue) -> bytes:
 
 def sniff_content_type(body: bytes) -> str:
     """What an answer is, from its first bytes (gRPC carries no content type)."""
-    return next((kind for signature, kind in IMAGE_SIGNATURES.items() if body.startswith(signature)), "application/json")
+    return next(
+        (kind for signature, kind in IMAGE_SIGNATURES.items() if body.startswith(signature)), "application/json"
+    )
 
 
-def error_in_body(body: bytes) -> Optional[HandlerError]:
+def error_in_body(body: bytes) -> HandlerError | None:
     """The handler's per-request error, if ``body`` is one (how gRPC carries it)."""
     if not body.startswith(b"{"):
         return None
@@ -154,7 +161,7 @@ class Client:
     ``key_source``: where the keys came from (a key file, a flag), named when the server refuses one.
     """
 
-    def __init__(self, retries: int = 3, backoff_s: float = 0.2, key_source: Optional[str] = None):
+    def __init__(self, retries: int = 3, backoff_s: float = 0.2, key_source: str | None = None):
         self.retries, self.backoff_s, self.key_source = retries, backoff_s, key_source
 
     def predict(self, model: str, image: bytes, options: Mapping[str, OptionValue] = {}, version: str = "") -> Answer:
@@ -166,10 +173,10 @@ class Client:
         self,
         model: str,
         frames: Iterable[tuple[bytes, Mapping[str, OptionValue]]],
-        sequence_id: Optional[str] = None,
+        sequence_id: str | None = None,
         end: bool = True,
         version: str = "",
-    ) -> Iterator[Union[Answer, HandlerError]]:
+    ) -> Iterator[Answer | HandlerError]:
         """Send ``(image, options)`` frames as one sequence, in order; yield each frame's answer or error, in order.
 
         ``sequence_id``: a new one when None (``Answer.json()["sequence_id"]`` tells it).
@@ -178,14 +185,20 @@ class Client:
         Ctrl-C, an error), the last frame sent goes once more with ``end`` to close it.
         Failures of the whole stream raise ``ServerError``.
         """
-        parts = ({"data": image, **{name: encode_option(value) for name, value in options.items()}} for image, options in frames)
+        parts = (
+            {"data": image, **{name: encode_option(value) for name, value in options.items()}}
+            for image, options in frames
+        )
         sequence_id = sequence_id or new_sequence_id()
         if not end:
             return self._stream(model, version, sequence_id, parts)
         return self._ended_stream(model, version, sequence_id, marked_last(parts, "end"))
 
-    def _ended_stream(self, model: str, version: str, sequence_id: str, frames: Iterator[Parts]) -> Iterator[Union[Answer, HandlerError]]:
-        """``_stream`` of frames whose last is marked ``end``; left early, it ends the sequence with the last frame sent."""
+    def _ended_stream(
+        self, model: str, version: str, sequence_id: str, frames: Iterator[Parts]
+    ) -> Iterator[Answer | HandlerError]:
+        """``_stream`` of frames whose last is marked ``end``; left early, it ends the sequence with the last frame
+        sent."""
         last: list[Parts] = []  # the last frame handed to the protocol (marked end when it is the video's last)
         sent = answered = 0
 
@@ -245,7 +258,9 @@ class Client:
     def _predict(self, model: str, version: str, parts: Parts) -> Answer:
         raise NotImplementedError
 
-    def _stream(self, model: str, version: str, sequence_id: str, frames: Iterator[Parts]) -> Iterator[Union[Answer, HandlerError]]:
+    def _stream(
+        self, model: str, version: str, sequence_id: str, frames: Iterator[Parts]
+    ) -> Iterator[Answer | HandlerError]:
         raise NotImplementedError
 
     def _models(self) -> list[dict[str, Any]]:
@@ -265,8 +280,8 @@ class RestClient(Client):
         self,
         url: str = "http://127.0.0.1:8080",
         management_url: str = "http://127.0.0.1:8081",
-        token: Optional[str] = None,
-        management_token: Optional[str] = None,
+        token: str | None = None,
+        management_token: str | None = None,
         timeout_s: float = 120,
         **common: Any,
     ):
@@ -280,7 +295,9 @@ class RestClient(Client):
     def close(self) -> None:
         self.session.close()
 
-    def _call(self, method: str, url: str, api: str, headers: Mapping[str, str] = {}, **kwargs: Any) -> requests.Response:
+    def _call(
+        self, method: str, url: str, api: str, headers: Mapping[str, str] = {}, **kwargs: Any
+    ) -> requests.Response:
         headers = {**headers, "Authorization": f"Bearer {self.tokens[api]}"} if self.tokens[api] else headers
         try:
             response = self.session.request(method, url, headers=headers, timeout=self.timeout_s, **kwargs)
@@ -289,21 +306,29 @@ class RestClient(Client):
         except requests.Timeout:
             raise ServerError(504, "Timeout", f"no answer from {url} within {self.timeout_s:g}s") from None
         if response.status_code >= 400:
-            error = error_in_body(response.content) or ServerError(response.status_code, response.reason, response.text.strip())
+            error = error_in_body(response.content) or ServerError(
+                response.status_code, response.reason, response.text.strip()
+            )
             raise self._explained(error, api, bool(self.tokens[api]))
         return response
 
     def _predict(self, model: str, version: str, parts: Parts, headers: Mapping[str, str] = {}) -> Answer:
         path = f"{self.url}/predictions/{model}" + (f"/{version}" if version else "")
         # Every part as a file part: TorchServe hands the handler its bytes, as gRPC does.
-        response = self._call("POST", path, "inference", headers, files={name: (name, value) for name, value in parts.items()})
+        response = self._call(
+            "POST", path, "inference", headers, files={name: (name, value) for name, value in parts.items()}
+        )
         return Answer(response.content, response.headers.get("Content-Type", "application/json").split(";")[0])
 
-    def _stream(self, model: str, version: str, sequence_id: str, frames: Iterator[Parts]) -> Iterator[Union[Answer, HandlerError]]:
+    def _stream(
+        self, model: str, version: str, sequence_id: str, frames: Iterator[Parts]
+    ) -> Iterator[Answer | HandlerError]:
         # One frame at a time: requests sent together could reach TorchServe out of order.
         for parts in frames:
             try:
-                yield self._predict(model, version, parts, {SEQUENCE_HEADER: sequence_id, TORCHSERVE_SEQUENCE_HEADER: sequence_id})
+                yield self._predict(
+                    model, version, parts, {SEQUENCE_HEADER: sequence_id, TORCHSERVE_SEQUENCE_HEADER: sequence_id}
+                )
             except HandlerError as error:
                 yield error
 
@@ -331,7 +356,11 @@ _GRPC_TO_HTTP = {
 }
 # TorchServe names its exception class on the last line of the details, and some codes
 # (an unknown model comes as INTERNAL) only the class tells apart.
-_EXCEPTION_TO_HTTP = {"ModelNotFoundException": 404, "ModelVersionNotFoundException": 404, "ServiceUnavailableException": 503}
+_EXCEPTION_TO_HTTP = {
+    "ModelNotFoundException": 404,
+    "ModelVersionNotFoundException": 404,
+    "ServiceUnavailableException": 503,
+}
 
 
 def grpc_error(error: grpc.RpcError) -> ServerError:
@@ -343,7 +372,9 @@ def grpc_error(error: grpc.RpcError) -> ServerError:
         exception = "InvalidKeyException"
     status = _EXCEPTION_TO_HTTP.get(exception) or _GRPC_TO_HTTP.get(code, 500)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and exception == "InternalServerException":
-        status = 507  # "Worker died.": TorchServe turns REST's 507 into RESOURCE_EXHAUSTED, as it does a request too large
+        status = (
+            507  # "Worker died.": TorchServe turns REST's 507 into RESOURCE_EXHAUSTED, as it does a request too large
+        )
     message = "\n".join(lines[:-1] if exception and len(lines) > 1 else lines)
     return ServerError(status, exception or code.name, message)
 
@@ -355,8 +386,8 @@ class GrpcClient(Client):
         self,
         target: str = "127.0.0.1:7070",
         management_target: str = "127.0.0.1:7071",
-        token: Optional[str] = None,
-        management_token: Optional[str] = None,
+        token: str | None = None,
+        management_token: str | None = None,
         timeout_s: float = 120,
         stream_window: int = 4,
         **common: Any,
@@ -366,7 +397,10 @@ class GrpcClient(Client):
         self.stream_window = stream_window
         # Answers can be large pictures: lift gRPC's 4 MiB default to TorchServe's own limits.
         limits = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
-        self.channels = [grpc.insecure_channel(target, options=limits), grpc.insecure_channel(management_target, options=limits)]
+        self.channels = [
+            grpc.insecure_channel(target, options=limits),
+            grpc.insecure_channel(management_target, options=limits),
+        ]
         self.inference = inference_pb2_grpc.InferenceAPIsServiceStub(self.channels[0])
         self.management = management_pb2_grpc.ManagementAPIsServiceStub(self.channels[1])
         self.metadata = {
@@ -393,7 +427,9 @@ class GrpcClient(Client):
             raise failure
         return Answer(body, sniff_content_type(body))
 
-    def _stream(self, model: str, version: str, sequence_id: str, frames: Iterator[Parts]) -> Iterator[Union[Answer, HandlerError]]:
+    def _stream(
+        self, model: str, version: str, sequence_id: str, frames: Iterator[Parts]
+    ) -> Iterator[Answer | HandlerError]:
         window = threading.Semaphore(self.stream_window)  # frames sent and not yet answered
         stopped = threading.Event()
 
@@ -402,7 +438,9 @@ class GrpcClient(Client):
                 window.acquire()
                 if stopped.is_set():
                     return
-                yield inference_pb2.PredictionsRequest(model_name=model, model_version=version, input=parts, sequence_id=sequence_id)
+                yield inference_pb2.PredictionsRequest(
+                    model_name=model, model_version=version, input=parts, sequence_id=sequence_id
+                )
             # TorchServe 0.12 without our frontend agent closes the answer stream as soon as the
             # request stream closes, dropping answers still on their way: close ours only once
             # every frame is answered, so that any TorchServe answers them all.
@@ -413,7 +451,9 @@ class GrpcClient(Client):
         try:
             for response in responses:
                 window.release()
-                yield error_in_body(response.prediction) or Answer(response.prediction, sniff_content_type(response.prediction))
+                yield error_in_body(response.prediction) or Answer(
+                    response.prediction, sniff_content_type(response.prediction)
+                )
         except grpc.RpcError as error:
             raise self._explained(grpc_error(error), "inference", bool(self.metadata["inference"])) from None
         finally:

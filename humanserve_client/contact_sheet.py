@@ -1,4 +1,5 @@
-"""The contact sheet of a pairing (``humanserve contact-sheet``): the best pairs side by side, skeletons drawn, for a check by eye."""
+"""The contact sheet of a pairing (``humanserve contact-sheet``): the best pairs side by side, skeletons drawn, for a
+check by eye."""
 
 import csv
 import json
@@ -12,9 +13,26 @@ from .tracking import draw_pose
 
 # COCO's limbs (0-based joints), as the server answers them in "skeleton" (patches.csv does not carry them).
 SKELETON = (
-    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
-    (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
-)  # fmt: skip
+    (15, 13),
+    (13, 11),
+    (16, 14),
+    (14, 12),
+    (11, 12),
+    (5, 11),
+    (6, 12),
+    (5, 6),
+    (5, 7),
+    (6, 8),
+    (7, 9),
+    (8, 10),
+    (1, 2),
+    (0, 1),
+    (0, 2),
+    (1, 3),
+    (2, 4),
+    (3, 5),
+    (4, 6),
+)
 LIMB, JOINT, LABEL_HEIGHT = (0, 200, 255), (60, 60, 255), 22  # BGR
 
 
@@ -31,14 +49,26 @@ def read_rows(path: Path, key: str) -> dict[str, dict]:
         return {row[key]: row for row in csv.DictReader(handle)}
 
 
-def contact_sheet(pairs: Path, a: Path, b: Path, out: Path, top: int = 20, padding: float = 0.1, min_score: float = 0.3, cell: int = 192) -> int:
-    """Draw the ``top`` most similar rank-1 pairs of ``pairs`` (A's patch, then B's, in rows) into ``out``; how many rows.
+def contact_sheet(
+    pairs: Path,
+    a: Path,
+    b: Path,
+    out: Path,
+    top: int = 20,
+    padding: float = 0.1,
+    min_score: float = 0.3,
+    cell: int = 192,
+) -> int:
+    """Draw the ``top`` most similar rank-1 pairs of ``pairs`` (A's patch, then B's, in rows) into ``out``; how many
+    rows.
 
     ``a`` and ``b`` are ``humanserve patches`` output folders (patches.csv and patches/);
     ``padding`` must be the one they were cut with, so the keypoints land on the patches.
     """
     with open(pairs, newline="") as handle:
-        best = sorted((row for row in csv.DictReader(handle) if row["rank"] == "1"), key=lambda row: -float(row["similarity"]))[:top]
+        best = sorted(
+            (row for row in csv.DictReader(handle) if row["rank"] == "1"), key=lambda row: -float(row["similarity"])
+        )[:top]
     sets = [(folder, read_rows(folder / "patches.csv", "patch")) for folder in (a, b)]
     rows = []
     for pair in best:
@@ -47,10 +77,21 @@ def contact_sheet(pairs: Path, a: Path, b: Path, out: Path, top: int = 20, paddi
             image = cv2.imread(str(folder / "patches" / name))
             if image is None:
                 raise FileNotFoundError(f"{folder / 'patches' / name} is missing or not an image")
-            draw_pose(image, patch_keypoints(patches[name], padding, image.shape[1]), SKELETON, min_score, LIMB, JOINT, 2, 3)
+            draw_pose(
+                image, patch_keypoints(patches[name], padding, image.shape[1]), SKELETON, min_score, LIMB, JOINT, 2, 3
+            )
             tiles.append(cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA))
         label = np.full((LABEL_HEIGHT, 2 * cell, 3), 255, np.uint8)
-        cv2.putText(label, f"{pair['view'] or '-'}  {float(pair['similarity']):.3f}", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            label,
+            f"{pair['view'] or '-'}  {float(pair['similarity']):.3f}",
+            (6, 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
         rows.append(np.vstack([label, np.hstack(tiles)]))
     if rows:
         cv2.imwrite(str(out), np.vstack(rows))

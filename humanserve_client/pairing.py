@@ -1,4 +1,5 @@
-"""Pose pairing of two patch sets (``humanserve pair``): for each patch of A, the patches of B with the same view whose poses match best.
+"""Pose pairing of two patch sets (``humanserve pair``): for each patch of A, the patches of B with the same view whose
+poses match best.
 
 A pose is its 17 keypoints moved to the patch box's corner and divided by the box's longer
 side, so neither position nor scale in the frame matters (the aspect of the pose stays).
@@ -9,9 +10,9 @@ and 50,000 x 50,000 patches pair in minutes.
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -41,7 +42,9 @@ def read_patches(path: Path) -> Patches:
     try:
         with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
-            missing = [c for c in ("patch", "x1", "y1", "x2", "y2", "view", "keypoints") if c not in (reader.fieldnames or [])]
+            missing = [
+                c for c in ("patch", "x1", "y1", "x2", "y2", "view", "keypoints") if c not in (reader.fieldnames or [])
+            ]
             if missing:
                 raise PatchFileError(f"{path}: no column {missing[0]!r} (columns: {', '.join(PATCH_COLUMNS)})")
             for line, row in enumerate(reader, start=2):
@@ -53,7 +56,12 @@ def read_patches(path: Path) -> Patches:
                 scores.append(keypoints[:, 2])
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise PatchFileError(f"{path}: {error}") from None
-    return Patches(names, np.array(views, dtype=object), np.array(poses).reshape(-1, JOINTS, 2), np.array(scores).reshape(-1, JOINTS))
+    return Patches(
+        names,
+        np.array(views, dtype=object),
+        np.array(poses).reshape(-1, JOINTS, 2),
+        np.array(scores).reshape(-1, JOINTS),
+    )
 
 
 def _row_pose(path: Path, line: int, row: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -74,13 +82,16 @@ def _row_pose(path: Path, line: int, row: dict) -> tuple[np.ndarray, np.ndarray]
 
 
 def similarities(a: Patches, b: Patches, rows: slice, columns: np.ndarray, min_joint_score: float) -> np.ndarray:
-    """Cosine similarity ``[len(rows), len(columns)]`` over the joints both poses are sure of; NaN where they share none."""
+    """Cosine similarity ``[len(rows), len(columns)]`` over the joints both poses are sure of; NaN where they share
+    none."""
     sure_a = (a.scores[rows] >= min_joint_score).astype(np.float32)
     sure_b = (b.scores[columns] >= min_joint_score).astype(np.float32)
     pose_a = (a.poses[rows] * sure_a[..., None]).reshape(len(sure_a), -1).astype(np.float32)
     pose_b = (b.poses[columns] * sure_b[..., None]).reshape(len(sure_b), -1).astype(np.float32)
     dot = pose_a @ pose_b.T  # a masked joint is zero in its own vector, so only shared joints add up
-    norm_a = ((a.poses[rows] ** 2).sum(-1) * sure_a).astype(np.float32) @ sure_b.T  # |a| over the joints b is sure of too
+    norm_a = ((a.poses[rows] ** 2).sum(-1) * sure_a).astype(
+        np.float32
+    ) @ sure_b.T  # |a| over the joints b is sure of too
     norm_b = sure_a @ ((b.poses[columns] ** 2).sum(-1) * sure_b).astype(np.float32).T
     with np.errstate(invalid="ignore", divide="ignore"):
         cosine = np.clip(dot / np.sqrt(norm_a * norm_b), -1.0, 1.0)  # float32 rounding can pass 1
@@ -88,7 +99,9 @@ def similarities(a: Patches, b: Patches, rows: slice, columns: np.ndarray, min_j
     return cosine
 
 
-def best_pairs(a: Patches, b: Patches, top: int, min_joint_score: float, chunk: int = 512) -> Iterator[tuple[str, str, str, float, int]]:
+def best_pairs(
+    a: Patches, b: Patches, top: int, min_joint_score: float, chunk: int = 512
+) -> Iterator[tuple[str, str, str, float, int]]:
     """For each patch of A, its ``top`` best patches of B with the same view: (a, b, view, similarity, rank)."""
     for view in sorted(set(a.views) & set(b.views)):
         rows_a, columns = np.flatnonzero(a.views == view), np.flatnonzero(b.views == view)
@@ -97,7 +110,9 @@ def best_pairs(a: Patches, b: Patches, top: int, min_joint_score: float, chunk: 
             rows = rows_a[start : start + chunk]
             cosine = np.nan_to_num(similarities(a, b, rows, columns, min_joint_score), nan=-np.inf)
             best = np.argpartition(-cosine, keep - 1, axis=1)[:, :keep]
-            order = np.take_along_axis(best, np.argsort(-np.take_along_axis(cosine, best, axis=1), axis=1, kind="stable"), axis=1)
+            order = np.take_along_axis(
+                best, np.argsort(-np.take_along_axis(cosine, best, axis=1), axis=1, kind="stable"), axis=1
+            )
             for local, (row, picks) in enumerate(zip(rows, order)):
                 for rank, column in enumerate(picks, start=1):
                     value = cosine[local, column]

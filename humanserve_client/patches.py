@@ -1,4 +1,5 @@
-"""Person patches from videos (``humanserve patches``): sampled frames through a served model, a square patch per person.
+"""Person patches from videos (``humanserve patches``): sampled frames through a served model, a square patch per
+person.
 
 Every ``every``-th frame is sent (frame 0, every, 2 every, ...). When a sampled frame shows a
 person scoring at least ``score_threshold``, ``look_back`` more frames spread over the second
@@ -13,10 +14,11 @@ the frame, never stretched) and scaled to ``size`` pixels. Frames already handle
 import csv
 import json
 from collections import deque
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -42,13 +44,15 @@ class PatchSettings:
 
 
 def look_back_frames(frame: int, fps: float, settings: PatchSettings) -> list[int]:
-    """The frames sent besides sampled ``frame`` when it shows a person: spread over the second before it, after the previous sample."""
+    """The frames sent besides sampled ``frame`` when it shows a person: spread over the second before it, after the
+    previous sample."""
     earlier = {frame - round(k * fps / (settings.look_back + 1)) for k in range(1, settings.look_back + 1)}
     return sorted(f for f in earlier if max(frame - settings.every, -1) < f < frame)
 
 
 def square_around(box: list[float], padding: float) -> tuple[float, float, float]:
-    """The patch's square ``(x1, y1, side)`` for a person ``box``: grown by ``padding`` of the longer side each way, same centre."""
+    """The patch's square ``(x1, y1, side)`` for a person ``box``: grown by ``padding`` of the longer side each way,
+    same centre."""
     x1, y1, x2, y2 = box
     side = max(x2 - x1, y2 - y1) * (1 + 2 * padding)
     return (x1 + x2 - side) / 2, (y1 + y2 - side) / 2, side
@@ -66,13 +70,18 @@ def cut_patch(frame: np.ndarray, box: list[float], padding: float, size: int) ->
     scale = cut / side
     # Continuous coordinates: frame point p lands at (p - corner) * scale; OpenCV's matrix maps pixel centres.
     matrix = np.array([[scale, 0, (0.5 - x1) * scale - 0.5], [0, scale, (0.5 - y1) * scale - 0.5]])
-    patch = cv2.warpAffine(frame, matrix, (cut, cut), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=FILL)
+    patch = cv2.warpAffine(
+        frame, matrix, (cut, cut), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=FILL
+    )
     return patch if blocks == 1 else cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def kept_people(answer: Mapping[str, Any], settings: PatchSettings) -> list[dict[str, Any]]:
-    """The people of an answer that become patches: at least the score threshold, the best only unless ``all_people``."""
-    people = sorted((p for p in answer.get("people", []) if p["score"] >= settings.score_threshold), key=lambda p: -p["score"])
+    """The people of an answer that become patches: at least the score threshold, the best only unless
+    ``all_people``."""
+    people = sorted(
+        (p for p in answer.get("people", []) if p["score"] >= settings.score_threshold), key=lambda p: -p["score"]
+    )
     return people if settings.all_people else people[:1]
 
 
@@ -86,7 +95,8 @@ def frames_done(out: Path) -> set[tuple[str, int]]:
 
 
 class PatchWriter:
-    """Appends patch rows and handled frames to ``out``'s CSVs and patch files to ``out/patches``, flushed as they come."""
+    """Appends patch rows and handled frames to ``out``'s CSVs and patch files to ``out/patches``, flushed as they
+    come."""
 
     def __init__(self, out: Path):
         (out / "patches").mkdir(parents=True, exist_ok=True)
@@ -101,13 +111,33 @@ class PatchWriter:
             if fresh:
                 self.writers[name].writerow(columns)
 
-    def frame(self, video: str, index: int, time_s: float, image: np.ndarray, people: list[dict[str, Any]], settings: PatchSettings) -> None:
+    def frame(
+        self,
+        video: str,
+        index: int,
+        time_s: float,
+        image: np.ndarray,
+        people: list[dict[str, Any]],
+        settings: PatchSettings,
+    ) -> None:
         for person, found in enumerate(people):
             patch = f"{Path(video).stem}_{index:07d}_{person}.jpg"
-            cv2.imwrite(str(self.out / "patches" / patch), cut_patch(image, found["box"], settings.padding, settings.size))
+            cv2.imwrite(
+                str(self.out / "patches" / patch), cut_patch(image, found["box"], settings.padding, settings.size)
+            )
             keypoints = [[round(v, 2) for v in joint] for joint in found.get("keypoints", [])]
             self.writers["patches.csv"].writerow(
-                (video, index, round(time_s, 3), person, patch, *[round(v, 2) for v in found["box"]], found["score"], found.get("view", ""), json.dumps(keypoints))
+                (
+                    video,
+                    index,
+                    round(time_s, 3),
+                    person,
+                    patch,
+                    *[round(v, 2) for v in found["box"]],
+                    found["score"],
+                    found.get("view", ""),
+                    json.dumps(keypoints),
+                )
             )
         self.writers["frames.csv"].writerow((video, index, len(people)))
         for handle in self.files.values():
@@ -118,8 +148,11 @@ class PatchWriter:
             handle.close()
 
 
-def sampled_with_look_back(path: Path, settings: PatchSettings, skip: set[int]) -> Iterator[tuple[int, float, np.ndarray, list[tuple[int, float, np.ndarray]]]]:
-    """Each sampled frame not in ``skip`` with the frames it may look back at: ``(index, time_s, BGR, [(index, time_s, BGR), ...])``."""
+def sampled_with_look_back(
+    path: Path, settings: PatchSettings, skip: set[int]
+) -> Iterator[tuple[int, float, np.ndarray, list[tuple[int, float, np.ndarray]]]]:
+    """Each sampled frame not in ``skip`` with the frames it may look back at: ``(index, time_s, BGR, [(index, time_s,
+    BGR), ...])``."""
     _, fps = video_facts(path)
     capture = open_video(path)
     recent: deque = deque(maxlen=settings.every)
@@ -139,10 +172,16 @@ def sampled_with_look_back(path: Path, settings: PatchSettings, skip: set[int]) 
 
 
 def extract_patches(
-    client: Client, model: str, video: Path, out: Path, settings: PatchSettings,
-    options: Mapping[str, OptionValue] = {}, concurrency: int = 4,
-) -> tuple[int, int]:  # fmt: skip
-    """Send ``video``'s sampled frames (and their look-backs) to ``model``, write the patches; (frames handled, patches written)."""
+    client: Client,
+    model: str,
+    video: Path,
+    out: Path,
+    settings: PatchSettings,
+    options: Mapping[str, OptionValue] = {},
+    concurrency: int = 4,
+) -> tuple[int, int]:
+    """Send ``video``'s sampled frames (and their look-backs) to ``model``, write the patches; (frames handled, patches
+    written)."""
     skip = {frame for name, frame in frames_done(out) if name == video.name}
     total, _ = video_facts(video)
     progress = Progress(video.name, -(-total // settings.every) if total else 0)
@@ -178,7 +217,15 @@ def extract_patches(
     return frames, patches
 
 
-def _write(future: Future, writer: PatchWriter, video: Path, settings: PatchSettings, progress: Progress, frames: int, patches: int) -> tuple[int, int]:
+def _write(
+    future: Future,
+    writer: PatchWriter,
+    video: Path,
+    settings: PatchSettings,
+    progress: Progress,
+    frames: int,
+    patches: int,
+) -> tuple[int, int]:
     for index, time_s, image, people in future.result():
         writer.frame(video.name, index, time_s, image, people, settings)
         frames, patches = frames + 1, patches + len(people)

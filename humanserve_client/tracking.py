@@ -7,8 +7,9 @@ record: the frame's index and time in the video, and the answer or its error.
 """
 
 import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence, TextIO
+from typing import Any, TextIO
 
 import cv2
 import numpy as np
@@ -16,7 +17,16 @@ import numpy as np
 from .client import Client, HandlerError, OptionValue
 
 # Colours for track IDs (BGR), far apart; untracked people (no ID yet) are grey.
-ID_COLOURS = ((75, 25, 230), (75, 180, 60), (25, 225, 255), (200, 130, 0), (48, 130, 245), (180, 30, 145), (240, 240, 70), (230, 50, 240))
+ID_COLOURS = (
+    (75, 25, 230),
+    (75, 180, 60),
+    (25, 225, 255),
+    (200, 130, 0),
+    (48, 130, 245),
+    (180, 30, 145),
+    (240, 240, 70),
+    (230, 50, 240),
+)
 UNTRACKED = (160, 160, 160)
 
 
@@ -51,7 +61,8 @@ def video_frames(capture: cv2.VideoCapture, every: int = 1) -> Iterator[tuple[in
 
 
 def video_facts(path: Path, default_fps: float = 25.0) -> tuple[int, float]:
-    """How many frames the video says it has (0 if it does not say) and its frame rate (``default_fps`` if it does not say)."""
+    """How many frames the video says it has (0 if it does not say) and its frame rate (``default_fps`` if it does not
+    say)."""
     capture = cv2.VideoCapture(str(path))
     try:
         return max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0), capture.get(cv2.CAP_PROP_FPS) or default_fps
@@ -83,7 +94,7 @@ def track_video(
     path: Path,
     every: int = 1,
     options: Mapping[str, OptionValue] = {},
-    sequence_id: Optional[str] = None,
+    sequence_id: str | None = None,
     image_format: str = "jpeg",
 ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """Each sent frame (BGR) and its record ``{"frame_index", "time_s", ...answer}`` or ``{..., "error"}``, in order."""
@@ -115,9 +126,27 @@ def draw_tracks(frame: np.ndarray, answer: Mapping[str, Any], min_score: float =
         x1, y1, x2, y2 = (int(round(v)) for v in person["box"])
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
         if person.get("keypoints"):
-            draw_pose(canvas, np.array(person["keypoints"]), answer.get("skeleton", []), min_score, colour, colour, thickness, thickness + 1)
+            draw_pose(
+                canvas,
+                np.array(person["keypoints"]),
+                answer.get("skeleton", []),
+                min_score,
+                colour,
+                colour,
+                thickness,
+                thickness + 1,
+            )
         label = f"#{track_id}" if track_id is not None else "?"
-        cv2.putText(canvas, label, (x1 + 2, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness + 0.2, colour, thickness, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            label,
+            (x1 + 2, max(y1 - 4, 12)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thickness + 0.2,
+            colour,
+            thickness,
+            cv2.LINE_AA,
+        )
     return canvas
 
 
@@ -139,10 +168,17 @@ class Progress:
 
 
 def draw_pose(
-    canvas: np.ndarray, keypoints: np.ndarray, skeleton: Sequence[Sequence[int]], min_score: float,
-    limb: tuple[int, int, int], joint: tuple[int, int, int], thickness: int, radius: int,
-) -> None:  # fmt: skip
-    """Draw onto ``canvas`` the joints of ``keypoints [K, 3]`` scoring at least ``min_score`` and the ``skeleton``'s limbs between them.
+    canvas: np.ndarray,
+    keypoints: np.ndarray,
+    skeleton: Sequence[Sequence[int]],
+    min_score: float,
+    limb: tuple[int, int, int],
+    joint: tuple[int, int, int],
+    thickness: int,
+    radius: int,
+) -> None:
+    """Draw onto ``canvas`` the joints of ``keypoints [K, 3]`` scoring at least ``min_score`` and the ``skeleton``'s
+    limbs between them.
 
     Keypoints are continuous pixel coordinates (a pixel's centre at +0.5); OpenCV draws at pixel indices.
     """

@@ -28,7 +28,9 @@ from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn
 from tools.server import TorchServe, loopback_overrides
 
 MODEL = "sized_answers"
-HANDLER = Path("..") / "loadtest" / "sized_answers_handler.py"  # relative to handlers/, where archives take handlers from
+HANDLER = (
+    Path("..") / "loadtest" / "sized_answers_handler.py"
+)  # relative to handlers/, where archives take handlers from
 
 
 def sized_answers_package(serving: Serving) -> Package:
@@ -41,13 +43,21 @@ def sized_answers_package(serving: Serving) -> Package:
 def measure(server: TorchServe, size: int, clients: int, warm_up_s: float, window_s: float) -> dict[str, float]:
     """Core-ms per answer (frontend, others) and answers/s for answers of ``size`` bytes."""
     request = Photo(f"{size} bytes", json.dumps({"bytes": size, "seed": 0, "status": 200}).encode(), "application/json")
-    frontend, others, per_s = measure_served(server, Row(f"answers of {size} bytes", MODEL), request, clients, warm_up_s, window_s)
+    frontend, others, per_s = measure_served(
+        server, Row(f"answers of {size} bytes", MODEL), request, clients, warm_up_s, window_s
+    )
     return {"frontend": frontend, "others": others, "per_s": per_s}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", type=int, default=[1000, 250_000, 1_000_000, 4_000_000, 8_000_000], help="answer sizes in bytes")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        default=[1000, 250_000, 1_000_000, 4_000_000, 8_000_000],
+        help="answer sizes in bytes",
+    )
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--warm-up", type=float, default=2.0, help="seconds of load before each window")
     parser.add_argument("--window", type=float, default=8.0, help="seconds of load each figure is measured over")
@@ -62,16 +72,26 @@ def main() -> None:
         store = Path(work) / "store"
         write_archive(sized_answers_package(replace(POSE_SERVING, threads=1)), store)
         for agent in (False, True):
-            server = TorchServe(Path(work) / f"run-{agent}", [MODEL], store, overrides=loopback_overrides(store), agent=agent)
+            server = TorchServe(
+                Path(work) / f"run-{agent}", [MODEL], store, overrides=loopback_overrides(store), agent=agent
+            )
             with server.running(300):
                 results[agent] = {}
                 for size in args.sizes:
                     results[agent][size] = measured = measure(server, size, args.clients, args.warm_up, args.window)
-                    print(f"{'with' if agent else 'without'} the agent, {size} bytes: {measured['frontend'] + measured['others']:.2f} core-ms "
-                          f"(frontend {measured['frontend']:.2f}), {measured['per_s']:.0f} answers/s", flush=True)  # fmt: skip
+                    print(
+                        f"{'with' if agent else 'without'} the agent, {size} bytes: {measured['frontend'] + measured['others']:.2f} core-ms "
+                        f"(frontend {measured['frontend']:.2f}), {measured['per_s']:.0f} answers/s",
+                        flush=True,
+                    )
     for size in args.sizes:
-        cells = [f"{r[size]['frontend'] + r[size]['others']:.2f} ({r[size]['frontend']:.2f} / {r[size]['others']:.2f})" for r in (results[False], results[True])]
-        lines.append(f"| {size:,} B | {cells[0]} | {cells[1]} | {results[False][size]['per_s']:.0f} | {results[True][size]['per_s']:.0f} |")
+        cells = [
+            f"{r[size]['frontend'] + r[size]['others']:.2f} ({r[size]['frontend']:.2f} / {r[size]['others']:.2f})"
+            for r in (results[False], results[True])
+        ]
+        lines.append(
+            f"| {size:,} B | {cells[0]} | {cells[1]} | {results[False][size]['per_s']:.0f} | {results[True][size]['per_s']:.0f} |"
+        )
     header = (
         f"Command: `python -m loadtest.bench_answers --clients {args.clients} --window {args.window:g}`, {time.strftime('%Y-%m-%d %H:%M')}. "
         f"Machine: {describe_machine(torch.device('cpu'))}."

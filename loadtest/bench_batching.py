@@ -38,9 +38,9 @@ def padded(model: torch.nn.Module, images: list[Tensor]) -> list[Tensor]:
     """Zero-pad every image to the batch's largest height and width, one call, crop each answer back."""
     height = max(image.shape[-2] for image in images)
     width = max(image.shape[-1] for image in images)
-    batch = torch.stack([
-        torch.nn.functional.pad(image, (0, width - image.shape[-1], 0, height - image.shape[-2])) for image in images
-    ])  # fmt: skip
+    batch = torch.stack(
+        [torch.nn.functional.pad(image, (0, width - image.shape[-1], 0, height - image.shape[-2])) for image in images]
+    )
     answers = model(batch)
     return [answer[..., : image.shape[-2], : image.shape[-1]] for answer, image in zip(answers, images)]
 
@@ -51,10 +51,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"Machine: {describe_machine(device)}; random weights (the compute of trained ones); median of {args.repeats}\n")
-    print("| model | batch of 4 | sizes | one call per size, s | padded into one call, s | padded / grouped | answer change from padding |")
+    print(
+        f"Machine: {describe_machine(device)}; random weights (the compute of trained ones); median of {args.repeats}\n"
+    )
+    print(
+        "| model | batch of 4 | sizes | one call per size, s | padded into one call, s | padded / grouped | answer change from padding |"
+    )
     print("|---|---|---|---:|---:|---:|---:|")
-    for model_name, sizes_by_kind, scale in (("person_segmenter", SEGMENTER_SIZES, 1.0), ("style_candy", STYLE_SIZES, 255.0)):
+    for model_name, sizes_by_kind, scale in (
+        ("person_segmenter", SEGMENTER_SIZES, 1.0),
+        ("style_candy", STYLE_SIZES, 255.0),
+    ):
         model = RECIPES[model_name].parts[0].make(weights="random").module.eval().to(device)
         generator = torch.Generator().manual_seed(0)
         for kind, sizes in sizes_by_kind.items():
@@ -65,7 +72,9 @@ def main() -> None:
                 exact, approx = grouped(model, images), padded(model, images)
             change = max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-6)) for a, b in zip(approx, exact))
             shown = ", ".join(f"{h}x{w}" for h, w in dict.fromkeys(sizes))
-            print(f"| {model_name} | {kind} | {shown} | {group_time:.2f} | {pad_time:.2f} | {pad_time / group_time:.2f} | {change:.1%} of the range |")
+            print(
+                f"| {model_name} | {kind} | {shown} | {group_time:.2f} | {pad_time:.2f} | {pad_time / group_time:.2f} | {change:.1%} of the range |"
+            )
 
 
 if __name__ == "__main__":

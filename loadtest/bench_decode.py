@@ -79,8 +79,12 @@ def main() -> None:
     device = torch.device(args.device)
 
     print(f"Machine: {describe_machine(device)}; decoding on {device}")
-    print(f"{JOINTS} joints, {HEIGHT}x{WIDTH} heatmaps, sigma {SIGMA}, DARK refinement; median of {args.repeats} runs\n")
-    print("| people | batched (ours) ms | per-joint loop ms | speed-up | ours max / mean error px | loop max / mean error px |")
+    print(
+        f"{JOINTS} joints, {HEIGHT}x{WIDTH} heatmaps, sigma {SIGMA}, DARK refinement; median of {args.repeats} runs\n"
+    )
+    print(
+        "| people | batched (ours) ms | per-joint loop ms | speed-up | ours max / mean error px | loop max / mean error px |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for people in args.batches:
         heatmaps, boxes, truth = synthetic_batch(people, seed=people)

@@ -29,7 +29,10 @@ from tools.server import REPO, TorchServe, loopback_overrides
 def measure(url: str, token: str, photo: bytes, options: dict, count: int) -> list[float]:
     """Seconds per request for ``count`` sequential requests after two warm-ups; every answer must be 200."""
     headers = {"Authorization": f"Bearer {token}"}
-    files = {"data": ("photo.jpg", photo, "image/jpeg"), **{k: (None, json.dumps(v) if not isinstance(v, str) else v) for k, v in options.items()}}
+    files = {
+        "data": ("photo.jpg", photo, "image/jpeg"),
+        **{k: (None, json.dumps(v) if not isinstance(v, str) else v) for k, v in options.items()},
+    }
     session = requests.Session()
     times = []
     for index in range(count + 2):
@@ -59,16 +62,30 @@ def main() -> None:
         server = TorchServe(Path(work) / "run", args.models, store, overrides=loopback_overrides(store))
         with server.running(600):
             for model in args.models:
-                times = sorted(measure(f"{server.inference_url}/predictions/{model}", server.token("inference"), photo, options, args.requests))
+                times = sorted(
+                    measure(
+                        f"{server.inference_url}/predictions/{model}",
+                        server.token("inference"),
+                        photo,
+                        options,
+                        args.requests,
+                    )
+                )
                 weights = server.describe(model)["customizedMetadata"]["weights"]
-                rows.append((model, times, ", ".join(f"{part}: {record['source']}" for part, record in weights.items())))
+                rows.append(
+                    (model, times, ", ".join(f"{part}: {record['source']}" for part, record in weights.items()))
+                )
     print(f"\nMachine: {describe_machine(torch.device('cpu'))}; served by TorchServe (1 worker, production config)")
-    print(f"One client, {args.requests} sequential requests after 2 warm-ups; astronaut JPEG at {width}x{height}; options {options or 'none'}\n")
+    print(
+        f"One client, {args.requests} sequential requests after 2 warm-ups; astronaut JPEG at {width}x{height}; options {options or 'none'}\n"
+    )
     print("| model | weights | mean ms | p50 ms | p95 ms |")
     print("|---|---|---:|---:|---:|")
     for model, times, weights in rows:
         p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
-        print(f"| {model} | {weights} | {statistics.mean(times) * 1000:.0f} | {statistics.median(times) * 1000:.0f} | {p95 * 1000:.0f} |")
+        print(
+            f"| {model} | {weights} | {statistics.mean(times) * 1000:.0f} | {statistics.median(times) * 1000:.0f} | {p95 * 1000:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,22 @@ def write_patch_set(path: Path, count: int, views: int, seed: int) -> None:
         writer.writerow(PATCH_COLUMNS)
         for n in range(count):
             x1, y1 = corners[n]
-            writer.writerow(("v.mp4", n, n / 24, 0, f"p{n}.jpg", f"{x1:.1f}", f"{y1:.1f}", f"{x1 + sides[n, 0]:.1f}", f"{y1 + sides[n, 0]:.1f}",
-                             0.99, VIEWS[n % views], json.dumps(keypoints[n].tolist())))  # fmt: skip
+            writer.writerow(
+                (
+                    "v.mp4",
+                    n,
+                    n / 24,
+                    0,
+                    f"p{n}.jpg",
+                    f"{x1:.1f}",
+                    f"{y1:.1f}",
+                    f"{x1 + sides[n, 0]:.1f}",
+                    f"{y1 + sides[n, 0]:.1f}",
+                    0.99,
+                    VIEWS[n % views],
+                    json.dumps(keypoints[n].tolist()),
+                )
+            )
 
 
 def main() -> None:
@@ -51,7 +65,9 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=50_000, help="patches in each set")
     parser.add_argument("--views", type=int, default=4, choices=range(1, 5))
     parser.add_argument("--top", type=int, default=5)
-    parser.add_argument("--unique-patches", type=int, default=4_000, help="patches per set for the --unique timing (0: skip)")
+    parser.add_argument(
+        "--unique-patches", type=int, default=4_000, help="patches per set for the --unique timing (0: skip)"
+    )
     parser.add_argument("--min-joint-score", type=float, default=0.3)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
@@ -62,7 +78,10 @@ def main() -> None:
         started = time.perf_counter()
         count = pair_files(a, b, out, args.top, args.min_joint_score)
         seconds = time.perf_counter() - started
-        print(f"{args.patches} x {args.patches} patches, {args.views} views, top {args.top}: {count} pairs in {seconds:.1f} s", flush=True)
+        print(
+            f"{args.patches} x {args.patches} patches, {args.views} views, top {args.top}: {count} pairs in {seconds:.1f} s",
+            flush=True,
+        )
         unique_text = "-"
         if args.unique_patches:
             write_patch_set(a, args.unique_patches, args.views, seed=3)
@@ -75,12 +94,14 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     print(f"peak RSS {peak_mb} MB")
     if not args.no_record:
-        command = f"`make bench-pairing BENCH_ARGS=\"--patches {args.patches} --views {args.views} --top {args.top}\"`"
+        command = f'`make bench-pairing BENCH_ARGS="--patches {args.patches} --views {args.views} --top {args.top}"`'
         append_table_row(
-            BENCHMARKS, SECTION, TABLE_HEADER,
+            BENCHMARKS,
+            SECTION,
+            TABLE_HEADER,
             f"| {time.strftime('%Y-%m-%d')} | {describe_machine(torch.device('cpu'))} | {args.patches:,} x {args.patches:,} | {args.views} | {args.top} "
             f"| {seconds:.1f} | {count:,} | {unique_text} | {peak_mb} | {command} |",
-        )  # fmt: skip
+        )
 
 
 if __name__ == "__main__":

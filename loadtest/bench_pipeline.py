@@ -18,10 +18,9 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import requests
 import torch
@@ -34,7 +33,7 @@ from export.archive import Part, write_archive  # noqa: E402
 from export.recipes import RECIPES  # noqa: E402
 from export.workflow import write_workflow  # noqa: E402
 from loadtest.machine import describe_machine  # noqa: E402
-from oracles import ORACLE_WEIGHTS, DetectorOracle, PERSON_FRAMES, paint_frames, paint_people  # noqa: E402
+from oracles import ORACLE_WEIGHTS, PERSON_FRAMES, DetectorOracle, paint_frames, paint_people  # noqa: E402
 from tools.server import TorchServe, loopback_overrides  # noqa: E402
 
 PHOTOS = [  # (width, height, regions holding each person's joints)
@@ -52,7 +51,7 @@ class CostedDetector(nn.Module):
         self.detector = detector
         self.painted = painted
 
-    def forward(self, images: List[Tensor]) -> Tuple[Dict[str, Tensor], List[Dict[str, Tensor]]]:
+    def forward(self, images: list[Tensor]) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
         self.detector(images)
         return self.painted(images)
 
@@ -64,7 +63,9 @@ def photo_jpegs() -> list[tuple[bytes, int]]:
     jpegs = []
     for seed, (width, height, regions) in enumerate(PHOTOS):
         painted = paint_people(width, height, regions, seed)
-        frames = [([x1 - 10, y1 - 10, x2 + 10, y2 + 10], PERSON_FRAMES[p]) for p, (x1, y1, x2, y2) in enumerate(regions)]
+        frames = [
+            ([x1 - 10, y1 - 10, x2 + 10, y2 + 10], PERSON_FRAMES[p]) for p, (x1, y1, x2, y2) in enumerate(regions)
+        ]
         paint_frames(painted.image, frames)
         jpegs.append((encode(painted.image, "JPEG"), len(regions)))
     return jpegs
@@ -74,9 +75,13 @@ def build_store(store: Path, detector_model: str) -> None:
     """The archives both setups serve: costed detector, pose_resnet50, the pipeline of both, the workflow."""
     detector_part = RECIPES[detector_model].parts[0].make()
     costed = Part(
-        "detector", CostedDetector(detector_part.module, DetectorOracle()), detector_part.example_inputs,
-        {**ORACLE_WEIGHTS, "compute": {detector_model: detector_part.weights}}, "script", check_batch=2,
-    )  # fmt: skip
+        "detector",
+        CostedDetector(detector_part.module, DetectorOracle()),
+        detector_part.example_inputs,
+        {**ORACLE_WEIGHTS, "compute": {detector_model: detector_part.weights}},
+        "script",
+        check_batch=2,
+    )
     pose_part = RECIPES["pose_resnet50"].parts[0].make()
     write_archive(replace(RECIPES["person_detector"].package((costed,)), name="bench_detector"), store)
     write_archive(RECIPES["pose_resnet50"].package((pose_part,)), store)
@@ -151,7 +156,9 @@ def serve(store: Path, run_dir: Path, models: list[str], workflow: bool) -> Torc
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--detector", default="person_detector_mobilenet", choices=["person_detector", "person_detector_mobilenet"])
+    parser.add_argument(
+        "--detector", default="person_detector_mobilenet", choices=["person_detector", "person_detector_mobilenet"]
+    )
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients (closed loop)")
     parser.add_argument("--duration", type=float, default=60)
     parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS))
@@ -172,11 +179,15 @@ def main() -> None:
                 server.stop()
     print(f"Machine: {describe_machine(torch.device('cpu'))}")
     print(f"Detector network: {args.detector}; pose: pose_resnet50; batch size 4, delay 20 ms;")
-    print(f"{args.clients} clients, closed loop, {args.duration:.0f} s after a 10 s warm-up; JPEG photos 640x480 (2 people), 1280x720 (3), 480x800 (1)\n")
+    print(
+        f"{args.clients} clients, closed loop, {args.duration:.0f} s after a 10 s warm-up; JPEG photos 640x480 (2 people), 1280x720 (3), 480x800 (1)\n"
+    )
     print("| setup | requests | failures | throughput img/s | p50 ms | p95 ms | mean batch |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
-        print(f"| {name} | {r['requests']} | {r['failures']} | {r['throughput']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['mean_batch']} |")
+        print(
+            f"| {name} | {r['requests']} | {r['failures']} | {r['throughput']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['mean_batch']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Served vs raw: how close TorchServe with our handler comes to the model's own speed (design.md section 6), per compiled format.
+"""Served vs raw: how close TorchServe with our handler comes to the model's own speed (design.md section 6), per
+compiled format.
 
     python -m loadtest.bench_served --model pose_resnet50 [--protocol rest|grpc] [--duration 60s]
-        [--formats pt2 torchscript] [--users N] [--batch-size B --max-batch-delay MS --workers W --threads T] [--netty-threads N]
+        [--formats pt2 torchscript] [--users N] [--batch-size B --max-batch-delay MS --workers W --threads T]
+        [--netty-threads N]
 
 For each format (default: ``.pt2`` and TorchScript for models torch.export takes, else
 TorchScript) the model is exported (timed), then measured both ways, one after the other
@@ -41,7 +43,6 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 import yaml
@@ -73,10 +74,21 @@ def load_handler(archive_dir: Path, config: dict):
     sys.path.insert(0, str(archive_dir))  # the archive's own copy of the handler code
     module = importlib.import_module(Path(manifest["model"]["handler"]).stem)
     handler_class = next(c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__)
-    metrics = MetricsCacheYamlImpl(str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))  # the worker's; lines go to logging
+    metrics = MetricsCacheYamlImpl(
+        str(Path(ts.__file__).parent / "configs" / "metrics.yaml")
+    )  # the worker's; lines go to logging
     metrics.initialize_cache()
     metrics.set_request_ids({index: f"local-{index}" for index in range(config["batchSize"])})
-    context = Context(manifest["model"]["modelName"], str(archive_dir), manifest, config["batchSize"], None, "0.12.0", metrics=metrics, model_yaml_config=config)
+    context = Context(
+        manifest["model"]["modelName"],
+        str(archive_dir),
+        manifest,
+        config["batchSize"],
+        None,
+        "0.12.0",
+        metrics=metrics,
+        model_yaml_config=config,
+    )
     handler = handler_class()
     handler.initialize(context)
     handler.context = context  # what BaseHandler.handle sets before preprocess
@@ -101,12 +113,18 @@ def raw_images_per_second(archive: Path, repeats: int, budget_s: float = RAW_BUD
             assert not batch.errors, batch.errors
             batches.append(batch.inputs)
         with torch.inference_mode():
-            for _ in range(WARM_UP_CALLS):  # TorchScript's profiling executor and the allocator settle over the first calls
+            for _ in range(
+                WARM_UP_CALLS
+            ):  # TorchScript's profiling executor and the allocator settle over the first calls
                 start = time.perf_counter()
                 handler.forward(batches[0])
-            affordable = int(budget_s / (time.perf_counter() - start) / len(batches))  # slow models (detectors on CPU) get fewer calls
+            affordable = int(
+                budget_s / (time.perf_counter() - start) / len(batches)
+            )  # slow models (detectors on CPU) get fewer calls
             calls = max(1, min(repeats, affordable))
-            seconds = sum(median_seconds(lambda: handler.forward(inputs), calls, torch.device("cpu")) for inputs in batches)
+            seconds = sum(
+                median_seconds(lambda: handler.forward(inputs), calls, torch.device("cpu")) for inputs in batches
+            )
         return batch_size * len(batches) / seconds, torch.get_num_threads()
 
 
@@ -121,7 +139,7 @@ class FormatRun:
     raws: list[float] = field(default_factory=list)
     threads: int = 0
     start_s: float = 0.0
-    server: Optional[TorchServe] = None
+    server: TorchServe | None = None
     served_threads: int = 0
     windows: list[LoadResult] = field(default_factory=list)
 
@@ -134,11 +152,11 @@ class FormatRun:
     def served(self) -> float:
         return statistics.mean(window.throughput for window in self.windows)
 
-    def users(self, asked: Optional[int]) -> int:
+    def users(self, asked: int | None) -> int:
         """Requests in flight: ``asked``, or two batches per worker."""
         return asked or 2 * self.config["batchSize"] * self.config["minWorkers"]
 
-    def window(self, asked: Optional[str]) -> str:
+    def window(self, asked: str | None) -> str:
         """A Locust window: ``asked``, or long enough for 6 full batches and at least 30 s."""
         return asked or f"{max(30, round(6 * self.config['batchSize'] / self.raw))}s"
 
@@ -152,31 +170,74 @@ def export_format(model: str, model_format: str, overrides: list[str], work: Pat
     command = [sys.executable, "-m", "export", model, "--store", str(store), "--format", model_format, *overrides]
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, env=environment)
     archive = store / f"{model}.mar"
-    return FormatRun(model_format, archive, time.perf_counter() - started, yaml.safe_load(zipfile.ZipFile(archive).read("model-config.yaml")))
+    return FormatRun(
+        model_format,
+        archive,
+        time.perf_counter() - started,
+        yaml.safe_load(zipfile.ZipFile(archive).read("model-config.yaml")),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="pose_resnet50")
     parser.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
-    parser.add_argument("--duration", help="Locust run time at saturation, e.g. 60s (default: long enough for 6 full batches, at least 30s)")
-    parser.add_argument("--formats", nargs="+", choices=("pt2", "torchscript"), help="default: pt2 and torchscript where torch.export takes the model, else torchscript")
+    parser.add_argument(
+        "--duration",
+        help="Locust run time at saturation, e.g. 60s (default: long enough for 6 full batches, at least 30s)",
+    )
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        choices=("pt2", "torchscript"),
+        help="default: pt2 and torchscript where torch.export takes the model, else torchscript",
+    )
     parser.add_argument("--users", type=int, help="requests in flight (default 2 x batch size x workers)")
-    parser.add_argument("--rounds", type=int, default=2, help="turns each format takes, raw and served (figures are means over them)")
-    parser.add_argument("--repeats", type=int, default=200, help=f"most timed raw calls per batch (as many as fit in {RAW_BUDGET_S:g}s, at least 1): this VM's per-call times vary 2-fold")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="turns each format takes, raw and served (figures are means over them)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=200,
+        help=f"most timed raw calls per batch (as many as fit in {RAW_BUDGET_S:g}s, at least 1): this VM's per-call times vary 2-fold",
+    )
     parser.add_argument("--no-record", action="store_true", help="print only; do not add rows to docs/benchmarks.md")
     serving = parser.add_argument_group("serving settings (default: the recipe's)")
     for flag in ("--batch-size", "--max-batch-delay", "--workers", "--threads"):
         serving.add_argument(flag, type=int)
-    serving.add_argument("--netty-threads", type=int, help="TorchServe's front-end and back-end event-loop threads (default: one per core)")
+    serving.add_argument(
+        "--netty-threads",
+        type=int,
+        help="TorchServe's front-end and back-end event-loop threads (default: one per core)",
+    )
     args = parser.parse_args()
     if any(os.environ.get(key) != value for key, value in WORKER_ENVIRONMENT.items()):
         # The raw run gets the workers' environment (glibc reads its malloc settings at start):
         # TorchScript's allocations run faster with it, so raw would otherwise understate it.
-        os.execve(sys.executable, [sys.executable, "-m", "loadtest.bench_served", *sys.argv[1:]], {**os.environ, **WORKER_ENVIRONMENT})
-    overrides = [f"{flag}={value}" for flag, value in (("--batch-size", args.batch_size), ("--max-batch-delay", args.max_batch_delay), ("--workers", args.workers), ("--threads", args.threads)) if value is not None]
-    netty = {"number_of_netty_threads": str(args.netty_threads), "netty_client_threads": str(args.netty_threads)} if args.netty_threads else {}
-    formats = args.formats or (["pt2", "torchscript"] if any(part.pt2 for part in RECIPES[args.model].parts) else ["torchscript"])
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "loadtest.bench_served", *sys.argv[1:]],
+            {**os.environ, **WORKER_ENVIRONMENT},
+        )
+    overrides = [
+        f"{flag}={value}"
+        for flag, value in (
+            ("--batch-size", args.batch_size),
+            ("--max-batch-delay", args.max_batch_delay),
+            ("--workers", args.workers),
+            ("--threads", args.threads),
+        )
+        if value is not None
+    ]
+    netty = (
+        {"number_of_netty_threads": str(args.netty_threads), "netty_client_threads": str(args.netty_threads)}
+        if args.netty_threads
+        else {}
+    )
+    formats = args.formats or (
+        ["pt2", "torchscript"] if any(part.pt2 for part in RECIPES[args.model].parts) else ["torchscript"]
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench-served-") as work, contextlib.ExitStack() as servers:
         runs = [export_format(args.model, model_format, overrides, Path(work)) for model_format in formats]
@@ -185,48 +246,107 @@ def main() -> None:
             for run in runs:
                 per_worker, run.threads = raw_images_per_second(run.archive, args.repeats, RAW_BUDGET_S / args.rounds)
                 run.raws.append(per_worker)
-                print(f"{run.format}: raw {per_worker:.2f} images/s per worker at batch {run.config['batchSize']} with {run.threads} torch threads", flush=True)
+                print(
+                    f"{run.format}: raw {per_worker:.2f} images/s per worker at batch {run.config['batchSize']} with {run.threads} torch threads",
+                    flush=True,
+                )
         for run in runs:
             # Every format's server runs from here on; an idle one costs next to nothing.
-            server = TorchServe(Path(work) / run.format / "run", [args.model], run.archive.parent, overrides={**loopback_overrides(run.archive.parent), **netty})
+            server = TorchServe(
+                Path(work) / run.format / "run",
+                [args.model],
+                run.archive.parent,
+                overrides={**loopback_overrides(run.archive.parent), **netty},
+            )
             started = time.perf_counter()
             servers.enter_context(server.running(600))
             run.start_s, run.server = time.perf_counter() - started, server
             run.served_threads = server.describe(args.model)["customizedMetadata"]["torch_threads"]
             # The worker's first calls are slow too: warm up for a few batches.
-            warm_up(server, args.model, args.protocol, run.users(args.users), f"{max(10, round(3 * run.config['batchSize'] / run.raw))}s", plain=True)
+            warm_up(
+                server,
+                args.model,
+                args.protocol,
+                run.users(args.users),
+                f"{max(10, round(3 * run.config['batchSize'] / run.raw))}s",
+                plain=True,
+            )
         for round_index in range(args.rounds):
             for run in runs:
-                report_dir = REPO / "loadtest" / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-{args.model}-{run.format}-{args.protocol}"
-                run.windows.append(run_locust(run.server, args.model, args.protocol, run.users(args.users), run.window(args.duration), report_dir, plain=True))
-                print(run.windows[-1].summary(f"{args.model} ({run.format}, round {round_index + 1})", args.protocol, run.users(args.users)), flush=True)
+                report_dir = (
+                    REPO
+                    / "loadtest"
+                    / "results"
+                    / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-{args.model}-{run.format}-{args.protocol}"
+                )
+                run.windows.append(
+                    run_locust(
+                        run.server,
+                        args.model,
+                        args.protocol,
+                        run.users(args.users),
+                        run.window(args.duration),
+                        report_dir,
+                        plain=True,
+                    )
+                )
+                print(
+                    run.windows[-1].summary(
+                        f"{args.model} ({run.format}, round {round_index + 1})", args.protocol, run.users(args.users)
+                    ),
+                    flush=True,
+                )
 
     fastest_raw = max(run.raw for run in runs)
     machine = describe_machine(torch.device("cpu"))
     for run in runs:
-        print(f"{run.format}: exported in {run.export_s:.0f} s, started in {run.start_s:.1f} s; served / faster raw = {run.served:.2f} / {fastest_raw:.2f} "
-              f"= {run.served / fastest_raw:.2f} (own raw {run.raw:.2f}; {machine}; worker threads {run.served_threads}, raw threads {run.threads})")  # fmt: skip
+        print(
+            f"{run.format}: exported in {run.export_s:.0f} s, started in {run.start_s:.1f} s; served / faster raw = {run.served:.2f} / {fastest_raw:.2f} "
+            f"= {run.served / fastest_raw:.2f} (own raw {run.raw:.2f}; {machine}; worker threads {run.served_threads}, raw threads {run.threads})"
+        )
         if run.served_threads != run.threads:
-            print(f"warning: the worker ran {run.served_threads} torch threads, the raw run {run.threads}", file=sys.stderr)
+            print(
+                f"warning: the worker ran {run.served_threads} torch threads, the raw run {run.threads}",
+                file=sys.stderr,
+            )
     if len(runs) == 2:
         first, second = runs
-        print(f"{first.format} / {second.format}: raw {first.raw / second.raw:.2f}, served {first.served / second.served:.2f}")
+        print(
+            f"{first.format} / {second.format}: raw {first.raw / second.raw:.2f}, served {first.served / second.served:.2f}"
+        )
     if args.no_record:
         return
     sizes = ", ".join(f"{w}x{h}" for w, h in SIZES)
-    bench_args = overrides + ([f"--netty-threads={args.netty_threads}"] if args.netty_threads else []) + (["--formats", *formats] if args.formats else [])
+    bench_args = (
+        overrides
+        + ([f"--netty-threads={args.netty_threads}"] if args.netty_threads else [])
+        + (["--formats", *formats] if args.formats else [])
+    )
     for run in runs:
         config, windows = run.config, run.windows
-        command = "make bench " + shlex.join([f"MODEL={args.model}", f"PROTOCOL={args.protocol}", f"DURATION={run.window(args.duration)}", *([f"BENCH_ARGS={' '.join(bench_args)}"] if bench_args else [])])
-        workers_note = f" ({config['minWorkers']} x {run.raw / config['minWorkers']:.2f})" if config["minWorkers"] > 1 else ""
-        percentiles = " / ".join(f"{statistics.mean(getattr(w, name) for w in windows):.0f}" for name in ("p50_ms", "p95_ms", "p99_ms"))
+        command = "make bench " + shlex.join(
+            [
+                f"MODEL={args.model}",
+                f"PROTOCOL={args.protocol}",
+                f"DURATION={run.window(args.duration)}",
+                *([f"BENCH_ARGS={' '.join(bench_args)}"] if bench_args else []),
+            ]
+        )
+        workers_note = (
+            f" ({config['minWorkers']} x {run.raw / config['minWorkers']:.2f})" if config["minWorkers"] > 1 else ""
+        )
+        percentiles = " / ".join(
+            f"{statistics.mean(getattr(w, name) for w in windows):.0f}" for name in ("p50_ms", "p95_ms", "p99_ms")
+        )
         batches = [w.mean_batch_size for w in windows if w.mean_batch_size]
         append_table_row(
-            BENCHMARKS, SECTION, TABLE_HEADER,
+            BENCHMARKS,
+            SECTION,
+            TABLE_HEADER,
             f"| {time.strftime('%Y-%m-%d')} | {machine} | {args.model} | {run.format} | {args.protocol} | {config['batchSize']} | {config['maxBatchDelay']} "
             f"| {config['minWorkers']} | {run.served_threads} | {run.users(args.users)} | {run.export_s:.0f} | {run.start_s:.1f} | {run.raw:.2f}{workers_note} "
             f"| {run.served:.2f} | **{run.served / fastest_raw:.2f}** | {percentiles} | {sum(w.failures for w in windows)} of {sum(w.requests for w in windows)} "
-            f"| {f'{statistics.mean(batches):.1f}' if batches else 'n/a (gRPC)'} | `{command}` ({args.rounds} rounds; photos {sizes}) |"
+            f"| {f'{statistics.mean(batches):.1f}' if batches else 'n/a (gRPC)'} | `{command}` ({args.rounds} rounds; photos {sizes}) |",
         )
     print(f"{len(runs)} rows added to {BENCHMARKS.relative_to(REPO)}")
 

@@ -31,7 +31,6 @@ import time
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
 from urllib.parse import urlparse
 
 import cv2
@@ -54,7 +53,11 @@ ALONE = "torchserve_alone"
 
 
 # Issue 11's targets, in full decodes of the same JPEG: at 640x480 and at 1920x1080.
-POSE_TARGETS, JSON_TARGETS, PICTURE_TARGETS = {"jpeg640": 2.0, "jpeg1920": 0.8}, {"jpeg640": 2.5, "jpeg1920": 1.2}, {"jpeg640": 3.5, "jpeg1920": 2.5}
+POSE_TARGETS, JSON_TARGETS, PICTURE_TARGETS = (
+    {"jpeg640": 2.0, "jpeg1920": 0.8},
+    {"jpeg640": 2.5, "jpeg1920": 1.2},
+    {"jpeg640": 3.5, "jpeg1920": 2.5},
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,12 @@ ROWS = {
     "keypoint_rcnn": Row("keypoint_rcnn", "keypoint_rcnn_standin", targets=JSON_TARGETS),
     "segmenter": Row("segmenter mask (JSON)", "segmenter_standin", targets=JSON_TARGETS),
     "cutout": Row("segmenter cut-out (PNG)", "segmenter_standin", {"background": "transparent"}, PICTURE_TARGETS),
-    "cutout_stored": Row("segmenter cut-out (PNG, stored)", "segmenter_standin", {"background": "transparent", "png_compression": "0"}, PICTURE_TARGETS),
+    "cutout_stored": Row(
+        "segmenter cut-out (PNG, stored)",
+        "segmenter_standin",
+        {"background": "transparent", "png_compression": "0"},
+        PICTURE_TARGETS,
+    ),
     "style": Row("style (JPEG)", "style_standin", targets=PICTURE_TARGETS),
     "pix2pix": Row("pix2pix (JPEG; 256x256 model, answer resized back)", "pix2pix_standin", targets=PICTURE_TARGETS),
 }
@@ -104,7 +112,10 @@ def photos() -> dict[str, Photo]:
         image.save(buffer, format=image_format, **({"quality": 90} if image_format == "JPEG" else {}))
         return buffer.getvalue()
 
-    shots = {f"jpeg{w}": Photo(f"{w}x{h} JPEG", encoded(sized(w, h), "JPEG"), "image/jpeg") for w, h in ((640, 480), (1280, 720), (1920, 1080))}
+    shots = {
+        f"jpeg{w}": Photo(f"{w}x{h} JPEG", encoded(sized(w, h), "JPEG"), "image/jpeg")
+        for w, h in ((640, 480), (1280, 720), (1920, 1080))
+    }
     shots["png640"] = Photo("640x480 PNG", encoded(sized(640, 480), "PNG"), "image/png")
     return shots
 
@@ -130,7 +141,8 @@ def full_decode_ms(photo: Photo, repeats: int = 200) -> float:
 
 
 def server_cpu_seconds(root: psutil.Process) -> tuple[float, float]:
-    """CPU seconds (user + system, with waited-for children) of the frontend (the Java process) and of every other process under ``root``."""
+    """CPU seconds (user + system, with waited-for children) of the frontend (the Java process) and of every other
+    process under ``root``."""
     frontend = others = 0.0
     for process in [root, *root.children(recursive=True)]:
         try:
@@ -148,10 +160,13 @@ def server_cpu_seconds(root: psutil.Process) -> tuple[float, float]:
 class Load:
     """Closed-loop clients sending one request over and over on keep-alive connections; counts answers."""
 
-    def __init__(self, url: str, token: Optional[str], photo: Photo, options: dict[str, str], clients: int):
+    def __init__(self, url: str, token: str | None, photo: Photo, options: dict[str, str], clients: int):
         parsed = urlparse(url)
         self.host, self.port, self.path = parsed.hostname, parsed.port, parsed.path
-        self.headers = {"Content-Type": photo.content_type, **{f"X-Option-{k.replace('_', '-')}": v for k, v in options.items()}}
+        self.headers = {
+            "Content-Type": photo.content_type,
+            **{f"X-Option-{k.replace('_', '-')}": v for k, v in options.items()},
+        }
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
         self.body = photo.data
@@ -193,10 +208,15 @@ class Measured:
     stages: dict[str, float]
 
 
-def measure_served(server: TorchServe, row: Row, photo: Photo, clients: int, warm_up_s: float, window_s: float) -> tuple[float, float, float]:
-    """Server CPU core-ms per answered request (the frontend's, the rest's) and requests/s, over ``window_s`` of steady load."""
+def measure_served(
+    server: TorchServe, row: Row, photo: Photo, clients: int, warm_up_s: float, window_s: float
+) -> tuple[float, float, float]:
+    """Server CPU core-ms per answered request (the frontend's, the rest's) and requests/s, over ``window_s`` of steady
+    load."""
     root = psutil.Process(server.process.pid)
-    with Load(f"{server.inference_url}/predictions/{row.model}", server.token("inference"), photo, row.options, clients) as load:
+    with Load(
+        f"{server.inference_url}/predictions/{row.model}", server.token("inference"), photo, row.options, clients
+    ) as load:
         time.sleep(warm_up_s)
         cpu_before, answered_before, started = server_cpu_seconds(root), load.answered, time.perf_counter()
         time.sleep(window_s)
@@ -219,7 +239,9 @@ def measure_in_process(archive: Path, row: Row, photo: Photo, batches: int = 30)
         size = config["batchSize"]
         headers = {"body": {"content-type": photo.content_type}, **{f"X-Option-{k}": v for k, v in row.options.items()}}
         totals = dict.fromkeys(STAGES, 0.0)
-        for repeat in range(batches + 3):  # the first calls warm caches and the allocator up; handle() restarts the clock
+        for repeat in range(
+            batches + 3
+        ):  # the first calls warm caches and the allocator up; handle() restarts the clock
             context.request_processor = [request_processor(headers) for _ in range(size)]
             handler.handle([{"body": bytearray(photo.data)} for _ in range(size)], context)
             if repeat >= 3:
@@ -239,13 +261,19 @@ def alone_package(serving: Serving) -> Package:
 
 def worker_environment(allocator: str, more: list[str]) -> dict[str, str]:
     """The environment TorchServe and its workers get: tools/server.py's, with ``--allocator`` and ``--env`` applied."""
-    environment = {name: value for name, value in WORKER_ENVIRONMENT.items() if name not in ALLOCATOR_ENVIRONMENT and name != "LD_PRELOAD"}
+    environment = {
+        name: value
+        for name, value in WORKER_ENVIRONMENT.items()
+        if name not in ALLOCATOR_ENVIRONMENT and name != "LD_PRELOAD"
+    }
     if allocator == "tuned":
         environment.update(ALLOCATOR_ENVIRONMENT)
     elif allocator != "glibc":
         name, _, library = allocator.partition("=")
         if name not in ("jemalloc", "tcmalloc") or not Path(library).exists():
-            raise SystemExit(f"--allocator {allocator}: expected tuned, glibc, jemalloc=PATH or tcmalloc=PATH to an existing library")
+            raise SystemExit(
+                f"--allocator {allocator}: expected tuned, glibc, jemalloc=PATH or tcmalloc=PATH to an existing library"
+            )
         environment["LD_PRELOAD"] = library
     return {**environment, **dict(item.split("=", 1) for item in more)}
 
@@ -261,7 +289,10 @@ def table(results: dict[tuple[str, str], Measured], decode_ms: dict[str, float],
         decodes = measured.core_ms / decode_ms[shot_key]
         target = row.targets.get(shot_key)
         met = "" if target is None else f"<= {target:g} " + ("met" if decodes <= target else "**missed**")
-        stages = " | ".join(f"{measured.stages.get(s, 0):.2f}" for s in ("read", "decode", "preprocess", "model", "postprocess", "encode"))
+        stages = " | ".join(
+            f"{measured.stages.get(s, 0):.2f}"
+            for s in ("read", "decode", "preprocess", "model", "postprocess", "encode")
+        )
         versus_alone = f"{measured.core_ms / alone.core_ms:.1f}" if alone else "n/a"
         lines.append(
             f"| {row.name} | {shots[shot_key].label} | {measured.core_ms:.2f} | **{decodes:.2f}** | {met} | {versus_alone} "
@@ -273,15 +304,36 @@ def table(results: dict[tuple[str, str], Measured], decode_ms: dict[str, float],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
-    parser.add_argument("--images", nargs="+", choices=["jpeg640", "jpeg1280", "jpeg1920", "png640"], default=["jpeg640", "jpeg1280", "jpeg1920", "png640"])
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        choices=["jpeg640", "jpeg1280", "jpeg1920", "png640"],
+        default=["jpeg640", "jpeg1280", "jpeg1920", "png640"],
+    )
     parser.add_argument("--clients", type=int, default=12)
     parser.add_argument("--warm-up", type=float, default=4.0, help="seconds of load before each window")
     parser.add_argument("--window", type=float, default=20.0, help="seconds of load each figure is measured over")
-    parser.add_argument("--allocator", default="tuned", help="tuned (glibc thresholds, the default), glibc, jemalloc=PATH or tcmalloc=PATH")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: the recipe's, torch's one per core)")
-    parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help="more environment for TorchServe and its workers")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="TorchServe properties over the production config")
-    parser.add_argument("--jvm", action="append", default=[], metavar="OPTION", help="a JVM option after the production vmargs (repeat; write --jvm=-XX:...)")
+    parser.add_argument(
+        "--allocator",
+        default="tuned",
+        help="tuned (glibc thresholds, the default), glibc, jemalloc=PATH or tcmalloc=PATH",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads per worker (default: the recipe's, torch's one per core)"
+    )
+    parser.add_argument(
+        "--env", nargs="*", default=[], metavar="NAME=VALUE", help="more environment for TorchServe and its workers"
+    )
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="TorchServe properties over the production config"
+    )
+    parser.add_argument(
+        "--jvm",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="a JVM option after the production vmargs (repeat; write --jvm=-XX:...)",
+    )
     parser.add_argument("--no-breakdown", action="store_true", help="skip the in-process per-stage timing")
     args = parser.parse_args()
     rows = ["alone", *[r for r in args.rows if r != "alone"]]  # every ratio needs TorchServe alone
@@ -298,14 +350,26 @@ def main() -> None:
         packages = [alone_package(serving), *standin_packages(serving)]
         archives = {package.name: write_archive(package, store) for package in packages}
         models = sorted({ROWS[r].model for r in rows})
-        server = TorchServe(Path(work) / "run", models, store, overrides={**loopback_overrides(store), **settings}, environment=worker_environment(args.allocator, args.env), jvm_options=args.jvm)
+        server = TorchServe(
+            Path(work) / "run",
+            models,
+            store,
+            overrides={**loopback_overrides(store), **settings},
+            environment=worker_environment(args.allocator, args.env),
+            jvm_options=args.jvm,
+        )
         with server.running(600):
             for row_key in rows:
                 for shot_key, photo in shots.items():
-                    frontend_ms, others_ms, rate = measure_served(server, ROWS[row_key], photo, args.clients, args.warm_up, args.window)
+                    frontend_ms, others_ms, rate = measure_served(
+                        server, ROWS[row_key], photo, args.clients, args.warm_up, args.window
+                    )
                     core_ms = frontend_ms + others_ms
                     results[row_key, shot_key] = Measured(core_ms, rate, {})
-                    print(f"{ROWS[row_key].name:28s} {photo.label:14s} {core_ms:6.2f} core-ms/request = {core_ms / decode_ms[shot_key]:.2f} full decodes ({decode_ms[shot_key]:.2f} ms), {rate:.0f} requests/s", flush=True)
+                    print(
+                        f"{ROWS[row_key].name:28s} {photo.label:14s} {core_ms:6.2f} core-ms/request = {core_ms / decode_ms[shot_key]:.2f} full decodes ({decode_ms[shot_key]:.2f} ms), {rate:.0f} requests/s",
+                        flush=True,
+                    )
         if not args.no_breakdown:
             torch.set_num_threads(1)
             for (row_key, shot_key), measured in results.items():
@@ -317,7 +381,9 @@ def main() -> None:
         f"Command: `{command}`, {time.strftime('%Y-%m-%d %H:%M')}. Machine: {describe_machine(torch.device('cpu'))}.\n"
         f"Allocator: {args.allocator}; more environment: {args.env or 'none'}; TorchServe settings over config.properties: {settings or 'none'}; JVM options after its vmargs: {args.jvm or 'none'}; {args.clients} clients, "
         f"{args.window:g} s windows after {args.warm_up:g} s warm-up; batch {POSE_SERVING.batch_size}, delay {POSE_SERVING.max_batch_delay_ms} ms, 1 worker.\n"
-        f"Full-size OpenCV decode, one thread: " + ", ".join(f"{shots[k].label} {v:.2f} ms" for k, v in decode_ms.items()) + ".\n"
+        f"Full-size OpenCV decode, one thread: "
+        + ", ".join(f"{shots[k].label} {v:.2f} ms" for k, v in decode_ms.items())
+        + ".\n"
         f"Stage columns: ms per request of the handler run in this process (1 torch thread, batches of {POSE_SERVING.batch_size}).\n\n"
         + table(results, decode_ms, shots)
     )

@@ -57,7 +57,12 @@ def build_store(store: Path) -> None:
     """The oracle tracker, with pose_tracker's serving (batch, delay, sequence limits) and tracking settings."""
     (package,) = [p for p in oracle_packages() if p.name == MODEL]
     tracker = RECIPES["pose_tracker"]
-    write_archive(replace(package, serving=tracker.serving, handler_config={**package.handler_config, "tracking": TRACKING_CONFIG}), store)
+    write_archive(
+        replace(
+            package, serving=tracker.serving, handler_config={**package.handler_config, "tracking": TRACKING_CONFIG}
+        ),
+        store,
+    )
 
 
 def accuracy(rest: RestClient, remote: GrpcClient) -> list[str]:
@@ -69,11 +74,15 @@ def accuracy(rest: RestClient, remote: GrpcClient) -> list[str]:
         for protocol, client in (("REST", rest), ("gRPC", remote)):
             answers = [answer.json()["people"] for answer in client.stream(MODEL, [(image, {}) for image in images])]
             scores = mot_scores(video, answers)
-            rows.append(f"| {scene} | {protocol} | {count} | {scores['mota']:.3f} | {scores['idf1']:.3f} | {scores['id_switches']} |")
+            rows.append(
+                f"| {scene} | {protocol} | {count} | {scores['mota']:.3f} | {scores['idf1']:.3f} | {scores['id_switches']} |"
+            )
     return rows
 
 
-def stream_videos(client: GrpcClient, images: list[bytes], until: float, latencies: list[float], failures: list[str]) -> None:
+def stream_videos(
+    client: GrpcClient, images: list[bytes], until: float, latencies: list[float], failures: list[str]
+) -> None:
     """Stream 30-frame videos over one client until ``until``; each answer's wait into ``latencies``."""
     while time.monotonic() < until:
         frames = ((images[n % len(images)], {}) for n in range(FRAMES_PER_VIDEO))
@@ -94,7 +103,9 @@ def load(target: str, images: list[bytes], sequences: int, duration: float) -> d
     clients = [GrpcClient(target, stream_window=1, retries=0) for _ in range(sequences)]
     until = time.monotonic() + duration
     started = time.perf_counter()
-    threads = [threading.Thread(target=stream_videos, args=(client, images, until, latencies, failures)) for client in clients]
+    threads = [
+        threading.Thread(target=stream_videos, args=(client, images, until, latencies, failures)) for client in clients
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -104,9 +115,13 @@ def load(target: str, images: list[bytes], sequences: int, duration: float) -> d
         client.close()
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
     return {
-        "frames": len(latencies), "fps": len(latencies) / elapsed, "p50": quantiles[49] * 1000, "p95": quantiles[94] * 1000,
-        "p99": quantiles[98] * 1000, "failures": len(failures),
-    }  # fmt: skip
+        "frames": len(latencies),
+        "fps": len(latencies) / elapsed,
+        "p50": quantiles[49] * 1000,
+        "p95": quantiles[94] * 1000,
+        "p99": quantiles[98] * 1000,
+        "failures": len(failures),
+    }
 
 
 def abandon(url: str, image: bytes, count: int) -> collections.Counter:
@@ -121,7 +136,9 @@ def abandon(url: str, image: bytes, count: int) -> collections.Counter:
 
 def abandoned_row(store: Path, run_dir: Path, images: list[bytes], abandoned: int, duration: float) -> str:
     """A fresh server: ``abandoned`` sequences left open, then 4 live streams for ``duration`` s; a table row."""
-    server = TorchServe(run_dir, [MODEL], store, overrides={**loopback_overrides(store), "disable_token_authorization": "true"})
+    server = TorchServe(
+        run_dir, [MODEL], store, overrides={**loopback_overrides(store), "disable_token_authorization": "true"}
+    )
     with server.running(timeout=300):
         target = f"127.0.0.1:{server.properties['grpc_inference_port']}"
         load(target, images, 2, 5)  # warm-up
@@ -141,7 +158,8 @@ def worker_memory(server: TorchServe) -> int:
 
 
 def soak(server: TorchServe, target: str, images: list[bytes], minutes: float, sequences: int = 20) -> list[str]:
-    """``sequences`` streams for ``minutes``; the worker's memory every 30 s, and its growth after a minute's warm-up."""
+    """``sequences`` streams for ``minutes``; the worker's memory every 30 s, and its growth after a minute's
+    warm-up."""
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(load(target, images, sequences, minutes * 60)))
     runner.start()
@@ -167,7 +185,13 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, nargs="+", default=[1, 4, 16], help="concurrent sequences to measure")
     parser.add_argument("--duration", type=float, default=30, help="seconds per load point")
     parser.add_argument("--soak", type=float, default=0, help="minutes of the 20-sequence soak (0: none)")
-    parser.add_argument("--abandoned", type=int, nargs="*", default=[0, 128], help="sequences left open before 4 live ones (2 x maxNumSequence: 128)")
+    parser.add_argument(
+        "--abandoned",
+        type=int,
+        nargs="*",
+        default=[0, 128],
+        help="sequences left open before 4 live ones (2 x maxNumSequence: 128)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-tracking-") as work:
         store, run_dir = Path(work) / "store", Path(work) / "run"
@@ -178,22 +202,34 @@ def main() -> None:
             ports = server.properties
             target = f"127.0.0.1:{ports['grpc_inference_port']}"
             rest, remote = RestClient(server.inference_url), GrpcClient(target)
-            print(f"Machine: {describe_machine(torch.device('cpu'))}; serving {MODEL} with pose_tracker's settings "
-                  f"(batch {RECIPES['pose_tracker'].serving.batch_size}, 1 worker)\n")  # fmt: skip
+            print(
+                f"Machine: {describe_machine(torch.device('cpu'))}; serving {MODEL} with pose_tracker's settings "
+                f"(batch {RECIPES['pose_tracker'].serving.batch_size}, 1 worker)\n"
+            )
             print("| scene | protocol | frames | MOTA | IDF1 | ID switches |\n|---|---|---|---|---|---|")
             print("\n".join(accuracy(rest, remote)))
             images = [encode(frame.image, "JPEG") for frame in paint_video(320, 240, *SCENES["apart"])]
             load(target, images, 2, 10)  # warm-up
-            print("\n| concurrent sequences | frames/s | p50 ms | p95 ms | frames | failures |\n|---|---|---|---|---|---|")
+            print(
+                "\n| concurrent sequences | frames/s | p50 ms | p95 ms | frames | failures |\n|---|---|---|---|---|---|"
+            )
             for sequences in args.sequences:
                 result = load(target, images, sequences, args.duration)
-                print(f"| {sequences} | {result['fps']:.1f} | {result['p50']:.0f} | {result['p95']:.0f} | {result['frames']} | {result['failures']} |", flush=True)
+                print(
+                    f"| {sequences} | {result['fps']:.1f} | {result['p50']:.0f} | {result['p95']:.0f} | {result['frames']} | {result['failures']} |",
+                    flush=True,
+                )
             if args.soak:
                 print("\n" + "\n".join(soak(server, target, images, args.soak)))
         if args.abandoned:
-            print("\n| abandoned sequences | live sequences | frames/s | p50 ms | p99 ms | frames | failures |\n|---|---|---|---|---|---|---|")
+            print(
+                "\n| abandoned sequences | live sequences | frames/s | p50 ms | p99 ms | frames | failures |\n|---|---|---|---|---|---|---|"
+            )
             for count in args.abandoned:
-                print(abandoned_row(store, Path(work) / f"run-abandoned-{count}", images, count, args.duration), flush=True)
+                print(
+                    abandoned_row(store, Path(work) / f"run-abandoned-{count}", images, count, args.duration),
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

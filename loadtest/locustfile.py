@@ -6,7 +6,8 @@
 `make loadtest` runs them headless (loadtest/run.py). Users send back to back (no wait):
 USERS is the number of requests in flight. ``--model a,b`` spreads each user class's users
 over several models in turn (make soak); ``--request-log FILE`` writes a CSV line per request
-(end time, model, protocol, milliseconds, outcome: ok, the status code, or ``wrong``). The key for token authorization comes from
+(end time, model, protocol, milliseconds, outcome: ok, the status code, or ``wrong``). The key for token
+authorization comes from
 --token or HUMANSERVE_TOKEN. For a sequence model (pose_tracker) each task is one whole
 sequence: the scenario's frames, one in flight at a time, the last one ending it; so
 USERS is also the number of concurrent sequences. Each frame is one request in the report;
@@ -18,7 +19,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import TextIO
 
 import grpc.experimental.gevent
 from locust import FastHttpUser, User, events, task
@@ -36,9 +37,16 @@ REQUEST_LOG: list[TextIO] = []  # the open --request-log file, if any
 
 @events.init_command_line_parser.add_listener
 def _arguments(parser):
-    parser.add_argument("--model", env_var="HUMANSERVE_MODEL", default="pose_resnet50", help="model to load; several: a,b,c (users spread over them)")
+    parser.add_argument(
+        "--model",
+        env_var="HUMANSERVE_MODEL",
+        default="pose_resnet50",
+        help="model to load; several: a,b,c (users spread over them)",
+    )
     parser.add_argument("--token", env_var="HUMANSERVE_TOKEN", default="", help="inference API key")
-    parser.add_argument("--grpc-target", env_var="HUMANSERVE_GRPC_TARGET", default="127.0.0.1:7070", help="gRPC inference API")
+    parser.add_argument(
+        "--grpc-target", env_var="HUMANSERVE_GRPC_TARGET", default="127.0.0.1:7070", help="gRPC inference API"
+    )
     parser.add_argument("--batch-report", default="", help="write the batch sizes seen (REST) to this JSON file")
     parser.add_argument("--plain", action="store_true", help="send no options: one image, one model input per request")
     parser.add_argument("--request-log", default="", help="append a CSV line per request to this file")
@@ -54,11 +62,14 @@ def _open_request_log(environment, **kwargs):
 @events.request.add_listener
 def _log_request(request_type, name, response_time, exception, response=None, **kwargs):
     if REQUEST_LOG:
-        REQUEST_LOG[0].write(f"{time.time():.3f},{name},{request_type},{response_time:.1f},{outcome(exception, response)}\n")
+        REQUEST_LOG[0].write(
+            f"{time.time():.3f},{name},{request_type},{response_time:.1f},{outcome(exception, response)}\n"
+        )
 
 
-def outcome(exception: Optional[BaseException], response) -> str:
-    """What became of a request: ok, the HTTP status (gRPC failures as the status REST gives), or wrong (a 200 with a wrong answer)."""
+def outcome(exception: BaseException | None, response) -> str:
+    """What became of a request: ok, the HTTP status (gRPC failures as the status REST gives), or wrong (a 200 with a
+    wrong answer)."""
     if exception is None:
         return "ok"
     if isinstance(exception, ServerError):
@@ -71,7 +82,11 @@ def outcome(exception: Optional[BaseException], response) -> str:
 def _write_batch_report(environment, **kwargs):
     path = environment.parsed_options.batch_report
     if path and BATCH_SIZES:
-        report = {"answers": len(BATCH_SIZES), "mean_batch_size": sum(BATCH_SIZES) / len(BATCH_SIZES), "max_batch_size": max(BATCH_SIZES)}
+        report = {
+            "answers": len(BATCH_SIZES),
+            "mean_batch_size": sum(BATCH_SIZES) / len(BATCH_SIZES),
+            "max_batch_size": max(BATCH_SIZES),
+        }
         Path(path).write_text(json.dumps(report))
 
 
@@ -122,10 +137,20 @@ class RestUser(FastHttpUser, ModelUser):
                 self.send(photo, {**options, "end": "true"}, sequence, label=f"{self.model} (closing)")
 
     def send(self, photo, options, headers, label=None):
-        headers = {"Content-Type": "image/jpeg", **headers, **{f"X-Option-{name.replace('_', '-')}": value for name, value in options.items()}}
+        headers = {
+            "Content-Type": "image/jpeg",
+            **headers,
+            **{f"X-Option-{name.replace('_', '-')}": value for name, value in options.items()},
+        }
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        with self.client.post(f"/predictions/{self.model}", data=photo.jpeg, headers=headers, name=label or self.model, catch_response=True) as response:
+        with self.client.post(
+            f"/predictions/{self.model}",
+            data=photo.jpeg,
+            headers=headers,
+            name=label or self.model,
+            catch_response=True,
+        ) as response:
             if response.status_code != 200:
                 response.failure(f"{response.status_code}: {(response.text or '')[:200]}")
                 return
@@ -146,7 +171,13 @@ class GrpcUser(User, ModelUser):
     def on_start(self):
         self.setup_model()
         # One frame of a sequence in flight at a time, as over REST: each answer's wait is its latency.
-        self.client = GrpcClient(self.environment.parsed_options.grpc_target, token=self.token or None, timeout_s=300, retries=0, stream_window=1)
+        self.client = GrpcClient(
+            self.environment.parsed_options.grpc_target,
+            token=self.token or None,
+            timeout_s=300,
+            retries=0,
+            stream_window=1,
+        )
 
     def on_stop(self):
         self.client.close()
@@ -163,7 +194,9 @@ class GrpcUser(User, ModelUser):
             self.report(photo, options, outcome, start)
             return
         try:
-            for outcome in self.client.stream(self.model, ((photo.jpeg, options) for _ in range(self.scenario.sequence_length))):
+            for outcome in self.client.stream(
+                self.model, ((photo.jpeg, options) for _ in range(self.scenario.sequence_length))
+            ):
                 self.report(photo, options, outcome, start)
                 start = time.perf_counter()
         except ServerError as failure:  # the whole stream failed

@@ -1,11 +1,12 @@
-"""What every benchmark needs: one line naming the machine, a steady timing of a piece of work, and its row in docs/benchmarks.md."""
+"""What every benchmark needs: one line naming the machine, a steady timing of a piece of work, and its row in
+docs/benchmarks.md."""
 
 import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -40,7 +41,8 @@ def median_seconds(run: Callable[[], object], repeats: int, device: torch.device
 
 
 def append_table_row(benchmarks: Path, section: str, header: str, row: str) -> None:
-    """Add ``row`` at the end of the table that ``header`` opens under ``section`` of ``benchmarks``; the section and its table are made if missing."""
+    """Add ``row`` at the end of the table that ``header`` opens under ``section`` of ``benchmarks``; the section and
+    its table are made if missing."""
     text = benchmarks.read_text() if benchmarks.exists() else "# Benchmarks\n"
     if section not in text:
         text = text.rstrip("\n") + f"\n\n{section}\n"

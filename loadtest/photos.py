@@ -22,7 +22,9 @@ class Photo:
 def jpeg(pixels: np.ndarray, width: int, height: int, quality: int = 90) -> bytes:
     """``pixels`` (H, W[, 3] uint8) resized to width x height, as JPEG bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).convert("RGB").resize((width, height), Image.BILINEAR).save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(pixels).convert("RGB").resize((width, height), Image.BILINEAR).save(
+        buffer, format="JPEG", quality=quality
+    )
     return buffer.getvalue()
 
 

@@ -1,4 +1,5 @@
-"""Run Locust headless against one model and summarise it: `make loadtest MODEL=... USERS=... DURATION=... PROTOCOL=...`.
+"""Run Locust headless against one model and summarise it: `make loadtest MODEL=... USERS=... DURATION=...
+PROTOCOL=...`.
 
 Uses the server that `make start` / `make serve` runs (config.properties addresses, key in
 run/key_file.json); when none answers, starts one for MODEL and stops it afterwards.
@@ -15,7 +16,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from tools.server import DEFAULT_RUN_DIR, DEFAULT_STORE, PRODUCTION_CONFIG, REPO, TorchServe
 
@@ -33,7 +33,7 @@ class LoadResult:
     p50_ms: float
     p95_ms: float
     p99_ms: float
-    mean_batch_size: Optional[float]
+    mean_batch_size: float | None
     report_dir: Path
 
     def summary(self, model: str, protocol: str, users: int) -> str:
@@ -45,16 +45,42 @@ class LoadResult:
         )
 
 
-def locust_command(server: TorchServe, models: list[str], protocols: list[str], users: int, duration: str, report_dir: Path) -> list[str]:
-    """Locust headless against ``server``: ``users`` back-to-back users of ``protocols``' classes over ``models``, report in ``report_dir``."""
+def locust_command(
+    server: TorchServe, models: list[str], protocols: list[str], users: int, duration: str, report_dir: Path
+) -> list[str]:
+    """Locust headless against ``server``: ``users`` back-to-back users of ``protocols``' classes over ``models``,
+    report in ``report_dir``."""
     report_dir.mkdir(parents=True, exist_ok=True)
     return [
-        sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), *[USER_CLASSES[p] for p in protocols],
-        "--headless", "--users", str(users), "--spawn-rate", str(users), "--run-time", duration,
-        "--host", server.inference_url, "--grpc-target", f"127.0.0.1:{server.properties['grpc_inference_port']}",
-        "--model", ",".join(models), "--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html"),
-        "--only-summary", "--stop-timeout", "30", "--loglevel", "WARNING",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(REPO / "loadtest" / "locustfile.py"),
+        *[USER_CLASSES[p] for p in protocols],
+        "--headless",
+        "--users",
+        str(users),
+        "--spawn-rate",
+        str(users),
+        "--run-time",
+        duration,
+        "--host",
+        server.inference_url,
+        "--grpc-target",
+        f"127.0.0.1:{server.properties['grpc_inference_port']}",
+        "--model",
+        ",".join(models),
+        "--csv",
+        str(report_dir / "locust"),
+        "--html",
+        str(report_dir / "report.html"),
+        "--only-summary",
+        "--stop-timeout",
+        "30",
+        "--loglevel",
+        "WARNING",
+    ]
 
 
 def locust_environment(server: TorchServe) -> dict[str, str]:
@@ -65,7 +91,8 @@ def locust_environment(server: TorchServe) -> dict[str, str]:
 def run_locust(
     server: TorchServe, model: str, protocol: str, users: int, duration: str, report_dir: Path, plain: bool = False
 ) -> LoadResult:
-    """Drive ``model`` on ``server`` with ``users`` back-to-back Locust users for ``duration`` (``plain``: no options)."""
+    """Drive ``model`` on ``server`` with ``users`` back-to-back Locust users for ``duration`` (``plain``: no
+    options)."""
     command = locust_command(server, [model], [protocol], users, duration, report_dir)
     command += ["--batch-report", str(report_dir / "batches.json"), *(["--plain"] if plain else [])]
     finished = subprocess.run(command, cwd=REPO, env=locust_environment(server), capture_output=True, text=True)
@@ -90,12 +117,14 @@ def run_locust(
     )
 
 
-def warm_up(server: TorchServe, model: str, protocol: str, users: int = 4, duration: str = "10s", plain: bool = False) -> None:
+def warm_up(
+    server: TorchServe, model: str, protocol: str, users: int = 4, duration: str = "10s", plain: bool = False
+) -> None:
     """Load before the measured run, so the first batches' one-off costs stay out of the figures."""
     run_locust(server, model, protocol, users, duration, RESULTS / ".warm-up", plain)
 
 
-def running_server() -> Optional[TorchServe]:
+def running_server() -> TorchServe | None:
     """The server of `make start` / `make serve`, if it answers."""
     server = TorchServe(DEFAULT_RUN_DIR, [], DEFAULT_STORE, PRODUCTION_CONFIG)
     return server if server.healthy() else None
@@ -119,7 +148,9 @@ def main() -> None:
         if started:
             server.wait_ready(600)
         elif not server.model_ready(args.model):
-            sys.exit(f"the running server does not serve {args.model}: `make stop`, then `make start MODELS={args.model}`")
+            sys.exit(
+                f"the running server does not serve {args.model}: `make stop`, then `make start MODELS={args.model}`"
+            )
         warm_up(server, args.model, args.protocol)
         report_dir = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.model}-{args.protocol}"
         result = run_locust(server, args.model, args.protocol, args.users, args.duration, report_dir)

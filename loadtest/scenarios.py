@@ -8,8 +8,8 @@ wrong answer as a failure.
 import io
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from PIL import Image
 
@@ -25,11 +25,11 @@ class Scenario:
     """Options drawn per request, and the check of the answer; for sequence models, the frames per sequence."""
 
     options: Callable[[Photo, random.Random], Options]
-    check: Callable[[Photo, Options, Answer], Optional[str]]
+    check: Callable[[Photo, Options, Answer], str | None]
     sequence_length: int = 0  # > 0: a user sends sequences of this many frames (a video), each in one sequence
 
 
-def _people_answer(photo: Photo, answer: Answer, keypoints: bool) -> tuple[Optional[str], list]:
+def _people_answer(photo: Photo, answer: Answer, keypoints: bool) -> tuple[str | None, list]:
     if answer.is_image:
         return f"expected JSON, got {answer.content_type}", []
     body = answer.json()
@@ -47,16 +47,20 @@ def _people_answer(photo: Photo, answer: Answer, keypoints: bool) -> tuple[Optio
     return None, people
 
 
-def _picture_size(answer: Answer) -> Optional[tuple[int, int]]:
+def _picture_size(answer: Answer) -> tuple[int, int] | None:
     try:
         return Image.open(io.BytesIO(answer.body)).size
     except Exception:  # any undecodable answer is reported as such
         return None
 
 
-def _photo_sized_picture(photo: Photo, answer: Answer) -> Optional[str]:
+def _photo_sized_picture(photo: Photo, answer: Answer) -> str | None:
     size = _picture_size(answer)
-    return None if size == (photo.width, photo.height) else f"picture of size {size}, photo is {photo.width}x{photo.height}"
+    return (
+        None
+        if size == (photo.width, photo.height)
+        else f"picture of size {size}, photo is {photo.width}x{photo.height}"
+    )
 
 
 def person_boxes(photo: Photo, rng: random.Random) -> Options:
@@ -72,14 +76,14 @@ def person_boxes(photo: Photo, rng: random.Random) -> Options:
     return options
 
 
-def check_pose(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+def check_pose(photo: Photo, options: Options, answer: Answer) -> str | None:
     problem, people = _people_answer(photo, answer, keypoints=True)
     expected = len(json.loads(options["boxes"])) if "boxes" in options else 1  # no boxes: the whole photo
     return problem or (None if len(people) == expected else f"{len(people)} people for {expected} boxes")
 
 
-def check_detection(keypoints: bool) -> Callable[[Photo, Options, Answer], Optional[str]]:
-    def check(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+def check_detection(keypoints: bool) -> Callable[[Photo, Options, Answer], str | None]:
+    def check(photo: Photo, options: Options, answer: Answer) -> str | None:
         problem, people = _people_answer(photo, answer, keypoints)
         limit = int(options.get("max_people", 100))
         threshold = float(options.get("score_threshold", 0))
@@ -96,7 +100,7 @@ def segmenter_options(photo: Photo, rng: random.Random) -> Options:
     return {"background": "blur", "format": "jpeg"} if rng.random() < 0.25 else {}
 
 
-def check_segmenter(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+def check_segmenter(photo: Photo, options: Options, answer: Answer) -> str | None:
     if options.get("background"):
         return _photo_sized_picture(photo, answer)
     if answer.is_image:
@@ -111,7 +115,7 @@ STYLE_MAX_SIDE = 640
 STYLE_DEFAULT_MAX_SIDE = 1024  # handlers/style.py
 
 
-def check_style(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+def check_style(photo: Photo, options: Options, answer: Answer) -> str | None:
     scale = min(1.0, int(options.get("max_side", STYLE_DEFAULT_MAX_SIDE)) / max(photo.width, photo.height))
     expected = (round(photo.width * scale), round(photo.height * scale))
     size = _picture_size(answer)
@@ -119,11 +123,12 @@ def check_style(photo: Photo, options: Options, answer: Answer) -> Optional[str]
 
 
 def trained_size_options(photo: Photo, rng: random.Random) -> Options:
-    """A generator trained at one size (pix2pix): mostly answered at the photo's size, one in four at the model's own."""
+    """A generator trained at one size (pix2pix): mostly answered at the photo's size, one in four at the model's
+    own."""
     return {"max_side": str(STYLE_MAX_SIDE), **({"keep_size": "false"} if rng.random() < 0.25 else {})}
 
 
-def check_trained_size(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+def check_trained_size(photo: Photo, options: Options, answer: Answer) -> str | None:
     if options.get("keep_size") != "false":
         return check_style(photo, options, answer)
     size = _picture_size(answer)
@@ -137,7 +142,7 @@ def face_options(photo: Photo, rng: random.Random) -> Options:
     return {"max_faces": "1"} if rng.random() < 0.3 else {}
 
 
-def check_faces(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+def check_faces(photo: Photo, options: Options, answer: Answer) -> str | None:
     if options.get("render"):
         return _photo_sized_picture(photo, answer)
     if answer.is_image:
@@ -149,7 +154,11 @@ def check_faces(photo: Photo, options: Options, answer: Answer) -> Optional[str]
     if len(faces) > int(options.get("max_faces", 1000)):
         return f"{len(faces)} faces, more than max_faces={options['max_faces']}"
     for face in faces:
-        if len(face.get("box", ())) != 4 or len(face.get("landmarks", ())) != 5 or not isinstance(face.get("smiling"), bool):
+        if (
+            len(face.get("box", ())) != 4
+            or len(face.get("landmarks", ())) != 5
+            or not isinstance(face.get("smiling"), bool)
+        ):
             return f"a face without box, 5 landmarks and smiling: {json.dumps(face)[:120]}"
         if len(face.get("expression", {}).get("scores", {})) != 7:
             return "a face without its 7 expression scores"
@@ -166,11 +175,15 @@ def filter_options(photo: Photo, rng: random.Random) -> Options:
     return {"theme": "gradient,texture"} if rng.random() < 0.3 else {}
 
 
-def check_filter(photo: Photo, options: Options, answer: Answer) -> Optional[str]:
+def check_filter(photo: Photo, options: Options, answer: Answer) -> str | None:
     if options.get("format") != "json":
         return _photo_sized_picture(photo, answer)
     body = answer.json() if not answer.is_image else {}
-    if body.get("background") not in FILTER_BACKGROUNDS or not isinstance(body.get("faces"), list) or not 0 <= body.get("coverage", -1) <= 1:
+    if (
+        body.get("background") not in FILTER_BACKGROUNDS
+        or not isinstance(body.get("faces"), list)
+        or not 0 <= body.get("coverage", -1) <= 1
+    ):
         return f"not a smart filter decision: {json.dumps(body)[:120]}"
     return None
 

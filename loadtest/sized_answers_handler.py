@@ -1,4 +1,5 @@
-"""A TorchServe handler whose answers are as large as each request asks: what large answers cost the frontend (loadtest/bench_answers.py, tests/test_frontend_agent.py).
+"""A TorchServe handler whose answers are as large as each request asks: what large answers cost the frontend
+(loadtest/bench_answers.py, tests/test_frontend_agent.py).
 
 Each request is JSON ``{"bytes": N, "seed": S, "status": CODE}``; its answer is N pseudo-random bytes
 from seed S (``sized_answer``), with the header ``X-Answer-Bytes: N`` and status CODE.

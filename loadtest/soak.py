@@ -1,4 +1,5 @@
-"""The mixed-model soak: `make soak [DURATION=30m]` (BENCH_ARGS: --models --users --priming --singles --kill-at --env --jvm --no-record).
+"""The mixed-model soak: `make soak [DURATION=30m]` (BENCH_ARGS: --models --users --priming --singles --kill-at --env
+--jvm --no-record).
 
 One TorchServe (production config, token authorization on with the pod's key lifetime, loopback ports) serves several
 models; Locust's REST and gRPC users load all of them at once, every answer checked. First
@@ -43,19 +44,27 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import psutil
-from scipy import stats
 import torch
+from scipy import stats
 
 from humanserve_client import RestClient, ServerError
 from loadtest.machine import append_table_row, describe_machine
 from loadtest.photos import Photo, photo_pool
 from loadtest.run import RESULTS, locust_command, locust_environment
 from loadtest.scenarios import Scenario, scenario_for
-from tools.server import DEFAULT_STORE, REPO, THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, allocator_in, loopback_overrides, read_properties
+from tools.server import (
+    DEFAULT_STORE,
+    REPO,
+    THREADS_VARIABLE,
+    WORKER_ENVIRONMENT,
+    TorchServe,
+    allocator_in,
+    loopback_overrides,
+    read_properties,
+)
 
 DEFAULT_MODELS = ["pose_resnet50", "pose_pipeline", "person_segmenter_lraspp", "style_candy"]
 PROTOCOLS = ["rest", "grpc"]
@@ -96,11 +105,15 @@ def parse_duration(text: str) -> float:
 
 
 def soak_overrides(store: Path) -> dict[str, str]:
-    """The tests' loopback ports, and the pod's key lifetime: with TorchServe's 60 minutes every request of a longer soak got 400."""
-    return {**loopback_overrides(store), "token_expiration_min": read_properties(POD_PROPERTIES)["token_expiration_min"]}
+    """The tests' loopback ports, and the pod's key lifetime: with TorchServe's 60 minutes every request of a longer
+    soak got 400."""
+    return {
+        **loopback_overrides(store),
+        "token_expiration_min": read_properties(POD_PROPERTIES)["token_expiration_min"],
+    }
 
 
-def _centred_minutes(samples: list[tuple[float, float]]) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def _centred_minutes(samples: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray] | None:
     """(seconds, MB) samples as minutes about their mean and MB; None under 3 samples or all at one time (no slope)."""
     if len(samples) < 3:
         return None
@@ -109,8 +122,9 @@ def _centred_minutes(samples: list[tuple[float, float]]) -> Optional[tuple[np.nd
     return (minutes, megabytes) if float(minutes @ minutes) > 0 else None
 
 
-def rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float]]:
-    """Least-squares slope of (seconds, MB) samples in MB per minute and its standard error; None under 3 samples or all at one time."""
+def rss_slope(samples: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least-squares slope of (seconds, MB) samples in MB per minute and its standard error; None under 3 samples or all
+    at one time."""
     centred = _centred_minutes(samples)
     if centred is None:
         return None
@@ -121,8 +135,9 @@ def rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float
     return slope, float(np.sqrt(residuals @ residuals / (len(samples) - 2) / spread))
 
 
-def robust_rss_slope(samples: list[tuple[float, float]]) -> Optional[tuple[float, float, float]]:
-    """Theil-Sen slope of (seconds, MB) samples in MB per minute and its 95 % interval (scipy); None where ``rss_slope`` is."""
+def robust_rss_slope(samples: list[tuple[float, float]]) -> tuple[float, float, float] | None:
+    """Theil-Sen slope of (seconds, MB) samples in MB per minute and its 95 % interval (scipy); None where ``rss_slope``
+    is."""
     centred = _centred_minutes(samples)
     if centred is None:
         return None
@@ -138,11 +153,15 @@ def memory_trend(series: list[tuple[float, float]], warm_up_s: float) -> dict:
     slope, stderr = rss_slope(after) or (None, None)
     robust, low, high = robust_rss_slope(after) or (None, None, None)
     return {
-        "first_mb": round(series[0][1]), "last_mb": round(series[-1][1]), "peak_mb": round(max(mb for _, mb in series)),
-        "slope_mb_per_min": slope, "slope_stderr_mb_per_min": stderr,
-        "robust_slope_mb_per_min": robust, "robust_slope_95_mb_per_min": None if robust is None else [low, high],
+        "first_mb": round(series[0][1]),
+        "last_mb": round(series[-1][1]),
+        "peak_mb": round(max(mb for _, mb in series)),
+        "slope_mb_per_min": slope,
+        "slope_stderr_mb_per_min": stderr,
+        "robust_slope_mb_per_min": robust,
+        "robust_slope_95_mb_per_min": None if robust is None else [low, high],
         "samples": [[round(at), round(mb)] for at, mb in series],
-    }  # fmt: skip
+    }
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -161,7 +180,7 @@ def served_processes(server: TorchServe, models: list[str]) -> dict[int, str]:
     return names
 
 
-def java_heap_mb(pid: int) -> Optional[dict[str, float]]:
+def java_heap_mb(pid: int) -> dict[str, float] | None:
     """A JVM's committed heap and its old generation's occupancy in MB (``jstat -gc``); None without a JDK's jstat."""
     jstat = shutil.which("jstat")
     if jstat is None:
@@ -178,7 +197,8 @@ def java_heap_mb(pid: int) -> Optional[dict[str, float]]:
 
 
 class MemorySampler(threading.Thread):
-    """Resident memory of every served process, and the frontend's heap, every ``interval`` seconds from ``start`` until stopped."""
+    """Resident memory of every served process, and the frontend's heap, every ``interval`` seconds from ``start`` until
+    stopped."""
 
     def __init__(self, server: TorchServe, models: list[str], interval: float, start: float):
         super().__init__(daemon=True)
@@ -205,11 +225,16 @@ class MemorySampler(threading.Thread):
             self.stopped.wait(self.interval)
 
 
-def run_locust_for(server: TorchServe, models: list[str], users: int, seconds: float, report_dir: Path) -> list[Request]:
+def run_locust_for(
+    server: TorchServe, models: list[str], users: int, seconds: float, report_dir: Path
+) -> list[Request]:
     """``users`` REST and gRPC Locust users over ``models`` for ``seconds``; every request they made."""
     log = report_dir / "requests.csv"
     log.unlink(missing_ok=True)  # Locust appends, and a --report folder may hold an earlier run's
-    command = locust_command(server, models, PROTOCOLS, users, f"{int(seconds)}s", report_dir) + ["--request-log", str(log)]
+    command = locust_command(server, models, PROTOCOLS, users, f"{int(seconds)}s", report_dir) + [
+        "--request-log",
+        str(log),
+    ]
     finished = subprocess.run(command, cwd=REPO, env=locust_environment(server), capture_output=True, text=True)
     (report_dir / "locust.log").write_text(finished.stdout + finished.stderr)
     requests = read_requests(log)
@@ -236,7 +261,7 @@ def prime(server: TorchServe, models: list[str], rounds: int) -> list[str]:
     return problems
 
 
-def _problem(client: RestClient, model: str, scenario: Scenario, photo: Photo, options: dict[str, str]) -> Optional[str]:
+def _problem(client: RestClient, model: str, scenario: Scenario, photo: Photo, options: dict[str, str]) -> str | None:
     """What is wrong with ``model``'s answer to ``photo``, or None."""
     try:
         return scenario.check(photo, options, client.predict(model, photo.jpeg, options))
@@ -260,7 +285,7 @@ class Kill:
     model: str
     pid: int
     at: float  # Unix time
-    ready_s: Optional[float] = None  # until the model had a READY worker again
+    ready_s: float | None = None  # until the model had a READY worker again
 
 
 def kill_worker_at(server: TorchServe, model: str, at: float, kills: list[Kill]) -> None:
@@ -281,10 +306,17 @@ def kill_worker_at(server: TorchServe, model: str, at: float, kills: list[Kill])
 
 
 def analyse(
-    requests: list[Request], started: float, ended: float, warm_up_s: float, kill: Optional[Kill],
-    singles: dict[str, float], samples: dict[str, list[tuple[float, float]]], heap: dict[str, list[tuple[float, float]]],
-    logs: int, models: list[str],
-) -> dict:  # fmt: skip
+    requests: list[Request],
+    started: float,
+    ended: float,
+    warm_up_s: float,
+    kill: Kill | None,
+    singles: dict[str, float],
+    samples: dict[str, list[tuple[float, float]]],
+    heap: dict[str, list[tuple[float, float]]],
+    logs: int,
+    models: list[str],
+) -> dict:
     """The soak's figures from its requests, memory samples (resident sets, the frontend's heap) and log growth."""
     measured = [r for r in requests if r.end >= started + warm_up_s]
     report: dict = {"requests": len(requests), "answers": sum(r.outcome == "ok" for r in requests)}
@@ -293,20 +325,34 @@ def analyse(
     if kill is not None:
         after = [r.end for r in requests if r.model == kill.model and r.end > kill.at and r.outcome == "ok"]
         window_end = min(after) if after else ended
-        lost = Counter(r.outcome for r in requests if r.model == kill.model and kill.at <= r.end <= window_end and r.outcome != "ok")
+        lost = Counter(
+            r.outcome
+            for r in requests
+            if r.model == kill.model and kill.at <= r.end <= window_end and r.outcome != "ok"
+        )
         report["kill"] = {
-            "model": kill.model, "pid": kill.pid, "at_s": round(kill.at - started, 1), "lost": dict(lost),
-            "ready_s": None if kill.ready_s is None else round(kill.ready_s, 2), "answering_s": round(window_end - kill.at, 2),
-        }  # fmt: skip
+            "model": kill.model,
+            "pid": kill.pid,
+            "at_s": round(kill.at - started, 1),
+            "lost": dict(lost),
+            "ready_s": None if kill.ready_s is None else round(kill.ready_s, 2),
+            "answering_s": round(window_end - kill.at, 2),
+        }
     in_window = lambda r: kill is not None and r.model == kill.model and kill.at <= r.end <= window_end  # noqa: E731
-    report["failures_outside_kill"] = dict(Counter(r.outcome for r in requests if r.outcome != "ok" and not in_window(r)))
+    report["failures_outside_kill"] = dict(
+        Counter(r.outcome for r in requests if r.outcome != "ok" and not in_window(r))
+    )
     report["failures"] = dict(Counter(r.outcome for r in requests if r.outcome != "ok"))
     seconds = ended - (started + warm_up_s)
     report["answers_per_s"] = answers_per_second(measured, started + warm_up_s, ended)
-    per_model = {model: answers_per_second([r for r in measured if r.model == model], started + warm_up_s, ended) for model in models}
+    per_model = {
+        model: answers_per_second([r for r in measured if r.model == model], started + warm_up_s, ended)
+        for model in models
+    }
     report["answers_per_s_by_model"] = per_model
     report["p50_p99_ms_by_model"] = {
-        model: [round(percentile([r.milliseconds for r in measured if r.model == model], q)) for q in (50, 99)] for model in models
+        model: [round(percentile([r.milliseconds for r in measured if r.model == model], q)) for q in (50, 99)]
+        for model in models
     }
     if singles and report["answers_per_s"]:
         shares = {model: per_model[model] / report["answers_per_s"] for model in models}
@@ -319,9 +365,12 @@ def analyse(
         minutes[int((r.end - started) // 60)].append(r)
     report["per_minute"] = [
         {
-            "minute": minute, "requests": len(rs), "failures": sum(r.outcome != "ok" for r in rs),
-            "p50_ms": round(percentile([r.milliseconds for r in rs], 50)), "p99_ms": round(percentile([r.milliseconds for r in rs], 99)),
-        }  # fmt: skip
+            "minute": minute,
+            "requests": len(rs),
+            "failures": sum(r.outcome != "ok" for r in rs),
+            "p50_ms": round(percentile([r.milliseconds for r in rs], 50)),
+            "p99_ms": round(percentile([r.milliseconds for r in rs], 99)),
+        }
         for minute, rs in sorted(minutes.items())
     ]
     report["p50_ms"] = round(percentile([r.milliseconds for r in measured], 50))
@@ -339,11 +388,18 @@ def summary(report: dict) -> str:
         f"{report['requests']} requests, {report['answers_per_s']:.2f} answers/s after warm-up, p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms",
         f"failures: {report['failures'] or 'none'}; outside the kill's window: {report['failures_outside_kill'] or 'none'}",
     ]
-    lines.append("by model (answers/s, p50 / p99 ms): " + "; ".join(
-        f"{m} {report['answers_per_s_by_model'][m]:.2f}, {p50} / {p99}" for m, (p50, p99) in report["p50_p99_ms_by_model"].items()))  # fmt: skip
+    lines.append(
+        "by model (answers/s, p50 / p99 ms): "
+        + "; ".join(
+            f"{m} {report['answers_per_s_by_model'][m]:.2f}, {p50} / {p99}"
+            for m, (p50, p99) in report["p50_p99_ms_by_model"].items()
+        )
+    )
     if "mixed_ratio" in report:
         singles = ", ".join(f"{m} {v:.2f}" for m, v in report["singles_answers_per_s"].items())
-        lines.append(f"alone (answers/s): {singles}; time-shared {report['time_shared_answers_per_s']:.2f}; mixed / time-shared {report['mixed_ratio']:.2f}")
+        lines.append(
+            f"alone (answers/s): {singles}; time-shared {report['time_shared_answers_per_s']:.2f}; mixed / time-shared {report['mixed_ratio']:.2f}"
+        )
     if "kill" in report:
         kill = report["kill"]
         lines.append(
@@ -352,16 +408,28 @@ def summary(report: dict) -> str:
         )
     for label, trends in (("RSS", report["memory"]), ("frontend heap", report["frontend_heap"])):
         for name, memory in trends.items():
-            lines.append(f"{label} {name}: {memory['first_mb']} -> {memory['last_mb']} MB (peak {memory['peak_mb']}), slope after warm-up "
-                         + (f"{slope_text(memory)} MB/min" if memory["slope_mb_per_min"] is not None else "n/a (too few samples)"))  # fmt: skip
+            lines.append(
+                f"{label} {name}: {memory['first_mb']} -> {memory['last_mb']} MB (peak {memory['peak_mb']}), slope after warm-up "
+                + (
+                    f"{slope_text(memory)} MB/min"
+                    if memory["slope_mb_per_min"] is not None
+                    else "n/a (too few samples)"
+                )
+            )
     lines.append(f"log output: {report['log_bytes'] / 2**20:.2f} MB")
-    lines.append("per minute (requests, failures, p50 ms, p99 ms): " + "; ".join(
-        f"{m['minute']}: {m['requests']}, {m['failures']}, {m['p50_ms']}, {m['p99_ms']}" for m in report["per_minute"]))  # fmt: skip
+    lines.append(
+        "per minute (requests, failures, p50 ms, p99 ms): "
+        + "; ".join(
+            f"{m['minute']}: {m['requests']}, {m['failures']}, {m['p50_ms']}, {m['p99_ms']}"
+            for m in report["per_minute"]
+        )
+    )
     return "\n".join(lines)
 
 
 def slope_text(memory: dict) -> str:
-    """Both slopes with their uncertainty: batch-sized swings of RSS make a short run's least-squares slope uncertain."""
+    """Both slopes with their uncertainty: batch-sized swings of RSS make a short run's least-squares slope
+    uncertain."""
     low, high = memory["robust_slope_95_mb_per_min"]
     return (
         f"{memory['slope_mb_per_min']:+.2f} ± {memory['slope_stderr_mb_per_min']:.2f} "
@@ -373,15 +441,23 @@ def record(report: dict, args: argparse.Namespace, machine: str) -> None:
     sloped = {name: m for name, m in report["memory"].items() if m["slope_mb_per_min"] is not None}
     worst = max(sloped, key=lambda name: abs(sloped[name]["robust_slope_mb_per_min"])) if sloped else None
     kill = report.get("kill")
-    kill_text = f"{sum(kill['lost'].values())} ({', '.join(f'{n}x {c}' for c, n in kill['lost'].items()) or '-'}), {kill['ready_s']}, {kill['answering_s']}" if kill else "no kill"
-    given = sys.argv[1:] + ([] if any(a.startswith("--priming") for a in sys.argv) else [f"--priming={args.priming}"])  # rows before it had none
+    kill_text = (
+        f"{sum(kill['lost'].values())} ({', '.join(f'{n}x {c}' for c, n in kill['lost'].items()) or '-'}), {kill['ready_s']}, {kill['answering_s']}"
+        if kill
+        else "no kill"
+    )
+    given = sys.argv[1:] + (
+        [] if any(a.startswith("--priming") for a in sys.argv) else [f"--priming={args.priming}"]
+    )  # rows before it had none
     command = "python -m loadtest.soak " + shlex.join(given)
     append_table_row(
-        BENCHMARKS, SECTION, TABLE_HEADER,
+        BENCHMARKS,
+        SECTION,
+        TABLE_HEADER,
         f"| {time.strftime('%Y-%m-%d')} | {machine} | {parse_duration(args.duration) / 60:g} | {', '.join(args.models)} | {args.users * len(args.models)} "
         f"| {report['answers_per_s']:.2f} | {report.get('mixed_ratio', float('nan')):.2f} | {sum(report['failures_outside_kill'].values())} | {kill_text} "
         f"| {f'{slope_text(sloped[worst])} ({worst})' if worst else 'n/a'} | {report['log_bytes'] / 2**20:.2f} | `{command}` |",
-    )  # fmt: skip
+    )
 
 
 def main() -> None:
@@ -389,38 +465,81 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     parser.add_argument("--duration", default="30m", help="the mixed run: 90s, 30m, 1h")
     parser.add_argument("--users", type=int, default=4, help="users per model (half REST, half gRPC)")
-    parser.add_argument("--priming", type=int, default=2, help="rounds of one full batch of each photo per model, first (0: none)")
+    parser.add_argument(
+        "--priming", type=int, default=2, help="rounds of one full batch of each photo per model, first (0: none)"
+    )
     parser.add_argument("--singles", type=float, default=120, help="seconds of each model alone first (0: skip)")
-    parser.add_argument("--warm-up", type=float, default=300, help="seconds before memory slopes and throughput count (at most a third of the run)")
+    parser.add_argument(
+        "--warm-up",
+        type=float,
+        default=300,
+        help="seconds before memory slopes and throughput count (at most a third of the run)",
+    )
     parser.add_argument("--interval", type=float, default=30, help="seconds between memory samples")
-    parser.add_argument("--kill-at", type=float, default=0.5, help="when to kill a worker, as a fraction of the run (0: never)")
+    parser.add_argument(
+        "--kill-at", type=float, default=0.5, help="when to kill a worker, as a fraction of the run (0: never)"
+    )
     parser.add_argument("--kill-model", default=None, help="whose worker to kill (default: the first model)")
-    parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help="model store (missing or stale archives are exported there)")
-    parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help=f"more environment for TorchServe, e.g. {THREADS_VARIABLE}=2")
-    parser.add_argument("--jvm", action="append", default=[], metavar="OPTION", help="a JVM option for the frontend after config.properties' vmargs (repeat; write --jvm=-Xms256m)")
-    parser.add_argument("--report", type=Path, default=None, help="the JSON report file, or a folder for its report.json (default: loadtest/results/<time>-soak/report.json)")
+    parser.add_argument(
+        "--store", type=Path, default=DEFAULT_STORE, help="model store (missing or stale archives are exported there)"
+    )
+    parser.add_argument(
+        "--env",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"more environment for TorchServe, e.g. {THREADS_VARIABLE}=2",
+    )
+    parser.add_argument(
+        "--jvm",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="a JVM option for the frontend after config.properties' vmargs (repeat; write --jvm=-Xms256m)",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="the JSON report file, or a folder for its report.json (default: loadtest/results/<time>-soak/report.json)",
+    )
     parser.add_argument("--no-record", action="store_true", help="print only; do not add a row to docs/benchmarks.md")
     parser.add_argument("--no-export", action="store_true", help="serve the store as it is")
     args = parser.parse_args()
     duration = parse_duration(args.duration)
     warm_up_s = min(args.warm_up, duration / 3)
-    if args.report is not None and args.report.is_dir():  # a folder given: the report goes inside it (found out only at the end before)
+    if (
+        args.report is not None and args.report.is_dir()
+    ):  # a folder given: the report goes inside it (found out only at the end before)
         args.report = args.report / "report.json"
     report_dir = args.report.parent if args.report else RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-soak"
     report_dir.mkdir(parents=True, exist_ok=True)
     if not args.no_export:
-        subprocess.run([sys.executable, "-m", "export", *args.models, "--if-stale", "--store", str(args.store)], cwd=REPO, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "export", *args.models, "--if-stale", "--store", str(args.store)],
+            cwd=REPO,
+            check=True,
+        )
 
     environment = {**WORKER_ENVIRONMENT, **dict(item.split("=", 1) for item in args.env)}
     machine = f"{describe_machine(torch.device('cpu'))}, {allocator_in(environment)}"
     with tempfile.TemporaryDirectory(prefix="soak-") as work:
-        server = TorchServe(Path(work), args.models, args.store, overrides=soak_overrides(args.store), environment=environment, jvm_options=args.jvm)
+        server = TorchServe(
+            Path(work),
+            args.models,
+            args.store,
+            overrides=soak_overrides(args.store),
+            environment=environment,
+            jvm_options=args.jvm,
+        )
         with server.running(timeout=900):
             if args.priming:
                 print(f"priming: {args.priming} rounds of one full batch of each photo per model", flush=True)
                 problems = prime(server, args.models, args.priming)
                 if problems:
-                    raise RuntimeError(f"{len(problems)} priming requests failed, the server is not fit to soak; the first: {problems[0]}")
+                    raise RuntimeError(
+                        f"{len(problems)} priming requests failed, the server is not fit to soak; the first: {problems[0]}"
+                    )
             singles = {}
             for model in args.models if args.singles else []:
                 started = time.time()
@@ -435,19 +554,42 @@ def main() -> None:
             kills: list[Kill] = []
             killer = None
             if args.kill_at:
-                killer = threading.Thread(target=kill_worker_at, args=(server, args.kill_model or args.models[0], started + args.kill_at * duration, kills), daemon=True)
+                killer = threading.Thread(
+                    target=kill_worker_at,
+                    args=(server, args.kill_model or args.models[0], started + args.kill_at * duration, kills),
+                    daemon=True,
+                )
                 killer.start()
-            requests = run_locust_for(server, args.models, args.users * len(args.models), duration, report_dir / "mixed")
+            requests = run_locust_for(
+                server, args.models, args.users * len(args.models), duration, report_dir / "mixed"
+            )
             ended = max(r.end for r in requests)
             if killer is not None:
                 killer.join(timeout=120)
             sampler.stopped.set()
             sampler.join()
             report = analyse(
-                requests, started, ended, warm_up_s, kills[0] if kills else None, singles, sampler.samples, sampler.heap,
-                log_bytes(server.run_dir) - logs_before, args.models,
-            )  # fmt: skip
-    report.update(machine=machine, models=args.models, users_per_model=args.users, duration_s=duration, warm_up_s=warm_up_s, environment=args.env, jvm_options=args.jvm, priming_rounds=args.priming)
+                requests,
+                started,
+                ended,
+                warm_up_s,
+                kills[0] if kills else None,
+                singles,
+                sampler.samples,
+                sampler.heap,
+                log_bytes(server.run_dir) - logs_before,
+                args.models,
+            )
+    report.update(
+        machine=machine,
+        models=args.models,
+        users_per_model=args.users,
+        duration_s=duration,
+        warm_up_s=warm_up_s,
+        environment=args.env,
+        jvm_options=args.jvm,
+        priming_rounds=args.priming,
+    )
     report_path = args.report or report_dir / "report.json"
     report_path.write_text(json.dumps(report, indent=1))
     print(f"Machine: {machine}\n{summary(report)}\nreport: {report_path}")

@@ -1,4 +1,5 @@
-"""Near-free stand-in models for ``make bench-stack``: each family's real handler and config around a model that costs almost nothing.
+"""Near-free stand-in models for ``make bench-stack``: each family's real handler and config around a model that costs
+almost nothing.
 
 Each stand-in takes and answers exactly what its real model does (shapes, types, value
 ranges), so the handler does all of its real work: decoding, crops and resizes, heatmap
@@ -7,16 +8,19 @@ peaks, three people per photo, a mask that follows the photo's brightness.
 """
 
 from dataclasses import replace
-from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from export.archive import Package, Part, Serving
 from export.architectures import example_crops, example_images, example_photos
+from export.archive import Package, Part, Serving
 from export.recipes import RECIPES, SIMPLEBASELINE_INPUT
 
-STANDIN_WEIGHTS = {"source": "stand-in", "pretrained": False, "reason": "benchmark model: near-free, for measuring the serving stack"}
+STANDIN_WEIGHTS = {
+    "source": "stand-in",
+    "pretrained": False,
+    "reason": "benchmark model: near-free, for measuring the serving stack",
+}
 # Three people per photo, as fractions of its width and height.
 PEOPLE = ((0.05, 0.10, 0.35, 0.95), (0.40, 0.20, 0.60, 0.90), (0.65, 0.05, 0.95, 0.98))
 
@@ -26,7 +30,9 @@ def _gaussian_heatmaps(joints: int, height: int, width: int, sigma: float = 2.0)
     k = torch.arange(joints, dtype=torch.float32)
     x = 6.3 + (k * 7.7) % (width - 12)
     y = 6.6 + (k * 11.3) % (height - 12)
-    grid_y, grid_x = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
+    grid_y, grid_x = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
     return torch.exp(-((grid_x - x.view(-1, 1, 1)) ** 2 + (grid_y - y.view(-1, 1, 1)) ** 2) / (2 * sigma**2))
 
 
@@ -35,7 +41,9 @@ class PoseStandIn(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("maps", _gaussian_heatmaps(17, SIMPLEBASELINE_INPUT["height"] // 4, SIMPLEBASELINE_INPUT["width"] // 4))
+        self.register_buffer(
+            "maps", _gaussian_heatmaps(17, SIMPLEBASELINE_INPUT["height"] // 4, SIMPLEBASELINE_INPUT["width"] // 4)
+        )
 
     def forward(self, crops: Tensor) -> Tensor:
         return self.maps.unsqueeze(0).repeat(crops.shape[0], 1, 1, 1)
@@ -51,13 +59,17 @@ class DetectorStandIn(nn.Module):
         self.register_buffer("joints", torch.rand(3, 17, 2))
         self.keypoints = keypoints
 
-    def forward(self, images: List[Tensor]) -> Tuple[Dict[str, Tensor], List[Dict[str, Tensor]]]:
-        detections = torch.jit.annotate(List[Dict[str, Tensor]], [])
+    def forward(self, images: list[Tensor]) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
+        detections = torch.jit.annotate(list[dict[str, Tensor]], [])
         for image in images:
             height, width = image.shape[-2], image.shape[-1]
             size = torch.tensor([width, height, width, height], dtype=torch.float32, device=image.device)
             boxes = self.people * size
-            found = {"boxes": boxes, "labels": torch.ones(3, dtype=torch.long, device=image.device), "scores": self.scores}
+            found = {
+                "boxes": boxes,
+                "labels": torch.ones(3, dtype=torch.long, device=image.device),
+                "scores": self.scores,
+            }
             if self.keypoints:
                 xy = boxes[:, None, :2] + self.joints * (boxes[:, None, 2:] - boxes[:, None, :2])
                 found["keypoints"] = torch.cat([xy, torch.ones_like(xy[..., :1])], dim=2)
@@ -97,13 +109,17 @@ def _segmenter_inputs(batch: int) -> tuple[Tensor, ...]:
 
 
 def standin_packages(serving: Serving) -> list[Package]:
-    """One archive per handler family, named ``<family>_standin``: the real recipe's handler and config, a stand-in model."""
+    """One archive per handler family, named ``<family>_standin``: the real recipe's handler and config, a stand-in
+    model."""
     pose = Part("pose", PoseStandIn(), _crops, STANDIN_WEIGHTS)
     detector = Part("detector", DetectorStandIn(), _images, STANDIN_WEIGHTS, "script", check_batch=2)
     families = {
         "pose": ("pose_resnet50", (replace(pose, name="model"),)),
         "detector": ("person_detector", (replace(detector, name="model"),)),
-        "keypoint_rcnn": ("keypoint_rcnn", (Part("model", DetectorStandIn(keypoints=True), _images, STANDIN_WEIGHTS, "script", check_batch=2),)),
+        "keypoint_rcnn": (
+            "keypoint_rcnn",
+            (Part("model", DetectorStandIn(keypoints=True), _images, STANDIN_WEIGHTS, "script", check_batch=2),),
+        ),
         "pose_pipeline": ("pose_pipeline", (detector, pose)),
         "segmenter": ("person_segmenter", (Part("model", SegmenterStandIn(), _segmenter_inputs, STANDIN_WEIGHTS),)),
         "style": ("style_candy", (Part("model", StyleStandIn(), _photos, STANDIN_WEIGHTS, "script"),)),

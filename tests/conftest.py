@@ -11,9 +11,28 @@ from export.archive import REPO, write_archive
 from oracles import oracle_packages
 from tools.server import TorchServe, loopback_overrides
 
-ORACLES = ["pose_oracle", "detector_oracle", "keypoint_oracle", "pipeline_oracle", "tracker_oracle", "segmenter_oracle", "style_oracle", "face_oracle", "smart_filter_oracle", "cyclegan_oracle", "pix2pix_oracle"]
+ORACLES = [
+    "pose_oracle",
+    "detector_oracle",
+    "keypoint_oracle",
+    "pipeline_oracle",
+    "tracker_oracle",
+    "segmenter_oracle",
+    "style_oracle",
+    "face_oracle",
+    "smart_filter_oracle",
+    "cyclegan_oracle",
+    "pix2pix_oracle",
+]
 # Real architectures with random weights: they must load and answer in a worker, offline.
-REAL_MODELS = ["pose_resnet50", "person_detector_mobilenet", "keypoint_rcnn", "person_segmenter_lraspp", "style_candy", "cyclegan_style_vangogh"]
+REAL_MODELS = [
+    "pose_resnet50",
+    "person_detector_mobilenet",
+    "keypoint_rcnn",
+    "person_segmenter_lraspp",
+    "style_candy",
+    "cyclegan_style_vangogh",
+]
 
 
 def server_overrides(store: Path) -> dict[str, str]:
@@ -39,15 +58,21 @@ def export_random(models: list[str], store: Path) -> str:
     """Export ``models`` with random weights into ``store``; the export's log."""
     result = subprocess.run(
         [sys.executable, "-m", "export", *models, "--weights", "random", "--store", str(store)],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stderr
 
 
 @pytest.fixture(scope="session")
 def server(model_store, tmp_path_factory):
     instance = TorchServe(
-        tmp_path_factory.mktemp("torchserve"), ORACLES + REAL_MODELS, model_store, overrides=server_overrides(model_store)
+        tmp_path_factory.mktemp("torchserve"),
+        ORACLES + REAL_MODELS,
+        model_store,
+        overrides=server_overrides(model_store),
     )
     with instance.running(timeout=300):
         yield instance

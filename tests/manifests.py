@@ -38,7 +38,9 @@ class Rendered:
 
     def config_map(self, prefix: str) -> dict:
         """The generated ConfigMap whose name starts with ``prefix`` (kustomize appends a hash)."""
-        (found,) = [o for o in self.objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(f"{prefix}-")]
+        (found,) = [
+            o for o in self.objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(f"{prefix}-")
+        ]
         return found
 
     def config_file(self, name: str) -> str:
@@ -64,6 +66,8 @@ def render_with_component(overlay: str, component: str, folder: Path) -> Rendere
     # kustomize takes only relative paths to other kustomizations.
     relative = os.path.relpath(K8S, folder)
     (folder / "kustomization.yaml").write_text(
-        yaml.safe_dump({"resources": [f"{relative}/overlays/{overlay}"], "components": [f"{relative}/components/{component}"]})
+        yaml.safe_dump(
+            {"resources": [f"{relative}/overlays/{overlay}"], "components": [f"{relative}/components/{component}"]}
+        )
     )
     return render(folder)

@@ -10,7 +10,7 @@ checked end to end: any slip moves the served keypoints off the painted discs.
 import functools
 import itertools
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,9 +50,10 @@ def joint_colours() -> tuple[np.ndarray, np.ndarray]:
     """Two bright RGB colours per joint, chosen so no bilinear blend in a painted photo mimics another joint."""
     levels = (0, 64, 128, 192, 255)
     palette = [
-        np.array(c, dtype=np.float32) for c in itertools.product(levels, repeat=3)
+        np.array(c, dtype=np.float32)
+        for c in itertools.product(levels, repeat=3)
         if max(c) >= 192 and len(set(c)) > 1 and c[0] != c[2]  # bright, not grey, R != B so a BGR swap shows
-    ]  # fmt: skip
+    ]
     order = np.random.default_rng(7).permutation(len(palette))
     colours: list[np.ndarray] = []
     pairs: list[tuple[int, int]] = []
@@ -129,8 +130,12 @@ class PaintedPeople:
 
 
 def paint_people(
-    width: int, height: int, regions: list[list[float]], seed: int, joints: Optional[tuple[str, ...]] = None,
-    layouts: Optional[list[int]] = None,
+    width: int,
+    height: int,
+    regions: list[list[float]],
+    seed: int,
+    joints: tuple[str, ...] | None = None,
+    layouts: list[int] | None = None,
 ) -> PaintedPeople:
     """Paint 17 two-tone discs per region on a dark noisy background, on a jittered grid inside the region.
 
@@ -164,7 +169,11 @@ def paint_people(
             image[inside & (centres_x < cx)] = colours_a[joint]
             image[inside & (centres_x >= cx)] = colours_b[joint]
         all_joints.append(positions)
-    return PaintedPeople(image, np.stack(all_joints) if all_joints else np.zeros((0, NUM_JOINTS, 2)), [list(map(float, r)) for r in regions])
+    return PaintedPeople(
+        image,
+        np.stack(all_joints) if all_joints else np.zeros((0, NUM_JOINTS, 2)),
+        [list(map(float, r)) for r in regions],
+    )
 
 
 # Person frames: grey outlines (never a joint colour) whose shade sets the detection score,
@@ -189,9 +198,9 @@ class DetectorOracle(nn.Module):
         self.register_buffer("scores", torch.tensor([*PERSON_SCORES, 0.95]))
         self.tolerance = FRAME_TOLERANCE
 
-    def frames(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        boxes = torch.jit.annotate(List[Tensor], [])
-        keep = torch.jit.annotate(List[int], [])
+    def frames(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        boxes = torch.jit.annotate(list[Tensor], [])
+        keep = torch.jit.annotate(list[int], [])
         pixels = image.float()
         for f in range(self.colours.shape[0]):
             match = ((pixels - self.colours[f].view(3, 1, 1)).abs() <= self.tolerance).all(dim=0)
@@ -205,8 +214,8 @@ class DetectorOracle(nn.Module):
         chosen = torch.tensor(keep, device=image.device)
         return torch.stack(boxes), self.labels[chosen], self.scores[chosen]
 
-    def forward(self, images: List[Tensor]) -> Tuple[Dict[str, Tensor], List[Dict[str, Tensor]]]:
-        detections = torch.jit.annotate(List[Dict[str, Tensor]], [])
+    def forward(self, images: list[Tensor]) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
+        detections = torch.jit.annotate(list[dict[str, Tensor]], [])
         for image in images:
             boxes, labels, scores = self.frames(image)
             detections.append({"boxes": boxes, "labels": labels, "scores": scores})
@@ -225,8 +234,8 @@ class KeypointOracle(DetectorOracle):
         colours_a, colours_b = joint_colours()
         self.register_buffer("joint_colours", torch.from_numpy(np.stack([colours_a, colours_b], axis=1)))  # [K, 2, 3]
 
-    def forward(self, images: List[Tensor]) -> Tuple[Dict[str, Tensor], List[Dict[str, Tensor]]]:
-        detections = torch.jit.annotate(List[Dict[str, Tensor]], [])
+    def forward(self, images: list[Tensor]) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
+        detections = torch.jit.annotate(list[dict[str, Tensor]], [])
         for image in images:
             boxes, labels, scores = self.frames(image)
             count = self.joint_colours.shape[0]
@@ -247,7 +256,13 @@ class KeypointOracle(DetectorOracle):
                 joints[n] = torch.stack([cx, cy, torch.ones_like(cx)], dim=1)
                 joint_scores[n] = torch.where(mass >= 3, torch.full_like(mass, 10.0), torch.full_like(mass, -10.0))
             detections.append(
-                {"boxes": boxes, "labels": labels, "scores": scores, "keypoints": joints, "keypoints_scores": joint_scores}
+                {
+                    "boxes": boxes,
+                    "labels": labels,
+                    "scores": scores,
+                    "keypoints": joints,
+                    "keypoints_scores": joint_scores,
+                }
             )
         return {}, detections
 
@@ -268,7 +283,8 @@ SEGMENT_BACKGROUND = 20.0  # mean of the background noise
 
 
 class SegmenterOracle(nn.Module):
-    """RGB ``uint8[N, 3, h, w]`` photos to person log-odds ``[N, 1, h, w]``: how much of each pixel is the person colour.
+    """RGB ``uint8[N, 3, h, w]`` photos to person log-odds ``[N, 1, h, w]``: how much of each pixel is the person
+    colour.
 
     The log-odds are proportional to the pixel's share of ``SEGMENT_COLOUR`` against the
     background (0 for an even blend), so a resized photo keeps its edges where they were.
@@ -294,7 +310,8 @@ class IdentityStyle(nn.Module):
 
 
 class IdentityGenerator(nn.Module):
-    """A pix2pix / CycleGAN generator that changes nothing ([-1, 1] in, the same out): served, it must hand the photo back."""
+    """A pix2pix / CycleGAN generator that changes nothing ([-1, 1] in, the same out): served, it must hand the photo
+    back."""
 
     def forward(self, photos: Tensor) -> Tensor:
         return photos
@@ -336,7 +353,7 @@ def _crops(n: int) -> tuple[Tensor]:
     return (torch.randn(n, 3, SIMPLEBASELINE_INPUT["height"], SIMPLEBASELINE_INPUT["width"]),)
 
 
-def _images(n: int) -> tuple[List[Tensor]]:
+def _images(n: int) -> tuple[list[Tensor]]:
     return ([torch.randint(0, 256, (3, 60 + 10 * i, 80), dtype=torch.uint8) for i in range(n)],)
 
 
@@ -344,14 +361,21 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
     """Every oracle archived exactly like its real model: same handler, same handler config."""
     from dataclasses import replace
 
-    from export.archive import Part, Sequences, Serving
     from export.architectures import pixel_generator
+    from export.archive import Part, Sequences, Serving
     from export.recipes import POSE_CONFIG, POSE_PT2, RECIPES, SEGMENTER_PT2, STYLE_PT2, UNET_PT2
 
     serving = Serving(batch_size=batch_size, max_batch_delay_ms=max_batch_delay_ms)
 
     def pose_part(name: str) -> Part:
-        return Part(name, PoseOracle(POSE_CONFIG["input"], POSE_CONFIG["heatmap"]), _crops, ORACLE_WEIGHTS, "script", pt2=POSE_PT2)
+        return Part(
+            name,
+            PoseOracle(POSE_CONFIG["input"], POSE_CONFIG["heatmap"]),
+            _crops,
+            ORACLE_WEIGHTS,
+            "script",
+            pt2=POSE_PT2,
+        )
 
     def detector_part(name: str, module: nn.Module) -> Part:
         return Part(name, module, _images, ORACLE_WEIGHTS, "script", check_batch=2)
@@ -366,14 +390,25 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
         return Part(name, module, lambda n: (torch.rand(n, *shape) * 255,), ORACLE_WEIGHTS, "script")
 
     face_parts = (
-        face_part("pnet", PNetOracle(), (3, 64, 80)), face_part("rnet", CropOracle(FACE_STAGE_MARGIN, False), (3, 24, 24)),
-        face_part("onet", CropOracle(0.0, True), (3, 48, 48)), face_part("expression", ExpressionOracle(), (1, 48, 48)),
-    )  # fmt: skip
+        face_part("pnet", PNetOracle(), (3, 64, 80)),
+        face_part("rnet", CropOracle(FACE_STAGE_MARGIN, False), (3, 24, 24)),
+        face_part("onet", CropOracle(0.0, True), (3, 48, 48)),
+        face_part("expression", ExpressionOracle(), (1, 48, 48)),
+    )
     recipes = {
         "face_oracle": (RECIPES["faces"], face_parts),
-        "smart_filter_oracle": (RECIPES["smart_filter"], (Part("model", SegmenterOracle(FILTER_PERSON_COLOUR), photos, ORACLE_WEIGHTS, "script"), *face_parts)),
-        "segmenter_oracle": (RECIPES["person_segmenter"], (Part("model", SegmenterOracle(), photos, ORACLE_WEIGHTS, "script", pt2=SEGMENTER_PT2),)),
-        "style_oracle": (RECIPES["style_candy"], (Part("model", IdentityStyle(), photos, ORACLE_WEIGHTS, "script", pt2=STYLE_PT2),)),
+        "smart_filter_oracle": (
+            RECIPES["smart_filter"],
+            (Part("model", SegmenterOracle(FILTER_PERSON_COLOUR), photos, ORACLE_WEIGHTS, "script"), *face_parts),
+        ),
+        "segmenter_oracle": (
+            RECIPES["person_segmenter"],
+            (Part("model", SegmenterOracle(), photos, ORACLE_WEIGHTS, "script", pt2=SEGMENTER_PT2),),
+        ),
+        "style_oracle": (
+            RECIPES["style_candy"],
+            (Part("model", IdentityStyle(), photos, ORACLE_WEIGHTS, "script", pt2=STYLE_PT2),),
+        ),
         "cyclegan_oracle": (RECIPES["cyclegan_style_vangogh"], (generator_part(STYLE_PT2, photos),)),
         "pix2pix_oracle": (RECIPES["pix2pix_edges2shoes"], (generator_part(UNET_PT2, lambda n: photos(n, 256, 256)),)),
         "pose_oracle": (RECIPES["pose_resnet50"], (pose_part("model"),)),
@@ -387,7 +422,12 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
     tracker = packages["tracker_oracle"]
     packages["tracker_oracle"] = replace(
         tracker,
-        serving=replace(serving, sequences=Sequences(60_000, 0, max_sequences=32, queue_size=8, unhealthy_after_s=TRACKER_ORACLE_UNHEALTHY_AFTER_S)),
+        serving=replace(
+            serving,
+            sequences=Sequences(
+                60_000, 0, max_sequences=32, queue_size=8, unhealthy_after_s=TRACKER_ORACLE_UNHEALTHY_AFTER_S
+            ),
+        ),
         handler_config={**tracker.handler_config, "tracking": TRACKER_ORACLE_TRACKING},
     )
     return list(packages.values())
@@ -407,7 +447,9 @@ FACE_QUADRANT_LEVELS = (140, 160, 180, 200)  # top left, top right, bottom left,
 # blue, so that the segmenter oracle given this colour reads people and faces (G = B >= 140) as person.
 FILTER_PERSON_COLOUR = (int(FACE_BACKGROUND_RED), 200, 200)
 FACE_LANDMARK_FRACTIONS = ((0.3, 0.35), (0.7, 0.35), (0.5, 0.55), (0.35, 0.75), (0.65, 0.75))  # of the face's box
-FACE_STAGE_MARGIN = 0.25  # P-Net and R-Net oracles widen the face by this much per side, so the next crop holds it whole
+FACE_STAGE_MARGIN = (
+    0.25  # P-Net and R-Net oracles widen the face by this much per side, so the next crop holds it whole
+)
 
 
 def face_coverage(pixels: Tensor, background_red: float) -> Tensor:
@@ -416,7 +458,8 @@ def face_coverage(pixels: Tensor, background_red: float) -> Tensor:
 
 
 def face_extent(coverage: Tensor, margin: float) -> Tensor:
-    """``[N, 1, S, S]`` coverage of square crops to the face box ``[N, 4]`` in crop pixels, widened by ``margin`` per side."""
+    """``[N, 1, S, S]`` coverage of square crops to the face box ``[N, 4]`` in crop pixels, widened by ``margin`` per
+    side."""
     columns = coverage.amax(dim=2)[:, 0]  # each column's covered width: a face is an axis-aligned rectangle
     rows = coverage.amax(dim=3)[:, 0]
     centres = torch.arange(coverage.shape[-1], device=coverage.device, dtype=coverage.dtype) + 0.5
@@ -463,7 +506,9 @@ class CropOracle(nn.Module):
     def __init__(self, margin: float, landmarks: bool):
         super().__init__()
         self.background_red, self.margin = FACE_BACKGROUND_RED, margin
-        self.register_buffer("fractions", torch.tensor(FACE_LANDMARK_FRACTIONS, dtype=torch.float32) if landmarks else torch.zeros(0, 2))
+        self.register_buffer(
+            "fractions", torch.tensor(FACE_LANDMARK_FRACTIONS, dtype=torch.float32) if landmarks else torch.zeros(0, 2)
+        )
 
     def forward(self, crops: Tensor) -> Tensor:
         side = float(crops.shape[-1])
@@ -490,9 +535,15 @@ def face_quadrant_greys(levels: tuple[int, ...] = FACE_QUADRANT_LEVELS) -> list[
 
 
 def paint_faces(
-    width: int, height: int, faces: list[list[int]], seed: int, levels: tuple[int, ...] = FACE_QUADRANT_LEVELS, people: tuple[list[int], ...] = ()
+    width: int,
+    height: int,
+    faces: list[list[int]],
+    seed: int,
+    levels: tuple[int, ...] = FACE_QUADRANT_LEVELS,
+    people: tuple[list[int], ...] = (),
 ) -> np.ndarray:
-    """An RGB photo with face rectangles ``[x1, y1, x2, y2]`` (even sides) on a textured background, over ``people`` rectangles."""
+    """An RGB photo with face rectangles ``[x1, y1, x2, y2]`` (even sides) on a textured background, over ``people``
+    rectangles."""
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
     image[..., 0] = FACE_BACKGROUND_RED
@@ -500,7 +551,14 @@ def paint_faces(
         image[y1:y2, x1:x2] = FILTER_PERSON_COLOUR
     for x1, y1, x2, y2 in faces:
         mx, my = (x1 + x2) // 2, (y1 + y2) // 2
-        for (ys, xs), level in zip(((slice(y1, my), slice(x1, mx)), (slice(y1, my), slice(mx, x2)),
-                                    (slice(my, y2), slice(x1, mx)), (slice(my, y2), slice(mx, x2))), levels):  # fmt: skip
+        for (ys, xs), level in zip(
+            (
+                (slice(y1, my), slice(x1, mx)),
+                (slice(y1, my), slice(mx, x2)),
+                (slice(my, y2), slice(x1, mx)),
+                (slice(my, y2), slice(mx, x2)),
+            ),
+            levels,
+        ):
             image[ys, xs] = (255, level, level)
     return image

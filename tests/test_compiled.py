@@ -1,4 +1,5 @@
-""".pt2 archives (torch.export + AOTInductor) beside TorchScript: which models get which, agreement, bounds, load failures.
+""".pt2 archives (torch.export + AOTInductor) beside TorchScript: which models get which, agreement, bounds, load
+failures.
 
 The served oracle tests (pose, segmenter, style, pipeline) run on ``.pt2`` archives too:
 ``oracles.oracle_packages`` gives them the same export shapes as the real models.
@@ -19,7 +20,12 @@ from humanserve_core.models import ModelLoadError, load_model
 from loadtest.bench_served import load_handler
 from oracles import oracle_packages
 
-PT2_MODELS = ["pose_resnet50", "person_segmenter_lraspp", "style_candy", "cyclegan_style_vangogh"]  # the served real models torch.export takes
+PT2_MODELS = [
+    "pose_resnet50",
+    "person_segmenter_lraspp",
+    "style_candy",
+    "cyclegan_style_vangogh",
+]  # the served real models torch.export takes
 TORCHSCRIPT_MODELS = ["person_detector_mobilenet", "keypoint_rcnn"]
 
 
@@ -38,7 +44,12 @@ def test_default_archives_are_pt2_where_torch_export_takes_the_model(model_store
     config, manifest, names = archive_config(model_store, model)
     record = config["handler"]["compiled"]["model"]
     assert manifest["model"]["serializedFile"] == "model.pt2" and "model.pt2" in names and "model.pt" not in names
-    assert (record["format"], record["file"], record["device"], record["precision"]) == ("pt2", "model.pt2", "cpu", "fp32")
+    assert (record["format"], record["file"], record["device"], record["precision"]) == (
+        "pt2",
+        "model.pt2",
+        "cpu",
+        "fp32",
+    )
     assert record["torch"] == str(torch.__version__) and record["compile"]["inductor"] == {"freezing": True}
     assert record["compile"]["batch"][0] == 1
 
@@ -133,7 +144,13 @@ class TinyNet(nn.Module):
 def tiny_part() -> Part:
     torch.manual_seed(0)
     module = TinyNet().eval()
-    return Part("model", module, lambda n: (torch.randn(n, 3, 24, 20, generator=torch.Generator().manual_seed(n)),), {}, pt2=Pt2Shapes(batch=4))
+    return Part(
+        "model",
+        module,
+        lambda n: (torch.randn(n, 3, 24, 20, generator=torch.Generator().manual_seed(n)),),
+        {},
+        pt2=Pt2Shapes(batch=4),
+    )
 
 
 def test_bf16_package_computes_in_bf16_and_answers_float32(tmp_path):
@@ -160,7 +177,9 @@ def test_non_contiguous_inputs_give_the_same_answer(tmp_path):
 def test_package_for_another_device_or_torch_is_refused_with_a_message(tmp_path):
     part = tiny_part()
     record = to_pt2(part, Build(), 4, tmp_path / "model.pt2")
-    with pytest.raises(ModelLoadError, match=r"model.pt2 is compiled for cpu but this worker runs on cuda:0.*--device cuda"):
+    with pytest.raises(
+        ModelLoadError, match=r"model.pt2 is compiled for cpu but this worker runs on cuda:0.*--device cuda"
+    ):
         load_model(str(tmp_path), record, torch.device("cuda:0"))
     with pytest.raises(ModelLoadError, match=r"compiled with torch 2.13.0 but this worker has torch .*re-export"):
         load_model(str(tmp_path), {**record, "torch": "2.13.0"}, torch.device("cpu"))

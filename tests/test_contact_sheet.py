@@ -18,7 +18,8 @@ SIZE, CELL = 128, 192
 
 
 def make_set(folder, shifts: list[tuple[int, int]], seed: int) -> list[np.ndarray]:
-    """Patches of one pose at several places in grey frames, as ``humanserve patches`` writes them; their keypoints (frame px)."""
+    """Patches of one pose at several places in grey frames, as ``humanserve patches`` writes them; their keypoints
+    (frame px)."""
     (folder / "patches").mkdir(parents=True)
     pose = np.random.default_rng(seed).uniform(0.2, 0.8, size=(17, 2)) * [80, 160]
     all_keypoints = []
@@ -30,7 +31,9 @@ def make_set(folder, shifts: list[tuple[int, int]], seed: int) -> list[np.ndarra
             keypoints = np.concatenate([pose + box[:2], np.ones((17, 1))], axis=1)
             frame = np.full((300, 400, 3), 128, np.uint8)
             cv2.imwrite(str(folder / "patches" / f"p{n}.jpg"), cut_patch(frame, box, 0.1, SIZE))
-            writer.writerow(("v.mp4", n, n, 0, f"p{n}.jpg", *box, 0.9, "full-body-front", json.dumps(keypoints.tolist())))
+            writer.writerow(
+                ("v.mp4", n, n, 0, f"p{n}.jpg", *box, 0.9, "full-body-front", json.dumps(keypoints.tolist()))
+            )
             all_keypoints.append(keypoints)
     return all_keypoints
 
@@ -40,8 +43,25 @@ def test_the_sheet_draws_each_pair_with_joints_where_they_are(tmp_path):
     make_set(tmp_path / "b", [(30, 10), (200, 90)], seed=1)
     pair_files(tmp_path / "a" / "patches.csv", tmp_path / "b" / "patches.csv", tmp_path / "pairs.csv")
     out = tmp_path / "sheet.png"
-    done = subprocess.run([sys.executable, "-m", "humanserve_client", "contact-sheet", str(tmp_path / "pairs.csv"), "--a", str(tmp_path / "a"),
-                           "--b", str(tmp_path / "b"), "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "humanserve_client",
+            "contact-sheet",
+            str(tmp_path / "pairs.csv"),
+            "--a",
+            str(tmp_path / "a"),
+            "--b",
+            str(tmp_path / "b"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     sheet = cv2.imread(str(out))
     assert sheet.shape == (2 * (LABEL_HEIGHT + CELL), 2 * CELL, 3)

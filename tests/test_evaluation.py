@@ -1,4 +1,5 @@
-"""``humanserve evaluate``: COCO keypoint AP as pycocotools computes it, PCK by hand, malformed files, and a served oracle."""
+"""``humanserve evaluate``: COCO keypoint AP as pycocotools computes it, PCK by hand, malformed files, and a served
+oracle."""
 
 import contextlib
 import io
@@ -12,14 +13,25 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from humanserve_client.evaluation import COCO_JOINTS, AnnotationError, match_by_oks, read_ground_truth, read_results, score
+from humanserve_client.evaluation import (
+    COCO_JOINTS,
+    AnnotationError,
+    match_by_oks,
+    read_ground_truth,
+    read_results,
+    score,
+)
 from humanserve_core.keypoints import COCO_KEYPOINTS
 from oracles import paint_people
 from serving import encode, run_cli
 
 # (width, height) per image, and the people of each as [x, y, w, h] boxes
 IMAGES = {1: (640, 480), 2: (320, 400), 3: (500, 500)}
-PEOPLE = {1: [[40, 30, 200, 400], [300, 60, 150, 300]], 2: [[10, 20, 280, 360]], 3: [[100, 50, 120, 200], [260, 240, 200, 250]]}
+PEOPLE = {
+    1: [[40, 30, 200, 400], [300, 60, 150, 300]],
+    2: [[10, 20, 280, 360]],
+    3: [[100, 50, 120, 200], [260, 240, 200, 250]],
+}
 
 
 def ground_truth(seed: int = 0, head_boxes: bool = False) -> dict:
@@ -28,12 +40,20 @@ def ground_truth(seed: int = 0, head_boxes: bool = False) -> dict:
     annotations = []
     for image_id, boxes in PEOPLE.items():
         for x, y, w, h in boxes:
-            joints = np.stack([rng.uniform(x, x + w, 17), rng.uniform(y, y + h, 17), rng.choice([0, 1, 2, 2, 2], 17)], 1)
+            joints = np.stack(
+                [rng.uniform(x, x + w, 17), rng.uniform(y, y + h, 17), rng.choice([0, 1, 2, 2, 2], 17)], 1
+            )
             joints[joints[:, 2] == 0, :2] = 0
             annotation = {
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "bbox": [x, y, w, h],
-                "area": 0.6 * w * h, "iscrowd": 0, "keypoints": joints.round(2).flatten().tolist(), "num_keypoints": int((joints[:, 2] > 0).sum()),
-            }  # fmt: skip
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": 1,
+                "bbox": [x, y, w, h],
+                "area": 0.6 * w * h,
+                "iscrowd": 0,
+                "keypoints": joints.round(2).flatten().tolist(),
+                "num_keypoints": int((joints[:, 2] > 0).sum()),
+            }
             if head_boxes:
                 annotation["head_bbox"] = [x + w / 3, y, w / 3, h / 6]
             annotations.append(annotation)
@@ -51,7 +71,14 @@ def as_results(dataset: dict, shifts: dict[int, np.ndarray] = {}) -> list[dict]:
         joints = np.reshape(annotation["keypoints"], (17, 3)).copy()
         joints[:, :2] += shifts.get(annotation["id"], 0)
         joints[:, 2] = 0.9
-        results.append({"image_id": annotation["image_id"], "category_id": 1, "keypoints": joints.flatten().tolist(), "score": 1 - annotation["id"] / 100})
+        results.append(
+            {
+                "image_id": annotation["image_id"],
+                "category_id": 1,
+                "keypoints": joints.flatten().tolist(),
+                "score": 1 - annotation["id"] / 100,
+            }
+        )
     return results
 
 
@@ -95,7 +122,9 @@ def test_perturbed_results_score_what_pycocotools_and_the_hand_count_say(tmp_pat
     results = as_results(dataset, shifts)
     report = score(read_ground_truth(write(tmp_path / "truth.json", dataset)), results, alpha=0.2)
     expected = pycocotools_ap(dataset, results)
-    assert [report[k] for k in ("AP", "AP50", "AP75", "APl", "AR")] == pytest.approx([expected[i] for i in (0, 1, 2, 4, 5)])
+    assert [report[k] for k in ("AP", "AP50", "AP75", "APl", "AR")] == pytest.approx(
+        [expected[i] for i in (0, 1, 2, 4, 5)]
+    )
     assert report["APm"] is None and expected[3] == -1  # no medium-sized person: nothing to score
     assert 0 < report["AP"] < 1
 
@@ -131,7 +160,11 @@ def test_missing_and_extra_predictions(tmp_path):
     truth = read_ground_truth(write(tmp_path / "truth.json", dataset))
     results = as_results(dataset)
     dropped = results.pop(0)  # nobody found for annotation 1: its joints are all wrong
-    stray = {**dropped, "image_id": 3, "keypoints": (np.array(dropped["keypoints"]) + 1000).tolist()}  # far from everyone
+    stray = {
+        **dropped,
+        "image_id": 3,
+        "keypoints": (np.array(dropped["keypoints"]) + 1000).tolist(),
+    }  # far from everyone
     report = score(truth, list(reversed(results)) + [stray])
     visible = np.array([np.reshape(a["keypoints"], (17, 3))[:, 2] > 0 for a in dataset["annotations"]])
     assert report["PCK"] == pytest.approx(visible[1:].sum() / visible.sum())
@@ -152,8 +185,14 @@ def test_matching_by_oks_is_one_to_one_and_best_first():
         (lambda d: [], "JSON object"),
         (lambda d: {k: v for k, v in d.items() if k != "images"}, "no 'images' list"),
         (lambda d: d["annotations"][1].update(image_id=99), "annotations[1] needs an integer 'id' and the 'image_id'"),
-        (lambda d: d["annotations"][2].update(keypoints=[1, 2, 2] * 16), "annotations[2]: 'keypoints' must be 17 x [x, y, v]"),
-        (lambda d: d["annotations"][0].update(bbox=[1, 2, "3", 4]), "annotations[0]: 'bbox' must be [x, y, width, height]"),
+        (
+            lambda d: d["annotations"][2].update(keypoints=[1, 2, 2] * 16),
+            "annotations[2]: 'keypoints' must be 17 x [x, y, v]",
+        ),
+        (
+            lambda d: d["annotations"][0].update(bbox=[1, 2, "3", 4]),
+            "annotations[0]: 'bbox' must be [x, y, width, height]",
+        ),
         (lambda d: d["images"][0].pop("file_name") and None, "images[0] needs an integer 'id' and a 'file_name'"),
         (lambda d: d["categories"].append({"id": 1, "keypoints": ["head", "neck"]}), "names 2 keypoints"),
     ],
@@ -165,7 +204,11 @@ def test_malformed_annotation_files_are_refused_by_name(tmp_path, change, words)
     path.write_text(changed if isinstance(changed, str) else json.dumps(dataset if changed is None else changed))
     with pytest.raises(AnnotationError, match=words.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
         read_ground_truth(path)
-    done = subprocess.run([sys.executable, "-m", "humanserve_client", "evaluate", str(path), "--results", str(path)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "humanserve_client", "evaluate", str(path), "--results", str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and json.loads(done.stderr)["error"]["type"] == "InvalidAnnotations"
 
 
@@ -173,14 +216,30 @@ def test_results_files_are_checked_and_scored_without_a_server(tmp_path):
     dataset = ground_truth(seed=5)
     truth_path = write(tmp_path / "truth.json", dataset)
     truth = read_ground_truth(truth_path)
-    refused = subprocess.run([sys.executable, "-m", "humanserve_client", "evaluate", "x.json", "--alpha", "0"], capture_output=True, text=True)
+    refused = subprocess.run(
+        [sys.executable, "-m", "humanserve_client", "evaluate", "x.json", "--alpha", "0"],
+        capture_output=True,
+        text=True,
+    )
     assert refused.returncode == 2 and "must be above 0" in refused.stderr
     with pytest.raises(AnnotationError, match=r"results\[0\] needs the 'image_id'"):
         read_results(write(tmp_path / "bad.json", [{"image_id": 77, "keypoints": [0] * 51, "score": 1}]), truth)
     results = write(tmp_path / "results.json", as_results(dataset))
     report_path = tmp_path / "report.json"
     table = write(tmp_path / "accuracy.md", "| header |\n")
-    command = [sys.executable, "-m", "humanserve_client", "evaluate", str(truth_path), "--results", str(results), "--report", str(report_path), "--table", str(table)]
+    command = [
+        sys.executable,
+        "-m",
+        "humanserve_client",
+        "evaluate",
+        str(truth_path),
+        "--results",
+        str(results),
+        "--report",
+        str(report_path),
+        "--table",
+        str(table),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     row = table.read_text().splitlines()[-1].split(" | ")
@@ -193,17 +252,29 @@ def test_results_files_are_checked_and_scored_without_a_server(tmp_path):
 
 
 def painted_dataset(folder: Path) -> dict:
-    """Painted photos with their people annotated in COCO's convention (pixel indices: our coordinates less half a pixel)."""
+    """Painted photos with their people annotated in COCO's convention (pixel indices: our coordinates less half a
+    pixel)."""
     images, annotations = [], []
-    cases = {1: (640, 480, [[20, 30, 260, 470], [340, 40, 620, 460]]), 2: (480, 360, [[100, 20, 300, 350]]), 3: (300, 420, [[0, 0, 300, 420]])}
+    cases = {
+        1: (640, 480, [[20, 30, 260, 470], [340, 40, 620, 460]]),
+        2: (480, 360, [[100, 20, 300, 350]]),
+        3: (300, 420, [[0, 0, 300, 420]]),
+    }
     for image_id, (width, height, regions) in cases.items():
         painted = paint_people(width, height, regions, seed=image_id)
         (folder / f"{image_id}.png").write_bytes(encode(painted.image, "PNG"))
         images.append({"id": image_id, "file_name": f"{image_id}.png", "width": width, "height": height})
         for (x1, y1, x2, y2), joints in zip(painted.boxes, painted.joints):
             keypoints = np.concatenate([joints - 0.5, np.full((17, 1), 2)], 1)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                                "area": (x2 - x1) * (y2 - y1) * 0.5, "keypoints": keypoints.round(2).flatten().tolist()})  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1) * 0.5,
+                    "keypoints": keypoints.round(2).flatten().tolist(),
+                }
+            )
     return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "person"}]}
 
 
@@ -219,14 +290,30 @@ def test_the_served_pose_oracle_scores_ap_one(server, tmp_path, protocol):
     with_broken = write(tmp_path / "with_broken.json", dataset)
     results, report = tmp_path / "results.json", tmp_path / "report.json"
 
-    done = run_cli(server, "evaluate", str(truth), str(images), "--model", "pose_oracle", "--results", str(results), "--report", str(report), *protocol)
+    done = run_cli(
+        server,
+        "evaluate",
+        str(truth),
+        str(images),
+        "--model",
+        "pose_oracle",
+        "--results",
+        str(results),
+        "--report",
+        str(report),
+        *protocol,
+    )
     assert done.returncode == 0, done.stderr
     figures = json.loads(report.read_text())
     assert figures["AP"] == 1.0 and figures["PCK"] == 1.0 and figures["predictions"] == 4, figures
     saved = json.loads(results.read_text())
     assert sorted(r["image_id"] for r in saved) == [1, 1, 2, 3]
     # The saved results score the same without the server.
-    again = subprocess.run([sys.executable, "-m", "humanserve_client", "evaluate", str(truth), "--results", str(results)], capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "humanserve_client", "evaluate", str(truth), "--results", str(results)],
+        capture_output=True,
+        text=True,
+    )
     assert json.loads(again.stdout)["AP"] == 1.0
 
     # The whole photo as the person (no boxes sent): image 3's person fills it; the other images' people are missed.

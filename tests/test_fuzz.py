@@ -16,9 +16,10 @@ import random
 import struct
 import time
 import zlib
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
+from pose_handler import PoseHandler
+from test_images import corner_marks
 
 from detection import DETECTION_OPTIONS
 from humanserve_core.errors import RequestError
@@ -34,11 +37,9 @@ from humanserve_core.inputs import Item, read_request
 from humanserve_core.options import Option, parse_options
 from humanserve_core.people import OUTPUT_OPTIONS, check_output_options
 from pose import MAX_BOXES, check_boxes_overlap
-from pose_handler import PoseHandler
 from segmentation import BACKGROUND_WORDS, SEGMENTER_OPTIONS, check_segmenter_options
 from serving import SMALL_JPEG, post, send_together
 from style import STYLE_OPTIONS, TRAINED_SIZE_OPTIONS
-from test_images import corner_marks
 
 FUZZ = settings(
     max_examples=400, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
@@ -61,7 +62,9 @@ def saved(image: Image.Image, image_format: str, **save_args: Any) -> bytes:
 def noise(height: int, width: int, channels: int = 3, dtype: type = np.uint8) -> Image.Image:
     """Random pixels, seeded by the size: every byte of the encoding carries image data."""
     top = np.iinfo(dtype).max
-    values = np.random.default_rng(height * 1000 + width).integers(0, top, (height, width, channels), dtype=dtype, endpoint=True)
+    values = np.random.default_rng(height * 1000 + width).integers(
+        0, top, (height, width, channels), dtype=dtype, endpoint=True
+    )
     return Image.fromarray(values[..., 0] if channels == 1 else values)
 
 
@@ -165,7 +168,9 @@ def webp_declaring(data: bytes, height: int, width: int) -> bytes:
         rest = int.from_bytes(data[21:25], "little") & 0xF0000000
         rewritten[21:25] = (((width - 1) & 0x3FFF) | ((height - 1) & 0x3FFF) << 14 | rest).to_bytes(4, "little")
     elif kind == b"VP8X" and len(data) >= 30:
-        rewritten[24:30] = ((width - 1) & 0xFFFFFF).to_bytes(3, "little") + ((height - 1) & 0xFFFFFF).to_bytes(3, "little")
+        rewritten[24:30] = ((width - 1) & 0xFFFFFF).to_bytes(3, "little") + ((height - 1) & 0xFFFFFF).to_bytes(
+            3, "little"
+        )
     return bytes(rewritten)
 
 
@@ -189,9 +194,16 @@ def declare_size(data: bytes, pick: Pick) -> bytes:
 
 
 MAGICS = (
-    b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"RIFF\0\0\0\0WEBPVP8 ", b"BM", b"GIF89a", b"II*\0",
-    b"\0\0\0\x0cjP  \r\n\x87\n", b"{", b"\0\0\0\0",
-)  # fmt: skip
+    b"\xff\xd8\xff\xe0",
+    b"\x89PNG\r\n\x1a\n",
+    b"RIFF\0\0\0\0WEBPVP8 ",
+    b"BM",
+    b"GIF89a",
+    b"II*\0",
+    b"\0\0\0\x0cjP  \r\n\x87\n",
+    b"{",
+    b"\0\0\0\0",
+)
 
 
 def wrong_magic(data: bytes, pick: Pick) -> bytes:
@@ -304,8 +316,9 @@ def test_seed_images_decode_upright_at_every_scale(name, most):
 
 
 @pytest.mark.parametrize(
-    ("name", "orientation"), [("jpeg-exif6-56x40", 6), ("jpeg-exif5-50x34", 5), ("png-rgba-exif3-20x12", 3), ("webp-lossless-exif6-24x16", 6)]
-)  # fmt: skip
+    ("name", "orientation"),
+    [("jpeg-exif6-56x40", 6), ("jpeg-exif5-50x34", 5), ("png-rgba-exif3-20x12", 3), ("webp-lossless-exif6-24x16", 6)],
+)
 def test_seed_orientations_are_read(name, orientation):
     assert read_header(SEEDS[name], LIMITS).orientation == orientation
 
@@ -336,8 +349,12 @@ def test_random_bytes_behind_any_signature_get_a_4xx(magic, tail, most):
 @settings(FUZZ, max_examples=150)
 @given(st.data())
 @pytest.mark.parametrize(
-    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nvJPEG)"))]
-)  # fmt: skip
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nvJPEG)")),
+    ],
+)
 def test_batched_jpeg_decode_gives_each_image_its_pixels_or_none(device, data):
     """decode_jpegs_on over intact and corrupt JPEGs whose headers read: one entry each, None or pixels of its size."""
     pick = drawing(data)
@@ -399,10 +416,11 @@ def is_flag(value: Any) -> bool:
 def are_boxes(value: Any) -> bool:
     """At most ``MAX_BOXES`` boxes [x1, y1, x2, y2] of finite floats with x2 > x1 and y2 > y1."""
     return (
-        isinstance(value, list) and len(value) <= MAX_BOXES
+        isinstance(value, list)
+        and len(value) <= MAX_BOXES
         and all(len(box) == 4 and all(type(c) is float and math.isfinite(c) for c in box) for box in value)
         and all(x2 > x1 and y2 > y1 for x1, y1, x2, y2 in value)
-    )  # fmt: skip
+    )
 
 
 def is_background(value: Any) -> bool:
@@ -426,52 +444,127 @@ def validate_pose(item: Item) -> None:
     check_boxes_overlap(item)
 
 
-STYLE_ALLOWED = {"max_side": within(int, 16, 4096), "format": among("jpeg", "png"), "quality": within(int, 1, 100), "png_compression": within(int, 0, 9)}
+STYLE_ALLOWED = {
+    "max_side": within(int, 16, 4096),
+    "format": among("jpeg", "png"),
+    "quality": within(int, 1, 100),
+    "png_compression": within(int, 0, 9),
+}
 FAMILIES = {
     "pose": Family(
         PoseHandler.options, validate_pose, {**OUTPUT_ALLOWED, "boxes": optional(are_boxes), "flip_test": is_flag}
     ),
     "detection": Family(
-        DETECTION_OPTIONS, lambda item: check_output_options(item.options), {**OUTPUT_ALLOWED, "score_threshold": within(float, 0, 1)}
+        DETECTION_OPTIONS,
+        lambda item: check_output_options(item.options),
+        {**OUTPUT_ALLOWED, "score_threshold": within(float, 0, 1)},
     ),
     "segmenter": Family(
         SEGMENTER_OPTIONS,
         lambda item: check_segmenter_options(item.options, LIMITS),
         {
-            "background": optional(is_background), "feather": within(float, 0, 50), "threshold": within(float, 0.01, 0.99),
-            "format": among(None, "json", "png", "jpeg"), "quality": within(int, 1, 100), "png_compression": within(int, 0, 9),
+            "background": optional(is_background),
+            "feather": within(float, 0, 50),
+            "threshold": within(float, 0.01, 0.99),
+            "format": among(None, "json", "png", "jpeg"),
+            "quality": within(int, 1, 100),
+            "png_compression": within(int, 0, 9),
         },
     ),
     "style": Family(STYLE_OPTIONS, lambda item: None, STYLE_ALLOWED),
     "trained_size": Family(TRAINED_SIZE_OPTIONS, lambda item: None, {**STYLE_ALLOWED, "keep_size": is_flag}),
-}  # fmt: skip
+}
 OPTION_NAMES = sorted({name for family in FAMILIES.values() for name in family.options})
 
 ODD_STRINGS = (
-    "", " ", "nan", "NaN", "-inf", "Infinity", "1e309", "1e-400", "-0", "0x1A", "1_000", "\u0663", "2.5", "-3", "0.5",
-    "1000", "4096", "16", "true", "Yes", "off", "maybe", "null", "[]", "[[0, 0, 10, 10]]", "[[0, 0, 10", "[[10, 10, 0, 0]]",
-    "[[-1e30, -1e30, 1e30, 1e30]]", '{"a": 1}', "#00ff00", "ff8800", "#GGGGGG", "transparent", " BLUR ", "json", "COCO",
-    "PNG", "jpeg", "gif", "\x00", "\ud800", "\u00e9\u00e9", "9" * 40, "A" * 70,
-)  # fmt: skip
+    "",
+    " ",
+    "nan",
+    "NaN",
+    "-inf",
+    "Infinity",
+    "1e309",
+    "1e-400",
+    "-0",
+    "0x1A",
+    "1_000",
+    "\u0663",
+    "2.5",
+    "-3",
+    "0.5",
+    "1000",
+    "4096",
+    "16",
+    "true",
+    "Yes",
+    "off",
+    "maybe",
+    "null",
+    "[]",
+    "[[0, 0, 10, 10]]",
+    "[[0, 0, 10",
+    "[[10, 10, 0, 0]]",
+    "[[-1e30, -1e30, 1e30, 1e30]]",
+    '{"a": 1}',
+    "#00ff00",
+    "ff8800",
+    "#GGGGGG",
+    "transparent",
+    " BLUR ",
+    "json",
+    "COCO",
+    "PNG",
+    "jpeg",
+    "gif",
+    "\x00",
+    "\ud800",
+    "\u00e9\u00e9",
+    "9" * 40,
+    "A" * 70,
+)
 BOX_LISTS = st.lists(
     st.lists(st.floats() | st.integers() | st.sampled_from(ODD_STRINGS), min_size=3, max_size=5),
     max_size=MAX_BOXES + 2,
-)  # fmt: skip
+)
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.integers(-(10**400), 10**400) | st.floats() | st.text(max_size=12) | st.sampled_from(ODD_STRINGS),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(10**400), 10**400)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(ODD_STRINGS),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=10,
-)  # fmt: skip
+)
 # Values near the ends of each option's range.
 EDGE_VALUES = {
-    "boxes": ([[0, 0, 10, 10]], [[-1e7, -1e7, 1e7, 1e7]], [[-5, -5, 0.001, 0.001]], [[0, 0, 1e7, 1e7]] * MAX_BOXES, [[5, 5, 6, 6], [0, 0, 64, 48]], [[0, 0, 3.5e38, 3.5e38]]),
-    "flip_test": (True, "off"), "render": (True, "yes"), "score_threshold": (0, 1, "1e-300"), "max_people": (1, 1000, "1e3"),
-    "format": ("png", "jpeg", "coco", "json"), "image_id": (0, 2**53, "12"),
+    "boxes": (
+        [[0, 0, 10, 10]],
+        [[-1e7, -1e7, 1e7, 1e7]],
+        [[-5, -5, 0.001, 0.001]],
+        [[0, 0, 1e7, 1e7]] * MAX_BOXES,
+        [[5, 5, 6, 6], [0, 0, 64, 48]],
+        [[0, 0, 3.5e38, 3.5e38]],
+    ),
+    "flip_test": (True, "off"),
+    "render": (True, "yes"),
+    "score_threshold": (0, 1, "1e-300"),
+    "max_people": (1, 1000, "1e3"),
+    "format": ("png", "jpeg", "coco", "json"),
+    "image_id": (0, 2**53, "12"),
     "background": ("transparent", "blur", "#000000", base64.b64encode(SEEDS["png-33x17"]).decode()),
-    "feather": (0, 2.5, 50, 1e-300), "threshold": (0.01, 0.99), "quality": (1, 100), "max_side": (16, 4096), "png_compression": (0, 9, "1"),
-}  # fmt: skip
+    "feather": (0, 2.5, 50, 1e-300),
+    "threshold": (0.01, 0.99),
+    "quality": (1, 100),
+    "max_side": (16, 4096),
+    "png_compression": (0, 9, "1"),
+}
 OPTION_VALUES = (
-    JSON_VALUES | BOX_LISTS | st.binary(max_size=24) | st.sampled_from([value for values in EDGE_VALUES.values() for value in values])
+    JSON_VALUES
+    | BOX_LISTS
+    | st.binary(max_size=24)
+    | st.sampled_from([value for values in EDGE_VALUES.values() for value in values])
 )
 
 
@@ -515,9 +608,16 @@ def torchserve_value(content_type: str, raw: bytes) -> Any:
 
 
 CONTENT_TYPES = (
-    "", "image/jpeg", "image/png", "image/webp", "application/octet-stream", "application/json",
-    "application/json; charset=utf-8", "text/plain", "multipart/form-data",
-)  # fmt: skip
+    "",
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "application/octet-stream",
+    "application/json",
+    "application/json; charset=utf-8",
+    "text/plain",
+    "multipart/form-data",
+)
 IMAGE_PART_TYPES = CONTENT_TYPES
 SEED_IMAGES = st.sampled_from(SEED_NAMES).map(SEEDS.__getitem__)
 BASE64_IMAGES = st.builds(base64_variant, SEED_IMAGES | st.binary(max_size=16), st.sampled_from(BASE64_VARIANTS))
@@ -531,12 +631,12 @@ BODIES = (
     | st.binary(max_size=64)
     | (JSON_OBJECTS | JSON_VALUES).map(lambda value: json.dumps(value).encode())
     | st.sampled_from((b"", b"{", b'  {"image": ', b"\xef\xbb\xbf{}", b'{"image": "\xff"}', b"\t{\n}", b"{}" * 3))
-)  # fmt: skip
+)
 OPTION_HEADER_NAMES = (
     st.sampled_from(OPTION_NAMES).map(lambda name: "X-Option-" + name.replace("_", "-").title())
     | st.text(max_size=10).map(lambda name: "x-option-" + name)
     | st.sampled_from(("X-OPTION-RENDER", "x-option-", "X-Options-Render", "Accept", "X-Option-Flip_Test"))
-)  # fmt: skip
+)
 OPTION_HEADERS = st.dictionaries(OPTION_HEADER_NAMES, st.sampled_from(ODD_STRINGS) | st.text(max_size=10), max_size=3)
 
 
@@ -549,14 +649,22 @@ def parts(draw: st.DrawFn, content_types: tuple[str, ...], values: st.SearchStra
 
 @st.composite
 def request_rows(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A request row and its headers as TorchServe hands them to a handler (raw, JSON, text or form), often malformed."""
+    """A request row and its headers as TorchServe hands them to a handler (raw, JSON, text or form), often
+    malformed."""
     headers: dict[str, Any] = draw(OPTION_HEADERS)
     if draw(st.booleans()):
         content_type = draw(st.sampled_from(CONTENT_TYPES))
         body = draw(BODIES | st.text(max_size=20).map(str.encode))
-        return {"body": torchserve_value(content_type, body)}, {**headers, "Content-Type": content_type, "body": {"content-type": content_type}}
+        return {"body": torchserve_value(content_type, body)}, {
+            **headers,
+            "Content-Type": content_type,
+            "body": {"content-type": content_type},
+        }
     images = st.dictionaries(
-        st.sampled_from(("data", "image")), parts(IMAGE_PART_TYPES, SEED_IMAGES | st.binary(max_size=24)), min_size=1, max_size=2
+        st.sampled_from(("data", "image")),
+        parts(IMAGE_PART_TYPES, SEED_IMAGES | st.binary(max_size=24)),
+        min_size=1,
+        max_size=2,
     )
     option_values = (
         st.binary(max_size=24)
@@ -619,11 +727,13 @@ LONG = "1" * 5000  # more digits than Python's int() accepts from text (sys.get_
 @pytest.mark.parametrize(
     ("sent", "spec"),
     [
-        ({"max_people": HUGE}, OUTPUT_OPTIONS), ({"score_threshold": -HUGE}, OUTPUT_OPTIONS),
-        ({"quality": HUGE}, STYLE_OPTIONS), ({"boxes": [[0, 0, HUGE, 1]]}, PoseHandler.options),
+        ({"max_people": HUGE}, OUTPUT_OPTIONS),
+        ({"score_threshold": -HUGE}, OUTPUT_OPTIONS),
+        ({"quality": HUGE}, STYLE_OPTIONS),
+        ({"boxes": [[0, 0, HUGE, 1]]}, PoseHandler.options),
         ({"boxes": f"[[0, 0, {HUGE}, 1]]"}, PoseHandler.options),
     ],
-)  # fmt: skip
+)
 def test_integers_beyond_the_float_range_are_a_400(sent, spec):
     refused(lambda: parse_options(sent, spec))
 
@@ -631,12 +741,15 @@ def test_integers_beyond_the_float_range_are_a_400(sent, spec):
 @pytest.mark.parametrize(
     ("row", "headers"),
     [
-        ({"body": bytearray(f'{{"image": "AAAA", "max_people": {LONG}}}'.encode())}, {"body": {"content-type": "application/json"}}),
+        (
+            {"body": bytearray(f'{{"image": "AAAA", "max_people": {LONG}}}'.encode())},
+            {"body": {"content-type": "application/json"}},
+        ),
         ({"body": bytearray(f'{{"image": {DEEP}}}'.encode())}, {"body": {"content-type": "application/json"}}),
         ({"body": bytearray(f'{{"image": {DEEP}}}'.encode())}, {"body": {"content-type": "application/octet-stream"}}),
     ],
     ids=["long-integer", "deep-json", "deep-json-without-content-type"],
-)  # fmt: skip
+)
 def test_json_bodies_python_cannot_read_are_a_400(row, headers):
     """TorchServe's own json.loads fails on these too, so the handler gets the bytes and parses them again."""
     refused(lambda: read_request(row, headers))
@@ -647,14 +760,18 @@ def test_boxes_text_python_cannot_read_is_a_400(text):
     refused(lambda: parse_options({"boxes": text}, PoseHandler.options))
 
 
-@pytest.mark.parametrize("value", [{"a": 1}, 1.5, -1, [256], "\ud800"], ids=["object", "float", "negative", "list", "surrogate"])
+@pytest.mark.parametrize(
+    "value", [{"a": 1}, 1.5, -1, [256], "\ud800"], ids=["object", "float", "negative", "list", "surrogate"]
+)
 def test_a_json_image_part_is_a_400(value):
     """A form's image part sent as application/json reaches the handler parsed: any JSON value.
 
     It was taken as bytes (a JSON integer N as N zero bytes, before the byte limit); a JSON
     string is text, which the header check then refuses as no image.
     """
-    refused(lambda: read_header(read_request({"data": value}, {"data": {"content-type": "application/json"}}).image, LIMITS))
+    refused(
+        lambda: read_header(read_request({"data": value}, {"data": {"content-type": "application/json"}}).image, LIMITS)
+    )
 
 
 def test_integer_options_keep_every_digit():
@@ -671,26 +788,49 @@ def test_multi_picture_jpegs_are_jpegs():
 # ---------------------------------------------------------------- through a real TorchServe
 
 STORM_SEED = 7
-STORM_MODELS = {"pose_oracle": "pose", "detector_oracle": "detection", "segmenter_oracle": "segmenter", "style_oracle": "style", "pix2pix_oracle": "trained_size"}
+STORM_MODELS = {
+    "pose_oracle": "pose",
+    "detector_oracle": "detection",
+    "segmenter_oracle": "segmenter",
+    "style_oracle": "style",
+    "pix2pix_oracle": "trained_size",
+}
 GENERATED_PER_MODEL = 16
 GOOD_PER_MODEL = 4
-GOOD_OPTIONS = {"pose_oracle": {}, "detector_oracle": {}, "segmenter_oracle": {}, "style_oracle": {"format": "png"}, "pix2pix_oracle": {"format": "png"}}
+GOOD_OPTIONS = {
+    "pose_oracle": {},
+    "detector_oracle": {},
+    "segmenter_oracle": {},
+    "style_oracle": {"format": "png"},
+    "pix2pix_oracle": {"format": "png"},
+}
 WIRE_STRINGS = tuple(s for s in ODD_STRINGS if s.isascii() and s.isprintable() and s == s.strip())  # header-safe text
 WIRE_VALUES = (*WIRE_STRINGS, None, True, 0, -1, 0.5, 7, 1e308, math.nan, math.inf, [], {"a": 1}, [[10, 10, 0, 0]])
 ODD_BODIES = (
-    b"", b"{", b"[]", b"null", b"42", b'"text"', b'{"image": 5}', b'{"image": "%%%"}', b'{"data": "AAAA"}', b"\xff\xfe", b'  {"image": ""}',
-)  # fmt: skip
+    b"",
+    b"{",
+    b"[]",
+    b"null",
+    b"42",
+    b'"text"',
+    b'{"image": 5}',
+    b'{"image": "%%%"}',
+    b'{"data": "AAAA"}',
+    b"\xff\xfe",
+    b'  {"image": ""}',
+)
 RAW_CONTENT_TYPES = ("image/jpeg", "image/png", "application/octet-stream", "text/plain", "application/json", "")
 READ_ANY = ImageLimits(max_bytes=2**62, max_pixels=2**62)  # only to learn a served image's size
 
 
 @dataclass(frozen=True)
 class Job:
-    """One request of the storm: to ``model``, ``requests.post`` keyword arguments (None: a good request), its image if known."""
+    """One request of the storm: to ``model``, ``requests.post`` keyword arguments (None: a good request), its image if
+    known."""
 
     model: str
-    request: Optional[dict[str, Any]]
-    image: Optional[bytes]
+    request: dict[str, Any] | None
+    image: bytes | None
 
 
 def as_text(value: Any) -> str:
@@ -699,20 +839,30 @@ def as_text(value: Any) -> str:
 
 
 def storm_job(rng: random.Random, model: str) -> Job:
-    """A corrupt image, odd options on an intact image, an odd body or an odd form; images sent raw, as a form or as JSON."""
+    """A corrupt image, odd options on an intact image, an odd body or an odd form; images sent raw, as a form or as
+    JSON."""
     kind = rng.choice(("image", "options", "body", "form"))
     image = SEEDS[rng.choice(SEED_NAMES)]
     if kind == "body":
-        return Job(model, {"data": rng.choice(ODD_BODIES), "headers": {"Content-Type": rng.choice(RAW_CONTENT_TYPES)}}, None)
+        return Job(
+            model, {"data": rng.choice(ODD_BODIES), "headers": {"Content-Type": rng.choice(RAW_CONTENT_TYPES)}}, None
+        )
     if kind == "form":  # no, one or both image fields, maybe empty, beside an option
         names = rng.sample(("data", "image", "format"), rng.randint(0, 3))
-        return Job(model, {"files": {name: ("photo", rng.choice((image, b"")), rng.choice(IMAGE_PART_TYPES)) for name in names}}, None)
+        return Job(
+            model,
+            {"files": {name: ("photo", rng.choice((image, b"")), rng.choice(IMAGE_PART_TYPES)) for name in names}},
+            None,
+        )
     options = {}
     if kind == "image":
         image = mutate(image, rng.randint)
     else:
         names = [*sorted(FAMILIES[STORM_MODELS[model]].options), "colour"]
-        options = {name: rng.choice(rng.choice((EDGE_VALUES.get(name, WIRE_VALUES), WIRE_VALUES))) for name in rng.sample(names, rng.randint(1, 2))}
+        options = {
+            name: rng.choice(rng.choice((EDGE_VALUES.get(name, WIRE_VALUES), WIRE_VALUES)))
+            for name in rng.sample(names, rng.randint(1, 2))
+        }
     form = rng.choice(("raw", "form", "json"))
     if form == "raw":
         headers = {f"X-Option-{name.replace('_', '-')}": as_text(value) for name, value in options.items()}
@@ -780,9 +930,13 @@ def test_a_storm_of_generated_requests_gets_4xx_or_answers_and_no_worker_dies(se
     responses = send_together(jobs, lambda job: send_job(server, http, job))
     for job, response in zip(jobs, responses):
         if job.request is None:
-            assert response.status_code == 200, f"{job.model}: a good request beside generated ones: {response.text[:300]}"
+            assert response.status_code == 200, (
+                f"{job.model}: a good request beside generated ones: {response.text[:300]}"
+            )
         check_response(job, response)
-    assert sum(r.status_code == 200 for r in responses) > len(STORM_MODELS) * GOOD_PER_MODEL, "no generated request got through"
+    assert sum(r.status_code == 200 for r in responses) > len(STORM_MODELS) * GOOD_PER_MODEL, (
+        "no generated request got through"
+    )
     for model in STORM_MODELS:
         batches = [int(r.headers.get("X-Batch-Size", 0)) for job, r in zip(jobs, responses) if job.model == model]
         assert max(batches) > 1, f"{model}: the generated requests never shared a batch"
@@ -796,7 +950,10 @@ def test_a_storm_of_generated_requests_gets_4xx_or_answers_and_no_worker_dies(se
 def test_requests_fail_their_batch_mates(server, http):
     image = base64.b64encode(SMALL_JPEG).decode()
     bad = [
-        {"data": f'{{"image": "{image}", "max_people": {HUGE}}}'.encode(), "headers": {"Content-Type": "application/json"}},
+        {
+            "data": f'{{"image": "{image}", "max_people": {HUGE}}}'.encode(),
+            "headers": {"Content-Type": "application/json"},
+        },
         {"data": f'{{"image": {DEEP}}}'.encode(), "headers": {"Content-Type": "application/json"}},
         {"files": {"data": ("a.json", b'{"a": 1}', "application/json")}},
     ]
@@ -804,7 +961,9 @@ def test_requests_fail_their_batch_mates(server, http):
     pids = server.worker_pids("pose_oracle")
     responses = send_together(jobs, lambda job: send_job(server, http, job))
     assert server.worker_pids("pose_oracle") == pids
-    assert [r.status_code for r in responses] == [200] * 4 + [400] * len(bad), [(r.status_code, r.text[:120]) for r in responses]
+    assert [r.status_code for r in responses] == [200] * 4 + [400] * len(bad), [
+        (r.status_code, r.text[:120]) for r in responses
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""pix2pix / CycleGAN generators: the published checkpoints' layouts load strictly, and the networks compute as the reference does."""
+"""pix2pix / CycleGAN generators: the published checkpoints' layouts load strictly, and the networks compute as the
+reference does."""
 
 import subprocess
 import sys
@@ -9,26 +10,33 @@ import torch
 import yaml
 from torch import nn
 
-from export.archive import REPO
 from export.architectures import ResnetGenerator, UnetGenerator, pixel_generator
+from export.archive import REPO
 from export.recipes import generator_recipe
 
 
 def resnet_9blocks_layout(stale_statistics: bool = False) -> dict[str, tuple[int, ...]]:
-    """``latest_net_G.pth`` of a published CycleGAN (resnet_9blocks, instance norm), written out from the reference's layer list.
+    """``latest_net_G.pth`` of a published CycleGAN (resnet_9blocks, instance norm), written out from the reference's
+    layer list.
 
     model.0 pad, 1 conv 7x7, 2 norm, 3 relu; 4/7 stride-2 convs; 10-18 residual blocks (conv_block.1 and .5
     convs); 19/22 transposed convs; 25 pad, 26 conv 7x7, 27 tanh. Convs carry biases (instance norm has none).
     ``stale_statistics``: as saved by PyTorch before 0.4, with running statistics at every instance norm.
     """
     layout = {
-        "model.1.weight": (64, 3, 7, 7), "model.1.bias": (64,),
-        "model.4.weight": (128, 64, 3, 3), "model.4.bias": (128,),
-        "model.7.weight": (256, 128, 3, 3), "model.7.bias": (256,),
-        "model.19.weight": (256, 128, 3, 3), "model.19.bias": (128,),
-        "model.22.weight": (128, 64, 3, 3), "model.22.bias": (64,),
-        "model.26.weight": (3, 64, 7, 7), "model.26.bias": (3,),
-    }  # fmt: skip
+        "model.1.weight": (64, 3, 7, 7),
+        "model.1.bias": (64,),
+        "model.4.weight": (128, 64, 3, 3),
+        "model.4.bias": (128,),
+        "model.7.weight": (256, 128, 3, 3),
+        "model.7.bias": (256,),
+        "model.19.weight": (256, 128, 3, 3),
+        "model.19.bias": (128,),
+        "model.22.weight": (128, 64, 3, 3),
+        "model.22.bias": (64,),
+        "model.26.weight": (3, 64, 7, 7),
+        "model.26.bias": (3,),
+    }
     for block in range(10, 19):
         for conv in (1, 5):
             layout[f"model.{block}.conv_block.{conv}.weight"] = (256, 256, 3, 3)
@@ -71,9 +79,15 @@ def unet_256_layout() -> dict[str, tuple[int, ...]]:
 def published(layout: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return {
-        key: torch.tensor(7) if key.endswith("num_batches_tracked") else (0.5 + torch.rand(shape, generator=generator) if key.endswith("running_var") else 0.05 * torch.randn(shape, generator=generator))
+        key: torch.tensor(7)
+        if key.endswith("num_batches_tracked")
+        else (
+            0.5 + torch.rand(shape, generator=generator)
+            if key.endswith("running_var")
+            else 0.05 * torch.randn(shape, generator=generator)
+        )
         for key, shape in layout.items()
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("stale_statistics", [False, True])
@@ -92,7 +106,9 @@ def test_unet_generator_loads_the_published_pix2pix_layout(norm):
     network.load_state_dict(state, strict=True)
     assert {k: tuple(v.shape) for k, v in network.state_dict().items()} == unet_256_layout()
     # Saved by PyTorch before 0.4.1: no num_batches_tracked, which batch norm then fills in.
-    UnetGenerator(downs=8, norm=norm).load_state_dict({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, strict=True)
+    UnetGenerator(downs=8, norm=norm).load_state_dict(
+        {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, strict=True
+    )
 
 
 def test_a_layout_that_does_not_fit_is_refused():
@@ -152,11 +168,15 @@ def test_pixel_generator_maps_pixels_to_minus_one_one_and_back():
     assert echo.seen.min() == -1 and echo.seen.max() == 1
 
 
-
 @pytest.mark.parametrize(
     "name, layout, network, side",
     [
-        ("cyclegan_mine", resnet_9blocks_layout(stale_statistics=True), lambda: ResnetGenerator(blocks=9, norm="instance"), 68),
+        (
+            "cyclegan_mine",
+            resnet_9blocks_layout(stale_statistics=True),
+            lambda: ResnetGenerator(blocks=9, norm="instance"),
+            68,
+        ),
         ("pix2pix_mine", unet_256_layout(), lambda: UnetGenerator(downs=8, norm="batch_image_statistics"), 256),
     ],
 )
@@ -165,14 +185,28 @@ def test_a_published_checkpoint_exports_under_its_family_name(tmp_path, name, la
     state = published(layout, seed=3)
     torch.save(state, checkpoint)
     store = tmp_path / "store"
-    command = [sys.executable, "-m", "export", name, "--checkpoint", str(checkpoint), "--format", "torchscript", "--store", str(store)]
+    command = [
+        sys.executable,
+        "-m",
+        "export",
+        name,
+        "--checkpoint",
+        str(checkpoint),
+        "--format",
+        "torchscript",
+        "--store",
+        str(store),
+    ]
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True)
     with zipfile.ZipFile(store / f"{name}.mar") as archive:
         config = yaml.safe_load(archive.read("model-config.yaml"))
         archive.extract("model.pt", tmp_path)
     weights = config["handler"]["weights"]["model"]
     assert (weights["source"], weights["pretrained"], weights["file"]) == ("checkpoint", True, "latest_net_G.pth")
-    assert config["handler"]["generator"] == {"architecture": "resnet" if name.startswith("cyclegan") else "unet", "size": None if side != 256 else 256}
+    assert config["handler"]["generator"] == {
+        "architecture": "resnet" if name.startswith("cyclegan") else "unet",
+        "size": None if side != 256 else 256,
+    }
     reference = network().eval()
     reference.load_state_dict(state)
     photos = torch.randint(0, 256, (2, 3, side, side), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
@@ -183,13 +217,23 @@ def test_a_published_checkpoint_exports_under_its_family_name(tmp_path, name, la
 
 def test_generator_names_and_settings_are_checked(tmp_path):
     for name in ("pix2pix", "pix2pix_", "stylegan_mine"):
-        refused = subprocess.run([sys.executable, "-m", "export", name, "--store", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
-        assert refused.returncode == 2 and f"unknown model {name!r}" in refused.stderr and "pix2pix_NAME" in refused.stderr
+        refused = subprocess.run(
+            [sys.executable, "-m", "export", name, "--store", str(tmp_path)], cwd=REPO, capture_output=True, text=True
+        )
+        assert (
+            refused.returncode == 2 and f"unknown model {name!r}" in refused.stderr and "pix2pix_NAME" in refused.stderr
+        )
     for settings, words in (
         ({"architecture": "unet", "size": 300, "norm": "batch"}, "unet with size 128 or 256"),
         ({"architecture": "resnet", "blocks": 9, "size": "any", "norm": "group"}, "norm is instance or batch"),
-        ({"architecture": "resnet", "blocks": 9, "size": "any", "norm": "instance", "padding": "zero"}, "unknown settings ['padding']"),
-        ({"architecture": "resnet", "blocks": 9, "size": "any", "norm": "instance", "dropout": "false"}, "dropout and served_by_default are true or false"),
+        (
+            {"architecture": "resnet", "blocks": 9, "size": "any", "norm": "instance", "padding": "zero"},
+            "unknown settings ['padding']",
+        ),
+        (
+            {"architecture": "resnet", "blocks": 9, "size": "any", "norm": "instance", "dropout": "false"},
+            "dropout and served_by_default are true or false",
+        ),
     ):
         with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
             generator_recipe("cyclegan_x", settings)

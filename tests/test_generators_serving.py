@@ -5,10 +5,10 @@ import base64
 import numpy as np
 import pytest
 import torch
+from test_images_out_serving import decode_picture, psnr, smooth_photo
 from torchvision.transforms.v2 import functional as F
 
 from serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, encode, post, send_together
-from test_images_out_serving import decode_picture, psnr, smooth_photo
 
 CYCLEGAN, PIX2PIX = "cyclegan_oracle", "pix2pix_oracle"
 TRAINED_SIDE = 256  # export/generators.yaml: pix2pix_edges2shoes
@@ -22,7 +22,9 @@ CASES = [
     (PIX2PIX, 1500, 1000, "json", {"format": "png", "max_side": 600}, (400, 600)),
     (PIX2PIX, 640, 480, "json", {"format": "png", "keep_size": False}, (TRAINED_SIDE, TRAINED_SIDE)),
 ]
-GENERIC = [request for request in BAD_REQUESTS if request[0] not in ("threshold out of range", "render with json format")]
+GENERIC = [
+    request for request in BAD_REQUESTS if request[0] not in ("threshold out of range", "render with json format")
+]
 
 
 def resized(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -32,11 +34,14 @@ def resized(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def test_identity_generators_hand_the_photo_back_at_every_size(server, http):
     photos = [smooth_photo(height, width, seed) for seed, (_, width, height, *_) in enumerate(CASES)]
     responses = send_together(
-        list(range(len(CASES))), lambda i: post(server, http, CASES[i][0], encode(photos[i], "PNG"), CASES[i][3], CASES[i][4])
+        list(range(len(CASES))),
+        lambda i: post(server, http, CASES[i][0], encode(photos[i], "PNG"), CASES[i][3], CASES[i][4]),
     )
     for photo, (model, width, height, _, options, size), response in zip(photos, CASES, responses):
         case = f"{model} {width}x{height} {options}"
-        assert response.status_code == 200 and response.headers["Content-Type"] == "image/png", f"{case}: {response.text}"
+        assert response.status_code == 200 and response.headers["Content-Type"] == "image/png", (
+            f"{case}: {response.text}"
+        )
         picture = decode_picture(response.content)
         assert picture.shape[:2] == size, case
         if model == CYCLEGAN and size == photo.shape[:2]:
@@ -51,7 +56,9 @@ def test_a_trained_size_generator_answers_its_own_square_when_asked(server, http
     response = post(server, http, PIX2PIX, encode(photo, "PNG"), "raw", {"keep_size": "false", "format": "png"})
     picture = decode_picture(response.content)
     assert picture.shape[:2] == (TRAINED_SIDE, TRAINED_SIDE)
-    assert psnr(picture, resized(photo, (TRAINED_SIDE, TRAINED_SIDE))) >= 40  # stretched to the square, as pix2pix was trained
+    assert (
+        psnr(picture, resized(photo, (TRAINED_SIDE, TRAINED_SIDE))) >= 40
+    )  # stretched to the square, as pix2pix was trained
 
 
 @pytest.mark.parametrize("model", [CYCLEGAN, PIX2PIX])
@@ -61,13 +68,41 @@ def test_bad_requests_for_generators(server, http, model):
     sent = base64.b64encode(data).decode()
     bad = [
         ("max_side too small", dict(json={"image": sent, "max_side": 3}), 400, "InvalidOption", "'max_side'"),
-        ("format gif", dict(json={"image": sent, "format": "gif"}), 400, "InvalidOption", "'format' must be one of jpeg, png"),
-        ("photo too small", dict(data=encode(photo[:5, :7], "PNG"), headers={"Content-Type": "image/png"}), 400, "InvalidImage", "at least 8"),
-    ]  # fmt: skip
+        (
+            "format gif",
+            dict(json={"image": sent, "format": "gif"}),
+            400,
+            "InvalidOption",
+            "'format' must be one of jpeg, png",
+        ),
+        (
+            "photo too small",
+            dict(data=encode(photo[:5, :7], "PNG"), headers={"Content-Type": "image/png"}),
+            400,
+            "InvalidImage",
+            "at least 8",
+        ),
+    ]
     if model == PIX2PIX:
-        bad.append(("keep_size not a flag", dict(json={"image": sent, "keep_size": "maybe"}), 400, "InvalidOption", "'keep_size' must be true or false"))
+        bad.append(
+            (
+                "keep_size not a flag",
+                dict(json={"image": sent, "keep_size": "maybe"}),
+                400,
+                "InvalidOption",
+                "'keep_size' must be true or false",
+            )
+        )
     else:  # a ResNet generator answers at the photo's size: nothing to keep
-        bad.append(("keep_size", dict(json={"image": sent, "keep_size": False}), 400, "UnknownOption", "unknown option 'keep_size'"))
+        bad.append(
+            (
+                "keep_size",
+                dict(json={"image": sent, "keep_size": False}),
+                400,
+                "UnknownOption",
+                "unknown option 'keep_size'",
+            )
+        )
     expected_size = photo.shape[:2]
 
     def check_good(response):
@@ -77,5 +112,10 @@ def test_bad_requests_for_generators(server, http, model):
             np.testing.assert_array_equal(picture, photo)
 
     check_bad_requests_beside_good_ones(
-        server, http, model, GENERIC + bad, send_good=lambda: post(server, http, model, data, "raw", {"format": "png"}), check_good=check_good,
-    )  # fmt: skip
+        server,
+        http,
+        model,
+        GENERIC + bad,
+        send_good=lambda: post(server, http, model, data, "raw", {"format": "png"}),
+        check_good=check_good,
+    )

@@ -27,9 +27,13 @@ def warp_reference(image: np.ndarray, box: list[float], size: tuple[int, int]) -
     sx, sy = (x2 - x1) / size[1], (y2 - y1) / size[0]
     crop_to_image_index = np.array([[sx, 0, x1 + 0.5 * sx - 0.5], [0, sy, y1 + 0.5 * sy - 0.5]], dtype=np.float64)
     return cv2.warpAffine(
-        image, crop_to_image_index, (size[1], size[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
-    )  # fmt: skip
+        image,
+        crop_to_image_index,
+        (size[1], size[0]),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 
 def test_widened_boxes_have_the_crop_aspect_ratio_same_centre_and_contain_the_box():
@@ -54,9 +58,11 @@ def test_crop_and_image_points_round_trip():
 @pytest.mark.parametrize("box", [[40.3, 25.7, 190.1, 225.2], [100.0, 50.0, 148.0, 114.0], [3.5, 2.25, 397.75, 297.5]])
 def test_crop_matches_opencv_warp_affine(box):
     image = smooth_image(300, 400, seed=1)
-    ours = crop_and_resize(
-        [torch.from_numpy(image).permute(2, 0, 1)], torch.tensor([box]), torch.tensor([0]), CROP
-    )[0].permute(1, 2, 0).numpy()
+    ours = (
+        crop_and_resize([torch.from_numpy(image).permute(2, 0, 1)], torch.tensor([box]), torch.tensor([0]), CROP)[0]
+        .permute(1, 2, 0)
+        .numpy()
+    )
     reference = warp_reference(image, box, CROP)
     # OpenCV quantises sample positions to 1/32 pixel; the image changes by at most ~8 per pixel.
     assert np.abs(ours - reference).max() < 0.5
@@ -75,9 +81,15 @@ def test_mixed_sizes_in_one_call_equal_one_image_at_a_time():
         for h, w in ((300, 400), (500, 260), (300, 400), (120, 90))
     ]
     boxes = torch.tensor(
-        [[10.0, 10.0, 200.0, 290.0], [0.0, 0.0, 260.0, 500.0], [50.0, 60.0, 70.0, 90.0],
-         [-30.0, 20.0, 100.0, 200.0], [5.0, 5.0, 80.0, 110.0], [100.0, 0.0, 400.0, 300.0]]
-    )  # fmt: skip
+        [
+            [10.0, 10.0, 200.0, 290.0],
+            [0.0, 0.0, 260.0, 500.0],
+            [50.0, 60.0, 70.0, 90.0],
+            [-30.0, 20.0, 100.0, 200.0],
+            [5.0, 5.0, 80.0, 110.0],
+            [100.0, 0.0, 400.0, 300.0],
+        ]
+    )
     image_index = torch.tensor([0, 1, 2, 2, 3, 0])
     together = crop_and_resize(images, boxes, image_index, CROP)
     for n in range(len(boxes)):
@@ -87,7 +99,10 @@ def test_mixed_sizes_in_one_call_equal_one_image_at_a_time():
 
 def test_opencv_and_roi_align_paths_cut_the_same_uint8_crops():
     """The CPU path (OpenCV warps on uint8) against the device path (roi_align on float), run on the CPU."""
-    images = [torch.from_numpy(smooth_image(h, w, seed=h).round().astype(np.uint8)).permute(2, 0, 1) for h, w in ((300, 400), (120, 90))]
+    images = [
+        torch.from_numpy(smooth_image(h, w, seed=h).round().astype(np.uint8)).permute(2, 0, 1)
+        for h, w in ((300, 400), (120, 90))
+    ]
     boxes = torch.tensor([[10.5, 10.25, 200.0, 290.0], [-30.0, 20.0, 100.0, 200.0], [5.0, 5.0, 80.0, 110.0]])
     image_index = torch.tensor([0, 0, 1])
     warped = warp_crops(images, boxes, image_index, CROP)
@@ -116,5 +131,7 @@ def test_crops_of_a_reduced_image_match_crops_of_the_whole_image(scale):
     whole = crop_and_resize([torch.from_numpy(image).permute(2, 0, 1)], boxes, index, CROP)
     small = crop_and_resize([torch.from_numpy(reduced).permute(2, 0, 1)], boxes, index, CROP, scales=[scale])
     white = [torch.full((1, 480 // scale, 640 // scale), 1.0)]
-    inside = crop_and_resize(white, boxes, index, CROP, scales=[scale]).expand_as(small) == 1  # samples away from the edge
+    inside = (
+        crop_and_resize(white, boxes, index, CROP, scales=[scale]).expand_as(small) == 1
+    )  # samples away from the edge
     assert (whole - small)[inside].abs().max() < 0.05

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import ORACLES, REAL_MODELS, export_random, server_overrides
 from skimage import data
 
-from conftest import ORACLES, REAL_MODELS, export_random, server_overrides
 from export.recipes import RECIPES
 from humanserve_client import HandlerError, RestClient, ServerError
 from humanserve_client.client import encode_option, error_in_body, grpc_error
@@ -55,7 +55,9 @@ def both(server):
 def rest_of_zoo(tmp_path_factory):
     store = tmp_path_factory.mktemp("rest_of_zoo_store")
     export_random(REST_OF_ZOO, store)
-    with TorchServe(tmp_path_factory.mktemp("rest_of_zoo"), REST_OF_ZOO, store, overrides=server_overrides(store)).running(timeout=600) as instance:
+    with TorchServe(
+        tmp_path_factory.mktemp("rest_of_zoo"), REST_OF_ZOO, store, overrides=server_overrides(store)
+    ).running(timeout=600) as instance:
         rest, remote = clients(instance)
         yield rest, remote
         rest.close()
@@ -106,14 +108,20 @@ def test_whole_request_failures_are_the_same_error_on_both_protocols(both, photo
         with pytest.raises(ServerError) as caught:
             client.predict("no_such_model", photo)
         errors.append(caught.value.as_dict())
-    assert errors[0] == errors[1] == {"code": 404, "type": "ModelNotFoundException", "message": "Model not found: no_such_model"}
+    assert (
+        errors[0]
+        == errors[1]
+        == {"code": 404, "type": "ModelNotFoundException", "message": "Model not found: no_such_model"}
+    )
 
 
 def test_a_background_image_travels_as_bytes_over_grpc(both, photo):
     rest, remote = both
     beach = encode(data.coffee(), "PNG")
     options = {"background": beach, "format": "png"}
-    assert remote.predict("segmenter_oracle", photo, options).body == rest.predict("segmenter_oracle", photo, options).body
+    assert (
+        remote.predict("segmenter_oracle", photo, options).body == rest.predict("segmenter_oracle", photo, options).body
+    )
 
 
 def test_management_and_health_on_both_protocols(both):
@@ -130,7 +138,13 @@ def test_client_helpers_recognise_errors_and_encode_options():
     assert error_in_body(b'{"code": 400, "type": "InvalidImage", "message": "no"}').code == 400
     assert error_in_body(b'{"code": 400, "type": "x", "message": "y", "people": []}') is None  # an answer, not an error
     assert error_in_body(b"\x89PNG...") is None
-    assert [encode_option(v) for v in (True, 3, "blur", [[1, 2, 3, 4]], b"\x00")] == [b"true", b"3", b"blur", b"[[1, 2, 3, 4]]", b"\x00"]
+    assert [encode_option(v) for v in (True, 3, "blur", [[1, 2, 3, 4]], b"\x00")] == [
+        b"true",
+        b"3",
+        b"blur",
+        b"[[1, 2, 3, 4]]",
+        b"\x00",
+    ]
 
 
 class FakeRpcError(grpc.RpcError):
@@ -147,13 +161,29 @@ class FakeRpcError(grpc.RpcError):
 @pytest.mark.parametrize(
     ("code", "details", "expected"),
     [
-        (grpc.StatusCode.INTERNAL, "Model not found: m\norg.pytorch.serve.archive.model.ModelNotFoundException", (404, "ModelNotFoundException", "Model not found: m")),
-        (grpc.StatusCode.PERMISSION_DENIED, "Token Authorization failed.", (400, "InvalidKeyException", "Token Authorization failed.")),
+        (
+            grpc.StatusCode.INTERNAL,
+            "Model not found: m\norg.pytorch.serve.archive.model.ModelNotFoundException",
+            (404, "ModelNotFoundException", "Model not found: m"),
+        ),
+        (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "Token Authorization failed.",
+            (400, "InvalidKeyException", "Token Authorization failed."),
+        ),
         (grpc.StatusCode.UNAVAILABLE, "failed to connect", (503, "UNAVAILABLE", "failed to connect")),
         (grpc.StatusCode.INTERNAL, "boom", (500, "INTERNAL", "boom")),
         # A worker that died holding the request: REST says 507, gRPC RESOURCE_EXHAUSTED, as for a request too large.
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, "Worker died.\norg.pytorch.serve.http.InternalServerException", (507, "InternalServerException", "Worker died.")),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max", (413, "RESOURCE_EXHAUSTED", "Received message larger than max")),
+        (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "Worker died.\norg.pytorch.serve.http.InternalServerException",
+            (507, "InternalServerException", "Worker died."),
+        ),
+        (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "Received message larger than max",
+            (413, "RESOURCE_EXHAUSTED", "Received message larger than max"),
+        ),
     ],
 )
 def test_grpc_failures_become_the_errors_rest_gives(code, details, expected):
@@ -221,7 +251,17 @@ def test_cli_reports_a_bad_file_and_answers_the_rest(server, folder, tmp_path, p
     assert len(lines["camera.png"]["answer"]["people"][0]["keypoints"]) == 17
     assert "3 of 4 answered, 1 failed" in done.stderr
 
-    pictures = run_cli(server, "predict", "style_oracle", str(folder / "astronaut.jpg"), "-o", "max_side=160", "--out", str(tmp_path), *protocol)
+    pictures = run_cli(
+        server,
+        "predict",
+        "style_oracle",
+        str(folder / "astronaut.jpg"),
+        "-o",
+        "max_side=160",
+        "--out",
+        str(tmp_path),
+        *protocol,
+    )
     assert pictures.returncode == 0, pictures.stderr
     saved = Path(json.loads(pictures.stdout)["saved"])
     assert saved.parent == tmp_path and saved.read_bytes()[:3] == b"\xff\xd8\xff"
@@ -240,8 +280,11 @@ def test_cli_models_and_health(server, protocol):
 def test_torchserves_503_says_busy_or_no_worker_and_keeps_its_kind():
     from humanserve_client.client import explained
 
-    said = "Model \"pose\" has no worker to serve inference request. Please use scale workers API to add workers."
+    said = 'Model "pose" has no worker to serve inference request. Please use scale workers API to add workers.'
     error = explained(HandlerError(503, "ServiceUnavailableException", said), "inference", None)
     assert isinstance(error, HandlerError) and error.code == 503
-    assert error.message.startswith("the model is busy (its job queue is full) or has no worker yet") and said in error.message
+    assert (
+        error.message.startswith("the model is busy (its job queue is full) or has no worker yet")
+        and said in error.message
+    )
     assert explained(ServerError(404, "ModelNotFoundException", "no"), "inference", None).message == "no"

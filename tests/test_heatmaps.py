@@ -70,7 +70,9 @@ def test_batch_decoding_equals_one_map_at_a_time():
 
 
 def test_peaks_at_the_border_stay_finite_and_near():
-    centres = torch.tensor([[[0.2, 0.4], [WIDTH - 1.1, HEIGHT - 1.3], [1.4, 30.0], [20.0, HEIGHT - 1.6]]], dtype=torch.float64)
+    centres = torch.tensor(
+        [[[0.2, 0.4], [WIDTH - 1.1, HEIGHT - 1.3], [1.4, 30.0], [20.0, HEIGHT - 1.6]]], dtype=torch.float64
+    )
     decoded = decode_in_heatmap_pixels(gaussians(centres, sigma=2.0), "dark")
     assert torch.isfinite(decoded).all()
     assert (decoded[..., :2].double() - centres).norm(dim=-1).max() <= 1.0

@@ -40,7 +40,9 @@ def values(instructions: list[dict], name: str) -> list[str]:
 
 def test_hadolint_finds_nothing():
     hadolint = Path(sys.executable).parent / "hadolint"
-    result = subprocess.run([str(hadolint), "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(hadolint), "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -70,7 +72,11 @@ def test_installs_exactly_the_pins_of_make_setup(instructions):
 
 def test_runs_as_a_numeric_non_root_user_in_every_target(instructions):
     # Each stage's last USER: the gpu stage inherits the first's, gpu-export is root only to install its compiler.
-    users = {stage: instruction["value"] for stage, instruction in stage_of(instructions) if instruction["instruction"] == "USER"}
+    users = {
+        stage: instruction["value"]
+        for stage, instruction in stage_of(instructions)
+        if instruction["instruction"] == "USER"
+    }
     (user,) = set(users.values())
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) > 0  # numeric, so the kubelet can check runAsNonRoot
@@ -93,7 +99,9 @@ def test_entrypoint_ports_and_paths_match_the_pod(instructions):
     (exposed,) = values(instructions, "EXPOSE")
     assert {int(port) for port in exposed.split()} == expected
     (config_copy,) = [c for c in values(instructions, "COPY") if c.endswith(f"{pod.CONFIG_DIR}/")]
-    expected_files = {p.name for p in pod.CONFIG_LAYERS} | {pod.CADDYFILE.name} | {path.name for path in named_files(production)}
+    expected_files = (
+        {p.name for p in pod.CONFIG_LAYERS} | {pod.CADDYFILE.name} | {path.name for path in named_files(production)}
+    )
     assert {Path(source).name for source in config_copy.split()[:-1]} == expected_files
 
 
@@ -105,7 +113,9 @@ def test_every_copied_source_exists_and_is_in_the_build_context(instructions):
             continue
         for source in copy.split()[:-1]:
             assert (REPO / source).exists(), source
-            assert any(source == a or (a.endswith("/") and source.startswith(a)) for a in allowed), f"{source} is left out of the build context"
+            assert any(source == a or (a.endswith("/") and source.startswith(a)) for a in allowed), (
+                f"{source} is left out of the build context"
+            )
 
 
 def test_the_frontend_agent_is_built_and_copied_where_the_server_loads_it(instructions):
@@ -113,5 +123,10 @@ def test_the_frontend_agent_is_built_and_copied_where_the_server_loads_it(instru
 
     (copy,) = [c for c in values(instructions, "COPY") if c.startswith("--from=agent ")]
     assert copy.split()[-1] == str(AGENT_JAR.relative_to(REPO))  # relative to WORKDIR, the repository's place
-    builds = [run for stage, i in stage_of(instructions) if stage == "agent" and i["instruction"] == "RUN" for run in [i["value"]]]
+    builds = [
+        run
+        for stage, i in stage_of(instructions)
+        if stage == "agent" and i["instruction"] == "RUN"
+        for run in [i["value"]]
+    ]
     assert any(run.startswith("sh /src/agent/build.sh ") for run in builds)  # the script make setup runs

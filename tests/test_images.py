@@ -15,8 +15,8 @@ from humanserve_core.errors import RequestError
 from humanserve_core.geometry import warp_crops
 from humanserve_core.images import (
     ImageHeader,
-    channels_last,
     ImageLimits,
+    channels_last,
     dct_scale,
     decode_image,
     decode_jpegs_on,
@@ -38,11 +38,14 @@ def encoded(array: np.ndarray, image_format: str, **save_args) -> bytes:
 
 def pixel_bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A valid PNG header claiming ``width`` x ``height`` pixels, with almost no data behind it."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def colour_blocks() -> np.ndarray:
@@ -123,7 +126,17 @@ def test_exif_orientation_is_applied():
         (pixel_bomb_png(0, 10), 400, "InvalidImage"),
         (b"\xff\xd8\xff" + b"\0" * 6_000_000, 413, "ImageTooLarge"),
     ],
-    ids=["empty", "text", "truncated-jpeg", "truncated-png", "gif", "tiff", "pixel-bomb", "zero-width", "too-many-bytes"],
+    ids=[
+        "empty",
+        "text",
+        "truncated-jpeg",
+        "truncated-png",
+        "gif",
+        "tiff",
+        "pixel-bomb",
+        "zero-width",
+        "too-many-bytes",
+    ],
 )
 def test_unusable_images_get_the_right_code(data, code, kind):
     with pytest.raises(RequestError) as caught:
@@ -150,7 +163,8 @@ def test_encode_round_trips_through_decode():
 
 
 def test_every_pixel_layout_encodes_to_the_same_png():
-    """Channels-last and channels-first pixels, cropped views and RGBX views: each layout's own conversion, one picture."""
+    """Channels-last and channels-first pixels, cropped views and RGBX views: each layout's own conversion, one
+    picture."""
     rgba = np.random.default_rng(3).integers(0, 256, (41, 63, 4), dtype=np.uint8)
     padded = torch.from_numpy(rgba)
     planar = padded.permute(2, 0, 1).contiguous()
@@ -169,9 +183,17 @@ def test_every_pixel_layout_encodes_to_the_same_png():
 
 @pytest.mark.parametrize(
     ("size", "most", "scale"),
-    [((480, 640), 4.2, 4), ((480, 640), 9.0, 8), ((480, 640), 1.9, 1), ((1080, 1920), 12.5, 8), ((1080, 1920), 7.99, 4),
-     ((1081, 1920), 8.0, 1), ((100, 150), 8.0, 2), ((96, 160), 3.0, 2)],
-)  # fmt: skip
+    [
+        ((480, 640), 4.2, 4),
+        ((480, 640), 9.0, 8),
+        ((480, 640), 1.9, 1),
+        ((1080, 1920), 12.5, 8),
+        ((1080, 1920), 7.99, 4),
+        ((1081, 1920), 8.0, 1),
+        ((100, 150), 8.0, 2),
+        ((96, 160), 3.0, 2),
+    ],
+)
 def test_dct_scale_is_the_largest_allowed_that_divides_both_sides(size, most, scale):
     assert dct_scale(ImageHeader("JPEG", *size), most) == scale
 
@@ -198,14 +220,23 @@ def test_a_point_in_a_scaled_decode_is_at_its_image_position_over_the_scale(scal
 def photo_jpeg(width: int = 320, height: int = 240, **save_args) -> bytes:
     """A smooth colour photo as JPEG (quality 90 unless said)."""
     ys, xs = np.mgrid[0:height, 0:width]
-    array = np.stack([127 + 100 * np.sin(xs / 13.0), 127 + 100 * np.cos(ys / 9.0), (xs + 2 * ys) % 256], axis=2).astype(np.uint8)
+    array = np.stack([127 + 100 * np.sin(xs / 13.0), 127 + 100 * np.cos(ys / 9.0), (xs + 2 * ys) % 256], axis=2).astype(
+        np.uint8
+    )
     return encoded(array, "JPEG", **{"quality": 90, **save_args})
 
 
-OPENCV_SCALES = {1: cv2.IMREAD_COLOR_RGB, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+OPENCV_SCALES = {
+    1: cv2.IMREAD_COLOR_RGB,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
 
 
-@pytest.mark.parametrize("save_args", [{}, {"progressive": True}, {"subsampling": 0}], ids=["baseline", "progressive", "4:4:4"])
+@pytest.mark.parametrize(
+    "save_args", [{}, {"progressive": True}, {"subsampling": 0}], ids=["baseline", "progressive", "4:4:4"]
+)
 @pytest.mark.parametrize("scale", [1, 2, 4, 8])
 def test_jpegs_decode_into_an_rgbx_buffer_with_opencvs_pixels(scale, save_args):
     """The decoder's four-channel buffer is behind the RGB view, and its pixels are OpenCV's (libjpeg's) exactly."""
@@ -232,7 +263,8 @@ def test_channels_last_copies_whatever_is_not_a_whole_rgbx_buffer():
 
 
 def test_jpegs_libjpeg_can_only_partly_recover_decode_as_opencv_did():
-    """Corrupt entropy data: simplejpeg (strict) refuses it and OpenCV decodes what it can, as before; a cut-off JPEG stays refused."""
+    """Corrupt entropy data: simplejpeg (strict) refuses it and OpenCV decodes what it can, as before; a cut-off JPEG
+    stays refused."""
     data = bytearray(photo_jpeg())
     data[len(data) // 2] ^= 0xFF
     data[len(data) // 2 + 300] ^= 0x55
@@ -273,7 +305,9 @@ def test_device_decode_falls_back_when_a_jpeg_is_corrupt():
     assert decode_jpegs_on(torch.device("cpu"), [good, good[:400]], [header, header]) == [None, None]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nvJPEG); the same code is tested on the CPU above")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA (nvJPEG); the same code is tested on the CPU above"
+)
 def test_cuda_decode_matches_the_cpu_decode():
     datas = [exif_jpeg(corner_marks(64, 96), orientation) for orientation in (1, 6, 8)]
     headers = [read_header(data, LIMITS) for data in datas]
@@ -285,7 +319,9 @@ def test_cuda_decode_matches_the_cpu_decode():
 @pytest.mark.parametrize("channels", ["rgb", "bgr"])
 def test_normalize_takes_the_same_values_on_its_opencv_and_torch_paths(channels):
     """Channels-last uint8 crops (OpenCV's) and any other layout or dtype: (x/255 - mean) / std in the model's order."""
-    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)).permute(0, 3, 1, 2)
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)).permute(
+        0, 3, 1, 2
+    )
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     ordered = crops.flip(1) if channels == "bgr" else crops
     expected = (ordered.double() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
@@ -298,10 +334,14 @@ def test_normalize_takes_the_same_values_on_its_opencv_and_torch_paths(channels)
 def test_opencv_resize_on_the_cpu_matches_torchvisions_antialiased_resize(size):
     """The CPU path of resize_pixels against the device path (run on the CPU): smooth photos differ by rounding."""
     ys, xs = np.mgrid[0:120, 0:160]
-    smooth = np.stack([127 + 100 * np.sin(xs / 9.0), 127 + 100 * np.cos(ys / 7.0), (xs + ys) % 256 * 0 + 90], axis=2).astype(np.uint8)
+    smooth = np.stack(
+        [127 + 100 * np.sin(xs / 9.0), 127 + 100 * np.cos(ys / 7.0), (xs + ys) % 256 * 0 + 90], axis=2
+    ).astype(np.uint8)
     pixels = torch.from_numpy(smooth).permute(2, 0, 1)
     resized = resize_pixels(pixels, size)
     assert resized.shape == (3, *size) and resized.dtype == torch.uint8
-    expected = torch.nn.functional.interpolate(pixels[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    expected = torch.nn.functional.interpolate(
+        pixels[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False
+    )[0]
     assert (resized.float() - expected).abs().mean() < 2.5
     assert resize_pixels(pixels, (120, 160)) is pixels

@@ -60,13 +60,17 @@ def test_long_thin_photo_is_segmented_within_the_models_bounds(server, http):
     photo = paint_segments(6000, 60, seed=7)
     response = post(server, http, SEGMENTER, encode(photo.image, "PNG"), "raw")
     assert response.status_code == 200, response.text
-    mask = coco_mask.decode({"size": response.json()["mask"]["size"], "counts": response.json()["mask"]["counts"].encode()})
+    mask = coco_mask.decode(
+        {"size": response.json()["mask"]["size"], "counts": response.json()["mask"]["counts"].encode()}
+    )
     assert mask.shape == (60, 6000) and iou(mask.astype(bool), photo.mask) >= 0.9
 
 
 def test_transparent_cut_out_alpha_is_the_mask(server, http):
     photo = paint_segments(640, 480, seed=3)
-    response = post(server, http, SEGMENTER, encode(photo.image, "PNG"), "json", {"background": "transparent", "feather": 0})
+    response = post(
+        server, http, SEGMENTER, encode(photo.image, "PNG"), "json", {"background": "transparent", "feather": 0}
+    )
     assert response.status_code == 200 and response.headers["Content-Type"] == "image/png"
     cut_out = decode_picture(response.content)
     assert cut_out.shape == (480, 640, 4)
@@ -78,15 +82,23 @@ def test_transparent_cut_out_alpha_is_the_mask(server, http):
 
 def test_png_compression_trades_size_for_nothing_else(server, http):
     photo = encode(paint_segments(320, 240, seed=4).image, "PNG")
-    answers = {level: post(server, http, SEGMENTER, photo, "raw", {"background": "transparent", "png_compression": level}).content for level in (0, 1, 9)}
+    answers = {
+        level: post(
+            server, http, SEGMENTER, photo, "raw", {"background": "transparent", "png_compression": level}
+        ).content
+        for level in (0, 1, 9)
+    }
     assert len(answers[0]) > len(answers[1]) >= len(answers[9])
     assert all((decode_picture(answer) == decode_picture(answers[1])).all() for answer in answers.values())
 
 
 def test_feather_softens_only_the_edge(server, http):
     photo = paint_segments(640, 480, seed=3)
-    cut_out = decode_picture(post(server, http, SEGMENTER, encode(photo.image, "PNG"), "raw",
-                                  {"background": "transparent", "feather": 3}).content)  # fmt: skip
+    cut_out = decode_picture(
+        post(
+            server, http, SEGMENTER, encode(photo.image, "PNG"), "raw", {"background": "transparent", "feather": 3}
+        ).content
+    )
     alpha = cut_out[..., 3]
     soft = (alpha > 0) & (alpha < 255)
     assert soft.sum() > 0
@@ -144,12 +156,56 @@ def test_twelve_megapixel_jpeg_in_and_png_cut_out_out(server, http):
 
 
 SEGMENTER_BAD_REQUESTS = [
-    ("bad background colour", dict(json={"image": base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode(), "background": "#12345g"}), 400, "InvalidOption", "'background' must be"),
-    ("background not an image", dict(json={"image": base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode(), "background": base64.b64encode(b"not an image at all, just words " * 4).decode()}), 400, "InvalidImage", "the background image"),
-    ("transparent JPEG", dict(json={"image": base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode(), "background": "transparent", "format": "jpeg"}), 400, "InvalidOption", "JPEG has no transparency"),
-    ("picture without background", dict(json={"image": base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode(), "format": "png"}), 400, "InvalidOption", "which background"),
-]  # fmt: skip
-GENERIC = [request for request in BAD_REQUESTS if request[0] not in ("threshold out of range", "render with json format")]
+    (
+        "bad background colour",
+        dict(
+            json={
+                "image": base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode(),
+                "background": "#12345g",
+            }
+        ),
+        400,
+        "InvalidOption",
+        "'background' must be",
+    ),
+    (
+        "background not an image",
+        dict(
+            json={
+                "image": base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode(),
+                "background": base64.b64encode(b"not an image at all, just words " * 4).decode(),
+            }
+        ),
+        400,
+        "InvalidImage",
+        "the background image",
+    ),
+    (
+        "transparent JPEG",
+        dict(
+            json={
+                "image": base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode(),
+                "background": "transparent",
+                "format": "jpeg",
+            }
+        ),
+        400,
+        "InvalidOption",
+        "JPEG has no transparency",
+    ),
+    (
+        "picture without background",
+        dict(
+            json={"image": base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode(), "format": "png"}
+        ),
+        400,
+        "InvalidOption",
+        "which background",
+    ),
+]
+GENERIC = [
+    request for request in BAD_REQUESTS if request[0] not in ("threshold out of range", "render with json format")
+]
 
 
 def test_bad_requests_for_the_segmenter(server, http):
@@ -161,7 +217,12 @@ def test_bad_requests_for_the_segmenter(server, http):
         assert iou(coco_mask.decode(rle).astype(bool), photo.mask) >= 0.98
 
     check_bad_requests_beside_good_ones(
-        server, http, SEGMENTER, GENERIC + SEGMENTER_BAD_REQUESTS, send_good=lambda: post(server, http, SEGMENTER, data), check_good=check
+        server,
+        http,
+        SEGMENTER,
+        GENERIC + SEGMENTER_BAD_REQUESTS,
+        send_good=lambda: post(server, http, SEGMENTER, data),
+        check_good=check,
     )
 
 
@@ -178,28 +239,35 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def smooth_photo(height: int, width: int, seed: int) -> np.ndarray:
-    """Gentle colour waves: resizing filters (OpenCV's area average, torchvision's antialiased bilinear) agree on them."""
+    """Gentle colour waves: resizing filters (OpenCV's area average, torchvision's antialiased bilinear) agree on
+    them."""
     rng = np.random.default_rng(seed)
     ys, xs = np.mgrid[0:height, 0:width]
-    waves = [127 + 100 * np.sin(xs / rng.uniform(20, 40) + rng.uniform(0, 6)) * np.cos(ys / rng.uniform(20, 40)) for _ in range(3)]
+    waves = [
+        127 + 100 * np.sin(xs / rng.uniform(20, 40) + rng.uniform(0, 6)) * np.cos(ys / rng.uniform(20, 40))
+        for _ in range(3)
+    ]
     return np.stack(waves, axis=2).round().astype(np.uint8)
 
 
 def test_identity_style_returns_the_photo(server, http):
-    from torchvision.transforms.v2 import functional as F
     import torch
+    from torchvision.transforms.v2 import functional as F
 
     photos = [smooth_photo(h, w, seed) for seed, (w, h, _, _) in enumerate(STYLE_CASES)]
     responses = send_together(
-        list(range(len(STYLE_CASES))), lambda i: post(server, http, STYLE, encode(photos[i], "PNG"), "json", STYLE_CASES[i][2])
+        list(range(len(STYLE_CASES))),
+        lambda i: post(server, http, STYLE, encode(photos[i], "PNG"), "json", STYLE_CASES[i][2]),
     )
     for photo, (_, _, _, size), response in zip(photos, STYLE_CASES, responses):
         assert response.status_code == 200 and response.headers["Content-Type"] == "image/png", response.text
         styled = decode_picture(response.content)
         assert styled.shape[:2] == size
-        expected = photo if photo.shape[:2] == size else F.resize(
-            torch.from_numpy(photo).permute(2, 0, 1), list(size), antialias=True
-        ).permute(1, 2, 0).numpy()  # fmt: skip
+        expected = (
+            photo
+            if photo.shape[:2] == size
+            else F.resize(torch.from_numpy(photo).permute(2, 0, 1), list(size), antialias=True).permute(1, 2, 0).numpy()
+        )
         assert psnr(styled, expected) >= 40
 
 
@@ -215,13 +283,45 @@ def test_bad_requests_for_style(server, http):
     photo = np.random.default_rng(3).integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
     data = encode(photo, "PNG")
     style_bad = [
-        ("max_side too small", dict(json={"image": base64.b64encode(data).decode(), "max_side": 3}), 400, "InvalidOption", "'max_side'"),
-        ("format gif", dict(json={"image": base64.b64encode(data).decode(), "format": "gif"}), 400, "InvalidOption", "'format' must be one of jpeg, png"),
-        ("photo too small to style", dict(data=encode(photo[:5, :7], "PNG"), headers={"Content-Type": "image/png"}), 400, "InvalidImage", "at least 8"),
-        ("strip styled too thin", dict(json={"image": base64.b64encode(encode(np.zeros((20, 3000, 3), np.uint8), "PNG")).decode(), "max_side": 1024}), 400, "InvalidImage", "at least 8"),
-    ]  # fmt: skip
+        (
+            "max_side too small",
+            dict(json={"image": base64.b64encode(data).decode(), "max_side": 3}),
+            400,
+            "InvalidOption",
+            "'max_side'",
+        ),
+        (
+            "format gif",
+            dict(json={"image": base64.b64encode(data).decode(), "format": "gif"}),
+            400,
+            "InvalidOption",
+            "'format' must be one of jpeg, png",
+        ),
+        (
+            "photo too small to style",
+            dict(data=encode(photo[:5, :7], "PNG"), headers={"Content-Type": "image/png"}),
+            400,
+            "InvalidImage",
+            "at least 8",
+        ),
+        (
+            "strip styled too thin",
+            dict(
+                json={
+                    "image": base64.b64encode(encode(np.zeros((20, 3000, 3), np.uint8), "PNG")).decode(),
+                    "max_side": 1024,
+                }
+            ),
+            400,
+            "InvalidImage",
+            "at least 8",
+        ),
+    ]
     check_bad_requests_beside_good_ones(
-        server, http, STYLE, GENERIC + style_bad,
+        server,
+        http,
+        STYLE,
+        GENERIC + style_bad,
         send_good=lambda: post(server, http, STYLE, data, "raw", {"format": "png"}),
         check_good=lambda response: np.testing.assert_array_equal(decode_picture(response.content), photo),
-    )  # fmt: skip
+    )

@@ -31,7 +31,9 @@ def port_of(address: str) -> int:
 
 
 def container_port(rendered, name: str) -> int:
-    (port,) = [p["containerPort"] for c in containers(rendered, init=False) for p in c.get("ports", []) if p["name"] == name]
+    (port,) = [
+        p["containerPort"] for c in containers(rendered, init=False) for p in c.get("ports", []) if p["name"] == name
+    ]
     return port
 
 
@@ -40,8 +42,12 @@ def container_port(rendered, name: str) -> int:
 def test_overlay_objects_validate_against_the_kubernetes_schemas(overlay, version):
     rendered = render_overlay(overlay)
     assert {o["kind"] for o in rendered.objects} == {
-        "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-    }  # fmt: skip
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+    }
     for resource in rendered.objects:
         # strict: a misspelt or misplaced field fails instead of being dropped by the API server.
         kubernetes_validate.validate(resource, version, strict=True)
@@ -66,7 +72,11 @@ def test_every_container_has_probes_and_resources(rendered):
         for kind in ("cpu", "memory"):
             assert kind in resources["requests"] and kind in resources["limits"], (container["name"], kind)
     # Loading models is slow: a startup probe keeps liveness from killing a pod that is still loading.
-    assert rendered.container("torchserve")["startupProbe"]["failureThreshold"] * rendered.container("torchserve")["startupProbe"]["periodSeconds"] >= 300
+    assert (
+        rendered.container("torchserve")["startupProbe"]["failureThreshold"]
+        * rendered.container("torchserve")["startupProbe"]["periodSeconds"]
+        >= 300
+    )
 
 
 def test_probes_ask_ping(rendered):
@@ -110,7 +120,9 @@ def test_gpu_overlay_requests_one_gpu_on_gpu_nodes_and_cpu_overlay_none():
     assert "nodeSelector" not in cpu.pod["spec"] and "tolerations" not in cpu.pod["spec"]
     assert cpu.container("torchserve")["image"].endswith("-cpu")
     # GPU archives (make export-gpu) and CPU archives live apart.
-    assert gpu.config_map("humanserve-models")["data"]["source"] != cpu.config_map("humanserve-models")["data"]["source"]
+    assert (
+        gpu.config_map("humanserve-models")["data"]["source"] != cpu.config_map("humanserve-models")["data"]["source"]
+    )
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -149,7 +161,9 @@ def test_config_map_carries_the_production_config_and_the_pod_layer(rendered):
     assert files == set(rendered.config_map("humanserve-config")["data"])
     for path in named:
         assert rendered.config_file(path.name) == path.read_text()
-    assert rendered.container("torchserve")["args"] == ["serve"] and rendered.container("auth-proxy")["args"] == ["proxy"]
+    assert rendered.container("torchserve")["args"] == ["serve"] and rendered.container("auth-proxy")["args"] == [
+        "proxy"
+    ]
 
 
 def test_ports_and_paths_agree_with_config_properties(rendered):
@@ -197,15 +211,26 @@ def test_service_and_disruption_budget_select_the_pods(rendered):
     for kind, selector in selectors.items():
         # An empty selector would pick every pod of the namespace (PodDisruptionBudget) or none.
         assert selector and selector.items() <= labels.items(), kind
-    assert rendered.one("PodDisruptionBudget")["spec"]["maxUnavailable"] < rendered.one("HorizontalPodAutoscaler")["spec"]["minReplicas"]
+    assert (
+        rendered.one("PodDisruptionBudget")["spec"]["maxUnavailable"]
+        < rendered.one("HorizontalPodAutoscaler")["spec"]["minReplicas"]
+    )
 
 
 def test_autoscaler_targets_a_per_second_rate_served_by_the_adapter_rule(rendered):
     hpa = rendered.one("HorizontalPodAutoscaler")["spec"]
-    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": rendered.one("Deployment")["metadata"]["name"]}
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": rendered.one("Deployment")["metadata"]["name"],
+    }
     (metric,) = hpa["metrics"]
     assert metric["type"] == "Pods" and metric["pods"]["target"]["type"] == "AverageValue"
-    (rule,) = [r for r in yaml.safe_load((K8S / "prometheus" / "adapter-rules.yaml").read_text()) if r["name"]["as"] == metric["pods"]["metric"]["name"]]
+    (rule,) = [
+        r
+        for r in yaml.safe_load((K8S / "prometheus" / "adapter-rules.yaml").read_text())
+        if r["name"]["as"] == metric["pods"]["metric"]["name"]
+    ]
     # A rate of TorchServe's queue-latency counter: the raw counter only grows and cannot be a target.
     assert "ts_queue_latency_microseconds" in rule["seriesQuery"]
     assert rule["metricsQuery"].startswith("sum(rate(<<.Series>>{<<.LabelMatchers>>}[")
@@ -215,9 +240,15 @@ def test_autoscaler_targets_a_per_second_rate_served_by_the_adapter_rule(rendere
 def test_scrape_config_keeps_the_pods_and_labels_them_for_the_adapter(rendered):
     (job,) = yaml.safe_load((K8S / "prometheus" / "scrape-config.yaml").read_text())
     keeps = {tuple(r["source_labels"]): r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
-    assert keeps[("__meta_kubernetes_pod_label_app_kubernetes_io_name",)] == rendered.pod["metadata"]["labels"]["app.kubernetes.io/name"]
+    assert (
+        keeps[("__meta_kubernetes_pod_label_app_kubernetes_io_name",)]
+        == rendered.pod["metadata"]["labels"]["app.kubernetes.io/name"]
+    )
     assert keeps[("__meta_kubernetes_pod_container_port_name",)] == "metrics"
-    assert keeps[("__meta_kubernetes_pod_annotation_prometheus_io_scrape",)] == rendered.pod["metadata"]["annotations"]["prometheus.io/scrape"]
+    assert (
+        keeps[("__meta_kubernetes_pod_annotation_prometheus_io_scrape",)]
+        == rendered.pod["metadata"]["annotations"]["prometheus.io/scrape"]
+    )
     targets = {r["target_label"] for r in job["relabel_configs"] if "target_label" in r}
     assert {"namespace", "pod"} <= targets  # the adapter rule's resource overrides
 
@@ -257,9 +288,12 @@ def test_the_pods_frontend_heap_is_taken_from_the_memory_limit_and_the_rest_of_v
     limit = rendered.container("torchserve")["resources"]["limits"]["memory"]
     assert limit.endswith("Gi")
     in_pod = int(limit[:-2]) * 2**30 * float(pod_heap.split("=")[1]) / 100
+
     def size(word: str) -> int:
         return int(word[4:-1]) * units[word[-1].lower()]
 
     assert in_pod >= size(production_heap)  # as much as make serve's, or more on bigger pods
     (initial,) = [word for word in pod_rest if word.startswith("-Xms")]
-    assert in_pod >= size(initial)  # else the JVM refuses to start: the heap it claims at start must fit the limit's share
+    assert in_pod >= size(
+        initial
+    )  # else the JVM refuses to start: the heap it claims at start must fit the limit's share

@@ -15,8 +15,8 @@ from loadtest.photos import SIZES, photo_pool
 from loadtest.run import run_locust
 from loadtest.scenarios import scenario_for
 from loadtest.soak import memory_trend, robust_rss_slope, rss_slope, soak_overrides
-from tools.server import REPO
 from serving import encode
+from tools.server import REPO
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,10 @@ def test_checks_pass_right_answers_and_catch_wrong_ones(photos):
     shifted = people_answer(type(photo)(photo.name, photo.jpeg, photo.width + 1, photo.height), 2)
     assert "image size" in pose.check(photo, options, shifted)
     detector = scenario_for("person_detector")
-    assert detector.check(photo, {"score_threshold": "0.95"}, people_answer(photo, 1, False)) == "score 0.9 below score_threshold=0.95"
+    assert (
+        detector.check(photo, {"score_threshold": "0.95"}, people_answer(photo, 1, False))
+        == "score 0.9 below score_threshold=0.95"
+    )
     style = scenario_for("style_candy")
     right = Answer(encode(random_pixels(photo.height, photo.width), "JPEG"), "image/jpeg")
     assert style.check(photo, {"max_side": "4096"}, right) is None
@@ -93,21 +96,31 @@ def test_a_bench_row_lands_at_the_end_of_its_table_and_nowhere_else(tmp_path):
     section, header = "## Served", "| x |\n|---|"
     benchmarks.write_text("# Benchmarks\n\n## Decode\n\n| a |\n|---|\n| 1 |\n")
     append_table_row(benchmarks, section, header, "| first |")  # no table yet: the section and its header are made
-    benchmarks.write_text(benchmarks.read_text() + "\n### A study\n\n| y |\n|---|\n| 3 |\n\n## Later section\n\n| b |\n|---|\n| 2 |\n")
+    benchmarks.write_text(
+        benchmarks.read_text() + "\n### A study\n\n| y |\n|---|\n| 3 |\n\n## Later section\n\n| b |\n|---|\n| 2 |\n"
+    )
     append_table_row(benchmarks, section, header, "| second |")  # into its own table, not the study's after it
     append_table_row(benchmarks, "## Later section", "| c |\n|---|", "| third |")  # a second table in a section
     lines = benchmarks.read_text().splitlines()
     assert lines.index(section) > lines.index("| 1 |")
     assert lines.index("| first |") == lines.index(section) + 4  # after the header and its rule
     assert lines.index("| second |") == lines.index("| first |") + 1
-    assert lines.index("| second |") < lines.index("### A study") < lines.index("| 3 |") < lines.index("## Later section") < lines.index("| 2 |")
+    assert (
+        lines.index("| second |")
+        < lines.index("### A study")
+        < lines.index("| 3 |")
+        < lines.index("## Later section")
+        < lines.index("| 2 |")
+    )
     assert lines[-5:] == ["| 2 |", "", "| c |", "|---|", "| third |"]
 
 
 def test_the_rss_slope_and_its_error_are_those_of_least_squares():
     rng = np.random.default_rng(0)
     seconds = np.arange(0, 1800, 30.0)
-    swinging = 1000 + 0.5 * seconds / 60 + rng.choice([0, 0, 0, 300], seconds.size)  # a leak of 0.5 MB/min under batch peaks
+    swinging = (
+        1000 + 0.5 * seconds / 60 + rng.choice([0, 0, 0, 300], seconds.size)
+    )  # a leak of 0.5 MB/min under batch peaks
     fit = stats.linregress(seconds / 60, swinging)
     slope, stderr = rss_slope(list(zip(seconds, swinging)))
     assert slope == pytest.approx(fit.slope) and stderr == pytest.approx(fit.stderr)
@@ -138,10 +151,31 @@ def test_the_soaks_keys_live_as_long_as_the_pods(tmp_path):
 def test_a_short_soak_of_mixed_models_writes_its_report_and_fails_nothing_outside_the_kill(model_store, tmp_path):
     report_path = tmp_path / "report.json"  # given as its folder, which the soak must accept
     command = [
-        sys.executable, "-m", "loadtest.soak", "--models", "pose_oracle", "segmenter_oracle", "--duration", "60s",
-        "--users", "2", "--singles", "10", "--warm-up", "10", "--interval", "5", "--kill-at", "0.5",
-        "--store", str(model_store), "--no-export", "--report", str(tmp_path), "--no-record",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "loadtest.soak",
+        "--models",
+        "pose_oracle",
+        "segmenter_oracle",
+        "--duration",
+        "60s",
+        "--users",
+        "2",
+        "--singles",
+        "10",
+        "--warm-up",
+        "10",
+        "--interval",
+        "5",
+        "--kill-at",
+        "0.5",
+        "--store",
+        str(model_store),
+        "--no-export",
+        "--report",
+        str(tmp_path),
+        "--no-record",
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(report_path.read_text())
@@ -151,8 +185,13 @@ def test_a_short_soak_of_mixed_models_writes_its_report_and_fails_nothing_outsid
     kill = report["kill"]
     assert kill["model"] == "pose_oracle" and kill["ready_s"] is not None and kill["ready_s"] < 60
     assert "frontend" in report["memory"] and any(name.startswith("pose_oracle worker") for name in report["memory"])
-    if shutil.which("jstat"):  # a JDK's: the frontend's heap, whose old generation would grow with a leak in the frontend
+    if shutil.which(
+        "jstat"
+    ):  # a JDK's: the frontend's heap, whose old generation would grow with a leak in the frontend
         heap = report["frontend_heap"]
-        assert set(heap) == {"committed", "old generation used"} and 0 < heap["old generation used"]["last_mb"] < heap["committed"]["last_mb"]
+        assert (
+            set(heap) == {"committed", "old generation used"}
+            and 0 < heap["old generation used"]["last_mb"] < heap["committed"]["last_mb"]
+        )
     assert report["log_bytes"] >= 0 and "answers/s" in done.stdout
     assert report["priming_rounds"] == 2 and "priming: 2 rounds" in done.stdout

@@ -4,9 +4,9 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import requests
 import ts
@@ -26,7 +26,9 @@ DASHBOARD = REPO / "k8s" / "grafana" / "humanserve-dashboard.json"
 SCRAPE_CONFIG = REPO / "k8s" / "prometheus" / "scrape-config.yaml"
 HANDLER_METRICS = {STAGE_METRIC, ITEMS_METRIC, REJECTED_METRIC, SLOTS_METRIC}
 # The worker's metric line as TorchServe 0.12's frontend parses it (org.pytorch.serve.metrics.Metric).
-FRONTEND_LINE = re.compile(r"\[METRICS\]\s*([\w\s]+)\.([\w\s]+):([0-9\-,.e]+)\|#([^|]*)(\|#type:([^|,]+))?\|#hostname:([^,]+),([^,]+)(,(.*))?")
+FRONTEND_LINE = re.compile(
+    r"\[METRICS\]\s*([\w\s]+)\.([\w\s]+):([0-9\-,.e]+)\|#([^|]*)(\|#type:([^|,]+))?\|#hostname:([^,]+),([^,]+)(,(.*))?"
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ def total(samples: list[Sample], name: str, **labels: str) -> float:
 
 
 def scrape_until(metrics_url: str, ready: Callable[[list[Sample]], bool], timeout: float = 30) -> list[Sample]:
-    """Scrape until ``ready`` holds: the frontend reads handler metrics from the worker's stdout, apart from the answer."""
+    """Scrape until ``ready`` holds: the frontend reads handler metrics from the worker's stdout, apart from the
+    answer."""
     deadline = time.monotonic() + timeout
     while not ready(samples := scrape(metrics_url)):
         assert time.monotonic() < deadline, "the metrics endpoint never showed the handler's counts"
@@ -85,7 +88,7 @@ def test_file_settings_are_relative_to_their_properties_file(tmp_path):
     assert read_properties(tmp_path / "config.properties") == {
         "metrics_config": str(tmp_path / "metrics.yaml"),
         "model_store": "model_store",  # given on the command line, never read from the file
-    }  # fmt: skip
+    }
     # The repository's config.properties is a link into k8s/base/, beside the declaration the ConfigMap carries.
     assert DECLARATION == REPO / "k8s" / "base" / "metrics.yaml" and DECLARATION.is_file()
 
@@ -98,7 +101,9 @@ def test_worker_sends_lines_the_frontend_labels_right(caplog):
     with caplog.at_level(logging.INFO):
         report_batch(cache, {stage: 1.5 for stage in STAGES}, size=3, limit=8, rejected=1)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
-    declared = {spec["name"]: spec["dimensions"] for spec in yaml.safe_load(DECLARATION.read_text())["model_metrics"]["counter"]}
+    declared = {
+        spec["name"]: spec["dimensions"] for spec in yaml.safe_load(DECLARATION.read_text())["model_metrics"]["counter"]
+    }
     sent = {}
     for record in caplog.records:
         name, _, value, dimensions, _, kind, *_ = FRONTEND_LINE.fullmatch(record.getMessage()).groups()
@@ -110,8 +115,10 @@ def test_worker_sends_lines_the_frontend_labels_right(caplog):
         sent[(name, labels.get("Stage"))] = float(value)
     assert sent == {
         **{(STAGE_METRIC, stage): 1.5 for stage in STAGES},
-        (ITEMS_METRIC, None): 3, (REJECTED_METRIC, None): 1, (SLOTS_METRIC, None): 8,
-    }  # fmt: skip
+        (ITEMS_METRIC, None): 3,
+        (REJECTED_METRIC, None): 1,
+        (SLOTS_METRIC, None): 8,
+    }
 
 
 def test_metrics_endpoint_counts_each_stage_and_request(server, http):
@@ -130,7 +137,11 @@ def test_metrics_endpoint_counts_each_stage_and_request(server, http):
     slots = added(after, SLOTS_METRIC, ModelName=ORACLE)
     assert slots >= 5 and slots % ORACLE_BATCH_SIZE == 0
     for stage in STAGES:
-        (sample,) = [s for s in after if s.name == STAGE_METRIC and s.labels["Stage"] == stage and s.labels["ModelName"] == ORACLE]
+        (sample,) = [
+            s
+            for s in after
+            if s.name == STAGE_METRIC and s.labels["Stage"] == stage and s.labels["ModelName"] == ORACLE
+        ]
         assert sample.labels.keys() == {"Stage", "ModelName", "Level", "Hostname"}
     for stage in ("read", "decode", "preprocess", "model", "postprocess"):
         assert added(after, STAGE_METRIC, ModelName=ORACLE, Stage=stage) > 0, stage
@@ -171,7 +182,9 @@ def test_dashboard_queries_only_what_the_server_exports(server, http):
     assert source["query"] == "prometheus"
     variables = [v for v in dashboard["templating"]["list"] if v["type"] == "query"]
     targets = [t for panel in dashboard["panels"] for t in panel["targets"]]
-    assert all(item["datasource"]["uid"] == f"${{{source['name']}}}" for item in variables + dashboard["panels"] + targets)
+    assert all(
+        item["datasource"]["uid"] == f"${{{source['name']}}}" for item in variables + dashboard["panels"] + targets
+    )
 
     queried = set()
     for query, legend in [(v["definition"], "") for v in variables] + [(t["expr"], t["legendFormat"]) for t in targets]:

@@ -1,4 +1,5 @@
-"""Pose pairing of patch sets (``humanserve pair``), on synthetic CSVs: invariance, views, joint scores, top K, one-to-one."""
+"""Pose pairing of patch sets (``humanserve pair``), on synthetic CSVs: invariance, views, joint scores, top K,
+one-to-one."""
 
 import csv
 import itertools
@@ -10,19 +11,40 @@ import numpy as np
 import pytest
 
 from export.archive import REPO
-from humanserve_client.pairing import PATCH_COLUMNS, PatchFileError, best_pairs, read_patches, similarities, unique_pairs
+from humanserve_client.pairing import (
+    PATCH_COLUMNS,
+    PatchFileError,
+    best_pairs,
+    read_patches,
+    similarities,
+    unique_pairs,
+)
 
 RNG = np.random.default_rng(3)
 POSES = RNG.uniform(0, 1, size=(6, 17, 2))  # in box units
 
 
-def patch_row(name: str, pose: np.ndarray, box: list[float], view: str = "full-body-front", scores: np.ndarray | None = None) -> dict:
+def patch_row(
+    name: str, pose: np.ndarray, box: list[float], view: str = "full-body-front", scores: np.ndarray | None = None
+) -> dict:
     x1, y1, x2, y2 = box
     side = max(x2 - x1, y2 - y1)
     scores = np.ones(17) if scores is None else scores
     keypoints = np.concatenate([pose * side + [x1, y1], scores[:, None]], axis=1)
-    return {"video": "v.mp4", "frame": 0, "time_s": 0.0, "person": 0, "patch": name, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
-            "score": 0.99, "view": view, "keypoints": json.dumps(keypoints.round(4).tolist())}  # fmt: skip
+    return {
+        "video": "v.mp4",
+        "frame": 0,
+        "time_s": 0.0,
+        "person": 0,
+        "patch": name,
+        "x1": x1,
+        "y1": y1,
+        "x2": x2,
+        "y2": y2,
+        "score": 0.99,
+        "view": view,
+        "keypoints": json.dumps(keypoints.round(4).tolist()),
+    }
 
 
 def write(path, rows: list[dict]):
@@ -35,7 +57,9 @@ def write(path, rows: list[dict]):
 
 def test_the_same_pose_anywhere_in_the_frame_at_any_scale_is_a_perfect_match(tmp_path):
     a = read_patches(write(tmp_path / "a.csv", [patch_row(f"a{i}", POSES[i], [10, 20, 110, 220]) for i in range(3)]))
-    b = read_patches(write(tmp_path / "b.csv", [patch_row(f"b{i}", POSES[i], [500 + 7 * i, 40, 800 + 7 * i, 640]) for i in range(3)]))
+    b = read_patches(
+        write(tmp_path / "b.csv", [patch_row(f"b{i}", POSES[i], [500 + 7 * i, 40, 800 + 7 * i, 640]) for i in range(3)])
+    )
     pairs = list(best_pairs(a, b, top=1, min_joint_score=0.0))
     assert [(p[0], p[1], p[4]) for p in pairs] == [("a0", "b0", 1), ("a1", "b1", 1), ("a2", "b2", 1)]
     assert all(p[3] == pytest.approx(1.0, abs=1e-5) for p in pairs)
@@ -92,12 +116,15 @@ def test_chunks_change_nothing_and_unique_is_the_best_assignment():
     assert len({p[1] for p in assigned}) == 5 and sum(p[3] for p in assigned) == pytest.approx(best, abs=1e-5)
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda row: row.update(keypoints="[[1, 2, 3]]"), "line 2: keypoints must be 17"),
-    (lambda row: row.update(keypoints="not json"), "line 2: keypoints must be a JSON array"),
-    (lambda row: row.update(x2=row["x1"]), "line 2: the box"),
-    (lambda row: row.pop("view"), "no column 'view'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda row: row.update(keypoints="[[1, 2, 3]]"), "line 2: keypoints must be 17"),
+        (lambda row: row.update(keypoints="not json"), "line 2: keypoints must be a JSON array"),
+        (lambda row: row.update(x2=row["x1"]), "line 2: the box"),
+        (lambda row: row.pop("view"), "no column 'view'"),
+    ],
+)
 def test_malformed_patch_files_name_the_problem(tmp_path, change, words):
     row = patch_row("a", POSES[0], [0, 0, 100, 200])
     change(row)
@@ -112,17 +139,39 @@ def test_malformed_patch_files_name_the_problem(tmp_path, change, words):
 def test_the_cli_writes_the_pairs_csv_and_reports_bad_files(tmp_path):
     a = write(tmp_path / "a.csv", [patch_row(f"a{i}", POSES[i], [0, 0, 50, 100]) for i in range(3)])
     b = write(tmp_path / "b.csv", [patch_row(f"b{i}", POSES[i], [10, 10, 60, 90]) for i in range(3)])
-    command = [sys.executable, "-m", "humanserve_client", "pair", str(a), str(b), "--out", str(tmp_path / "pairs.csv"), "--unique"]
+    command = [
+        sys.executable,
+        "-m",
+        "humanserve_client",
+        "pair",
+        str(a),
+        str(b),
+        "--out",
+        str(tmp_path / "pairs.csv"),
+        "--unique",
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "pairs.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["a_patch"], r["b_patch"], r["rank"]) for r in rows] == [("a0", "b0", "1"), ("a1", "b1", "1"), ("a2", "b2", "1")]
+    assert [(r["a_patch"], r["b_patch"], r["rank"]) for r in rows] == [
+        ("a0", "b0", "1"),
+        ("a1", "b1", "1"),
+        ("a2", "b2", "1"),
+    ]
     (tmp_path / "broken.csv").write_text("patch,view\nx,y\n")
-    result = subprocess.run(command[:4] + [str(tmp_path / "broken.csv"), str(b)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        command[:4] + [str(tmp_path / "broken.csv"), str(b)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2 and "no column 'x1'" in result.stderr
 
 
 def test_the_cli_refuses_a_top_below_one(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "humanserve_client", "pair", "a.csv", "b.csv", "--top", "0"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "humanserve_client", "pair", "a.csv", "b.csv", "--top", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "--top: must be at least 1, got 0" in result.stderr

@@ -1,4 +1,5 @@
-"""``humanserve patches``: the sampling rule, the patch geometry, and synthetic videos through a real TorchServe (Keypoint R-CNN oracle)."""
+"""``humanserve patches``: the sampling rule, the patch geometry, and synthetic videos through a real TorchServe
+(Keypoint R-CNN oracle)."""
 
 import csv
 import subprocess
@@ -7,13 +8,13 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from test_tracking_serving import write_video
 
 from export.archive import REPO
 from humanserve_client.pairing import read_patches
 from humanserve_client.patches import FILL, PatchSettings, cut_patch, look_back_frames, square_around
 from oracles import PERSON_FRAMES
 from serving import run_cli
-from test_tracking_serving import write_video
 from videos import Walker, paint_video
 
 MODEL = "keypoint_oracle"
@@ -23,7 +24,9 @@ FPS = 10  # write_video's frame rate
 def test_look_back_frames_spread_over_the_second_before_and_stop_at_the_previous_sample():
     assert look_back_frames(48, 24, PatchSettings(every=24, look_back=4)) == [29, 34, 38, 43]
     assert look_back_frames(48, 10, PatchSettings(every=24, look_back=4)) == [40, 42, 44, 46]
-    assert look_back_frames(10, 30, PatchSettings(every=10, look_back=4)) == [4]  # only those after the previous sample (0)
+    assert look_back_frames(10, 30, PatchSettings(every=10, look_back=4)) == [
+        4
+    ]  # only those after the previous sample (0)
     assert look_back_frames(0, 24, PatchSettings()) == []
 
 
@@ -70,7 +73,9 @@ def rows(path) -> list[dict]:
 def test_patches_follow_the_sampling_rule_land_on_the_person_and_resume(server, video, tmp_path):
     path, frames = video
     out = tmp_path / "out"
-    done = run_cli(server, "patches", str(path), "--out", str(out), "--model", MODEL, "--size", "128", "--score-threshold", "0.9")
+    done = run_cli(
+        server, "patches", str(path), "--out", str(out), "--model", MODEL, "--size", "128", "--score-threshold", "0.9"
+    )
     assert done.returncode == 0, done.stderr
     patches = rows(out / "patches.csv")
     # Samples 0 and 24 show nobody (no look-back); 48 shows the person, so 40, 42, 44, 46 are sent too.
@@ -90,26 +95,59 @@ def test_patches_follow_the_sampling_rule_land_on_the_person_and_resume(server, 
         assert np.abs(image[v, u, ::-1].astype(int) - PERSON_FRAMES[0]).max() <= 40, image[v, u]
     # The CSV round-trips: the pairing reader takes it, with 17 keypoints per patch.
     assert len(read_patches(out / "patches.csv").names) == 5
-    again = run_cli(server, "patches", str(path), "--out", str(out), "--model", MODEL, "--size", "128", "--score-threshold", "0.9")
+    again = run_cli(
+        server, "patches", str(path), "--out", str(out), "--model", MODEL, "--size", "128", "--score-threshold", "0.9"
+    )
     assert again.returncode == 0 and '"frames": 0' in again.stdout and len(rows(out / "patches.csv")) == 5
     # End to end: the set paired with itself (each patch's best match is itself), and its contact sheet.
-    assert run_cli_offline("pair", str(out / "patches.csv"), str(out / "patches.csv"), "--out", str(tmp_path / "pairs.csv")).returncode == 0
+    assert (
+        run_cli_offline(
+            "pair", str(out / "patches.csv"), str(out / "patches.csv"), "--out", str(tmp_path / "pairs.csv")
+        ).returncode
+        == 0
+    )
     assert all(r["a_patch"] == r["b_patch"] and float(r["similarity"]) > 0.999 for r in rows(tmp_path / "pairs.csv"))
-    sheet = run_cli_offline("contact-sheet", str(tmp_path / "pairs.csv"), "--a", str(out), "--b", str(out), "--out", str(tmp_path / "sheet.jpg"))
+    sheet = run_cli_offline(
+        "contact-sheet",
+        str(tmp_path / "pairs.csv"),
+        "--a",
+        str(out),
+        "--b",
+        str(out),
+        "--out",
+        str(tmp_path / "sheet.jpg"),
+    )
     assert sheet.returncode == 0, sheet.stderr
     assert cv2.imread(str(tmp_path / "sheet.jpg")).shape[0] > 5 * 192
 
 
 def run_cli_offline(*args: str):
-    return subprocess.run([sys.executable, "-m", "humanserve_client", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "humanserve_client", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_every_person_with_all_people_and_a_bad_video_does_not_stop_the_others(server, video, tmp_path):
     path, _ = video
     (tmp_path / "notes.txt").write_text("not a video")
     out = tmp_path / "out"
-    done = run_cli(server, "patches", str(tmp_path / "notes.txt"), str(path), "--out", str(out), "--model", MODEL,
-                   "--all-people", "--score-threshold", "0.5", "--every", "30", "--look-back", "0")  # fmt: skip
+    done = run_cli(
+        server,
+        "patches",
+        str(tmp_path / "notes.txt"),
+        str(path),
+        "--out",
+        str(out),
+        "--model",
+        MODEL,
+        "--all-people",
+        "--score-threshold",
+        "0.5",
+        "--every",
+        "30",
+        "--look-back",
+        "0",
+    )
     assert done.returncode == 1 and "UnreadableVideo" in done.stderr
     patches = rows(out / "patches.csv")
     assert sorted((int(r["frame"]), r["person"]) for r in patches) == [(30, "0"), (30, "1")]

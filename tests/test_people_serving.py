@@ -40,11 +40,23 @@ class Photo:
 
 
 PHOTOS = [
-    Photo("640x480, two people and a non-person", 640, 480, [[40, 60, 200, 400], [400, 40, 560, 380]], other=[250, 300, 350, 420]),
+    Photo(
+        "640x480, two people and a non-person",
+        640,
+        480,
+        [[40, 60, 200, 400], [400, 40, 560, 380]],
+        other=[250, 300, 350, 420],
+    ),
     Photo("portrait 480x800, one person", 480, 800, [[120, 150, 330, 700]], form="multipart"),
-    Photo("2400x1600, three people", 2400, 1600, [[100, 200, 600, 1300], [1000, 300, 1350, 1000], [1800, 150, 2250, 1450]], form="json"),
+    Photo(
+        "2400x1600, three people",
+        2400,
+        1600,
+        [[100, 200, 600, 1300], [1000, 300, 1350, 1000], [1800, 150, 2250, 1450]],
+        form="json",
+    ),
     Photo("300x300, nobody", 300, 300, [], other=[20, 20, 120, 120]),
-]  # fmt: skip
+]
 
 
 def expected_people(photo: Photo) -> list[tuple[list[float], float]]:
@@ -65,7 +77,10 @@ def test_detector_finds_painted_people_in_batches_of_mixed_sizes(server, http):
     jobs = [(photo, seed) for seed, photo in enumerate(PHOTOS) for _ in range(2)]
     painted = {(photo.name, seed): photo.paint(seed) for photo, seed in jobs}
     responses = send_together(
-        jobs, lambda job: post(server, http, "detector_oracle", encode(painted[(job[0].name, job[1])].image, "PNG"), job[0].form)
+        jobs,
+        lambda job: post(
+            server, http, "detector_oracle", encode(painted[(job[0].name, job[1])].image, "PNG"), job[0].form
+        ),
     )
     for (photo, _), response in zip(jobs, responses):
         assert response.status_code == 200, response.text
@@ -76,7 +91,10 @@ def test_detector_finds_painted_people_in_batches_of_mixed_sizes(server, http):
 def test_detector_options_filter_and_format(server, http):
     photo = PHOTOS[2]
     data = encode(photo.paint(seed=3).image, "PNG")
-    scores = [p["score"] for p in post(server, http, "detector_oracle", data, "json", {"score_threshold": 0.7}).json()["people"]]
+    scores = [
+        p["score"]
+        for p in post(server, http, "detector_oracle", data, "json", {"score_threshold": 0.7}).json()["people"]
+    ]
     assert scores == pytest.approx([0.99, 0.80])
     assert len(post(server, http, "detector_oracle", data, "json", {"max_people": 1}).json()["people"]) == 1
     assert len(post(server, http, "detector_oracle", data, "json", {"score_threshold": 0.0}).json()["people"]) == 3
@@ -91,11 +109,17 @@ def test_detector_options_filter_and_format(server, http):
 
 VIEW_CASES = [
     ("full-body-front", COCO_KEYPOINTS),
-    ("head-and-shoulders-front", ("nose", "left_eye", "right_eye", "left_shoulder", "right_shoulder", "left_hip", "right_hip")),
+    (
+        "head-and-shoulders-front",
+        ("nose", "left_eye", "right_eye", "left_shoulder", "right_shoulder", "left_hip", "right_hip"),
+    ),
     ("full-body-back", tuple(n for n in COCO_KEYPOINTS if n not in ("nose", "left_eye", "right_eye"))),
     ("head-and-shoulders-back", ("left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow")),
-    ("head-and-shoulders-front", ("nose", "left_eye", "left_ear", "left_shoulder", "left_hip", "left_knee", "left_ankle")),
-]  # fmt: skip
+    (
+        "head-and-shoulders-front",
+        ("nose", "left_eye", "left_ear", "left_shoulder", "left_hip", "left_knee", "left_ankle"),
+    ),
+]
 
 
 @pytest.mark.parametrize(("view", "joints"), VIEW_CASES, ids=[f"{v}-{len(j)}" for v, j in VIEW_CASES])
@@ -125,8 +149,11 @@ def test_pipeline_finds_every_person_with_keypoints_on_their_joints(server, http
     jobs = [(PHOTOS[0], 1), (PHOTOS[2], 2), (PHOTOS[0], 3)]
     painted = {seed: photo.paint(seed) for photo, seed in jobs}
     responses = send_together(
-        jobs, lambda job: post(server, http, "pipeline_oracle", encode(painted[job[1]].image, "PNG"), "json", {"flip_test": job[1] == 3})
-    )  # fmt: skip
+        jobs,
+        lambda job: post(
+            server, http, "pipeline_oracle", encode(painted[job[1]].image, "PNG"), "json", {"flip_test": job[1] == 3}
+        ),
+    )
     for (photo, seed), response in zip(jobs, responses):
         assert response.status_code == 200, response.text
         answer = response.json()
@@ -144,8 +171,11 @@ def test_pipeline_with_boxes_skips_the_detector_and_batches_with_requests_that_u
     regions = [[30.0, 20.0, 150.0, 230.0], [200.0, 40.0, 310.0, 220.0]]
     bare = paint_people(320, 240, regions, seed=9)  # joints, no outlines: the detector oracle finds nobody
     framed = PHOTOS[0].paint(4)
-    jobs = [("given", encode(bare.image, "PNG"), {"boxes": regions}), ("searched", encode(bare.image, "PNG"), {}),
-            ("detected", encode(framed.image, "PNG"), {})]  # fmt: skip
+    jobs = [
+        ("given", encode(bare.image, "PNG"), {"boxes": regions}),
+        ("searched", encode(bare.image, "PNG"), {}),
+        ("detected", encode(framed.image, "PNG"), {}),
+    ]
     responses = send_together(jobs, lambda job: post(server, http, "pipeline_oracle", job[1], "json", job[2]))
     answers = {name: response.json() for (name, _, _), response in zip(jobs, responses)}
     assert [person["box"] for person in answers["given"]["people"]] == regions
@@ -185,17 +215,22 @@ def test_bad_requests_get_their_own_4xx_for_every_model(server, http, model):
     photo = PHOTOS[0]
     data = encode(photo.paint(seed=4).image, "PNG")
     check_bad_requests_beside_good_ones(
-        server, http, model, BAD_REQUESTS,
+        server,
+        http,
+        model,
+        BAD_REQUESTS,
         send_good=lambda: post(server, http, model, data, "raw"),
         check_good=lambda response: check_boxes(response.json(), photo),
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("model", ["person_detector_mobilenet", "keypoint_rcnn"])
 def test_real_detectors_answer_offline_with_untrained_weights_reported(server, http, model):
     from skimage import data
 
-    response = post(server, http, model, encode(data.astronaut(), "PNG"), "json", {"max_people": 3, "score_threshold": 0.0})
+    response = post(
+        server, http, model, encode(data.astronaut(), "PNG"), "json", {"max_people": 3, "score_threshold": 0.0}
+    )
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["model"] == model and answer["image"] == {"width": 512, "height": 512}
@@ -204,7 +239,10 @@ def test_real_detectors_answer_offline_with_untrained_weights_reported(server, h
         assert len(person["box"]) == 4 and 0 <= person["score"] <= 1
         if model == "keypoint_rcnn":
             assert len(person["keypoints"]) == 17 and person["view"] in (
-                "full-body-front", "full-body-back", "head-and-shoulders-front", "head-and-shoulders-back",
-            )  # fmt: skip
+                "full-body-front",
+                "full-body-back",
+                "head-and-shoulders-front",
+                "head-and-shoulders-back",
+            )
     weights = server.describe(model)["customizedMetadata"]["weights"]["model"]
     assert weights["source"] == "random" and weights["pretrained"] is False

@@ -22,18 +22,17 @@ import psutil
 import pytest
 import requests
 from skimage import data
-
-from tools.server import free_ports, loopback_overrides, named_files
-from export.archive import REPO
-from manifests import render_overlay
-from humanserve_core.metrics import ITEMS_METRIC, STAGE_METRIC
 from test_metrics import scrape_until, total
 from test_pose_serving import encode
-from tools import pod
-from humanserve_client.client import GrpcClient, RestClient, ServerError
 from test_sequences_serving import SENDERS, check_tracked, interleaved, send_requests
 from test_tracking_serving import frames_of, ids
-from tools.server import AGENT_JAR
+
+from export.archive import REPO
+from humanserve_client.client import GrpcClient, RestClient, ServerError
+from humanserve_core.metrics import ITEMS_METRIC, STAGE_METRIC
+from manifests import render_overlay
+from tools import pod
+from tools.server import AGENT_JAR, free_ports, loopback_overrides, named_files
 
 ORACLE = "pose_oracle"
 TRACKER = "tracker_oracle"  # REST sequences and gRPC streams through the proxy
@@ -44,8 +43,14 @@ def properties_text(properties: dict[str, str]) -> str:
 
 
 def run_pod_command(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.pod", *args], cwd=REPO, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, **kwargs)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tools.pod", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:
@@ -71,13 +76,21 @@ class Pod:
         self.root = root
         self.config = root / "etc"
         self.config.mkdir()
-        self.store, self.run_dir, self.inference_key = root / "model_store", root / "run", root / "shared" / "inference.key"
+        self.store, self.run_dir, self.inference_key = (
+            root / "model_store",
+            root / "run",
+            root / "shared" / "inference.key",
+        )
         self.api_key = secrets.token_hex(16)  # what `kubectl create secret` would hold; made up here, never stored
         # Layer 0: the production config with loopback ports, as every server test runs it.
         public = {**rendered.properties("config.properties"), **loopback_overrides(self.store)}
         rest, grpc, metrics = free_ports(3)
         # The pod layer as rendered, then the one test layer: its TorchServe ports, on loopback.
-        ports = {"inference_address": f"http://127.0.0.1:{rest}", "grpc_inference_port": str(grpc), "metrics_address": f"http://127.0.0.1:{metrics}"}
+        ports = {
+            "inference_address": f"http://127.0.0.1:{rest}",
+            "grpc_inference_port": str(grpc),
+            "metrics_address": f"http://127.0.0.1:{metrics}",
+        }
         for name, text in (
             ("config.properties", properties_text(public)),
             ("pod.properties", rendered.config_file("pod.properties")),
@@ -95,15 +108,42 @@ class Pod:
         self.readiness_path = rendered.container("auth-proxy")["readinessProbe"]["httpGet"]["path"]
 
     def serve(self) -> subprocess.Popen:
-        command = ["serve", "--config", *self.layers, "--store", str(self.store), "--run-dir", str(self.run_dir), "--inference-key", str(self.inference_key)]
+        command = [
+            "serve",
+            "--config",
+            *self.layers,
+            "--store",
+            str(self.store),
+            "--run-dir",
+            str(self.run_dir),
+            "--inference-key",
+            str(self.inference_key),
+        ]
         log = open(self.root / "serve.log", "wb")
-        return subprocess.Popen([sys.executable, "-m", "tools.pod", *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tools.pod", *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def proxy(self, api_key: str) -> subprocess.Popen:
-        command = ["proxy", "--config", *self.layers, "--caddyfile", str(self.config / "Caddyfile"), "--inference-key", str(self.inference_key)]
-        env = {**os.environ, pod.API_KEY_ENV: api_key, "XDG_CONFIG_HOME": str(self.root), "XDG_DATA_HOME": str(self.root)}
+        command = [
+            "proxy",
+            "--config",
+            *self.layers,
+            "--caddyfile",
+            str(self.config / "Caddyfile"),
+            "--inference-key",
+            str(self.inference_key),
+        ]
+        env = {
+            **os.environ,
+            pod.API_KEY_ENV: api_key,
+            "XDG_CONFIG_HOME": str(self.root),
+            "XDG_DATA_HOME": str(self.root),
+        }
         log = open(self.root / "proxy.log", "wb")
-        return subprocess.Popen([sys.executable, "-m", "tools.pod", *command], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tools.pod", *command], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def log(self, name: str) -> str:
         return (self.root / name).read_text(errors="replace")[-4000:]
@@ -147,7 +187,11 @@ def running_pod(source, tmp_path_factory):
     finally:
         stop(proxy)
         assert stop(server) == 0, the_pod.log("serve.log")  # SIGTERM from the kubelet is a clean stop
-    leftovers = [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and str(the_pod.root) in " ".join(p.info["cmdline"])]
+    leftovers = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and str(the_pod.root) in " ".join(p.info["cmdline"])
+    ]
     assert not leftovers, f"TorchServe processes outlived `serve`: {leftovers}"
 
 
@@ -164,7 +208,9 @@ def test_fetch_models_copies_only_the_archives(running_pod):
 
 def test_fetch_models_fails_on_a_source_without_archives(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = run_pod_command("fetch-models", "--source", (tmp_path / "empty").as_uri(), "--store", str(tmp_path / "store"))
+    result = run_pod_command(
+        "fetch-models", "--source", (tmp_path / "empty").as_uri(), "--store", str(tmp_path / "store")
+    )
     assert result.returncode != 0 and "no .mar archives" in result.stderr
 
 
@@ -175,16 +221,40 @@ def test_fetch_models_from_an_s3_compatible_store(source, tmp_path):
     (port,) = free_ports(1)
     key_id, secret = "humanserve-test", secrets.token_hex(16)
     rclone = Path(sys.executable).parent / "rclone"
-    server = subprocess.Popen([str(rclone), "serve", "s3", str(tmp_path / "s3"), "--addr", f"127.0.0.1:{port}",
-                               "--auth-key", f"{key_id},{secret}", "--config", "/dev/null"], stderr=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [
+            str(rclone),
+            "serve",
+            "s3",
+            str(tmp_path / "s3"),
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            f"{key_id},{secret}",
+            "--config",
+            "/dev/null",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port)
-        credentials = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-        result = run_pod_command("fetch-models", "--source", "s3://models/pose/gpu", "--store", str(tmp_path / "store"), env=credentials)
+        credentials = {
+            "AWS_ACCESS_KEY_ID": key_id,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        }
+        result = run_pod_command(
+            "fetch-models", "--source", "s3://models/pose/gpu", "--store", str(tmp_path / "store"), env=credentials
+        )
         assert result.returncode == 0, result.stderr
         assert sorted(p.name for p in (tmp_path / "store").iterdir()) == sorted([f"{ORACLE}.mar", f"{TRACKER}.mar"])
         wrong = {**credentials, "AWS_SECRET_ACCESS_KEY": "wrong"}
-        assert run_pod_command("fetch-models", "--source", "s3://models/pose/gpu", "--store", str(tmp_path / "other"), env=wrong).returncode != 0
+        assert (
+            run_pod_command(
+                "fetch-models", "--source", "s3://models/pose/gpu", "--store", str(tmp_path / "other"), env=wrong
+            ).returncode
+            != 0
+        )
     finally:
         stop(server)
 
@@ -202,14 +272,20 @@ def test_inference_through_the_proxy_needs_the_key_from_the_secret(running_pod):
     for refused in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {inner_key}"}):
         answer = requests.post(url, data=photo, headers={**headers, **refused}, timeout=60)
         assert answer.status_code == 401 and answer.json()["code"] == 401, refused
-    answer = requests.post(url, data=photo, headers={**headers, "Authorization": f"Bearer {running_pod.api_key}"}, timeout=60)
+    answer = requests.post(
+        url, data=photo, headers={**headers, "Authorization": f"Bearer {running_pod.api_key}"}, timeout=60
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["model"] == ORACLE
 
 
 def test_metrics_endpoint_shows_the_handler_metrics_the_config_map_declares(running_pod):
-    answer = requests.post(f"{running_pod.rest_url}/predictions/{ORACLE}", data=encode(data.astronaut(), "PNG"),
-                           headers={"Content-Type": "image/png", "Authorization": f"Bearer {running_pod.api_key}"}, timeout=60)  # fmt: skip
+    answer = requests.post(
+        f"{running_pod.rest_url}/predictions/{ORACLE}",
+        data=encode(data.astronaut(), "PNG"),
+        headers={"Content-Type": "image/png", "Authorization": f"Bearer {running_pod.api_key}"},
+        timeout=60,
+    )
     assert answer.status_code == 200, answer.text
     samples = scrape_until(running_pod.metrics_url, lambda now: total(now, ITEMS_METRIC, ModelName=ORACLE) > 0)
     assert total(samples, STAGE_METRIC, ModelName=ORACLE, Stage="model") > 0
@@ -218,18 +294,31 @@ def test_metrics_endpoint_shows_the_handler_metrics_the_config_map_declares(runn
 def test_torchserve_in_the_pod_still_asks_for_its_own_key(running_pod):
     url = f"{running_pod.backend_url}/predictions/{ORACLE}"
     photo = encode(data.astronaut(), "PNG")
-    assert requests.post(url, data=photo, headers={"Content-Type": "image/png", "Authorization": f"Bearer {running_pod.api_key}"}, timeout=60).status_code == 400
+    assert (
+        requests.post(
+            url,
+            data=photo,
+            headers={"Content-Type": "image/png", "Authorization": f"Bearer {running_pod.api_key}"},
+            timeout=60,
+        ).status_code
+        == 400
+    )
 
 
 def test_requests_over_the_size_limit_stop_at_the_proxy(running_pod):
     limit = int((running_pod.config / "config.properties").read_text().split("max_request_size=")[1].split()[0])
-    answer = requests.post(f"{running_pod.rest_url}/predictions/{ORACLE}", data=b"\0" * (limit + 1),
-                           headers={"Content-Type": "image/png", "Authorization": f"Bearer {running_pod.api_key}"}, timeout=60)  # fmt: skip
+    answer = requests.post(
+        f"{running_pod.rest_url}/predictions/{ORACLE}",
+        data=b"\0" * (limit + 1),
+        headers={"Content-Type": "image/png", "Authorization": f"Bearer {running_pod.api_key}"},
+        timeout=60,
+    )
     assert answer.status_code == 413
 
 
 def test_grpc_through_the_proxy_needs_the_key_from_the_secret(running_pod):
-    # A real gRPC client: curl 7.88 sometimes reads the proxy's early 401 (sent before the request body is read) as a broken stream.
+    # A real gRPC client: curl 7.88 sometimes reads the proxy's early 401 (sent before the request body is read)
+    # as a broken stream.
     target = f"127.0.0.1:{running_pod.grpc_port}"
     with closing(GrpcClient(target)) as keyless, pytest.raises(ServerError) as refused:
         keyless.health()
@@ -238,7 +327,9 @@ def test_grpc_through_the_proxy_needs_the_key_from_the_secret(running_pod):
         assert client.health()["status"] == "Healthy"
 
 
-needs_agent = pytest.mark.skipif(not AGENT_JAR.exists(), reason=f"{AGENT_JAR} was not built: make setup needs a JDK (javac, jar) for it")
+needs_agent = pytest.mark.skipif(
+    not AGENT_JAR.exists(), reason=f"{AGENT_JAR} was not built: make setup needs a JDK (javac, jar) for it"
+)
 
 
 @needs_agent
@@ -246,20 +337,37 @@ def test_sequences_through_the_proxy_keep_their_ids_when_named_by_the_hyphenated
     url = f"{running_pod.rest_url}/predictions/{TRACKER}"
     key = {"Authorization": f"Bearer {running_pod.api_key}"}
     with closing(RestClient(running_pod.rest_url, token=running_pod.api_key, retries=0)) as rest:
-        alone = {scene: ids([answer.json() for answer in rest.stream(TRACKER, [(image, {}) for image in frames_of(scene)[1][:10]])]) for scene in ("apart", "crossing")}
-        streams = {f"{scene}-{uuid.uuid4().hex}": rest.stream(TRACKER, [(image, {}) for image in frames_of(scene)[1][:10]]) for scene in ("apart", "crossing")}
+        alone = {
+            scene: ids(
+                [answer.json() for answer in rest.stream(TRACKER, [(image, {}) for image in frames_of(scene)[1][:10]])]
+            )
+            for scene in ("apart", "crossing")
+        }
+        streams = {
+            f"{scene}-{uuid.uuid4().hex}": rest.stream(TRACKER, [(image, {}) for image in frames_of(scene)[1][:10]])
+            for scene in ("apart", "crossing")
+        }
         ours = {name: [] for name in streams}
         for _ in range(10):
             for name, stream in streams.items():
                 ours[name].append(next(stream).json())
         for answers in ours.values():  # named by the client (hs-...): keyed here by scene for the check
-            assert [answer["frame"] for answer in answers] == list(range(10)) and len({answer["sequence_id"] for answer in answers}) == 1
+            assert [answer["frame"] for answer in answers] == list(range(10)) and len(
+                {answer["sequence_id"] for answer in answers}
+            ) == 1
         assert [ids(answers) for answers in ours.values()] == list(alone.values())
     for name, send in SENDERS.items():
-        check_tracked(interleaved(lambda url, image, headers: send(url, image, {**headers, **key}), url, "X-Sequence-Id"), alone)
+        check_tracked(
+            interleaved(lambda url, image, headers: send(url, image, {**headers, **key}), url, "X-Sequence-Id"), alone
+        )
     # TorchServe's own name has an underscore, and Caddy drops such headers: each frame opens a sequence of its own.
-    first, second = (send_requests(url, image, {**key, "ts_request_sequence_id": "underscored"})[1] for image in frames_of("apart")[1][:2])
-    assert (first["frame"], second["frame"]) == (0, 0) and first["sequence_id"] != "underscored" != second["sequence_id"]
+    first, second = (
+        send_requests(url, image, {**key, "ts_request_sequence_id": "underscored"})[1]
+        for image in frames_of("apart")[1][:2]
+    )
+    assert (first["frame"], second["frame"]) == (0, 0) and first["sequence_id"] != "underscored" != second[
+        "sequence_id"
+    ]
 
 
 @needs_agent
@@ -274,8 +382,11 @@ def test_grpc_streams_through_the_proxy_keep_their_ids(running_pod):
 def test_exec_probe_pings_with_the_generated_key(running_pod, tmp_path):
     assert run_pod_command("ping", "--run-dir", str(running_pod.run_dir)).returncode == 0
     # A run directory whose server is gone (its config names a port nothing listens on) fails.
-    (tmp_path / "config.properties").write_text((running_pod.run_dir / "config.properties").read_text().replace(
-        running_pod.backend_url, f"http://127.0.0.1:{free_ports(1)[0]}"))  # fmt: skip
+    (tmp_path / "config.properties").write_text(
+        (running_pod.run_dir / "config.properties")
+        .read_text()
+        .replace(running_pod.backend_url, f"http://127.0.0.1:{free_ports(1)[0]}")
+    )
     assert run_pod_command("ping", "--run-dir", str(tmp_path)).returncode == 1
 
 
@@ -285,7 +396,8 @@ def test_proxy_refuses_to_start_with_a_short_key(running_pod):
 
 
 def test_a_rollouts_stop_under_load_loses_no_request(source, tmp_path):
-    """The kubelet's stop: the pod leaves the endpoints, the proxy gets SIGTERM and drains, TorchServe's preStop waits for it."""
+    """The kubelet's stop: the pod leaves the endpoints, the proxy gets SIGTERM and drains, TorchServe's preStop waits
+    for it."""
     the_pod = Pod(tmp_path)
     server, proxy = start_pod(the_pod, source)
     photo = encode(data.astronaut(), "PNG")
@@ -319,8 +431,12 @@ def test_a_rollouts_stop_under_load_loses_no_request(source, tmp_path):
         thread.start()
     time.sleep(2)
     # Both preStops start together: TorchServe's drain waits while the proxy still listens.
-    drain = subprocess.Popen([sys.executable, "-m", "tools.pod", "drain", "--config", *the_pod.layers, "--timeout", "50"],
-                             cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    drain = subprocess.Popen(
+        [sys.executable, "-m", "tools.pod", "drain", "--config", *the_pod.layers, "--timeout", "50"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1)
     # Out of the Service's endpoints just as six requests start a batch (the oracle gathers for 300 ms, up to 8),
     # so they are still in flight when the proxy's preStop ends 50 ms later: the last new request reached it by then.

@@ -39,26 +39,49 @@ class Case:
         options = dict(self.options)
         if self.send_boxes:
             options["boxes"] = painted.boxes
-        return post(server, http, ORACLE, encode(painted.image, self.image_format), self.form, options, self.image_format)
+        return post(
+            server, http, ORACLE, encode(painted.image, self.image_format), self.form, options, self.image_format
+        )
 
 
 CASES = [
     WHOLE_IMAGE := Case("landscape 640x480, no boxes, raw PNG", 640, 480, [[0, 0, 640, 480]], False, "raw"),
     Case("portrait 480x800, one box, multipart JPEG", 480, 800, [[40, 60, 300, 700]], True, "multipart", "JPEG"),
     Case("large 2400x1600, no boxes, JSON", 2400, 1600, [[0, 0, 2400, 1600]], False, "json"),
-    TWO_PEOPLE := Case("800x600, two boxes, one partly outside", 800, 600, [[-150, 100, 250, 580], [450, 50, 780, 560]], True, "json"),
+    TWO_PEOPLE := Case(
+        "800x600, two boxes, one partly outside", 800, 600, [[-150, 100, 250, 580], [450, 50, 780, 560]], True, "json"
+    ),
     Case("portrait 600x900, flip test", 600, 900, [[0, 0, 600, 900]], False, "raw", options={"flip_test": True}),
     # Small enough that a half-heatmap-pixel slip in flip realignment (4 px here) breaks the 2.4 px bound.
     Case("small 320x240, flip test", 320, 240, [[0, 0, 320, 240]], False, "json", options={"flip_test": True}),
-    THREE_PEOPLE := Case("1000x700, three boxes, flip test, multipart", 1000, 700,
-         [[20, 50, 200, 350], [370, 200, 550, 500], [720, 380, 900, 680]], True, "multipart", options={"flip_test": True}),
+    THREE_PEOPLE := Case(
+        "1000x700, three boxes, flip test, multipart",
+        1000,
+        700,
+        [[20, 50, 200, 350], [370, 200, 550, 500], [720, 380, 900, 680]],
+        True,
+        "multipart",
+        options={"flip_test": True},
+    ),
     # JPEGs whose crops let the decoder shrink them (test_decode_scales_of_the_cases): 1/8, 1/4, 1/2 and 1.
     Case("1600x1200 JPEG, no boxes: decoded at 1/8", 1600, 1200, [[0, 0, 1600, 1200]], False, "raw", "JPEG"),
     Case("640x480 JPEG, no boxes: decoded at 1/4", 640, 480, [[0, 0, 640, 480]], False, "json", "JPEG"),
-    Case("1600x1200 JPEG, one 480 px box: decoded at 1/2", 1600, 1200, [[600, 300, 900, 780]], True, "multipart", "JPEG"),
-    Case("1600x1200 JPEG, a 640 and a 200 px box: whole", 1600, 1200, [[100, 200, 500, 840], [1200, 300, 1330, 500]], True, "json", "JPEG"),
-]  # fmt: skip
-DECODE_SCALES = {case.name: int(case.name[-1]) if "1/" in case.name else 1 for case in CASES if case.image_format == "JPEG"}
+    Case(
+        "1600x1200 JPEG, one 480 px box: decoded at 1/2", 1600, 1200, [[600, 300, 900, 780]], True, "multipart", "JPEG"
+    ),
+    Case(
+        "1600x1200 JPEG, a 640 and a 200 px box: whole",
+        1600,
+        1200,
+        [[100, 200, 500, 840], [1200, 300, 1330, 500]],
+        True,
+        "json",
+        "JPEG",
+    ),
+]
+DECODE_SCALES = {
+    case.name: int(case.name[-1]) if "1/" in case.name else 1 for case in CASES if case.image_format == "JPEG"
+}
 DECODE_SCALES[CASES[1].name] = 2  # portrait 480x800: its box's crop region is 800 px tall
 # Every person wears the same joint colours, so no person's padded crop may reach another's region.
 
@@ -87,21 +110,25 @@ def check_people(answer: dict, case: Case, painted) -> None:
 
 def test_decode_scales_of_the_cases():
     """The JPEG cases above exercise every DCT scale: what the handler's rule picks for each."""
-    from humanserve_core.images import ImageHeader, dct_scale
-    from humanserve_core.inputs import Item
     import torch
-    from pose import PoseSpec, coarsest_pose_scale, crop_boxes_of
 
     from export.recipes import POSE_CONFIG
+    from humanserve_core.images import ImageHeader, dct_scale
+    from humanserve_core.inputs import Item
+    from pose import PoseSpec, coarsest_pose_scale, crop_boxes_of
 
     spec = PoseSpec.from_config(POSE_CONFIG)
     for case in CASES:
         if case.image_format == "JPEG":
             item = Item(0, {"boxes": case.regions if case.send_boxes else None}, (case.height, case.width))
             coarsest = coarsest_pose_scale(item, spec)
-            regions = crop_boxes_of(torch.tensor(item.options["boxes"] or [[0, 0, case.width, case.height]], dtype=torch.float32), spec)
+            regions = crop_boxes_of(
+                torch.tensor(item.options["boxes"] or [[0, 0, case.width, case.height]], dtype=torch.float32), spec
+            )
             assert coarsest == pytest.approx(float((regions[:, 3] - regions[:, 1]).min()) / 256, rel=1e-5)
-            assert dct_scale(ImageHeader("JPEG", case.height, case.width), coarsest) == DECODE_SCALES[case.name], case.name
+            assert dct_scale(ImageHeader("JPEG", case.height, case.width), coarsest) == DECODE_SCALES[case.name], (
+                case.name
+            )
     assert set(DECODE_SCALES.values()) == {1, 2, 4, 8}
 
 
@@ -129,7 +156,9 @@ def test_keypoints_are_in_the_frame_a_viewer_sees_for_exif_rotated_jpegs(server,
     exif = PILImage.Exif()
     exif[0x0112] = orientation
     buffer = io.BytesIO()
-    PILImage.fromarray(np.ascontiguousarray(np.rot90(painted.image, turns))).save(buffer, "JPEG", quality=95, subsampling=0, exif=exif.tobytes())
+    PILImage.fromarray(np.ascontiguousarray(np.rot90(painted.image, turns))).save(
+        buffer, "JPEG", quality=95, subsampling=0, exif=exif.tobytes()
+    )
     response = post(server, http, ORACLE, buffer.getvalue(), "raw", image_format="JPEG")
     assert response.status_code == 200, response.text
     check_people(response.json(), case, painted)
@@ -143,11 +172,14 @@ def test_one_request_alone_gets_the_same_keypoints_as_in_a_batch(server, http):
     check_people(response.json(), case, painted)
 
 
-@pytest.mark.parametrize(("options", "content_type", "image_format"), [
-    ({"render": True}, "image/jpeg", "JPEG"),
-    ({"format": "png"}, "image/png", "PNG"),
-    ({"render": "true", "format": "png"}, "image/png", "PNG"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("options", "content_type", "image_format"),
+    [
+        ({"render": True}, "image/jpeg", "JPEG"),
+        ({"format": "png"}, "image/png", "PNG"),
+        ({"render": "true", "format": "png"}, "image/png", "PNG"),
+    ],
+)
 def test_render_answers_the_picture_with_skeletons(server, http, options, content_type, image_format):
     painted = paint_people(320, 240, [[0, 0, 320, 240]], seed=11)
     response = post(server, http, ORACLE, encode(painted.image, "PNG"), "raw", options)
@@ -162,8 +194,14 @@ def test_render_answers_the_picture_with_skeletons(server, http, options, conten
 def test_coco_results_format(server, http):
     case = TWO_PEOPLE
     painted = paint_people(case.width, case.height, case.regions, seed=5)
-    response = post(server, http, ORACLE, encode(painted.image, "PNG"), "json",
-                    {"boxes": painted.boxes, "format": "coco", "image_id": 397133})  # fmt: skip
+    response = post(
+        server,
+        http,
+        ORACLE,
+        encode(painted.image, "PNG"),
+        "json",
+        {"boxes": painted.boxes, "format": "coco", "image_id": 397133},
+    )
     assert response.status_code == 200, response.text
     results = response.json()
     people = post(server, http, ORACLE, encode(painted.image, "PNG"), "json", {"boxes": painted.boxes}).json()["people"]
@@ -193,23 +231,42 @@ def test_max_people_and_score_threshold(server, http):
     assert empty == []
 
 
-
-
 BOX_BAD_REQUESTS = [
     ("boxes not a list", dict(json={"image": SMALL_JPEG_BASE64, "boxes": "[[1, 2"}), 400, "InvalidOption", "'boxes'"),
-    ("box with 3 numbers", dict(json={"image": SMALL_JPEG_BASE64, "boxes": [[1, 2, 3]]}), 400, "InvalidOption", "'boxes[0]'"),
-    ("box upside down", dict(files={"data": ("a.jpg", SMALL_JPEG), "boxes": (None, "[[50, 50, 10, 80]]")}), 400, "InvalidOption", "x2 > x1"),
-    ("box outside the image", dict(json={"image": SMALL_JPEG_BASE64, "boxes": [[500, 10, 600, 90]]}), 400, "InvalidOption", "outside the 200x150 image"),
-]  # fmt: skip
+    (
+        "box with 3 numbers",
+        dict(json={"image": SMALL_JPEG_BASE64, "boxes": [[1, 2, 3]]}),
+        400,
+        "InvalidOption",
+        "'boxes[0]'",
+    ),
+    (
+        "box upside down",
+        dict(files={"data": ("a.jpg", SMALL_JPEG), "boxes": (None, "[[50, 50, 10, 80]]")}),
+        400,
+        "InvalidOption",
+        "x2 > x1",
+    ),
+    (
+        "box outside the image",
+        dict(json={"image": SMALL_JPEG_BASE64, "boxes": [[500, 10, 600, 90]]}),
+        400,
+        "InvalidOption",
+        "outside the 200x150 image",
+    ),
+]
 
 
 def test_bad_requests_get_their_own_4xx_while_batch_mates_succeed(server, http):
     painted = paint_people(WHOLE_IMAGE.width, WHOLE_IMAGE.height, WHOLE_IMAGE.regions, seed=21)
     check_bad_requests_beside_good_ones(
-        server, http, ORACLE, BAD_REQUESTS + BOX_BAD_REQUESTS,
+        server,
+        http,
+        ORACLE,
+        BAD_REQUESTS + BOX_BAD_REQUESTS,
         send_good=lambda: WHOLE_IMAGE.send(server, http, painted),
         check_good=lambda response: check_people(response.json(), WHOLE_IMAGE, painted),
-    )  # fmt: skip
+    )
 
 
 def test_describe_reports_weights_and_options(server):

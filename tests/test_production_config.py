@@ -12,18 +12,19 @@ import pytest
 import yaml
 from skimage import data
 
-from tools.server import loopback_overrides
+from humanserve_client import AuthenticationError, ServerError
 from manifests import K8S
 from serving import clients, encode, run_cli
-from humanserve_client import AuthenticationError, ServerError
-from tools.server import PRODUCTION_CONFIG, TorchServe, read_properties
+from tools.server import PRODUCTION_CONFIG, TorchServe, loopback_overrides, read_properties
 
 ORACLE = "pose_oracle"
 
 
 @pytest.fixture(scope="module")
 def production(model_store, tmp_path_factory):
-    server = TorchServe(tmp_path_factory.mktemp("production"), [ORACLE], model_store, overrides=loopback_overrides(model_store))
+    server = TorchServe(
+        tmp_path_factory.mktemp("production"), [ORACLE], model_store, overrides=loopback_overrides(model_store)
+    )
     assert server.properties["disable_token_authorization"] == "false"
     with server.running(timeout=300):  # ready with the generated inference and management keys
         yield server
@@ -44,7 +45,12 @@ def test_inference_needs_the_generated_inference_key(production, http, photo):
     assert http.post(url, data=photo, headers=headers, timeout=60).status_code == 400  # InvalidKeyException
     assert http.post(url, data=photo, headers={**headers, **bearer("not-the-key")}, timeout=60).status_code == 400
     # The management key is not an inference key.
-    assert http.post(url, data=photo, headers={**headers, **bearer(production.token("management"))}, timeout=60).status_code == 400
+    assert (
+        http.post(
+            url, data=photo, headers={**headers, **bearer(production.token("management"))}, timeout=60
+        ).status_code
+        == 400
+    )
     answer = http.post(url, data=photo, headers={**headers, **bearer(production.token("inference"))}, timeout=60)
     assert answer.status_code == 200, answer.text
     assert answer.json()["model"] == ORACLE and len(answer.json()["people"]) == 1
@@ -61,7 +67,10 @@ def test_model_registration_is_refused_even_with_the_management_key(production, 
 def test_management_and_metrics_listen_on_loopback_only(production):
     production_hosts = read_properties(PRODUCTION_CONFIG)
     listening = {}
-    for process in [psutil.Process(production.process.pid), *psutil.Process(production.process.pid).children(recursive=True)]:
+    for process in [
+        psutil.Process(production.process.pid),
+        *psutil.Process(production.process.pid).children(recursive=True),
+    ]:
         for connection in process.net_connections(kind="inet"):
             if connection.status == psutil.CONN_LISTEN:
                 address = ipaddress.ip_address(connection.laddr.ip)
@@ -75,7 +84,12 @@ def test_management_and_metrics_listen_on_loopback_only(production):
 
 def test_metrics_carry_the_series_the_autoscaler_reads(production, http, photo):
     headers = {"Content-Type": "image/png", **bearer(production.token("inference"))}
-    assert http.post(f"{production.inference_url}/predictions/{ORACLE}", data=photo, headers=headers, timeout=60).status_code == 200
+    assert (
+        http.post(
+            f"{production.inference_url}/predictions/{ORACLE}", data=photo, headers=headers, timeout=60
+        ).status_code
+        == 200
+    )
     # TorchServe's metrics API asks for no key: Prometheus scrapes it as it is.
     metrics = http.get(f"{production.metrics_url}/metrics", timeout=30)
     assert metrics.status_code == 200
@@ -105,7 +119,9 @@ def test_grpc_needs_the_key_as_rest_does_and_answers_the_same_with_it(production
 
 
 @pytest.mark.parametrize("protocol", [[], ["--grpc"]], ids=["rest", "grpc"])
-def test_a_refused_key_is_an_authentication_error_that_says_which_key_and_where_from(production, photo, tmp_path, protocol):
+def test_a_refused_key_is_an_authentication_error_that_says_which_key_and_where_from(
+    production, photo, tmp_path, protocol
+):
     for client in clients(production):
         with pytest.raises(AuthenticationError, match="needs its inference key and none was sent"):
             client.predict(ORACLE, photo)

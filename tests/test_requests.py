@@ -94,7 +94,9 @@ def test_option_sent_twice_is_an_error():
 
 def test_binary_fields_stay_bytes_and_options_wanting_text_reject_them():
     # A gRPC input map gives no content types: a background image must survive as bytes.
-    request = read_request({"data": bytearray(IMAGE), "boxes": bytearray(b"\xff\xfe"), "render": bytearray(b"true")}, {})
+    request = read_request(
+        {"data": bytearray(IMAGE), "boxes": bytearray(b"\xff\xfe"), "render": bytearray(b"true")}, {}
+    )
     assert request.options == {"boxes": b"\xff\xfe", "render": "true"}
     for name in SPEC:
         with pytest.raises(RequestError, match=f"option '{name}' must be .*, got 2 bytes of binary data"):
@@ -115,7 +117,13 @@ def test_options_parse_text_and_json_values_and_fill_defaults():
         {"boxes": "[[1, 2, 3.5, 4]]", "flip_test": "Yes", "score_threshold": 0.5, "max_people": "3", "format": "PNG"},
         SPEC,
     )
-    assert parsed == {"boxes": [[1, 2, 3.5, 4]], "flip_test": True, "score_threshold": 0.5, "max_people": 3, "format": "png"}
+    assert parsed == {
+        "boxes": [[1, 2, 3.5, 4]],
+        "flip_test": True,
+        "score_threshold": 0.5,
+        "max_people": 3,
+        "format": "png",
+    }
     assert parse_options({}, SPEC) == {name: option.default for name, option in SPEC.items()}
 
 

@@ -36,7 +36,9 @@ def test_coarsest_decode_still_covers_the_model_size_on_the_capped_side(size):
     assert max(decoded) >= max(SPEC.model_size(*size)) - 0.5
 
 
-@pytest.mark.parametrize(("model_size", "size"), [((52, 70), (480, 640)), ((90, 60), (1081, 719)), ((64, 48), (40, 30))])
+@pytest.mark.parametrize(
+    ("model_size", "size"), [((52, 70), (480, 640)), ((90, 60), (1081, 719)), ((64, 48), (40, 30))]
+)
 def test_rle_of_the_opencv_path_is_the_torch_mask(model_size, size):
     """The CPU path (OpenCV, transposed) and the device path (torch) give the same mask, pixel for pixel but a few."""
     generator = torch.Generator().manual_seed(sum(size))
@@ -71,7 +73,9 @@ def test_blur_takes_photos_smaller_than_its_kernel(height, width, sigma):
 @pytest.mark.parametrize("feather", [0.0, 2.0, 7.5])
 def test_alpha_matte_of_the_opencv_path_is_the_torch_matte(feather):
     """uint8 OpenCV on the CPU against torch as on a GPU (its path is the mask, blurred, in floats)."""
-    log_odds = torch.nn.functional.avg_pool2d(torch.randn(1, 1, 52, 70, generator=torch.Generator().manual_seed(3)) * 30, 5, 1, 2)[0, 0]
+    log_odds = torch.nn.functional.avg_pool2d(
+        torch.randn(1, 1, 52, 70, generator=torch.Generator().manual_seed(3)) * 30, 5, 1, 2
+    )[0, 0]
     size = (480, 640)
     expected = person_mask(log_odds, size, 0.5).float()
     if feather:

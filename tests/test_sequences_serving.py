@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import server_overrides
+from test_metrics import scrape, total
+from test_tracking_serving import frames_of, ids, plain_grpc_stream, write_video
+
 from export.archive import Sequences, write_archive
 from export.recipes import RECIPES
 from humanserve_client import HandlerError
@@ -31,20 +33,21 @@ from humanserve_client.protocol import inference_pb2
 from loadtest.run import run_locust
 from oracles import oracle_packages
 from serving import clients
-from test_metrics import scrape, total
-from test_tracking_serving import frames_of, ids, plain_grpc_stream, write_video
 from tools.server import AGENT_JAR, TorchServe
 from videos import SCENES, paint_video
 
 MODEL = "tracker_oracle"
-# Header names a client may send; HTTP names are case-insensitive, and urllib sends the second as Ts_request_sequence_id.
+# Header names a client may send; HTTP names are case-insensitive, and urllib sends the second as
+# Ts_request_sequence_id.
 SPELLINGS = ["X-Sequence-Id", "ts_request_sequence_id", "TS_REQUEST_SEQUENCE_ID", "Ts_Request_Sequence_Id"]
 # The limited tracker: few places, short idle times, so that the tests see them at work.
 PLACES = 4
 IDLE_CLOSE_MS = 6000
 MIN_IDLE_MS = 1000
 
-pytestmark = pytest.mark.skipif(not AGENT_JAR.exists(), reason=f"{AGENT_JAR} was not built: make setup needs a JDK (javac, jar) for it")
+pytestmark = pytest.mark.skipif(
+    not AGENT_JAR.exists(), reason=f"{AGENT_JAR} was not built: make setup needs a JDK (javac, jar) for it"
+)
 
 
 def send_urllib(url: str, image: bytes, headers: dict) -> tuple[int, dict, dict]:
@@ -64,7 +67,18 @@ def send_requests(url: str, image: bytes, headers: dict) -> tuple[int, dict, dic
 
 def send_curl(url: str, image: bytes, headers: dict) -> tuple[int, dict, dict]:
     """curl, the body from standard input; the answer's status and headers from its -D dump."""
-    command = ["curl", "-s", "-D", "-", "--data-binary", "@-", "-H", "Content-Type: image/png", *[f"-H{name}: {value}" for name, value in headers.items()], url]
+    command = [
+        "curl",
+        "-s",
+        "-D",
+        "-",
+        "--data-binary",
+        "@-",
+        "-H",
+        "Content-Type: image/png",
+        *[f"-H{name}: {value}" for name, value in headers.items()],
+        url,
+    ]
     done = subprocess.run(command, input=image, capture_output=True, timeout=60, check=True)
     head, body = done.stdout.split(b"\r\n\r\n", 1)
     lines = head.decode().split("\r\n")
@@ -97,7 +111,12 @@ def interleaved(send, url: str, header_name: str, frames: int = 10) -> dict[str,
 def alone(server) -> dict[str, list]:
     """Each video's track IDs as our own client gets them, one sequence at a time."""
     rest, _ = clients(server)
-    tracked = {scene: ids([answer.json() for answer in rest.stream(MODEL, [(image, {}) for image in frames_of(scene)[1][:10]])]) for scene in ("apart", "crossing")}
+    tracked = {
+        scene: ids(
+            [answer.json() for answer in rest.stream(MODEL, [(image, {}) for image in frames_of(scene)[1][:10]])]
+        )
+        for scene in ("apart", "crossing")
+    }
     rest.close()
     return tracked
 
@@ -105,20 +124,26 @@ def alone(server) -> dict[str, list]:
 def check_tracked(answers: dict[str, list[dict]], alone: dict[str, list]) -> None:
     for name, tracked in answers.items():
         assert [answer["frame"] for answer in tracked] == list(range(len(tracked))), name
-        assert {answer["sequence_id"] for answer in tracked} == {name} and not any(answer["reset"] for answer in tracked)
+        assert {answer["sequence_id"] for answer in tracked} == {name} and not any(
+            answer["reset"] for answer in tracked
+        )
         assert ids(tracked) == alone[name.split("-")[0]], name
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 @pytest.mark.parametrize("sender", sorted(SENDERS))
-def test_interleaved_sequences_keep_their_ids_whatever_the_client_and_the_header_s_spelling(server, alone, sender, spelling):
+def test_interleaved_sequences_keep_their_ids_whatever_the_client_and_the_header_s_spelling(
+    server, alone, sender, spelling
+):
     check_tracked(interleaved(SENDERS[sender], f"{server.inference_url}/predictions/{MODEL}", spelling), alone)
 
 
 def test_our_client_names_its_rest_sequences_by_the_header_proxies_pass(server, alone):
     rest, _ = clients(server)
     videos = {f"{scene}-{uuid.uuid4().hex}": frames_of(scene)[1][:10] for scene in ("apart", "crossing")}
-    streams = {name: rest.stream(MODEL, [(image, {}) for image in images], sequence_id=name) for name, images in videos.items()}
+    streams = {
+        name: rest.stream(MODEL, [(image, {}) for image in images], sequence_id=name) for name, images in videos.items()
+    }
     answers: dict[str, list[dict]] = {name: [] for name in videos}
     for _ in range(10):
         for name, stream in streams.items():
@@ -130,15 +155,22 @@ def test_our_client_names_its_rest_sequences_by_the_header_proxies_pass(server, 
 
 def test_a_request_naming_two_different_sequences_is_refused(server):
     image = frames_of("apart")[1][0]
-    status, body, _ = send_requests(f"{server.inference_url}/predictions/{MODEL}", image, {"X-Sequence-Id": "one", "ts_request_sequence_id": "two"})
+    status, body, _ = send_requests(
+        f"{server.inference_url}/predictions/{MODEL}", image, {"X-Sequence-Id": "one", "ts_request_sequence_id": "two"}
+    )
     assert status == 400 and "two sequences" in body["message"], body
-    status, body, _ = send_requests(f"{server.inference_url}/predictions/{MODEL}", image, {"X-Sequence-Id": "same", "ts_request_sequence_id": "same", "X-Option-End": "true"})
+    status, body, _ = send_requests(
+        f"{server.inference_url}/predictions/{MODEL}",
+        image,
+        {"X-Sequence-Id": "same", "ts_request_sequence_id": "same", "X-Option-End": "true"},
+    )
     assert status == 200 and body["sequence_id"] == "same"
 
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory):
-    """The oracle tracker with pose_tracker's batching, 4 places, closing idle sequences after 6 s, giving way after 1 s."""
+    """The oracle tracker with pose_tracker's batching, 4 places, closing idle sequences after 6 s, giving way after 1
+    s."""
     store = tmp_path_factory.mktemp("limited_store")
     (package,) = [p for p in oracle_packages() if p.name == MODEL]
     sequences = Sequences(max_idle_ms=IDLE_CLOSE_MS, timeout_ms=0, max_sequences=PLACES, queue_size=8)
@@ -160,7 +192,9 @@ def closed(server: TorchServe, reason: str) -> float:
 def until_none_open(server: TorchServe, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while open_sequences(server) > 0:
-        assert time.monotonic() < deadline, f"{open_sequences(server):.0f} sequences still open {timeout} s on\n{server.log_tail()}"
+        assert time.monotonic() < deadline, (
+            f"{open_sequences(server):.0f} sequences still open {timeout} s on\n{server.log_tail()}"
+        )
         time.sleep(0.2)
 
 
@@ -169,7 +203,9 @@ def frame_latencies(url: str, images: list[bytes], name: str) -> list[float]:
     waits = []
     for n, image in enumerate(images):
         start = time.perf_counter()
-        status, body, _ = send_urllib(url, image, {"ts_request_sequence_id": name, **({"X-Option-End": "true"} if n == len(images) - 1 else {})})
+        status, body, _ = send_urllib(
+            url, image, {"ts_request_sequence_id": name, **({"X-Option-End": "true"} if n == len(images) - 1 else {})}
+        )
         waits.append(time.perf_counter() - start)
         assert status == 200 and body["frame"] == n, body
     return waits
@@ -182,14 +218,17 @@ def test_abandoned_sequences_slow_no_one_and_close_by_themselves(limited):
     quiet = statistics.median(frame_latencies(url, images, f"quiet-{uuid.uuid4().hex}"))
     idle_before, evicted_before = closed(limited, "idle"), closed(limited, "evicted")
     # Twice as many sequences as the model has places, each left after its first frame (a crashed client).
-    codes = [send_urllib(url, images[0], {"X-Sequence-Id": f"abandoned-{n}-{uuid.uuid4().hex}"})[0] for n in range(2 * PLACES)]
+    codes = [
+        send_urllib(url, images[0], {"X-Sequence-Id": f"abandoned-{n}-{uuid.uuid4().hex}"})[0]
+        for n in range(2 * PLACES)
+    ]
     assert codes[:PLACES] == [200] * PLACES and set(codes) <= {200, 503}, codes
     time.sleep(MIN_IDLE_MS / 1000 + 0.5)
     crowded = frame_latencies(url, images, f"live-{uuid.uuid4().hex}")
     # Within twice the quiet latency, asserted loosely here (a shared CI machine); docs/benchmarks.md has the figures.
     assert statistics.median(crowded) < 2 * quiet + 0.2 and max(crowded) < 5, (quiet, crowded)
     assert closed(limited, "evicted") > evicted_before
-    assert "gave its place to \"live-" in (limited.run_dir / "logs" / "console.log").read_text()
+    assert 'gave its place to "live-' in (limited.run_dir / "logs" / "console.log").read_text()
     # Back to normal by itself: the rest idle out.
     until_none_open(limited, IDLE_CLOSE_MS / 1000 + 5)
     assert closed(limited, "idle") > idle_before
@@ -207,9 +246,18 @@ def test_a_full_model_refuses_a_new_sequence_at_once_saying_why(limited):
     status, body, _ = send_requests(url, image, {"X-Sequence-Id": f"one-too-many-{uuid.uuid4().hex}"})
     assert time.perf_counter() - start < 2
     assert status == 503 and body["type"] == "ServiceUnavailableException", body
-    assert f"has {PLACES} open sequences (its maxNumSequence)" in body["message"] and "option end" in body["message"], body
+    assert f"has {PLACES} open sequences (its maxNumSequence)" in body["message"] and "option end" in body["message"], (
+        body
+    )
     _, remote = clients(limited)
-    (refused,) = plain_grpc_stream(remote, [inference_pb2.PredictionsRequest(model_name=MODEL, input={"data": image}, sequence_id=f"grpc-{uuid.uuid4().hex}")])
+    (refused,) = plain_grpc_stream(
+        remote,
+        [
+            inference_pb2.PredictionsRequest(
+                model_name=MODEL, input={"data": image}, sequence_id=f"grpc-{uuid.uuid4().hex}"
+            )
+        ],
+    )
     remote.close()
     assert refused.status.code == 14 and "maxNumSequence" in refused.status.message  # UNAVAILABLE, not INTERNAL
     for name in names:
@@ -236,9 +284,23 @@ def test_the_cli_interrupted_with_ctrl_c_ends_its_sequence(limited, tmp_path):
     walkers, _ = SCENES["apart"]
     write_video(tmp_path / "long.avi", paint_video(320, 240, walkers, 300, seed=3))
     ports = limited.properties
-    command = [sys.executable, "-m", "humanserve_client", "track", str(tmp_path / "long.avi"), "--model", MODEL, "--rest",
-               "--url", limited.inference_url, "--grpc-target", f"127.0.0.1:{ports['grpc_inference_port']}"]  # fmt: skip
-    tracking = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    command = [
+        sys.executable,
+        "-m",
+        "humanserve_client",
+        "track",
+        str(tmp_path / "long.avi"),
+        "--model",
+        MODEL,
+        "--rest",
+        "--url",
+        limited.inference_url,
+        "--grpc-target",
+        f"127.0.0.1:{ports['grpc_inference_port']}",
+    ]
+    tracking = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
+    )
     for _ in range(3):
         assert json.loads(tracking.stdout.readline())["frame"] >= 0
     tracking.send_signal(signal.SIGINT)
@@ -262,4 +324,3 @@ def test_the_first_request_of_make_start_leaves_no_sequence_open(limited, capsys
     show_first_request(limited)
     assert "X-Option-End: true" in capsys.readouterr().out
     assert open_sequences(limited) == 0 and closed(limited, "ended") > 0
-

@@ -9,8 +9,8 @@ import psutil
 import pytest
 import torch
 import yaml
-
 from conftest import server_overrides
+
 from tools.server import THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, available_cores, cpu_workers, thread_share
 
 
@@ -41,9 +41,9 @@ def test_a_model_that_cannot_load_fails_start_with_the_log_tail(model_store, tmp
     finally:
         pid = server.process.pid
         server.stop()
-    assert not any(p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"]) for p in psutil.process_iter(["cmdline"])), (
-        f"processes of the stopped server (group {pid}) are still running"
-    )
+    assert not any(
+        p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"]) for p in psutil.process_iter(["cmdline"])
+    ), f"processes of the stopped server (group {pid}) are still running"
 
 
 def test_first_requests_summarise_json_answers_and_save_pictures(server, capsys):
@@ -51,7 +51,8 @@ def test_first_requests_summarise_json_answers_and_save_pictures(server, capsys)
 
     from tools.server import show_first_request
 
-    # A sequence model too: TorchServe makes up its sequence, and its weights come from the archive, not the describe API.
+    # A sequence model too: TorchServe makes up its sequence, and its weights come from the archive, not the
+    # describe API.
     show_first_request(replace(server, models=["pose_oracle", "style_oracle", "tracker_oracle"], process=None))
     printed = capsys.readouterr().out
     assert '"people": 1, "keypoints_per_person": [17]' in printed
@@ -81,16 +82,26 @@ def test_cpu_workers_are_counted_from_the_archives_and_cuda_archives_do_not_coun
 
     cpu = archive("cpu", {"minWorkers": 2, "handler": {"compiled": {"model": {"device": "cpu"}}}})
     gpu = archive("gpu", {"minWorkers": 1, "handler": {"compiled": {"model": {"device": "cuda"}}}})
-    mixed = archive("mixed", {"minWorkers": 1, "handler": {"compiled": {"detector": {"device": "cuda"}, "pose": {"device": "cpu"}}}})
+    mixed = archive(
+        "mixed", {"minWorkers": 1, "handler": {"compiled": {"detector": {"device": "cuda"}, "pose": {"device": "cpu"}}}}
+    )
     assert cpu_workers([cpu, gpu, mixed]) == 3
     assert 1 <= available_cores() <= os.cpu_count()
 
 
-def test_workers_keep_torch_threads_by_default_and_take_their_share_of_the_cores_on_request(server, model_store, tmp_path):
+def test_workers_keep_torch_threads_by_default_and_take_their_share_of_the_cores_on_request(
+    server, model_store, tmp_path
+):
     assert THREADS_VARIABLE not in psutil.Process(server.worker_pids("pose_oracle")[0]).environ()
     assert server.describe("pose_oracle")["customizedMetadata"]["torch_threads"] == torch.get_num_threads()
     models = ["pose_oracle", "segmenter_oracle", "style_oracle"]
-    sharing = TorchServe(tmp_path, models, model_store, overrides=server_overrides(model_store), environment={**WORKER_ENVIRONMENT, THREADS_VARIABLE: "share"})
+    sharing = TorchServe(
+        tmp_path,
+        models,
+        model_store,
+        overrides=server_overrides(model_store),
+        environment={**WORKER_ENVIRONMENT, THREADS_VARIABLE: "share"},
+    )
     with sharing.running(timeout=120):
         share = thread_share(available_cores(), cpu_workers(sharing.archives))
         assert psutil.Process(sharing.worker_pids("pose_oracle")[0]).environ()[THREADS_VARIABLE] == str(share)
@@ -110,7 +121,10 @@ def test_tcmalloc_is_preloaded_only_where_the_system_has_it(tmp_path, monkeypatc
 def test_benchmark_rows_name_the_workers_allocator():
     from tools.server import ALLOCATOR_ENVIRONMENT, allocator_in
 
-    assert allocator_in({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", **ALLOCATOR_ENVIRONMENT}) == "allocator libtcmalloc_minimal.so.4"
+    assert (
+        allocator_in({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", **ALLOCATOR_ENVIRONMENT})
+        == "allocator libtcmalloc_minimal.so.4"
+    )
     assert allocator_in(dict(ALLOCATOR_ENVIRONMENT)) == "allocator glibc with tuned thresholds"
     assert allocator_in({}) == "allocator glibc"
 
@@ -121,6 +135,8 @@ def test_jvm_options_come_after_the_settings_vmargs_with_its_log_configuration_k
     configured = f"-Xms512m -XX:+AlwaysPreTouch -Dlog4j.configurationFile={tmp_path / 'log4j2.xml'}"
     assert TorchServe(tmp_path / "run", [], config=config).vmargs.startswith(configured)
     options = ["-Xms128m", "-XX:-AlwaysPreTouch"]
-    assert TorchServe(tmp_path / "run", [], config=config, jvm_options=options).vmargs.startswith(f"{configured} -Xms128m -XX:-AlwaysPreTouch")
+    assert TorchServe(tmp_path / "run", [], config=config, jvm_options=options).vmargs.startswith(
+        f"{configured} -Xms128m -XX:-AlwaysPreTouch"
+    )
     overridden = TorchServe(tmp_path / "run", [], config=config, overrides={"vmargs": "-Xmx1g"}, jvm_options=options)
     assert overridden.vmargs.startswith("-Xmx1g -Xms128m -XX:-AlwaysPreTouch")  # on top of an override too

@@ -55,5 +55,13 @@ def test_the_largest_face_decides():
         {"box": [50, 50, 90, 100], "expression": {"label": "happy"}, "smiling": True},
     ]
     assert largest(torch.tensor([face["box"] for face in faces], dtype=torch.float32)) == 1
-    assert decision(faces, {"theme": None, "background": None}) == {"expression": "happy", "smiling": True, "background": "rainbow"}
-    assert decision([], {"theme": None, "background": None}) == {"expression": None, "smiling": None, "background": "blur"}
+    assert decision(faces, {"theme": None, "background": None}) == {
+        "expression": "happy",
+        "smiling": True,
+        "background": "rainbow",
+    }
+    assert decision([], {"theme": None, "background": None}) == {
+        "expression": None,
+        "smiling": None,
+        "background": "blur",
+    }

@@ -40,7 +40,9 @@ def frames_of(scene: str) -> tuple[list, list[bytes]]:
 
 def track_video(client, images: list[bytes], sequence_id=None, end=True, **options) -> list:
     """Each frame's answer (JSON) or error, streamed as one sequence."""
-    answers = client.stream(MODEL, [(image, options) for image in images], sequence_id=sequence_id or f"test-{uuid.uuid4().hex}", end=end)
+    answers = client.stream(
+        MODEL, [(image, options) for image in images], sequence_id=sequence_id or f"test-{uuid.uuid4().hex}", end=end
+    )
     return [answer if isinstance(answer, HandlerError) else answer.json() for answer in answers]
 
 
@@ -55,9 +57,13 @@ def test_ids_are_stable_over_rest_and_grpc_alike(both, scene):
     assert ids(answers["rest"]) == ids(answers["grpc"])
     for protocol, tracked in answers.items():
         assert [answer["frame"] for answer in tracked] == list(range(len(images)))
-        assert len({answer["sequence_id"] for answer in tracked}) == 1 and not any(answer["reset"] for answer in tracked)
+        assert len({answer["sequence_id"] for answer in tracked}) == 1 and not any(
+            answer["reset"] for answer in tracked
+        )
         scores = mot_scores(video, [answer["people"] for answer in tracked])
-        assert scores["id_switches"] == 0 and scores["idf1"] > 0.9, f"{scene} over {protocol}: {scores}, ids {ids(tracked)}"
+        assert scores["id_switches"] == 0 and scores["idf1"] > 0.9, (
+            f"{scene} over {protocol}: {scores}, ids {ids(tracked)}"
+        )
         # A new person is confirmed at its second matched frame (min_hits 2): from then on every person has an ID.
         assert all(track_id is not None for frame_ids in ids(tracked)[2:] for track_id in frame_ids), ids(tracked)
         assert {track_id for frame_ids in ids(tracked) for track_id in frame_ids} == {None, 0, 1}
@@ -76,7 +82,10 @@ def test_interleaved_sequences_do_not_disturb_each_other(both):
     _, crossing = frames_of("crossing")
     first = [track_video(rest, apart), track_video(rest, crossing)]
     alone = [ids(answers) for answers in first]
-    streams = [rest.stream(MODEL, [(image, {}) for image in images], sequence_id=f"mix-{n}-{uuid.uuid4().hex}") for n, images in enumerate((apart, crossing))]
+    streams = [
+        rest.stream(MODEL, [(image, {}) for image in images], sequence_id=f"mix-{n}-{uuid.uuid4().hex}")
+        for n, images in enumerate((apart, crossing))
+    ]
     together: list[list] = [[], []]
     for n in range(max(len(apart), len(crossing))):  # frame by frame, in turns
         for stream, answers, images in zip(streams, together, (apart, crossing)):
@@ -107,12 +116,14 @@ def test_a_corrupt_frame_gets_a_400_and_the_sequence_goes_on(both):
 
 
 def plain_grpc_stream(client, requests: list) -> list:
-    """What a plain gRPC client does: send every message, close its side at once (the iterator ends), read the answers."""
+    """What a plain gRPC client does: send every message, close its side at once (the iterator ends), read the
+    answers."""
     return list(client.inference.StreamPredictions2(iter(requests), metadata=client.metadata["inference"], timeout=120))
 
 
 def test_a_grpc_client_closing_its_side_first_gets_every_answer_and_the_worker_stays(server, both):
-    """TorchServe 0.12 alone ended the answer stream at the client's half-close, and failing to send the next answer killed the worker."""
+    """TorchServe 0.12 alone ended the answer stream at the client's half-close, and failing to send the next answer
+    killed the worker."""
     from tools.server import AGENT_JAR
 
     if not AGENT_JAR.exists():
@@ -121,19 +132,40 @@ def test_a_grpc_client_closing_its_side_first_gets_every_answer_and_the_worker_s
     (worker,) = server.worker_pids(MODEL)
     name = f"closed-first-{uuid.uuid4().hex}"
     sent = images[:3] + [b"not an image"] + images[3:5]
-    answers = plain_grpc_stream(both["grpc"], [inference_pb2.PredictionsRequest(model_name=MODEL, input={"data": image}, sequence_id=name) for image in sent])
+    answers = plain_grpc_stream(
+        both["grpc"],
+        [inference_pb2.PredictionsRequest(model_name=MODEL, input={"data": image}, sequence_id=name) for image in sent],
+    )
     errors = [error_in_body(answer.prediction) for answer in answers]
-    assert [error.code if error else json.loads(answer.prediction)["frame"] for error, answer in zip(errors, answers)] == [0, 1, 2, 400, 3, 4]
+    assert [
+        error.code if error else json.loads(answer.prediction)["frame"] for error, answer in zip(errors, answers)
+    ] == [0, 1, 2, 400, 3, 4]
     # TorchServe refuses a message without a sequence ID itself, in the answer's status
-    (refused,) = plain_grpc_stream(both["grpc"], [inference_pb2.PredictionsRequest(model_name=MODEL, input={"data": images[0]})])
+    (refused,) = plain_grpc_stream(
+        both["grpc"], [inference_pb2.PredictionsRequest(model_name=MODEL, input={"data": images[0]})]
+    )
     assert refused.status.code != 0 and "sequenceId" in refused.status.message
     cancelled = both["grpc"].inference.StreamPredictions2(
-        iter([inference_pb2.PredictionsRequest(model_name=MODEL, input={"data": image}, sequence_id=f"{name}-cancelled") for image in images[:4]]),
-        metadata=both["grpc"].metadata["inference"], timeout=120,
+        iter(
+            [
+                inference_pb2.PredictionsRequest(
+                    model_name=MODEL, input={"data": image}, sequence_id=f"{name}-cancelled"
+                )
+                for image in images[:4]
+            ]
+        ),
+        metadata=both["grpc"].metadata["inference"],
+        timeout=120,
     )
     assert json.loads(next(cancelled).prediction)["frame"] == 0
     cancelled.cancel()
-    again = plain_grpc_stream(both["grpc"], [inference_pb2.PredictionsRequest(model_name=MODEL, input={"data": image}, sequence_id=f"{name}-after") for image in images[:2]])
+    again = plain_grpc_stream(
+        both["grpc"],
+        [
+            inference_pb2.PredictionsRequest(model_name=MODEL, input={"data": image}, sequence_id=f"{name}-after")
+            for image in images[:2]
+        ],
+    )
     assert [json.loads(answer.prediction)["frame"] for answer in again] == [0, 1]
     assert server.worker_pids(MODEL) == [worker]
     assert "completes a stream's answers once all are sent" in (server.run_dir / "logs" / "console.log").read_text()
@@ -216,7 +248,9 @@ def test_a_bad_option_inside_a_sequence_is_named_and_the_worker_stays(server, bo
 
 def write_video(path, frames) -> None:
     """Frames (RGB) as a lossless FFV1 video, so the oracles see exactly the painted colours."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 10, (frames[0].image.shape[1], frames[0].image.shape[0]))
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*"FFV1"), 10, (frames[0].image.shape[1], frames[0].image.shape[0])
+    )
     for frame in frames:
         writer.write(np.ascontiguousarray(frame.image[:, :, ::-1]))
     writer.release()
@@ -228,7 +262,20 @@ def test_the_cli_tracks_a_video_into_json_lines_and_a_drawn_video(server, tmp_pa
     video = paint_video(320, 240, walkers, count, seed=3)
     write_video(tmp_path / "walk.avi", video)
     rendered = tmp_path / "out" / "walk.mp4"
-    done = run_cli(server, "track", str(tmp_path / "walk.avi"), "--model", MODEL, "--every", "2", "--image-format", "png", "--render", str(rendered), *protocol)
+    done = run_cli(
+        server,
+        "track",
+        str(tmp_path / "walk.avi"),
+        "--model",
+        MODEL,
+        "--every",
+        "2",
+        "--image-format",
+        "png",
+        "--render",
+        str(rendered),
+        *protocol,
+    )
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [record["frame_index"] for record in records] == list(range(0, count, 2))
@@ -249,14 +296,19 @@ def test_the_cli_reports_a_file_that_is_no_video(server, tmp_path):
     assert done.returncode == 2 and "UnreadableVideo" in done.stderr
 
 
-def test_a_dead_tracker_worker_is_restarted_and_its_sequences_are_told_their_state_was_lost(tmp_path_factory, model_store):
+def test_a_dead_tracker_worker_is_restarted_and_its_sequences_are_told_their_state_was_lost(
+    tmp_path_factory, model_store
+):
     """TorchServe 0.12 alone never restarts a sequence model's worker; with the frontend agent (tools/agent) it does."""
     from conftest import server_overrides
+
     from tools.server import AGENT_JAR, TorchServe
 
     if not AGENT_JAR.exists():
         pytest.skip(f"{AGENT_JAR} was not built: make setup needs a JDK (javac, jar) for it")
-    instance = TorchServe(tmp_path_factory.mktemp("tracker_alone"), [MODEL], model_store, overrides=server_overrides(model_store))
+    instance = TorchServe(
+        tmp_path_factory.mktemp("tracker_alone"), [MODEL], model_store, overrides=server_overrides(model_store)
+    )
     _, images = frames_of("apart")
     with instance.running(timeout=300):
         rest, remote = clients(instance)
@@ -275,13 +327,19 @@ def test_a_dead_tracker_worker_is_restarted_and_its_sequences_are_told_their_sta
         remote.close()
 
 
-def test_without_the_agent_a_dead_tracker_worker_turns_ping_unhealthy(tmp_path_factory, model_store, monkeypatch, capsys):
-    """Built without a JDK, TorchServe 0.12 never restarts the worker: maxRetryTimeoutInSec bounds how long /ping hides it."""
+def test_without_the_agent_a_dead_tracker_worker_turns_ping_unhealthy(
+    tmp_path_factory, model_store, monkeypatch, capsys
+):
+    """Built without a JDK, TorchServe 0.12 never restarts the worker: maxRetryTimeoutInSec bounds how long /ping hides
+    it."""
     from conftest import server_overrides
+
     from tools import server
 
     monkeypatch.setattr(server, "AGENT_JAR", server.AGENT_JAR.with_name("absent-agent.jar"))
-    instance = server.TorchServe(tmp_path_factory.mktemp("tracker_without_agent"), [MODEL], model_store, overrides=server_overrides(model_store))
+    instance = server.TorchServe(
+        tmp_path_factory.mktemp("tracker_without_agent"), [MODEL], model_store, overrides=server_overrides(model_store)
+    )
     with instance.running(timeout=300):
         assert "absent-agent.jar is missing" in capsys.readouterr().err
         assert instance.healthy()

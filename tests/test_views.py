@@ -9,7 +9,16 @@ from keypoint_rcnn import VIEWS, classify_views
 SEEN, UNSEEN = 5.0, -5.0
 FACE = ("nose", "left_eye", "right_eye")
 LOWER = ("left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
-UPPER = ("left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist")
+UPPER = (
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+)
 
 
 def scores(seen: tuple[str, ...], value: float = SEEN) -> torch.Tensor:

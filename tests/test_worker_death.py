@@ -1,4 +1,5 @@
-"""A worker killed while it holds a request: TorchServe answers "Worker died." on both protocols, and the client's retries turn it into an answer."""
+"""A worker killed while it holds a request: TorchServe answers "Worker died." on both protocols, and the client's
+retries turn it into an answer."""
 
 import os
 import signal
@@ -25,7 +26,8 @@ def client(server, protocol: str, retries: int):
 
 
 def kill_worker_during(server, call) -> tuple[object, int]:
-    """Run ``call()`` and kill the model's worker while it works on it; what the call returned or raised, and the killed pid."""
+    """Run ``call()`` and kill the model's worker while it works on it; what the call returned or raised, and the killed
+    pid."""
     outcome = {}
 
     def run():
@@ -71,7 +73,8 @@ def thread_nices(pid: int) -> set[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread priorities from Linux's /proc")
 def test_a_starting_worker_runs_before_the_serving_ones(server):
-    """A worker starts at the server's priority and lowers every thread's by HUMANSERVE_SERVING_NICE once it has answered."""
+    """A worker starts at the server's priority and lowers every thread's by HUMANSERVE_SERVING_NICE once it has
+    answered."""
     wait_for_worker(server, MODEL)
     image = encode(np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8), "JPEG")
     server_nice = os.getpriority(os.PRIO_PROCESS, 0)  # TorchServe inherits the test's

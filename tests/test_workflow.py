@@ -1,10 +1,10 @@
 """The pose pipeline as a TorchServe workflow (.war): registered on the server, it finds the same people."""
 
 import numpy as np
+from test_people_serving import PHOTOS, check_boxes
 
 from export.workflow import write_workflow
 from serving import encode, post
-from test_people_serving import PHOTOS, check_boxes
 
 
 def test_workflow_answers_like_the_single_handler_pipeline(server, http, model_store):
@@ -14,7 +14,10 @@ def test_workflow_answers_like_the_single_handler_pipeline(server, http, model_s
     painted = photo.paint(seed=7)
     data = encode(painted.image, "PNG")
     response = http.post(
-        f"{server.inference_url}/wfpredict/oracle_workflow", data=data, headers={"Content-Type": "image/png"}, timeout=300
+        f"{server.inference_url}/wfpredict/oracle_workflow",
+        data=data,
+        headers={"Content-Type": "image/png"},
+        timeout=300,
     )
     assert response.status_code == 200, response.text
     workflow = response.json()

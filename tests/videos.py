@@ -8,7 +8,7 @@ disappearance and a return.
 """
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import motmetrics
 import numpy as np
@@ -27,7 +27,7 @@ class Walker:
     colour: int  # PERSON_FRAMES index: how the detector oracle finds it (and scores it: 0.99, 0.80, 0.60)
     layout: int  # seed of where its joints sit in its box (its pose)
     hidden: tuple[int, ...] = ()  # frames in which something hides it
-    turn: Optional[int] = None  # frame at which it turns back
+    turn: int | None = None  # frame at which it turns back
 
     def box_at(self, frame: int) -> list[int]:
         """Its box at ``frame``."""
@@ -51,11 +51,14 @@ def paint_video(width: int, height: int, walkers: list[Walker], frames: int, see
     video = []
     for frame in range(frames):
         seen = [
-            index for index, walker in enumerate(walkers)
+            index
+            for index, walker in enumerate(walkers)
             if frame not in walker.hidden and _inside(walker.box_at(frame), width, height)
-        ]  # fmt: skip
+        ]
         boxes = [walkers[index].box_at(frame) for index in seen]
-        painted = paint_people(width, height, boxes, seed=seed + frame, layouts=[walkers[index].layout for index in seen])
+        painted = paint_people(
+            width, height, boxes, seed=seed + frame, layouts=[walkers[index].layout for index in seen]
+        )
         paint_frames(painted.image, [(box, PERSON_FRAMES[walkers[index].colour]) for index, box in zip(seen, boxes)])
         video.append(VideoFrame(painted.image, seen, boxes))
     return video
@@ -75,9 +78,16 @@ def mot_scores(video: list[VideoFrame], answers: list[list[dict[str, Any]]], min
         # motmetrics' own iou_matrix needs NumPy 1: distances as it wants them, NaN for "cannot match".
         distance = torch.where(overlap >= min_iou, 1 - overlap, torch.nan).numpy()
         accumulator.update(frame.walkers, [person["track_id"] for person in tracked], distance)
-    summary = motmetrics.metrics.create().compute(accumulator, metrics=["mota", "idf1", "num_switches", "num_frames"], name="video")
+    summary = motmetrics.metrics.create().compute(
+        accumulator, metrics=["mota", "idf1", "num_switches", "num_frames"], name="video"
+    )
     row = summary.iloc[0]
-    return {"mota": float(row["mota"]), "idf1": float(row["idf1"]), "id_switches": int(row["num_switches"]), "frames": int(row["num_frames"])}
+    return {
+        "mota": float(row["mota"]),
+        "idf1": float(row["idf1"]),
+        "id_switches": int(row["num_switches"]),
+        "frames": int(row["num_frames"]),
+    }
 
 
 def _inside(box: list[int], width: int, height: int) -> bool:
@@ -89,9 +99,18 @@ def _inside(box: list[int], width: int, height: int) -> bool:
 SCENES: dict[str, tuple[list[Walker], int]] = {
     "apart": ([Walker((10, 20, 90, 180), (4, 0), 0, layout=1), Walker((230, 40, 310, 200), (-4, 1), 1, layout=2)], 16),
     "occluded": (
-        [Walker((10, 20, 90, 180), (5, 0), 0, layout=1, hidden=(5, 6, 7, 8, 9)), Walker((200, 40, 280, 200), (0, 0), 1, layout=2)],
+        [
+            Walker((10, 20, 90, 180), (5, 0), 0, layout=1, hidden=(5, 6, 7, 8, 9)),
+            Walker((200, 40, 280, 200), (0, 0), 1, layout=2),
+        ],
         18,
     ),
-    "crossing": ([Walker((20, 30, 100, 190), (8, 0), 0, layout=1), Walker((220, 40, 300, 200), (-8, 0), 1, layout=2)], 26),
-    "leaving": ([Walker((150, 30, 230, 190), (12, 0), 0, layout=1, turn=10), Walker((20, 40, 100, 200), (0, 0), 1, layout=2)], 22),
+    "crossing": (
+        [Walker((20, 30, 100, 190), (8, 0), 0, layout=1), Walker((220, 40, 300, 200), (-8, 0), 1, layout=2)],
+        26,
+    ),
+    "leaving": (
+        [Walker((150, 30, 230, 190), (12, 0), 0, layout=1, turn=10), Walker((20, 40, 100, 200), (0, 0), 1, layout=2)],
+        22,
+    ),
 }

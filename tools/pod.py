@@ -1,7 +1,8 @@
 """The processes of a humanserve pod (k8s/): model fetching, TorchServe, the auth proxy, the probe.
 
     python -m tools.pod fetch-models   # init container: copy the .mar files from MODEL_SOURCE
-    python -m tools.pod export-models  # Job on a GPU node (k8s/jobs/export-gpu): compile the archives there, copy them to MODEL_SOURCE
+    python -m tools.pod export-models  # Job on a GPU node (k8s/jobs/export-gpu): compile the archives there, copy
+    them to MODEL_SOURCE
     python -m tools.pod serve          # container `torchserve` (the image's default command)
     python -m tools.pod proxy          # container `auth-proxy`: Caddy checks the key from the Secret
     python -m tools.pod ping           # exec probe of `torchserve`: /ping with the current inference key
@@ -92,8 +93,20 @@ def rclone_source(source: str) -> str:
 
 
 def copy_archives(source: str, destination: str) -> None:
-    """Copy the ``.mar`` files at the top of ``source`` to ``destination`` (rclone names); rclone retries and checks sizes and hashes."""
-    command = [str(BIN / "rclone"), "copy", source, destination, "--include", "*.mar", "--max-depth", "1", "--config", "/dev/null"]
+    """Copy the ``.mar`` files at the top of ``source`` to ``destination`` (rclone names); rclone retries and checks
+    sizes and hashes."""
+    command = [
+        str(BIN / "rclone"),
+        "copy",
+        source,
+        destination,
+        "--include",
+        "*.mar",
+        "--max-depth",
+        "1",
+        "--config",
+        "/dev/null",
+    ]
     subprocess.run(command, check=True)
 
 
@@ -109,7 +122,8 @@ def fetch_models(args: argparse.Namespace) -> None:
 
 
 def export_models(args: argparse.Namespace) -> None:
-    """Export the archives on this node (a ``.pt2`` package runs only on the device type it is compiled on), then copy them to the model source."""
+    """Export the archives on this node (a ``.pt2`` package runs only on the device type it is compiled on), then copy
+    them to the model source."""
     destination = rclone_source(args.destination)
     args.work.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "export", *args.export_args, "--device", args.device, "--store", str(args.work)]
@@ -197,7 +211,8 @@ def ping(args: argparse.Namespace) -> None:
 
 
 def drain(args: argparse.Namespace) -> None:
-    """Return once the auth proxy has stopped listening and closed its connections to TorchServe, or after ``args.timeout`` s."""
+    """Return once the auth proxy has stopped listening and closed its connections to TorchServe, or after
+    ``args.timeout`` s."""
     import psutil  # not for `ping`: only here
 
     public_ports = inference_ports(read_properties(args.config[0]))  # the proxy's
@@ -220,19 +235,33 @@ def drain(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tools.pod", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.pod", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     fetch = commands.add_parser("fetch-models", help="copy the .mar files from MODEL_SOURCE into the model store")
-    fetch.add_argument("--source", default=os.environ.get("MODEL_SOURCE"), help="s3://BUCKET/PREFIX or a path (default: $MODEL_SOURCE)")
+    fetch.add_argument(
+        "--source", default=os.environ.get("MODEL_SOURCE"), help="s3://BUCKET/PREFIX or a path (default: $MODEL_SOURCE)"
+    )
     fetch.add_argument("--store", type=Path, default=MODEL_STORE)
     fetch.set_defaults(run=fetch_models)
 
-    publish = commands.add_parser("export-models", help="export archives on this node and copy them to MODEL_SOURCE (a GPU node's Job)")
-    publish.add_argument("--destination", default=os.environ.get("MODEL_SOURCE"), help="s3://BUCKET/PREFIX or a path (default: $MODEL_SOURCE)")
-    publish.add_argument("--device", choices=("cpu", "cuda"), default="cuda", help="what the .pt2 packages are compiled for")
+    publish = commands.add_parser(
+        "export-models", help="export archives on this node and copy them to MODEL_SOURCE (a GPU node's Job)"
+    )
+    publish.add_argument(
+        "--destination",
+        default=os.environ.get("MODEL_SOURCE"),
+        help="s3://BUCKET/PREFIX or a path (default: $MODEL_SOURCE)",
+    )
+    publish.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cuda", help="what the .pt2 packages are compiled for"
+    )
     publish.add_argument("--work", type=Path, default=Path("/tmp/export"), help="where the archives are written first")
-    publish.add_argument("export_args", nargs=argparse.REMAINDER, help="after --: models and options of python -m export")
+    publish.add_argument(
+        "export_args", nargs=argparse.REMAINDER, help="after --: models and options of python -m export"
+    )
     publish.set_defaults(run=export_models)
 
     for name, run, help_text in (
@@ -240,17 +269,27 @@ def main() -> None:
         ("proxy", proxy, "run the auth proxy in front of TorchServe"),
     ):
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("--config", type=Path, nargs="+", default=CONFIG_LAYERS, help="properties files, later ones win")
-        command.add_argument("--inference-key", type=Path, default=INFERENCE_KEY, help="where TorchServe's inference key is shared")
+        command.add_argument(
+            "--config", type=Path, nargs="+", default=CONFIG_LAYERS, help="properties files, later ones win"
+        )
+        command.add_argument(
+            "--inference-key", type=Path, default=INFERENCE_KEY, help="where TorchServe's inference key is shared"
+        )
         command.set_defaults(run=run)
     commands.choices["serve"].add_argument("--store", type=Path, default=MODEL_STORE)
     commands.choices["serve"].add_argument("--run-dir", type=Path, default=RUN_DIR)
     commands.choices["proxy"].add_argument("--caddyfile", type=Path, default=CADDYFILE)
 
     draining = commands.add_parser("drain", help="wait until the auth proxy has stopped and let its last request go")
-    draining.add_argument("--config", type=Path, nargs="+", default=CONFIG_LAYERS, help="properties files, later ones win")
-    draining.add_argument("--timeout", type=float, default=50, help="seconds at most (under terminationGracePeriodSeconds)")
-    draining.add_argument("--quiet", type=float, default=1.0, help="seconds without proxy connections that count as drained")
+    draining.add_argument(
+        "--config", type=Path, nargs="+", default=CONFIG_LAYERS, help="properties files, later ones win"
+    )
+    draining.add_argument(
+        "--timeout", type=float, default=50, help="seconds at most (under terminationGracePeriodSeconds)"
+    )
+    draining.add_argument(
+        "--quiet", type=float, default=1.0, help="seconds without proxy connections that count as drained"
+    )
     draining.set_defaults(run=drain)
 
     probe = commands.add_parser("ping", help="exit 0 when TorchServe's /ping answers Healthy")

@@ -22,10 +22,10 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
 
 import yaml
 
@@ -90,7 +90,10 @@ def with_agent(vmargs: str) -> str:
     if f"-javaagent:{AGENT_JAR}" in vmargs:
         return vmargs
     if not AGENT_JAR.exists():
-        print(f"WARNING: {AGENT_JAR} is missing (make setup builds it with a JDK): a dead worker of a sequence model will not be restarted, a gRPC stream closed early by its client kills the worker, large answers cost the frontend far more, REST sequences must be named by ts_request_sequence_id exactly, and idle sequences hold up others", file=sys.stderr)
+        print(
+            f"WARNING: {AGENT_JAR} is missing (make setup builds it with a JDK): a dead worker of a sequence model will not be restarted, a gRPC stream closed early by its client kills the worker, large answers cost the frontend far more, REST sequences must be named by ts_request_sequence_id exactly, and idle sequences hold up others",
+            file=sys.stderr,
+        )
         return vmargs
     return f"{vmargs} -javaagent:{AGENT_JAR}".strip()
 
@@ -106,16 +109,23 @@ def read_properties(path: Path) -> dict[str, str]:
         properties[key] = str(folder / properties[key])
     if "vmargs" in properties:
         properties["vmargs"] = " ".join(
-            f"{LOG_CONFIG_OPTION}={folder / word.split('=', 1)[1]}" if word.startswith(f"{LOG_CONFIG_OPTION}=") else word
+            f"{LOG_CONFIG_OPTION}={folder / word.split('=', 1)[1]}"
+            if word.startswith(f"{LOG_CONFIG_OPTION}=")
+            else word
             for word in properties["vmargs"].split()
-        )  # fmt: skip
+        )
     return properties
 
 
 def named_files(properties: dict[str, str]) -> list[Path]:
-    """The files that settings name (read_properties made them absolute): the metrics declaration, the log configuration."""
+    """The files that settings name (read_properties made them absolute): the metrics declaration, the log
+    configuration."""
     files = [Path(properties[key]) for key in sorted(FILE_PROPERTIES.intersection(properties))]
-    return files + [Path(word.split("=", 1)[1]) for word in properties.get("vmargs", "").split() if word.startswith(f"{LOG_CONFIG_OPTION}=")]
+    return files + [
+        Path(word.split("=", 1)[1])
+        for word in properties.get("vmargs", "").split()
+        if word.startswith(f"{LOG_CONFIG_OPTION}=")
+    ]
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -141,7 +151,8 @@ def free_ports(count: int) -> list[int]:
 
 
 def loopback_overrides(store: Path) -> dict[str, str]:
-    """Free loopback ports for every API, and a model store: all that tests and benchmarks change in the production config."""
+    """Free loopback ports for every API, and a model store: all that tests and benchmarks change in the production
+    config."""
     inference, management, metrics, grpc, grpc_management = free_ports(5)
     return {
         "inference_address": f"http://127.0.0.1:{inference}",
@@ -198,12 +209,16 @@ class TorchServe:
     model_store: Path = DEFAULT_STORE
     config: Path = PRODUCTION_CONFIG
     overrides: dict[str, str] = field(default_factory=dict)
-    environment: dict[str, str] = field(default_factory=lambda: dict(WORKER_ENVIRONMENT))  # for TorchServe and its workers
+    environment: dict[str, str] = field(
+        default_factory=lambda: dict(WORKER_ENVIRONMENT)
+    )  # for TorchServe and its workers
     # After the settings' vmargs, so they win (the JVM takes a flag's last value). Not JAVA_TOOL_OPTIONS:
     # G1 ignores young-generation sizes given there, only the command line counts.
     jvm_options: list[str] = field(default_factory=list)
-    agent: bool = True  # load the frontend agent where it was built; False: TorchServe's frontend as shipped, to compare
-    process: Optional[subprocess.Popen] = None
+    agent: bool = (
+        True  # load the frontend agent where it was built; False: TorchServe's frontend as shipped, to compare
+    )
+    process: subprocess.Popen | None = None
 
     @property
     def properties(self) -> dict[str, str]:
@@ -212,7 +227,8 @@ class TorchServe:
 
     @property
     def vmargs(self) -> str:
-        """The frontend's JVM options: the settings' vmargs, then ``jvm_options``, then the agent (unless ``agent`` is off)."""
+        """The frontend's JVM options: the settings' vmargs, then ``jvm_options``, then the agent (unless ``agent`` is
+        off)."""
         options = " ".join([self.properties.get("vmargs", ""), *self.jvm_options]).strip()
         return with_agent(options) if self.agent else options
 
@@ -235,7 +251,7 @@ class TorchServe:
     def metrics_url(self) -> str:
         return self._local_url("metrics_address", "http://127.0.0.1:8082")
 
-    def token(self, api: str = "inference") -> Optional[str]:
+    def token(self, api: str = "inference") -> str | None:
         """The bearer key TorchServe generated for ``api`` (inference or management), if auth is on."""
         key_file = self.run_dir / "key_file.json"
         if self.properties.get("disable_token_authorization") == "true" or not key_file.exists():
@@ -272,18 +288,28 @@ class TorchServe:
         if env.get(THREADS_VARIABLE) == "share":
             env[THREADS_VARIABLE] = str(thread_share(available_cores(), cpu_workers(self.archives)))
         command = [
-            str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ncs",
-            "--ts-config", str(config.resolve()),
-            "--model-store", str(self.model_store.resolve()),
-            "--workflow-store", str(self.model_store.resolve()),
+            str(Path(sys.executable).parent / "torchserve"),
+            "--start",
+            "--foreground",
+            "--ncs",
+            "--ts-config",
+            str(config.resolve()),
+            "--model-store",
+            str(self.model_store.resolve()),
+            "--workflow-store",
+            str(self.model_store.resolve()),
             # Without names, TorchServe loads what the config says (load_models=all: the whole store).
             *(["--models", *[f"{name}={name}.mar" for name in self.models]] if self.models else []),
-        ]  # fmt: skip
+        ]
         output = open(logs / "console.log", "ab") if detach or self.overrides else None
         self.process = subprocess.Popen(
-            command, cwd=self.run_dir, env=env, stdout=output, stderr=subprocess.STDOUT if output else None,
+            command,
+            cwd=self.run_dir,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
             start_new_session=True,
-        )  # fmt: skip
+        )
         (self.run_dir / PID_FILE).write_text(str(self.process.pid))
 
     def wait_ready(self, timeout: float = 300) -> None:
@@ -340,7 +366,9 @@ class TorchServe:
 
     def worker_pids(self, model: str) -> list[int]:
         """The process IDs of ``model``'s workers, sorted (a worker still starting has none yet)."""
-        return sorted(worker["pid"] for worker in self.describe(model, customized=False)["workers"] if worker.get("pid"))
+        return sorted(
+            worker["pid"] for worker in self.describe(model, customized=False)["workers"] if worker.get("pid")
+        )
 
     def get_json(self, url: str, api: str) -> object:
         request = urllib.request.Request(url, headers=self._auth(api))
@@ -369,9 +397,10 @@ class TorchServe:
         log = self.run_dir / "logs" / "ts_log.log"
         text = log.read_text(errors="replace") if log.exists() else ""
         return [
-            name for name in self.models
+            name
+            for name in self.models
             if re.search(rf"W-\d+-{re.escape(name)}_\S+ State change WORKER_STARTED -> WORKER_ERROR", text)
-        ]  # fmt: skip
+        ]
 
     def _auth(self, api: str) -> dict[str, str]:
         token = self.token(api)
@@ -426,7 +455,8 @@ def archive_config(archive: Path) -> dict:
 
 
 def show_first_request(server: TorchServe) -> None:
-    """Send the astronaut photo to each model; print the command and a summary (pictures are saved in the run directory)."""
+    """Send the astronaut photo to each model; print the command and a summary (pictures are saved in the run
+    directory)."""
     image = example_image(server.run_dir)
     token = server.token("inference")
     auth = f' -H "Authorization: Bearer {token}"' if token else ""
@@ -461,7 +491,7 @@ def show_first_request(server: TorchServe) -> None:
         if untrained:
             print(f"  !! {model} serves UNTRAINED weights {untrained}: its answers are meaningless")
     print(
-        f"\n  Options: JSON {{\"image\": \"<base64>\", \"flip_test\": true}}, multipart -F data=@photo.jpg -F boxes='[[x1,y1,x2,y2]]',"
+        f'\n  Options: JSON {{"image": "<base64>", "flip_test": true}}, multipart -F data=@photo.jpg -F boxes=\'[[x1,y1,x2,y2]]\','
         f"\n  or headers -H 'X-Option-Render: true'. Describe: curl {server.management_url}/models/{server.models[0]}?customized=true"
         + (f' -H "Authorization: Bearer {server.token("management")}"' if token else "")
         + "\n"
@@ -471,7 +501,9 @@ def show_first_request(server: TorchServe) -> None:
 def main() -> None:
     from export.recipes import DEFAULT_MODELS  # imports torch: only the command line needs it, not tools.pod's probe
 
-    parser = argparse.ArgumentParser(prog="python -m tools.server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=("serve", "start", "stop"))
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help=f"default: {' '.join(DEFAULT_MODELS)}")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)

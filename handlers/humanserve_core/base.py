@@ -10,10 +10,11 @@ input on the device), ``forward`` (the model call) and ``answer`` (outputs to on
 import json
 import logging
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 import cv2
 import torch
@@ -74,7 +75,8 @@ class Batch:
 
 
 class VisionHandler(BaseHandler):
-    """Shared life cycle: read and validate each request, decode what the model needs, run the model once per batch, answer each."""
+    """Shared life cycle: read and validate each request, decode what the model needs, run the model once per batch,
+    answer each."""
 
     options: Mapping[str, Option] = {}
 
@@ -95,7 +97,8 @@ class VisionHandler(BaseHandler):
         self.compiled = self.config.get("compiled", {})  # per model file: format, torch, device, ...
         self.batch_limit = int(properties.get("batch_size", 1))
         self.model_dir = properties["model_dir"]
-        # The archive's threads, else the server's setting (tools/server.py resolves HUMANSERVE_TORCH_THREADS=share), else torch's.
+        # The archive's threads, else the server's setting (tools/server.py resolves
+        # HUMANSERVE_TORCH_THREADS=share), else torch's.
         setting = os.environ.get("HUMANSERVE_TORCH_THREADS", "")
         threads = self.config.get("torch_threads", 0) or (int(setting) if setting.isdigit() else 0)
         if threads and self.device.type == "cpu":
@@ -113,11 +116,18 @@ class VisionHandler(BaseHandler):
             if not record.get("pretrained"):
                 logger.warning(
                     "!!! %s serves UNTRAINED weights for its %s (%s): answers are well-formed but meaningless !!!",
-                    self.model_name, part, record.get("source"),
-                )  # fmt: skip
+                    self.model_name,
+                    part,
+                    record.get("source"),
+                )
         logger.info(
-            "%s %s on %s, weights: %s, compiled: %s", self.model_name, self.model_version, self.device, self.weights, self.compiled
-        )  # fmt: skip
+            "%s %s on %s, weights: %s, compiled: %s",
+            self.model_name,
+            self.model_version,
+            self.device,
+            self.weights,
+            self.compiled,
+        )
 
     def load_part(self, part: str) -> Callable[..., Any]:
         """One model file of the archive, as its export recorded it, on the worker's device."""
@@ -167,11 +177,12 @@ class VisionHandler(BaseHandler):
         return batch
 
     def decode(self, uploads: list[Upload], errors: dict[int, RequestError]) -> list[Item]:
-        """Decode each upload at its coarsest allowed scale: JPEGs in one call on a CUDA model's device, the rest on the CPU.
+        """Decode each upload at its coarsest allowed scale: JPEGs in one call on a CUDA model's device, the rest on the
+        CPU.
 
         A JPEG the device decoder refuses is decoded on the CPU, which names the problem.
         """
-        on_device: list[Optional[Tensor]] = [None] * len(uploads)
+        on_device: list[Tensor | None] = [None] * len(uploads)
         jpegs = [n for n, upload in enumerate(uploads) if upload.header.format == "JPEG"]
         if self.device.type == "cuda" and jpegs:
             decoded = decode_jpegs_on(self.device, [uploads[n].data for n in jpegs], [uploads[n].header for n in jpegs])
@@ -196,7 +207,9 @@ class VisionHandler(BaseHandler):
         """Run the model once over every readable item of the batch."""
         if batch.items:
             with CLOCK.stage("model"):
-                batch.outputs = self._guarded(batch, "running the model", lambda: self._forward_synchronized(batch.inputs))
+                batch.outputs = self._guarded(
+                    batch, "running the model", lambda: self._forward_synchronized(batch.inputs)
+                )
         return batch
 
     def _forward_synchronized(self, inputs: Any) -> Any:
@@ -206,7 +219,8 @@ class VisionHandler(BaseHandler):
         return outputs
 
     def _guarded(self, batch: Batch, stage: str, step: Callable[[], Any]) -> Any:
-        """``step()`` over the whole batch; if our code fails, every item still in it is answered 500 (and None returned)."""
+        """``step()`` over the whole batch; if our code fails, every item still in it is answered 500 (and None
+        returned)."""
         try:
             return step()
         except Exception as error:
@@ -219,7 +233,12 @@ class VisionHandler(BaseHandler):
         """One body per request, with its own status and content type; the batch's stage times as metrics."""
         with CLOCK.stage("postprocess"):
             if batch.items:
-                batch.answers = self._guarded(batch, "writing the answers", lambda: self.answer(batch.items, batch.inputs, batch.outputs)) or []
+                batch.answers = (
+                    self._guarded(
+                        batch, "writing the answers", lambda: self.answer(batch.items, batch.inputs, batch.outputs)
+                    )
+                    or []
+                )
             answers: dict[int, Answer] = {i: error_answer(e) for i, e in batch.errors.items()}
             answers.update(zip((item.index for item in batch.items), batch.answers))
             for index, answer in answers.items():
@@ -257,7 +276,8 @@ class VisionHandler(BaseHandler):
         """Model-specific checks of one item before its pixels are decoded (raise ``RequestError``); none by default."""
 
     def coarsest_scale(self, item: Item) -> float:
-        """How many image pixels per decoded pixel the model can do with for ``item`` (``images.dct_scale``): 1 by default."""
+        """How many image pixels per decoded pixel the model can do with for ``item`` (``images.dct_scale``): 1 by
+        default."""
         return 1.0
 
     def prepare(self, items: list[Item]) -> Any:

@@ -16,9 +16,7 @@ class RequestError(Exception):
 
     def body(self) -> bytes:
         """JSON error body: the same contract over REST and gRPC."""
-        return json.dumps(
-            {"code": int(self.code), "type": self.kind, "message": self.message}
-        ).encode()
+        return json.dumps({"code": int(self.code), "type": self.kind, "message": self.message}).encode()
 
 
 class PayloadTooLarge(RequestError):
@@ -33,7 +31,9 @@ class InternalError(RequestError):
     code = HTTPStatus.INTERNAL_SERVER_ERROR
 
     def __init__(self, stage: str, error: BaseException):
-        super().__init__(f"the server failed while {stage} ({type(error).__name__}); it is logged, please report it", "InternalError")
+        super().__init__(
+            f"the server failed while {stage} ({type(error).__name__}); it is logged, please report it", "InternalError"
+        )
 
 
 class UnsupportedMediaType(RequestError):

@@ -6,7 +6,7 @@ A crop of size (h, w) cut from box (x1, y1, x2, y2) is the affine map
 box alone describes the forward and the inverse map.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -60,7 +60,8 @@ def crop_and_resize(
 
 
 def roi_crops(images: Sequence[Tensor], boxes: Tensor, image_index: Tensor, crop_size: tuple[int, int]) -> Tensor:
-    """``crop_and_resize`` on any device, boxes in pixels of ``images``: float crops, one ``roi_align`` per image size."""
+    """``crop_and_resize`` on any device, boxes in pixels of ``images``: float crops, one ``roi_align`` per image
+    size."""
     first = images[0]
     crops = torch.empty((boxes.shape[0], first.shape[0], *crop_size), dtype=torch.float32, device=first.device)
     slot = torch.empty(len(images), dtype=torch.long, device=boxes.device)
@@ -93,9 +94,14 @@ def warp_crops(images: Sequence[Tensor], boxes: Tensor, image_index: Tensor, cro
         source = np.array([[step_x, 0.0, x1 + 0.5 * step_x - 0.5], [0.0, step_y, y1 + 0.5 * step_y - 0.5]])
         rgbx = pixels[i].shape[2] > channels
         cv2.warpAffine(
-            pixels[i], source, (width, height), dst=padded if rgbx else crops[n],
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
-        )  # fmt: skip
+            pixels[i],
+            source,
+            (width, height),
+            dst=padded if rgbx else crops[n],
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
         if rgbx:
             cv2.cvtColor(padded, cv2.COLOR_RGBA2RGB, dst=crops[n])
     return torch.from_numpy(crops).permute(0, 3, 1, 2)

@@ -18,9 +18,8 @@ REFINEMENTS = ("dark", "quarter", "none")
 
 # Neighbourhood read around each peak: (dx, dy) pairs, gathered in one indexing op.
 _NEIGHBOURS = torch.tensor(
-    [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (2, 0), (-2, 0), (0, 2), (0, -2),
-     (1, 1), (-1, 1), (1, -1), (-1, -1)]
-)  # fmt: skip
+    [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (2, 0), (-2, 0), (0, 2), (0, -2), (1, 1), (-1, 1), (1, -1), (-1, -1)]
+)
 
 
 def peaks(heatmaps: Tensor) -> tuple[Tensor, Tensor]:
@@ -47,7 +46,8 @@ def dark_offsets(heatmaps: Tensor, xy: Tensor, sigma: float = 2.0) -> Tensor:
 
     Only the 5x5 neighbourhood of each peak is smoothed: a window the kernel's size around
     it is gathered from the map, reflected at the edges as a reflect-padded map would be,
-    and blurred by the separable Gaussian as two small matrix products. That equals smoothing whole maps at every peak that is refined, for a
+    and blurred by the separable Gaussian as two small matrix products. That equals smoothing whole maps at every
+    peak that is refined, for a
     fraction of the work. The step is kept only at a true maximum (negative-definite
     Hessian) at least two pixels from the border, clamped to one pixel.
     """
@@ -73,7 +73,9 @@ def dark_offsets(heatmaps: Tensor, xy: Tensor, sigma: float = 2.0) -> Tensor:
 
 
 @functools.lru_cache(maxsize=16)
-def _dark_constants(sigma: float, radius: int, side: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+def _dark_constants(
+    sigma: float, radius: int, side: int, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
     """The separable blur as a ``[5, side]`` band matrix, and ``[25, 5]`` finite differences on the 5x5 logs.
 
     The differences are the gradient (dx, dy) and Hessian (dxx, dyy, dxy) at the centre:

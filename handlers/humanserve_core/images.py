@@ -16,8 +16,9 @@ lack.
 """
 
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -113,7 +114,7 @@ def read_header(data: bytes, limits: ImageLimits) -> ImageHeader:
     return ImageHeader(image_format, height, width, orientation)
 
 
-def _orientation(exif: Optional[bytes]) -> int:
+def _orientation(exif: bytes | None) -> int:
     """The EXIF orientation tag in raw EXIF bytes (1 when absent or unreadable).
 
     Read from the header's bytes rather than ``Image.getexif``, which decodes a whole PNG
@@ -151,13 +152,11 @@ def decode_pixels(data: bytes, header: ImageHeader, scale: int = 1) -> Tensor:
     if pixels is None:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None or pixels.shape[:2] != expected:
-        raise RequestError(
-            f"the {header.format} image cannot be decoded (corrupt or truncated data)", "InvalidImage"
-        )
+        raise RequestError(f"the {header.format} image cannot be decoded (corrupt or truncated data)", "InvalidImage")
     return orient(torch.from_numpy(pixels).permute(2, 0, 1)[:3], header.orientation)
 
 
-def _decode_jpeg_rgbx(data: bytes, size: tuple[int, int]) -> Optional[np.ndarray]:
+def _decode_jpeg_rgbx(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
     """A JPEG as ``uint8[h, w, 4]`` RGBX at ``size`` (a DCT scale of its own), or None for OpenCV to try.
 
     simplejpeg (libjpeg-turbo's TurboJPEG) decoded 13-17 % faster than OpenCV at full size
@@ -172,7 +171,8 @@ def _decode_jpeg_rgbx(data: bytes, size: tuple[int, int]) -> Optional[np.ndarray
 
 
 def channels_last(pixels: Tensor) -> np.ndarray:
-    """CPU pixels ``[C, H, W]`` as the channels-last array OpenCV reads: the decoder's RGBX buffer behind an RGB view, else a copy if needed.
+    """CPU pixels ``[C, H, W]`` as the channels-last array OpenCV reads: the decoder's RGBX buffer behind an RGB view,
+    else a copy if needed.
 
     Operations that treat channels alike (warps, resizes) run on all four channels of an
     RGBX buffer, whose fourth is padding: OpenCV's bilinear sampling has SIMD code for 4
@@ -187,7 +187,9 @@ def channels_last(pixels: Tensor) -> np.ndarray:
     return np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())
 
 
-def decode_jpegs_on(device: torch.device, datas: Sequence[bytes], headers: Sequence[ImageHeader]) -> list[Optional[Tensor]]:
+def decode_jpegs_on(
+    device: torch.device, datas: Sequence[bytes], headers: Sequence[ImageHeader]
+) -> list[Tensor | None]:
     """Decode JPEGs in one batched call on ``device`` (nvJPEG on CUDA) to RGB ``uint8[3, H, W]``, EXIF-upright.
 
     Whole-size: nvJPEG has no DCT scaling, so models resize on the device instead. ``None``
@@ -196,12 +198,16 @@ def decode_jpegs_on(device: torch.device, datas: Sequence[bytes], headers: Seque
     """
     try:
         decoded = torchvision.io.decode_jpeg(
-            [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas], mode=ImageReadMode.RGB, device=device
+            [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas],
+            mode=ImageReadMode.RGB,
+            device=device,
         )
     except RuntimeError:
         return [None] * len(datas)
     return [
-        orient(pixels, header.orientation) if tuple(pixels.shape) == (3, header.stored_height, header.stored_width) else None
+        orient(pixels, header.orientation)
+        if tuple(pixels.shape) == (3, header.stored_height, header.stored_width)
+        else None
         for pixels, header in zip(decoded, headers)
     ]
 
@@ -230,9 +236,13 @@ def png_settings(compression: int) -> list[int]:
         return [cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
     if compression == 1:
         return [
-            cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
-            cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
-        ]  # fmt: skip
+            cv2.IMWRITE_PNG_COMPRESSION,
+            1,
+            cv2.IMWRITE_PNG_FILTER,
+            cv2.IMWRITE_PNG_FILTER_SUB,
+            cv2.IMWRITE_PNG_STRATEGY,
+            cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
+        ]
     return [cv2.IMWRITE_PNG_COMPRESSION, compression]
 
 
@@ -248,7 +258,9 @@ def encode_image(pixels: Tensor, image_format: str, quality: int = 90, png_compr
     if pixels.device.type != "cpu":
         bgr = torch.stack([pixels[channel] for channel in order], dim=-1).cpu().numpy()
     elif pixels.permute(1, 2, 0).is_contiguous():
-        bgr = cv2.cvtColor(pixels.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR if len(order) == 3 else cv2.COLOR_RGBA2BGRA)
+        bgr = cv2.cvtColor(
+            pixels.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR if len(order) == 3 else cv2.COLOR_RGBA2BGRA
+        )
     else:
         bgr = cv2.merge([pixels[channel].numpy() for channel in order])
     if image_format == "jpeg":
@@ -261,7 +273,8 @@ def encode_image(pixels: Tensor, image_format: str, quality: int = 90, png_compr
 
 
 def normalize(pixels: Tensor, mean: Sequence[float], std: Sequence[float], channels: str = "rgb") -> Tensor:
-    """``Tensor[N, 3, H, W]`` RGB values in 0..255 (any dtype) to a float model input: channel order, then (x/255 - mean) / std.
+    """``Tensor[N, 3, H, W]`` RGB values in 0..255 (any dtype) to a float model input: channel order, then (x/255 -
+    mean) / std.
 
     ``mean`` and ``std`` are in the model's channel order. CPU uint8 crops laid out
     channels-last (as OpenCV cuts them) take one OpenCV pass (``blobFromImagesWithParams``,

@@ -15,8 +15,9 @@ Option headers may accompany any form; naming the same option twice is an error.
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from torch import Tensor
 
@@ -47,9 +48,9 @@ class Item:
     index: int
     options: dict[str, Any]
     size: tuple[int, int]
-    image: Optional[Tensor] = None
+    image: Tensor | None = None
     scale: int = 1
-    sequence_id: Optional[str] = None  # the TorchServe sequence it belongs to (stateful models)
+    sequence_id: str | None = None  # the TorchServe sequence it belongs to (stateful models)
 
 
 def read_request(row: Mapping[str, Any], headers: Mapping[str, Any]) -> Request:
@@ -84,7 +85,7 @@ def _read_body(body: Any, content_type: str) -> tuple[bytes, dict[str, Any]]:
     if isinstance(body, str):
         raise RequestError(
             f"the request body is text ({content_type or 'text'}), not an image: send the "
-            "image bytes with an image/* Content-Type, or JSON {\"image\": \"<base64>\"}",
+            'image bytes with an image/* Content-Type, or JSON {"image": "<base64>"}',
             "InvalidRequest",
         )
     raise RequestError(
@@ -111,7 +112,7 @@ def _read_fields(row: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[by
     if not present:
         raise RequestError(
             "no image in the request: send the image as the body, as form field 'data', "
-            "or as JSON {\"image\": \"<base64>\"}",
+            'or as JSON {"image": "<base64>"}',
             "NoImage",
         )
     if len(present) > 1:
@@ -159,7 +160,9 @@ def _parse_json(body: bytes) -> Any:
             "InvalidJSON",
         ) from None
     except (ValueError, RecursionError):  # a number of over 4300 digits, or nesting deeper than Python recurses
-        raise RequestError("the body is not valid JSON we accept: a number is too long or it nests too deeply", "InvalidJSON") from None
+        raise RequestError(
+            "the body is not valid JSON we accept: a number is too long or it nests too deeply", "InvalidJSON"
+        ) from None
 
 
 def _raise_json_error(body: bytes) -> None:
@@ -181,7 +184,7 @@ def _field_text(value: Any) -> Any:
 
 def _header_options(headers: Mapping[str, Any]) -> dict[str, str]:
     return {
-        key.lower()[len(OPTION_HEADER_PREFIX):].replace("-", "_"): value
+        key.lower()[len(OPTION_HEADER_PREFIX) :].replace("-", "_"): value
         for key, value in headers.items()
         if isinstance(value, str) and key.lower().startswith(OPTION_HEADER_PREFIX)
     }

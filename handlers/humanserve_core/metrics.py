@@ -24,7 +24,11 @@ def report_batch(metrics: Any, stages: dict[str, float], size: int, limit: int, 
     # default list is shared), and the worker pairs the values with the declared names by position.
     for stage, milliseconds in stages.items():
         metrics.add_metric(
-            STAGE_METRIC, round(milliseconds, 3), "ms", dimensions=[Dimension("Stage", stage)], metric_type=MetricTypes.COUNTER
+            STAGE_METRIC,
+            round(milliseconds, 3),
+            "ms",
+            dimensions=[Dimension("Stage", stage)],
+            metric_type=MetricTypes.COUNTER,
         )
     metrics.add_metric(ITEMS_METRIC, size, "count", dimensions=[], metric_type=MetricTypes.COUNTER)
     metrics.add_metric(REJECTED_METRIC, rejected, "count", dimensions=[], metric_type=MetricTypes.COUNTER)

@@ -7,7 +7,8 @@ that says what to do, rather than failing at the first request.
 """
 
 import os
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor

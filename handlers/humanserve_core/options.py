@@ -2,8 +2,9 @@
 
 import json
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 from .errors import RequestError
 
@@ -29,13 +30,8 @@ def parse_options(sent: Mapping[str, Any], spec: Mapping[str, Option]) -> dict[s
     unknown = sorted(set(sent) - set(spec))
     if unknown:
         accepted = ", ".join(sorted(spec)) or "none"
-        raise RequestError(
-            f"unknown option {unknown[0]!r}; this model accepts: {accepted}", "UnknownOption"
-        )
-    return {
-        name: option.parse(name, sent[name]) if name in sent else option.default
-        for name, option in spec.items()
-    }
+        raise RequestError(f"unknown option {unknown[0]!r}; this model accepts: {accepted}", "UnknownOption")
+    return {name: option.parse(name, sent[name]) if name in sent else option.default for name, option in spec.items()}
 
 
 def flag(default: bool, help: str) -> Option:
@@ -54,7 +50,7 @@ def flag(default: bool, help: str) -> Option:
     return Option(parse, default, help)
 
 
-def number(default: Optional[float], minimum: float, maximum: float, help: str) -> Option:
+def number(default: float | None, minimum: float, maximum: float, help: str) -> Option:
     """A finite number within [minimum, maximum]."""
 
     def parse(name: str, value: Any) -> float:
@@ -66,7 +62,7 @@ def number(default: Optional[float], minimum: float, maximum: float, help: str) 
     return Option(parse, default, help)
 
 
-def integer(default: Optional[int], minimum: int, maximum: int, help: str) -> Option:
+def integer(default: int | None, minimum: int, maximum: int, help: str) -> Option:
     """A whole number within [minimum, maximum], kept exact (not through a float)."""
 
     def parse(name: str, value: Any) -> int:
@@ -110,7 +106,11 @@ def boxes(max_count: int, help: str, max_coordinate: float = 1e7) -> Option:
         for index, box in enumerate(value):
             coords = [_to_number(v) for v in box] if isinstance(box, list) else []
             if len(coords) != 4 or any(c is None or abs(c) > max_coordinate for c in coords):
-                raise _invalid(f"{name}[{index}]", box, f"[x1, y1, x2, y2] with 4 numbers from {-max_coordinate:g} to {max_coordinate:g}")
+                raise _invalid(
+                    f"{name}[{index}]",
+                    box,
+                    f"[x1, y1, x2, y2] with 4 numbers from {-max_coordinate:g} to {max_coordinate:g}",
+                )
             x1, y1, x2, y2 = coords
             if not (x2 > x1 and y2 > y1):
                 raise _invalid(f"{name}[{index}]", box, "a box with x2 > x1 and y2 > y1")
@@ -125,7 +125,7 @@ def describe(spec: Mapping[str, Option]) -> dict[str, dict[str, Any]]:
     return {name: {"default": option.default, "help": option.help} for name, option in spec.items()}
 
 
-def _to_number(value: Any) -> Optional[float]:
+def _to_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -140,7 +140,7 @@ def _to_number(value: Any) -> Optional[float]:
     return number if number is not None and math.isfinite(number) else None
 
 
-def _to_integer(value: Any) -> Optional[int]:
+def _to_integer(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str):

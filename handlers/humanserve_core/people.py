@@ -4,8 +4,9 @@ One shape for all of them: JSON ``people: [{box, score, ...}]``, COCO results, o
 picture with the answer drawn on it, chosen by the same output options.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,12 +18,18 @@ from .render import draw_people
 from .responses import Answer, image_answer, json_answer
 
 OUTPUT_OPTIONS = {
-    "score_threshold": number(None, 0.0, 1.0, "leave out people whose score is below this; also hides weaker joints in renders"),
+    "score_threshold": number(
+        None, 0.0, 1.0, "leave out people whose score is below this; also hides weaker joints in renders"
+    ),
     "max_people": integer(None, 1, 1000, "answer at most this many people, best first"),
     "render": flag(False, "answer the picture with the answer drawn (JPEG unless format=png)"),
-    "format": choice(None, ("json", "coco", "jpeg", "png"), "json (default), coco (COCO results list), jpeg or png (rendered picture)"),
+    "format": choice(
+        None,
+        ("json", "coco", "jpeg", "png"),
+        "json (default), coco (COCO results list), jpeg or png (rendered picture)",
+    ),
     "image_id": integer(0, 0, 2**63 - 1, "image_id written in format=coco answers"),
-}  # fmt: skip
+}
 
 
 @dataclass
@@ -31,7 +38,7 @@ class People:
 
     boxes: Tensor
     scores: Tensor
-    keypoints: Optional[Tensor] = None
+    keypoints: Tensor | None = None
     fields: dict[str, list[Any]] = field(default_factory=dict)  # extra per-person values, e.g. "view"
 
 
@@ -110,13 +117,21 @@ def people_answer(item: Item, people: People, layout: Layout, header: Mapping[st
     return json_answer(payload)
 
 
-def _coco_result(image_id: int, p: int, boxes: list, scores: list, joints: Optional[list]) -> dict[str, Any]:
-    """One COCO result. Boxes are continuous in COCO too; its keypoints are pixel indices (the top-left pixel's centre is
+def _coco_result(image_id: int, p: int, boxes: list, scores: list, joints: list | None) -> dict[str, Any]:
+    """One COCO result. Boxes are continuous in COCO too; its keypoints are pixel indices (the top-left pixel's centre
+    is
     (0, 0), as its annotations and evaluation assume), so joints move by half a pixel."""
     x1, y1, x2, y2 = boxes[p]
-    result = {"image_id": image_id, "category_id": 1, "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)], "score": scores[p]}
+    result = {
+        "image_id": image_id,
+        "category_id": 1,
+        "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
+        "score": scores[p],
+    }
     if joints is not None:
-        result["keypoints"] = [value for x, y, score in joints[p] for value in (round(x - 0.5, 2), round(y - 0.5, 2), score)]
+        result["keypoints"] = [
+            value for x, y, score in joints[p] for value in (round(x - 0.5, 2), round(y - 0.5, 2), score)
+        ]
     return result
 
 

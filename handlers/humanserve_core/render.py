@@ -1,6 +1,6 @@
 """Drawing answers onto the picture (the ``render`` option)."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -41,7 +41,9 @@ def draw_people(
     return canvas
 
 
-def draw_faces(rgb: np.ndarray, boxes: Sequence[Sequence[float]], landmarks: Sequence[Sequence[Sequence[float]]], labels: list[str]) -> np.ndarray:
+def draw_faces(
+    rgb: np.ndarray, boxes: Sequence[Sequence[float]], landmarks: Sequence[Sequence[Sequence[float]]], labels: list[str]
+) -> np.ndarray:
     """Draw face boxes ``[F][4]``, landmarks ``[F][L][2]`` and a label above each box on a copy of ``rgb``."""
     canvas = np.array(rgb, order="C")
     thickness = max(1, round(max(canvas.shape[:2]) / 400))
@@ -53,5 +55,14 @@ def draw_faces(rgb: np.ndarray, boxes: Sequence[Sequence[float]], landmarks: Seq
         (width, height), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         left, top = int(box[0]), max(height + 2 * thickness, int(box[1]))
         cv2.rectangle(canvas, (left, top - height - 2 * thickness), (left + width, top), _BOX, -1)
-        cv2.putText(canvas, label, (left, top - thickness), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            label,
+            (left, top - thickness),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            (0, 0, 0),
+            thickness,
+            cv2.LINE_AA,
+        )
     return canvas

@@ -1,8 +1,9 @@
 """Answers: a body and its content type, for JSON payloads, images and errors."""
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from torch import Tensor
 

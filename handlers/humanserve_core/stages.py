@@ -6,8 +6,8 @@ handles one batch at a time, so the worker has one clock, ``CLOCK``.
 """
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 
 STAGES = ("read", "decode", "preprocess", "model", "postprocess", "encode")
 
@@ -17,7 +17,7 @@ class StageClock:
 
     def __init__(self) -> None:
         self.totals = dict.fromkeys(STAGES, 0.0)
-        self._current: Optional[str] = None
+        self._current: str | None = None
         self._since = 0.0
 
     @contextmanager
@@ -34,7 +34,7 @@ class StageClock:
         totals, self.totals = self.totals, dict.fromkeys(STAGES, 0.0)
         return totals
 
-    def _switch(self, name: Optional[str]) -> Optional[str]:
+    def _switch(self, name: str | None) -> str | None:
         now = time.perf_counter()
         previous = self._current
         if previous is not None:
