@@ -16,7 +16,7 @@ STUBS := $(PROTOS:.proto=_pb2_grpc.py)
 # The frontend agent that lets TorchServe 0.12 restart a dead worker of a sequence model, answer every
 # request of a gRPC stream the client closed first, decode a worker's large answers once, take a REST
 # sequence from X-Sequence-Id or ts_request_sequence_id in any case, and keep idle sequences from holding
-# up others (tools/agent/); tools/server.py loads it wherever it was built.
+# up others (runtime/frontend_agent/); runtime/torchserve.py loads it wherever it was built.
 AGENT_JAR := build/humanserve-agent.jar
 
 setup: $(VENV)/.installed $(STUBS) $(AGENT_JAR)
@@ -31,9 +31,9 @@ humanserve_client/protocol/%_pb2_grpc.py: humanserve_client/protocol/%.proto $(V
 	$(PY) -m grpc_tools.protoc -I . -I "$$($(PY) -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parents[1])')" \
 	  --python_out=. --pyi_out=. --grpc_python_out=. $<
 
-$(AGENT_JAR): tools/agent/build.sh tools/agent/MANIFEST.MF $(shell find tools/agent -name '*.java')
+$(AGENT_JAR): runtime/frontend_agent/build.sh runtime/frontend_agent/MANIFEST.MF $(shell find runtime/frontend_agent -name '*.java')
 	@if command -v javac >/dev/null && command -v jar >/dev/null; then \
-	  sh tools/agent/build.sh $@ ; \
+	  sh runtime/frontend_agent/build.sh $@ ; \
 	else \
 	  echo "WARNING: no JDK (javac, jar) on the PATH: $@ is not built, and TorchServe 0.12 will not restart a dead"; \
 	  echo "worker of a sequence model (pose_tracker), and its frontend pays far more for answers of megabytes."; \
@@ -63,15 +63,15 @@ export-gpu: setup
 # Export what is missing or stale, serve in the foreground, send a first request. Ctrl-C stops.
 serve: setup
 	$(PY) -m export $(MODELS) --if-stale
-	$(PY) -m tools.server serve $(MODEL_ARGS)
+	$(PY) -m runtime.torchserve serve $(MODEL_ARGS)
 
 # The same server in the background; returns once the models answer.
 start: setup
 	$(PY) -m export $(MODELS) --if-stale
-	$(PY) -m tools.server start $(MODEL_ARGS)
+	$(PY) -m runtime.torchserve start $(MODEL_ARGS)
 
 stop: setup
-	$(PY) -m tools.server stop
+	$(PY) -m runtime.torchserve stop
 
 test: setup
 	$(PY) -m pytest

@@ -4,7 +4,7 @@
 
 TorchServe 0.12's frontend decodes a worker's answer to a batch again for every chunk (at most
 64 KB) it reads from the worker's socket, copying the answers already complete each time
-(tools/agent/ResponseDecoderFix.java). A handler that answers each request with as many bytes
+(runtime/frontend_agent/ResponseDecoderFix.java). A handler that answers each request with as many bytes
 as it asks for (loadtest/sized_answers_handler.py; batches of 4 within 20 ms, as the pose models)
 is served twice, without and with the agent; ``--clients`` closed-loop clients ask for one size
 at a time, and the CPU time the operating system accounts to the frontend (Java) and to the
@@ -25,7 +25,7 @@ from export.recipes import POSE_SERVING
 from loadtest.bench_stack import RESULTS, Photo, Row, measure_served
 from loadtest.machine import describe_machine
 from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn
-from tools.server import TorchServe, loopback_overrides
+from runtime.torchserve import TorchServe, loopback_overrides
 
 MODEL = "sized_answers"
 HANDLER = (

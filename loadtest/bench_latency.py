@@ -23,7 +23,7 @@ from skimage import data
 
 from loadtest.machine import describe_machine
 from loadtest.photos import jpeg
-from tools.server import REPO, TorchServe, loopback_overrides
+from runtime.torchserve import REPO, TorchServe, loopback_overrides
 
 
 def measure(url: str, token: str, photo: bytes, options: dict, count: int) -> list[float]:

@@ -19,7 +19,7 @@ import torch
 
 from humanserve_client.pairing import PATCH_COLUMNS, pair_files
 from loadtest.machine import append_table_row, describe_machine
-from tools.server import REPO
+from runtime.torchserve import REPO
 
 BENCHMARKS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Pose pairing (`make bench-pairing`, issue 14)"

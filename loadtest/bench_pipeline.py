@@ -34,7 +34,7 @@ from export.recipes import RECIPES  # noqa: E402
 from export.workflow import write_workflow  # noqa: E402
 from loadtest.machine import describe_machine  # noqa: E402
 from oracles import ORACLE_WEIGHTS, PERSON_FRAMES, DetectorOracle, paint_frames, paint_people  # noqa: E402
-from tools.server import TorchServe, loopback_overrides  # noqa: E402
+from runtime.torchserve import TorchServe, loopback_overrides  # noqa: E402
 
 PHOTOS = [  # (width, height, regions holding each person's joints)
     (640, 480, [[40, 60, 200, 400], [400, 40, 560, 380]]),

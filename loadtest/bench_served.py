@@ -10,7 +10,7 @@ TorchScript) the model is exported (timed), then measured both ways, one after t
 on the same machine:
 
 1. raw: the archive's compiled model in this process (with the workers' environment,
-   ``tools.server.WORKER_ENVIRONMENT``), called on the exact inputs the
+   ``runtime.torchserve.WORKER_ENVIRONMENT``), called on the exact inputs the
    handler prepares from batches of the load-test photos (every photo equally often, as
    Locust sends them), at the served batch size and the worker's torch threads:
    images/s = images / the sum of each batch's median seconds per call, times the
@@ -51,7 +51,7 @@ from export.recipes import RECIPES
 from loadtest.machine import append_table_row, describe_machine, median_seconds
 from loadtest.photos import SIZES, photo_pool
 from loadtest.run import LoadResult, run_locust, warm_up
-from tools.server import REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
+from runtime.torchserve import REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
 
 BENCHMARKS = REPO / "docs" / "benchmarks.md"
 RAW_BUDGET_S = 30.0

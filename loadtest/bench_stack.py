@@ -46,7 +46,7 @@ from export.recipes import POSE_SERVING
 from loadtest.bench_served import load_handler
 from loadtest.machine import describe_machine
 from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn, standin_packages
-from tools.server import ALLOCATOR_ENVIRONMENT, REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
+from runtime.torchserve import ALLOCATOR_ENVIRONMENT, REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
 
 RESULTS = REPO / "loadtest" / "results"
 ALONE = "torchserve_alone"
@@ -121,7 +121,7 @@ def photos() -> dict[str, Photo]:
 
 
 def tune_this_process_allocator() -> None:
-    """The workers' malloc thresholds (tools/server.py) in this process, so reference decodes are timed alike."""
+    """The workers' malloc thresholds (runtime/torchserve.py) in this process, so reference decodes are timed alike."""
     libc = ctypes.CDLL("libc.so.6")
     m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt parameters (malloc.h)
     libc.mallopt(m_mmap_threshold, int(ALLOCATOR_ENVIRONMENT["MALLOC_MMAP_THRESHOLD_"]))
@@ -260,7 +260,7 @@ def alone_package(serving: Serving) -> Package:
 
 
 def worker_environment(allocator: str, more: list[str]) -> dict[str, str]:
-    """The environment TorchServe and its workers get: tools/server.py's, with ``--allocator`` and ``--env`` applied."""
+    """The environment TorchServe and its workers get: runtime/torchserve.py's, with ``--allocator`` and ``--env`` applied."""
     environment = {
         name: value
         for name, value in WORKER_ENVIRONMENT.items()

@@ -45,8 +45,8 @@ from humanserve_client import GrpcClient, HandlerError, RestClient  # noqa: E402
 from humanserve_client.client import SEQUENCE_HEADER  # noqa: E402
 from loadtest.machine import describe_machine  # noqa: E402
 from oracles import oracle_packages  # noqa: E402
+from runtime.torchserve import TorchServe, loopback_overrides  # noqa: E402
 from serving import encode  # noqa: E402
-from tools.server import TorchServe, loopback_overrides  # noqa: E402
 from videos import SCENES, mot_scores, paint_video  # noqa: E402
 
 MODEL = "tracker_oracle"

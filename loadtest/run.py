@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.server import DEFAULT_RUN_DIR, DEFAULT_STORE, PRODUCTION_CONFIG, REPO, TorchServe
+from runtime.torchserve import DEFAULT_RUN_DIR, DEFAULT_STORE, PRODUCTION_CONFIG, REPO, TorchServe
 
 RESULTS = REPO / "loadtest" / "results"
 USER_CLASSES = {"rest": "RestUser", "grpc": "GrpcUser"}

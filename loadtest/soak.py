@@ -55,7 +55,7 @@ from loadtest.machine import append_table_row, describe_machine
 from loadtest.photos import Photo, photo_pool
 from loadtest.run import RESULTS, locust_command, locust_environment
 from loadtest.scenarios import Scenario, scenario_for
-from tools.server import (
+from runtime.torchserve import (
     DEFAULT_STORE,
     REPO,
     THREADS_VARIABLE,

@@ -9,7 +9,7 @@ import requests
 
 from export.archive import REPO, write_archive
 from oracles import oracle_packages
-from tools.server import TorchServe, loopback_overrides
+from runtime.torchserve import TorchServe, loopback_overrides
 
 ORACLES = [
     "pose_oracle",

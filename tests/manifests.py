@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from export.archive import REPO
-from tools.server import parse_properties
+from runtime.torchserve import parse_properties
 
 K8S = REPO / "k8s"
 OVERLAYS = ("cpu", "gpu")

@@ -17,7 +17,7 @@ from test_images import pixel_bomb_png
 
 from humanserve_client import GrpcClient, RestClient
 from oracles import paint_people
-from tools.server import TorchServe
+from runtime.torchserve import TorchServe
 
 
 def encode(image: np.ndarray, image_format: str) -> bytes:

@@ -16,10 +16,10 @@ from skimage import data
 
 from export.archive import REPO
 from oracles import FACE_LANDMARK_FRACTIONS, FACE_QUADRANT_LEVELS, face_quadrant_greys, paint_faces
+from runtime.torchserve import TorchServe
 from segmentation import gaussian_blur
 from serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, clients, encode, post, send_together
 from smart_filter import EXPRESSION_BACKGROUNDS, PALETTE
-from tools.server import TorchServe
 
 ORACLE = "face_oracle"
 PAINTED = [  # (width, height, faces [x1, y1, x2, y2] with even sides, request form)

@@ -1,4 +1,4 @@
-"""The frontend agent's fix of TorchServe 0.12's answer decoding (tools/agent/ResponseDecoderFix.java), through a real
+"""The frontend agent's fix of TorchServe 0.12's answer decoding (runtime/frontend_agent/ResponseDecoderFix.java), through a real
 TorchServe.
 
 The frontend reads a batch's answers from the worker's socket in chunks of at most 64 KB and decodes
@@ -12,8 +12,8 @@ from conftest import server_overrides
 from export.archive import Serving, write_archive
 from loadtest.bench_answers import MODEL, sized_answers_package
 from loadtest.sized_answers_handler import sized_answer
+from runtime.torchserve import AGENT_JAR, TorchServe
 from serving import send_together
-from tools.server import AGENT_JAR, TorchServe
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from humanserve_client import HandlerError, RestClient, ServerError
 from humanserve_client.client import encode_option, error_in_body, grpc_error
 from loadtest.photos import Photo, jpeg
 from loadtest.scenarios import scenario_for
+from runtime.torchserve import TorchServe
 from serving import clients, encode, run_cli
-from tools.server import TorchServe
 
 # The session's server holds one real model per handler; the rest of the zoo shares those
 # handlers with other weights and depths, and gets a server of its own here.

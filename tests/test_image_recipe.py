@@ -11,8 +11,8 @@ from dockerfile_parse import DockerfileParser
 
 from export.archive import REPO
 from manifests import K8S, render, render_overlay
-from tools import pod
-from tools.server import PRODUCTION_CONFIG, named_files, read_properties
+from runtime import pod
+from runtime.torchserve import PRODUCTION_CONFIG, named_files, read_properties
 
 DOCKERFILE = K8S / "image" / "Dockerfile"
 TARGETS = ("cpu", "gpu")
@@ -88,11 +88,11 @@ def test_runs_as_a_numeric_non_root_user_in_every_target(instructions):
 
 def test_entrypoint_ports_and_paths_match_the_pod(instructions):
     (entrypoint,) = values(instructions, "ENTRYPOINT")
-    assert json.loads(entrypoint)[-3:] == ["python", "-m", "tools.pod"]
+    assert json.loads(entrypoint)[-3:] == ["python", "-m", "runtime.pod"]
     (command,) = values(instructions, "CMD")
     assert json.loads(command) == ["serve"]
     (workdir,) = values(instructions, "WORKDIR")
-    assert workdir == str(pod.POD_ROOT)  # `python -m tools` resolves from here
+    assert workdir == str(pod.POD_ROOT)  # `python -m runtime.pod` resolves from here
     production = read_properties(PRODUCTION_CONFIG)
     metrics = urlsplit(read_properties(K8S / "base" / "pod.properties")["metrics_address"]).port
     expected = {urlsplit(production["inference_address"]).port, int(production["grpc_inference_port"]), metrics}
@@ -119,7 +119,7 @@ def test_every_copied_source_exists_and_is_in_the_build_context(instructions):
 
 
 def test_the_frontend_agent_is_built_and_copied_where_the_server_loads_it(instructions):
-    from tools.server import AGENT_JAR, REPO
+    from runtime.torchserve import AGENT_JAR, REPO
 
     (copy,) = [c for c in values(instructions, "COPY") if c.startswith("--from=agent ")]
     assert copy.split()[-1] == str(AGENT_JAR.relative_to(REPO))  # relative to WORKDIR, the repository's place

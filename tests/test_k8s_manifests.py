@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from manifests import K8S, OVERLAYS, render, render_overlay, render_with_component
-from tools import pod
-from tools.server import PRODUCTION_CONFIG, named_files, read_properties
+from runtime import pod
+from runtime.torchserve import PRODUCTION_CONFIG, named_files, read_properties
 
 # The oldest Kubernetes minor we support (still in the big clouds' standard support) and the newest
 # kubectl here knows; every rendered object must be valid for both.
@@ -82,8 +82,8 @@ def test_every_container_has_probes_and_resources(rendered):
 def test_probes_ask_ping(rendered):
     torchserve, proxy = rendered.container("torchserve"), rendered.container("auth-proxy")
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
-        # tools.pod ping: /ping with the inference key TorchServe generated (see test_pod.py).
-        assert torchserve[kind]["exec"]["command"] == ["python", "-m", "tools.pod", "ping"]
+        # runtime.pod ping: /ping with the inference key TorchServe generated (see test_pod.py).
+        assert torchserve[kind]["exec"]["command"] == ["python", "-m", "runtime.pod", "ping"]
     assert proxy["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
 
 
@@ -154,7 +154,7 @@ def test_config_map_carries_the_production_config_and_the_pod_layer(rendered):
     assert rendered.config_file("config.properties") == PRODUCTION_CONFIG.read_text()
     mounts = {m["name"]: m["mountPath"] for m in rendered.container("torchserve")["volumeMounts"]}
     assert mounts["config"] == str(pod.CONFIG_DIR)
-    # tools.pod's defaults are the files of this ConfigMap, and the files beside config.properties
+    # runtime.pod's defaults are the files of this ConfigMap, and the files beside config.properties
     # that it names (metrics declaration, log configuration): the same files make serve and the tests use.
     named = named_files(read_properties(PRODUCTION_CONFIG))
     files = {p.name for p in pod.CONFIG_LAYERS} | {pod.CADDYFILE.name} | {path.name for path in named}
@@ -171,7 +171,7 @@ def test_ports_and_paths_agree_with_config_properties(rendered):
     in_pod = {**production, **rendered.properties("pod.properties")}
     service = {p["name"]: p for p in rendered.one("Service")["spec"]["ports"]}
 
-    # The auth proxy takes the production inference addresses (tools.pod proxy), the Service the same ports.
+    # The auth proxy takes the production inference addresses (runtime.pod proxy), the Service the same ports.
     assert container_port(rendered, "http") == service["http"]["port"] == port_of(production["inference_address"])
     assert container_port(rendered, "grpc") == service["grpc"]["port"] == int(production["grpc_inference_port"])
     proxy_ports = {p["name"] for p in rendered.container("auth-proxy")["ports"]}

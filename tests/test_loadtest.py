@@ -15,8 +15,8 @@ from loadtest.photos import SIZES, photo_pool
 from loadtest.run import run_locust
 from loadtest.scenarios import scenario_for
 from loadtest.soak import memory_trend, robust_rss_slope, rss_slope, soak_overrides
+from runtime.torchserve import REPO
 from serving import encode
-from tools.server import REPO
 
 
 @pytest.fixture(scope="module")

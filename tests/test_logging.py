@@ -6,8 +6,8 @@ import re
 
 from conftest import server_overrides
 
+from runtime.torchserve import PRODUCTION_CONFIG, WORKER_ENVIRONMENT, TorchServe, named_files, read_properties
 from serving import SMALL_JPEG
-from tools.server import PRODUCTION_CONFIG, WORKER_ENVIRONMENT, TorchServe, named_files, read_properties
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d,\d{3} \[(INFO |WARN |ERROR|DEBUG)\] \S+ \S+ - ")
 PER_BATCH = ("Backend response time", "result=[METRICS]", "Backend received inference at")
@@ -43,7 +43,7 @@ def test_requests_add_no_log_lines_at_info_and_each_line_is_written_once(server,
     ]  # the others continue a line (start-up banner, stack traces)
     assert starts and all(TEXT_LINE.match(line) for line in starts), "ts_log.log lines are not in the configured format"
     assert not any(marker in line for line in frontend for marker in PER_BATCH)
-    # DEBUG only for the workers' state changes, which tools/server.py reads to fail fast.
+    # DEBUG only for the workers' state changes, which runtime/torchserve.py reads to fail fast.
     assert all(" State change " in line for line in starts if "[DEBUG]" in line)
     assert any("State change WORKER_STARTED -> WORKER_MODEL_LOADED" in line for line in starts)
     # TorchServe's own configuration wrote each frontend line twice, and again to the console.

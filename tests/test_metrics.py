@@ -16,8 +16,8 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from export.archive import REPO
 from humanserve_core.metrics import ITEMS_METRIC, REJECTED_METRIC, SLOTS_METRIC, STAGE_METRIC, report_batch
 from humanserve_core.stages import STAGES
+from runtime.torchserve import PRODUCTION_CONFIG, read_properties
 from serving import SMALL_JPEG, post
-from tools.server import PRODUCTION_CONFIG, read_properties
 
 ORACLE = "pose_oracle"
 ORACLE_BATCH_SIZE = 8  # oracles.oracle_packages

@@ -31,8 +31,8 @@ from export.archive import REPO
 from humanserve_client.client import GrpcClient, RestClient, ServerError
 from humanserve_core.metrics import ITEMS_METRIC, STAGE_METRIC
 from manifests import render_overlay
-from tools import pod
-from tools.server import AGENT_JAR, free_ports, loopback_overrides, named_files
+from runtime import pod
+from runtime.torchserve import AGENT_JAR, free_ports, loopback_overrides, named_files
 
 ORACLE = "pose_oracle"
 TRACKER = "tracker_oracle"  # REST sequences and gRPC streams through the proxy
@@ -44,7 +44,7 @@ def properties_text(properties: dict[str, str]) -> str:
 
 def run_pod_command(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tools.pod", *args],
+        [sys.executable, "-m", "runtime.pod", *args],
         cwd=REPO,
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -121,7 +121,7 @@ class Pod:
         ]
         log = open(self.root / "serve.log", "wb")
         return subprocess.Popen(
-            [sys.executable, "-m", "tools.pod", *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "runtime.pod", *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT
         )
 
     def proxy(self, api_key: str) -> subprocess.Popen:
@@ -142,7 +142,7 @@ class Pod:
         }
         log = open(self.root / "proxy.log", "wb")
         return subprocess.Popen(
-            [sys.executable, "-m", "tools.pod", *command], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "runtime.pod", *command], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
         )
 
     def log(self, name: str) -> str:
@@ -432,7 +432,7 @@ def test_a_rollouts_stop_under_load_loses_no_request(source, tmp_path):
     time.sleep(2)
     # Both preStops start together: TorchServe's drain waits while the proxy still listens.
     drain = subprocess.Popen(
-        [sys.executable, "-m", "tools.pod", "drain", "--config", *the_pod.layers, "--timeout", "50"],
+        [sys.executable, "-m", "runtime.pod", "drain", "--config", *the_pod.layers, "--timeout", "50"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,

@@ -14,8 +14,8 @@ from skimage import data
 
 from humanserve_client import AuthenticationError, ServerError
 from manifests import K8S
+from runtime.torchserve import PRODUCTION_CONFIG, TorchServe, loopback_overrides, read_properties
 from serving import clients, encode, run_cli
-from tools.server import PRODUCTION_CONFIG, TorchServe, loopback_overrides, read_properties
 
 ORACLE = "pose_oracle"
 

@@ -1,6 +1,6 @@
 """REST sequences that any client can drive, and sequences left open that cost nothing, through a real TorchServe.
 
-The frontend agent (tools/agent) takes a request's sequence from ``X-Sequence-Id`` or from
+The frontend agent (runtime/frontend_agent) takes a request's sequence from ``X-Sequence-Id`` or from
 ``ts_request_sequence_id`` in any case (SequenceHeaderFix: TorchServe 0.12 alone read only the
 exact name, and urllib capitalises it), waits for each sequence's frames on a thread of its own,
 lets a new sequence take the place of one idle long enough when the model is full, and refuses
@@ -32,8 +32,8 @@ from humanserve_client.client import SEQUENCE_HEADER
 from humanserve_client.protocol import inference_pb2
 from loadtest.run import run_locust
 from oracles import oracle_packages
+from runtime.torchserve import AGENT_JAR, TorchServe
 from serving import clients
-from tools.server import AGENT_JAR, TorchServe
 from videos import SCENES, paint_video
 
 MODEL = "tracker_oracle"
@@ -318,7 +318,7 @@ def test_a_locust_run_leaves_no_sequence_open(limited, tmp_path, protocol):
 
 
 def test_the_first_request_of_make_start_leaves_no_sequence_open(limited, capsys):
-    from tools.server import show_first_request
+    from runtime.torchserve import show_first_request
 
     until_none_open(limited, IDLE_CLOSE_MS / 1000 + 5)
     show_first_request(limited)

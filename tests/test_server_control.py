@@ -11,7 +11,14 @@ import torch
 import yaml
 from conftest import server_overrides
 
-from tools.server import THREADS_VARIABLE, WORKER_ENVIRONMENT, TorchServe, available_cores, cpu_workers, thread_share
+from runtime.torchserve import (
+    THREADS_VARIABLE,
+    WORKER_ENVIRONMENT,
+    TorchServe,
+    available_cores,
+    cpu_workers,
+    thread_share,
+)
 
 
 @pytest.mark.parametrize(
@@ -49,7 +56,7 @@ def test_a_model_that_cannot_load_fails_start_with_the_log_tail(model_store, tmp
 def test_first_requests_summarise_json_answers_and_save_pictures(server, capsys):
     from dataclasses import replace
 
-    from tools.server import show_first_request
+    from runtime.torchserve import show_first_request
 
     # A sequence model too: TorchServe makes up its sequence, and its weights come from the archive, not the
     # describe API.
@@ -109,7 +116,7 @@ def test_workers_keep_torch_threads_by_default_and_take_their_share_of_the_cores
 
 
 def test_tcmalloc_is_preloaded_only_where_the_system_has_it(tmp_path, monkeypatch):
-    import tools.server as server_module
+    import runtime.torchserve as server_module
 
     monkeypatch.setattr(server_module, "LIBRARY_FOLDERS", (str(tmp_path / "lib"),))
     assert server_module.tcmalloc_preload() == {}
@@ -119,7 +126,7 @@ def test_tcmalloc_is_preloaded_only_where_the_system_has_it(tmp_path, monkeypatc
 
 
 def test_benchmark_rows_name_the_workers_allocator():
-    from tools.server import ALLOCATOR_ENVIRONMENT, allocator_in
+    from runtime.torchserve import ALLOCATOR_ENVIRONMENT, allocator_in
 
     assert (
         allocator_in({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", **ALLOCATOR_ENVIRONMENT})

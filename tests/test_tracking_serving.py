@@ -124,7 +124,7 @@ def plain_grpc_stream(client, requests: list) -> list:
 def test_a_grpc_client_closing_its_side_first_gets_every_answer_and_the_worker_stays(server, both):
     """TorchServe 0.12 alone ended the answer stream at the client's half-close, and failing to send the next answer
     killed the worker."""
-    from tools.server import AGENT_JAR
+    from runtime.torchserve import AGENT_JAR
 
     if not AGENT_JAR.exists():
         pytest.skip(f"{AGENT_JAR} was not built: make setup needs a JDK (javac, jar) for it")
@@ -299,10 +299,10 @@ def test_the_cli_reports_a_file_that_is_no_video(server, tmp_path):
 def test_a_dead_tracker_worker_is_restarted_and_its_sequences_are_told_their_state_was_lost(
     tmp_path_factory, model_store
 ):
-    """TorchServe 0.12 alone never restarts a sequence model's worker; with the frontend agent (tools/agent) it does."""
+    """TorchServe 0.12 alone never restarts a sequence model's worker; with the frontend agent (runtime/frontend_agent) it does."""
     from conftest import server_overrides
 
-    from tools.server import AGENT_JAR, TorchServe
+    from runtime.torchserve import AGENT_JAR, TorchServe
 
     if not AGENT_JAR.exists():
         pytest.skip(f"{AGENT_JAR} was not built: make setup needs a JDK (javac, jar) for it")
@@ -334,7 +334,7 @@ def test_without_the_agent_a_dead_tracker_worker_turns_ping_unhealthy(
     it."""
     from conftest import server_overrides
 
-    from tools import server
+    from runtime import server
 
     monkeypatch.setattr(server, "AGENT_JAR", server.AGENT_JAR.with_name("absent-agent.jar"))
     instance = server.TorchServe(

@@ -97,7 +97,7 @@ class VisionHandler(BaseHandler):
         self.compiled = self.config.get("compiled", {})  # per model file: format, torch, device, ...
         self.batch_limit = int(properties.get("batch_size", 1))
         self.model_dir = properties["model_dir"]
-        # The archive's threads, else the server's setting (tools/server.py resolves
+        # The archive's threads, else the server's setting (runtime/torchserve.py resolves
         # HUMANSERVE_TORCH_THREADS=share), else torch's.
         setting = os.environ.get("HUMANSERVE_TORCH_THREADS", "")
         threads = self.config.get("torch_threads", 0) or (int(setting) if setting.isdigit() else 0)

@@ -1,12 +1,12 @@
 """The processes of a humanserve pod (k8s/): model fetching, TorchServe, the auth proxy, the probe.
 
-    python -m tools.pod fetch-models   # init container: copy the .mar files from MODEL_SOURCE
-    python -m tools.pod export-models  # Job on a GPU node (k8s/jobs/export-gpu): compile the archives there, copy
+    python -m runtime.pod fetch-models   # init container: copy the .mar files from MODEL_SOURCE
+    python -m runtime.pod export-models  # Job on a GPU node (k8s/jobs/export-gpu): compile the archives there, copy
     them to MODEL_SOURCE
-    python -m tools.pod serve          # container `torchserve` (the image's default command)
-    python -m tools.pod proxy          # container `auth-proxy`: Caddy checks the key from the Secret
-    python -m tools.pod ping           # exec probe of `torchserve`: /ping with the current inference key
-    python -m tools.pod drain          # preStop of `torchserve`: wait until the auth proxy has let its last request go
+    python -m runtime.pod serve          # container `torchserve` (the image's default command)
+    python -m runtime.pod proxy          # container `auth-proxy`: Caddy checks the key from the Secret
+    python -m runtime.pod ping           # exec probe of `torchserve`: /ping with the current inference key
+    python -m runtime.pod drain          # preStop of `torchserve`: wait until the auth proxy has let its last request go
 
 Why a proxy: TorchServe 0.12 makes new random keys at every start (key_file.json in its
 working directory) and takes none from outside, yet every replica behind a Service must
@@ -22,7 +22,7 @@ torchserve container's preStop (`drain`) returns only once the proxy's public po
 closed and its connections to TorchServe are gone (the containers share the pod's network,
 so its sockets are visible), and only then does `serve` get its SIGTERM.
 
-Only the standard library and tools.server are imported at start: `ping` runs every few seconds.
+Only the standard library and runtime.torchserve are imported at start: `ping` runs every few seconds.
 """
 
 import argparse
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tools.server import TorchServe, read_properties
+from runtime.torchserve import TorchServe, read_properties
 
 # Paths inside the image (k8s/image/Dockerfile) and the pod (k8s/base/deployment.yaml).
 POD_ROOT = Path("/srv/humanserve")
@@ -236,7 +236,7 @@ def drain(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.pod", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m runtime.pod", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
 

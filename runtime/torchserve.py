@@ -5,7 +5,7 @@ the load tests. Each instance keeps its state in its own run directory: logs, th
 token file TorchServe writes (key_file.json), and TMPDIR, which is where TorchServe
 keeps its pid file, so several instances never see each other.
 
-    python -m tools.server serve|start|stop [--models NAME ...]
+    python -m runtime.torchserve serve|start|stop [--models NAME ...]
 """
 
 import argparse
@@ -38,7 +38,7 @@ PID_FILE = "server.pid"
 FILE_PROPERTIES = {"metrics_config"}
 LOG_CONFIG_OPTION = "-Dlog4j.configurationFile"
 # The environment of TorchServe and its workers; make serve, the tests, the benchmarks and
-# the Kubernetes pod (tools/pod.py) all start TorchServe here. Measured with make bench-stack
+# the Kubernetes pod (runtime/pod.py) all start TorchServe here. Measured with make bench-stack
 # (docs/benchmarks.md):
 # - glibc returns every large free block to the kernel, so each request's decode paid page
 #   faults for fresh memory again (a 1080p JPEG decode: 12 ms instead of 6.4 here). Both
@@ -76,7 +76,7 @@ WORKER_ENVIRONMENT = {**ALLOCATOR_ENVIRONMENT, **tcmalloc_preload(), "OMP_WAIT_P
 # under 2 % (5.48 against 5.39 answers/s: with OMP_WAIT_POLICY=PASSIVE idle threads cost little), and
 # halved each model's throughput when it ran alone; so it is there for nodes where it measures better.
 THREADS_VARIABLE = "HUMANSERVE_TORCH_THREADS"
-# The Java agent built by make setup (and the image) from tools/agent: without it TorchServe 0.12
+# The Java agent built by make setup (and the image) from runtime/frontend_agent: without it TorchServe 0.12
 # never restarts a dead worker of a sequence model (pose_tracker), which then answers nothing; a gRPC
 # client that closes its side of StreamPredictions2 before its last answer kills the worker; its
 # frontend decodes a worker's answer once per 64 KB read (4 MB answers: 151 core-ms instead of 9);
@@ -499,10 +499,10 @@ def show_first_request(server: TorchServe) -> None:
 
 
 def main() -> None:
-    from export.recipes import DEFAULT_MODELS  # imports torch: only the command line needs it, not tools.pod's probe
+    from export.recipes import DEFAULT_MODELS  # imports torch: only the command line needs it, not runtime.pod's probe
 
     parser = argparse.ArgumentParser(
-        prog="python -m tools.server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m runtime.torchserve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("action", choices=("serve", "start", "stop"))
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help=f"default: {' '.join(DEFAULT_MODELS)}")
