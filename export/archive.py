@@ -22,7 +22,8 @@ logger = logging.getLogger("export")
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLERS = REPO / "handlers"
-CORE_PACKAGE = "humanserve_core"
+# The module TorchServe loads: one line that hands each batch to the handler class model-config.yaml names.
+ENTRY = HANDLERS / "entry.py"
 
 
 @dataclass(frozen=True)
@@ -114,12 +115,11 @@ class Build:
 
 @dataclass(frozen=True)
 class Package:
-    """Everything one archive holds besides the shared handler core."""
+    """Everything one archive holds besides the serving tree (handlers/), which every archive carries whole."""
 
     name: str
     parts: tuple[Part, ...]  # the first is the archive's serialized file, model.pt2 or .pt; others NAME.pt2 or .pt
-    handler: str
-    handler_modules: tuple[str, ...]  # model files the handler imports, besides the core
+    handler: str  # the module of the handler class, e.g. handlers.pose.handler (a test fixture may live elsewhere)
     handler_config: dict[str, Any]
     serving: Serving
     version: str = "1.0"
@@ -300,16 +300,32 @@ def compile_part(part: Part, build: Build, batch_size: int, path: Path) -> dict[
     }
 
 
+def copy_serving_tree(handler: str, target: Path) -> None:
+    """``handlers/`` whole into ``target``, and the handler's own module with its packages when it lies outside it."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(HANDLERS, target / HANDLERS.name, ignore=ignore)
+    parts = handler.split(".")
+    if parts[0] == HANDLERS.name:
+        return
+    module = REPO.joinpath(*parts).with_suffix(".py")
+    if not module.is_file():
+        raise FileNotFoundError(f"handler module {handler} is not a file of this repository ({module})")
+    for depth in range(1, len(parts)):
+        package = REPO.joinpath(*parts[:depth])
+        (target / package.relative_to(REPO)).mkdir(parents=True, exist_ok=True)
+        if (package / "__init__.py").is_file():
+            shutil.copy(package / "__init__.py", target / package.relative_to(REPO) / "__init__.py")
+    shutil.copy(module, target / module.relative_to(REPO))
+
+
 def write_archive(package: Package, store: Path, build: Build = Build()) -> Path:
-    """Export ``package`` into ``store/NAME.mar`` carrying its handler, the handler core and model-config.yaml."""
+    """Export ``package`` into ``store/NAME.mar`` carrying the serving tree, its handler and model-config.yaml."""
     store.mkdir(parents=True, exist_ok=True)
     weights = {part.name: part.weights for part in package.parts}
     with tempfile.TemporaryDirectory(prefix=f"export-{package.name}-") as stage_dir:
         stage = Path(stage_dir)
         extra = stage / "extra"
-        shutil.copytree(HANDLERS / CORE_PACKAGE, extra / CORE_PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
-        for name in package.handler_modules:
-            shutil.copy(HANDLERS / name, extra / name)
+        copy_serving_tree(package.handler, extra)
         # Keyed by file: the first part is the archive's serialized file (model.pt2 or model.pt),
         # the others ride in extra/ under their own names.
         compiled = {
@@ -317,6 +333,7 @@ def write_archive(package: Package, store: Path, build: Build = Build()) -> Path
             for index, (name, part) in enumerate(zip(["model", *(p.name for p in package.parts[1:])], package.parts))
         }
         handler = {
+            "module": package.handler,
             **package.handler_config,
             "torch_threads": package.serving.threads,
             "weights": weights,
@@ -333,7 +350,7 @@ def write_archive(package: Package, store: Path, build: Build = Build()) -> Path
             "--serialized-file",
             str(stage / compiled["model"]["file"]),
             "--handler",
-            str(HANDLERS / package.handler),
+            str(ENTRY),
             "--extra-files",
             str(extra),
             "--config-file",

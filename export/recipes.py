@@ -143,8 +143,7 @@ class Recipe:
 
     name: str
     parts: tuple[PartRecipe, ...]
-    handler: str
-    handler_modules: tuple[str, ...]
+    handler: str  # the module of its handler class (handlers.FAMILY.handler)
     handler_config: dict[str, Any]
     serving: Serving
     served_by_default: bool = False
@@ -155,7 +154,6 @@ class Recipe:
             name=self.name,
             parts=parts,
             handler=self.handler,
-            handler_modules=self.handler_modules,
             handler_config=self.handler_config,
             serving=serving or self.serving,
         )
@@ -232,8 +230,7 @@ def _segmenter_recipe(name: str, builder: Callable[..., nn.Module], weights: str
     return Recipe(
         name=name,
         parts=(_segmenter_part(builder, weights),),
-        handler="segmenter_handler.py",
-        handler_modules=("segmentation.py",),
+        handler="handlers.segmentation.handler",
         handler_config={**SEGMENTER_CONFIG, "limits": IMAGE_LIMITS},
         serving=IMAGE_SERVING,
         served_by_default=served_by_default,
@@ -257,8 +254,7 @@ def _style_recipes() -> list[Recipe]:
                     pt2=STYLE_PT2,
                 ),
             ),
-            handler="style_handler.py",
-            handler_modules=("style.py",),
+            handler="handlers.style.handler",
             handler_config={"limits": IMAGE_LIMITS},
             serving=IMAGE_SERVING,
             served_by_default=settings.get("served_by_default", False),
@@ -312,8 +308,7 @@ def generator_recipe(name: str, settings: dict[str, Any]) -> Recipe:
                 pt2=pt2,
             ),
         ),
-        handler="generator_handler.py",
-        handler_modules=("style.py", "style_handler.py"),
+        handler="handlers.generators.handler",
         handler_config={"generator": {"architecture": architecture, "size": side}, "limits": IMAGE_LIMITS},
         serving=IMAGE_SERVING,
         served_by_default=settings.get("served_by_default", False),
@@ -331,8 +326,7 @@ def _pose_recipe(depth: int) -> Recipe:
     return Recipe(
         name=f"pose_resnet{depth}",
         parts=(_pose_part(depth),),
-        handler="pose_handler.py",
-        handler_modules=("pose.py",),
+        handler="handlers.pose.handler",
         handler_config=POSE_HANDLER_CONFIG,
         serving=POSE_SERVING,
         served_by_default=depth == 50,
@@ -343,8 +337,7 @@ def _detector_recipe(name: str, part: PartRecipe, served_by_default: bool) -> Re
     return Recipe(
         name=name,
         parts=(part,),
-        handler="detector_handler.py",
-        handler_modules=("detection.py",),
+        handler="handlers.detection.handler",
         handler_config={**DETECTOR_CONFIG, "limits": IMAGE_LIMITS},
         serving=DETECTION_SERVING,
         served_by_default=served_by_default,
@@ -360,7 +353,7 @@ def _detector_recipe(name: str, part: PartRecipe, served_by_default: bool) -> Re
 # a pathological picture could give every window of a level, and NMS's cost grows with the square).
 # P-Net's levels go to it padded to multiples of 16 px (at least 16): its ceil-mode
 # pooling makes odd sides a separate program for torch.export, a 12 px level a 1x1 output it
-# specialises, and each distinct shape costs oneDNN a cached primitive (handlers/faces.py).
+# specialises, and each distinct shape costs oneDNN a cached primitive (handlers/faces/steps.py).
 FACES_CONFIG: dict[str, Any] = {
     "pyramid": {"factor": 0.709, "max_side": 4096, "min_padded_side": 16, "padded_multiple": 16},
     "thresholds": {"proposal": 0.6, "refine": 0.7},
@@ -444,8 +437,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="keypoint_rcnn",
             parts=(KEYPOINT_RCNN,),
-            handler="keypoint_rcnn_handler.py",
-            handler_modules=("detection.py", "keypoint_rcnn.py"),
+            handler="handlers.keypoint_rcnn.handler",
             handler_config={**KEYPOINT_RCNN_CONFIG, "limits": IMAGE_LIMITS},
             serving=DETECTION_SERVING,
             served_by_default=True,
@@ -453,8 +445,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="pose_pipeline",
             parts=PIPELINE_PARTS,
-            handler="pipeline_handler.py",
-            handler_modules=("detection.py", "pose.py"),
+            handler="handlers.pose_pipeline.handler",
             handler_config=PIPELINE_CONFIG,
             serving=DETECTION_SERVING,
             served_by_default=True,
@@ -462,8 +453,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="pose_tracker",
             parts=PIPELINE_PARTS,
-            handler="tracking_handler.py",
-            handler_modules=("detection.py", "pose.py", "pipeline_handler.py", "tracking.py"),
+            handler="handlers.pose_tracker.handler",
             handler_config={**PIPELINE_CONFIG, "tracking": TRACKING_CONFIG},
             serving=TRACKER_SERVING,
             served_by_default=False,
@@ -478,8 +468,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="faces",
             parts=FACE_PARTS,
-            handler="faces_handler.py",
-            handler_modules=("faces.py",),
+            handler="handlers.faces.handler",
             handler_config={**FACES_CONFIG, "limits": IMAGE_LIMITS},
             serving=IMAGE_SERVING,
             served_by_default=True,
@@ -488,8 +477,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="smart_filter",
             parts=(_segmenter_part(*LIGHT_SEGMENTER), *FACE_PARTS),
-            handler="smart_filter_handler.py",
-            handler_modules=("segmentation.py", "faces.py", "smart_filter.py"),
+            handler="handlers.smart_filter.handler",
             handler_config={"segmenter": SEGMENTER_CONFIG, "faces": FACES_CONFIG, "limits": IMAGE_LIMITS},
             serving=IMAGE_SERVING,
             served_by_default=False,

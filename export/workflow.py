@@ -8,6 +8,7 @@ The models are the store's own archives; register the workflow on a running serv
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,8 @@ import yaml
 from .archive import HANDLERS, REPO, Serving
 from .recipes import DETECTION_SERVING
 
-WORKFLOW_HANDLER = "pose_pipeline_workflow.py"
+# The workflow's function nodes; staged under a name of its own, as TorchServe imports it by file name.
+WORKFLOW_HANDLER = HANDLERS / "pose_pipeline" / "workflow.py"
 
 
 def workflow_spec(detector: str, pose: str, serving: Serving) -> dict:
@@ -49,6 +51,7 @@ def write_workflow(
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"export-{name}-") as stage_dir:
         stage = Path(stage_dir)
+        shutil.copy(WORKFLOW_HANDLER, stage / "pose_pipeline_workflow.py")
         (stage / "workflow.yaml").write_text(yaml.safe_dump(workflow_spec(detector, pose, serving), sort_keys=False))
         command = [
             str(Path(sys.executable).parent / "torch-workflow-archiver"),
@@ -57,7 +60,7 @@ def write_workflow(
             "--spec-file",
             str(stage / "workflow.yaml"),
             "--handler",
-            str(HANDLERS / WORKFLOW_HANDLER),
+            str(stage / "pose_pipeline_workflow.py"),
             "--export-path",
             str(store),
             "--force",

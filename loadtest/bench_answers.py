@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from export.archive import HANDLERS, Package, Part, Serving, write_archive
+from export.archive import Package, Part, Serving, write_archive
 from export.recipes import POSE_SERVING
 from loadtest.bench_stack import RESULTS, Photo, Row, measure_served
 from loadtest.machine import describe_machine
@@ -28,16 +28,12 @@ from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn
 from runtime.torchserve import TorchServe, loopback_overrides
 
 MODEL = "sized_answers"
-HANDLER = (
-    Path("..") / "loadtest" / "sized_answers_handler.py"
-)  # relative to handlers/, where archives take handlers from
 
 
 def sized_answers_package(serving: Serving) -> Package:
     """The archive of the sized-answers handler (its model file is a tiny stand-in it never calls)."""
-    assert (HANDLERS / HANDLER).exists()
     part = Part("model", StyleStandIn(), lambda n: (torch.rand(n, 3, 8, 8),), STANDIN_WEIGHTS, "script")
-    return Package(MODEL, (part,), str(HANDLER), (), {}, serving)
+    return Package(MODEL, (part,), "loadtest.sized_answers_handler", {}, serving)
 
 
 def measure(server: TorchServe, size: int, clients: int, warm_up_s: float, window_s: float) -> dict[str, float]:

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "handlers"))
 
-from humanserve_core.heatmaps import decode_heatmaps  # noqa: E402
+from handlers.vision.heatmaps import decode_heatmaps  # noqa: E402
 from loadtest.machine import describe_machine, median_seconds  # noqa: E402
 
 JOINTS, HEIGHT, WIDTH, STRIDE, SIGMA = 17, 64, 48, 4, 2.0

@@ -30,8 +30,6 @@ them to docs/benchmarks.md.
 
 import argparse
 import contextlib
-import importlib
-import inspect
 import math
 import os
 import shlex
@@ -70,10 +68,9 @@ def load_handler(archive_dir: Path, config: dict):
     from ts.context import Context, RequestProcessor
     from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
+    from handlers.core.entry import handler_class
+
     manifest = yaml.safe_load((archive_dir / "MAR-INF" / "MANIFEST.json").read_text())
-    sys.path.insert(0, str(archive_dir))  # the archive's own copy of the handler code
-    module = importlib.import_module(Path(manifest["model"]["handler"]).stem)
-    handler_class = next(c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__)
     metrics = MetricsCacheYamlImpl(
         str(Path(ts.__file__).parent / "configs" / "metrics.yaml")
     )  # the worker's; lines go to logging
@@ -89,7 +86,8 @@ def load_handler(archive_dir: Path, config: dict):
         metrics=metrics,
         model_yaml_config=config,
     )
-    handler = handler_class()
+    # The class the archive's entry point makes (this repository's copy of the tree it carries).
+    handler = handler_class(config["handler"]["module"])()
     handler.initialize(context)
     handler.context = context  # what BaseHandler.handle sets before preprocess
     return handler, context, RequestProcessor

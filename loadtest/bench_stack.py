@@ -41,8 +41,9 @@ import yaml
 from PIL import Image
 from skimage import data
 
-from export.archive import HANDLERS, Package, Part, Serving, write_archive
+from export.archive import Package, Part, Serving, write_archive
 from export.recipes import POSE_SERVING
+from handlers.core.stages import CLOCK, STAGES
 from loadtest.bench_served import load_handler
 from loadtest.machine import describe_machine
 from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn, standin_packages
@@ -234,29 +235,24 @@ def measure_in_process(archive: Path, row: Row, photo: Photo, batches: int = 30)
         zipfile.ZipFile(archive).extractall(work)
         config = yaml.safe_load((Path(work) / "model-config.yaml").read_text())
         handler, context, request_processor = load_handler(Path(work), config)
-        from humanserve_core.stages import CLOCK, STAGES  # the archive's copy, which load_handler put on sys.path
 
         size = config["batchSize"]
         headers = {"body": {"content-type": photo.content_type}, **{f"X-Option-{k}": v for k, v in row.options.items()}}
         totals = dict.fromkeys(STAGES, 0.0)
-        for repeat in range(
-            batches + 3
-        ):  # the first calls warm caches and the allocator up; handle() restarts the clock
+        # The first calls warm caches and the allocator up; handle() restarts the clock.
+        for repeat in range(batches + 3):
             context.request_processor = [request_processor(headers) for _ in range(size)]
             handler.handle([{"body": bytearray(photo.data)} for _ in range(size)], context)
             if repeat >= 3:
                 for stage, milliseconds in CLOCK.take().items():
                     totals[stage] += milliseconds
-        sys.path.remove(work)
     return {stage: total / (batches * size) for stage, total in totals.items()}
 
 
 def alone_package(serving: Serving) -> Package:
     """A handler that answers ``{}`` without reading the body: what TorchServe costs by itself."""
     part = Part("model", StyleStandIn(), lambda n: (torch.rand(n, 3, 8, 8),), STANDIN_WEIGHTS, "script")
-    handler = Path("..") / "loadtest" / "empty_handler.py"  # relative to handlers/, where archives take handlers from
-    assert (HANDLERS / handler).exists()
-    return Package(ALONE, (part,), str(handler), (), {}, serving)
+    return Package(ALONE, (part,), "loadtest.empty_handler", {}, serving)
 
 
 def worker_environment(allocator: str, more: list[str]) -> dict[str, str]:

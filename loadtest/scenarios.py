@@ -112,7 +112,7 @@ def check_segmenter(photo: Photo, options: Options, answer: Answer) -> str | Non
 
 
 STYLE_MAX_SIDE = 640
-STYLE_DEFAULT_MAX_SIDE = 1024  # handlers/style.py
+STYLE_DEFAULT_MAX_SIDE = 1024  # handlers/style/steps.py
 
 
 def check_style(photo: Photo, options: Options, answer: Answer) -> str | None:
@@ -165,7 +165,14 @@ def check_faces(photo: Photo, options: Options, answer: Answer) -> str | None:
     return None
 
 
-FILTER_BACKGROUNDS = ("rainbow", "bokeh", "sunset", "ocean", "texture", "blur")  # handlers/smart_filter.py's palette
+FILTER_BACKGROUNDS = (
+    "rainbow",
+    "bokeh",
+    "sunset",
+    "ocean",
+    "texture",
+    "blur",
+)  # handlers/smart_filter/steps.py's palette
 
 
 def filter_options(photo: Photo, rng: random.Random) -> Options:

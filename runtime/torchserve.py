@@ -70,7 +70,7 @@ def allocator_in(environment: dict[str, str]) -> str:
 # - torch's OpenMP threads spin after each parallel region, and a handler runs many small
 #   ops: passive waiting cut the pose path from 5.3 to 3.5 core-ms per request.
 WORKER_ENVIRONMENT = {**ALLOCATOR_ENVIRONMENT, **tcmalloc_preload(), "OMP_WAIT_POLICY": "PASSIVE"}
-# Torch threads of each CPU worker whose archive leaves them unset (handlers/humanserve_core/base.py):
+# Torch threads of each CPU worker whose archive leaves them unset (handlers/core/base.py):
 # a number, or "share" for the workers' equal share of the cores. Unset: torch's one per core. Measured
 # with make soak on 2 cores, 4 models (docs/benchmarks.md): the share changed the mixed throughput by
 # under 2 % (5.48 against 5.39 answers/s: with OMP_WAIT_POLICY=PASSIVE idle threads cost little), and

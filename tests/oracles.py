@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from humanserve_core.keypoints import COCO_KEYPOINTS, mirror_index
+from handlers.vision.keypoints import COCO_KEYPOINTS, mirror_index
 
 NUM_JOINTS = len(COCO_KEYPOINTS)
 

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 
 from export.archive import REPO
+from handlers.vision.keypoints import COCO_SKELETON
 from humanserve_client.contact_sheet import JOINT, LABEL_HEIGHT, SKELETON
 from humanserve_client.pairing import PATCH_COLUMNS, pair_files
 from humanserve_client.patches import cut_patch, square_around
-from humanserve_core.keypoints import COCO_SKELETON
 
 SIZE, CELL = 128, 192
 

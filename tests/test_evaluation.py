@@ -13,6 +13,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from handlers.vision.keypoints import COCO_KEYPOINTS
 from humanserve_client.evaluation import (
     COCO_JOINTS,
     AnnotationError,
@@ -21,7 +22,6 @@ from humanserve_client.evaluation import (
     read_results,
     score,
 )
-from humanserve_core.keypoints import COCO_KEYPOINTS
 from oracles import paint_people
 from serving import encode, run_cli
 

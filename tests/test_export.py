@@ -134,11 +134,13 @@ def test_export_command_writes_a_self_contained_archive(tmp_path):
         names = set(archive.namelist())
         config = yaml.safe_load(archive.read("model-config.yaml"))
         manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
-    core = {f"humanserve_core/{p.name}" for p in (HANDLERS / "humanserve_core").glob("*.py")}
-    assert core <= names
-    assert {"model.pt2", "pose_handler.py", "pose.py", "model-config.yaml"} <= names
+    # The whole serving tree, whatever the family: the entry point names the handler through model-config.yaml.
+    tree = {str(p.relative_to(HANDLERS.parent)) for p in HANDLERS.rglob("*.py") if "__pycache__" not in p.parts}
+    assert tree <= names and "handlers/faces/steps.py" in tree
+    assert {"model.pt2", "entry.py", "model-config.yaml"} <= names
     assert not any("__pycache__" in name for name in names)
-    assert manifest["model"]["handler"] == "pose_handler.py" and manifest["model"]["serializedFile"] == "model.pt2"
+    assert manifest["model"]["handler"] == "entry.py" and manifest["model"]["serializedFile"] == "model.pt2"
+    assert config["handler"]["module"] == "handlers.pose.handler"
     assert (
         config["batchSize"] == 4 and config["maxBatchDelay"] == 7 and config["minWorkers"] == config["maxWorkers"] == 1
     )

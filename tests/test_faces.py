@@ -14,7 +14,7 @@ from export import weights as export_weights
 from export.architectures import ExpressionNet, ONet, PNet, RNet
 from export.recipes import FACES_CONFIG, RECIPES
 from export.weights import WheelWeights, load_wheel_weights
-from faces import (
+from handlers.faces.steps import (
     WINDOW,
     Candidates,
     CascadeSpec,

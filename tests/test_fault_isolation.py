@@ -23,8 +23,7 @@ def pose(tmp_path_factory):
     zipfile.ZipFile(write_archive(package, work / "store")).extractall(work / "archive")
     config = yaml.safe_load((work / "archive" / "model-config.yaml").read_text())
     handler, context, request_processor = load_handler(work / "archive", config)
-    yield handler, context, request_processor, sys.modules["pose_handler"]
-    sys.path.remove(str(work / "archive"))
+    return handler, context, request_processor, sys.modules["handlers.pose.handler"]
 
 
 def run_batch(pose, rows: list[dict]) -> list[tuple[int, dict]]:

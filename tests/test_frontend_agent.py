@@ -7,8 +7,8 @@ these batches mix answers of several megabytes, one byte, none and a per-item er
 """
 
 import pytest
-from conftest import server_overrides
 
+from conftest import server_overrides
 from export.archive import Serving, write_archive
 from loadtest.bench_answers import MODEL, sized_answers_package
 from loadtest.sized_answers_handler import sized_answer

@@ -27,19 +27,19 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
-from pose_handler import PoseHandler
 from test_images import corner_marks
 
-from detection import DETECTION_OPTIONS
-from humanserve_core.errors import RequestError
-from humanserve_core.images import ImageHeader, ImageLimits, dct_scale, decode_jpegs_on, decode_pixels, read_header
-from humanserve_core.inputs import Item, read_request
-from humanserve_core.options import Option, parse_options
-from humanserve_core.people import OUTPUT_OPTIONS, check_output_options
-from pose import MAX_BOXES, check_boxes_overlap
-from segmentation import BACKGROUND_WORDS, SEGMENTER_OPTIONS, check_segmenter_options
+from handlers.core.errors import RequestError
+from handlers.core.images import ImageHeader, ImageLimits, dct_scale, decode_jpegs_on, decode_pixels, read_header
+from handlers.core.inputs import Item, read_request
+from handlers.core.options import Option, parse_options
+from handlers.detection.steps import DETECTION_OPTIONS
+from handlers.pose.handler import PoseHandler
+from handlers.pose.steps import MAX_BOXES, check_boxes_overlap
+from handlers.segmentation.steps import BACKGROUND_WORDS, SEGMENTER_OPTIONS, check_segmenter_options
+from handlers.style.steps import STYLE_OPTIONS, TRAINED_SIZE_OPTIONS
+from handlers.vision.people import OUTPUT_OPTIONS, check_output_options
 from serving import SMALL_JPEG, post, send_together
-from style import STYLE_OPTIONS, TRAINED_SIZE_OPTIONS
 
 FUZZ = settings(
     max_examples=400, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]

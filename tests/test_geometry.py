@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from humanserve_core.geometry import crop_and_resize, crop_to_image, image_to_crop, roi_crops, warp_crops, widen_boxes
+from handlers.vision.geometry import crop_and_resize, crop_to_image, image_to_crop, roi_crops, warp_crops, widen_boxes
 
 CROP = (256, 192)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ORACLES, REAL_MODELS, export_random, server_overrides
 from skimage import data
 
+from conftest import ORACLES, REAL_MODELS, export_random, server_overrides
 from export.recipes import RECIPES
 from humanserve_client import HandlerError, RestClient, ServerError
 from humanserve_client.client import encode_option, error_in_body, grpc_error

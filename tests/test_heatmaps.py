@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from humanserve_core.heatmaps import decode_heatmaps, flip_back, peaks
-from humanserve_core.keypoints import COCO_KEYPOINTS, mirror_index
+from handlers.vision.heatmaps import decode_heatmaps, flip_back, peaks
+from handlers.vision.keypoints import COCO_KEYPOINTS, mirror_index
 
 HEIGHT, WIDTH = 64, 48
 

@@ -11,9 +11,8 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from humanserve_core.errors import RequestError
-from humanserve_core.geometry import warp_crops
-from humanserve_core.images import (
+from handlers.core.errors import RequestError
+from handlers.core.images import (
     ImageHeader,
     ImageLimits,
     channels_last,
@@ -26,6 +25,7 @@ from humanserve_core.images import (
     read_header,
     resize_pixels,
 )
+from handlers.vision.geometry import warp_crops
 
 LIMITS = ImageLimits(max_bytes=5_000_000, max_pixels=4_000_000)
 

@@ -5,7 +5,6 @@ import json
 import re
 
 from conftest import server_overrides
-
 from runtime.torchserve import PRODUCTION_CONFIG, WORKER_ENVIRONMENT, TorchServe, named_files, read_properties
 from serving import SMALL_JPEG
 

@@ -14,8 +14,8 @@ import yaml
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from export.archive import REPO
-from humanserve_core.metrics import ITEMS_METRIC, REJECTED_METRIC, SLOTS_METRIC, STAGE_METRIC, report_batch
-from humanserve_core.stages import STAGES
+from handlers.core.metrics import ITEMS_METRIC, REJECTED_METRIC, SLOTS_METRIC, STAGE_METRIC, report_batch
+from handlers.core.stages import STAGES
 from runtime.torchserve import PRODUCTION_CONFIG, read_properties
 from serving import SMALL_JPEG, post
 

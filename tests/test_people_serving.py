@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from humanserve_core.keypoints import COCO_KEYPOINTS
+from handlers.vision.keypoints import COCO_KEYPOINTS
 from oracles import OTHER_FRAME, PERSON_FRAMES, PERSON_SCORES, paint_frames, paint_people
 from serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, encode, post, send_together
 

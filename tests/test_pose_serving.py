@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from humanserve_core.keypoints import COCO_KEYPOINTS, COCO_SKELETON
+from handlers.vision.keypoints import COCO_KEYPOINTS, COCO_SKELETON
 from oracles import paint_people
 from serving import (
     BAD_REQUESTS,
@@ -113,9 +113,9 @@ def test_decode_scales_of_the_cases():
     import torch
 
     from export.recipes import POSE_CONFIG
-    from humanserve_core.images import ImageHeader, dct_scale
-    from humanserve_core.inputs import Item
-    from pose import PoseSpec, coarsest_pose_scale, crop_boxes_of
+    from handlers.core.images import ImageHeader, dct_scale
+    from handlers.core.inputs import Item
+    from handlers.pose.steps import PoseSpec, coarsest_pose_scale, crop_boxes_of
 
     spec = PoseSpec.from_config(POSE_CONFIG)
     for case in CASES:

@@ -4,9 +4,9 @@ import base64
 
 import pytest
 
-from humanserve_core.errors import RequestError
-from humanserve_core.inputs import read_request
-from humanserve_core.options import boxes, choice, flag, integer, number, parse_options
+from handlers.core.errors import RequestError
+from handlers.core.inputs import read_request
+from handlers.core.options import boxes, choice, flag, integer, number, parse_options
 
 IMAGE = b"\x89PNG\r\n\x1a\nfake"
 

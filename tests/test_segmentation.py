@@ -7,7 +7,14 @@ from pycocotools import mask as coco_mask
 from torchvision.transforms.v2 import functional as F
 
 from export.recipes import SEGMENTER_CONFIG, SEGMENTER_PT2
-from segmentation import SegmenterSpec, alpha_matte, gaussian_blur, gaussian_blur_on_device, mask_rle, person_mask
+from handlers.segmentation.steps import (
+    SegmenterSpec,
+    alpha_matte,
+    gaussian_blur,
+    gaussian_blur_on_device,
+    mask_rle,
+    person_mask,
+)
 
 SPEC = SegmenterSpec.from_config(SEGMENTER_CONFIG)
 

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import server_overrides
-from test_metrics import scrape, total
-from test_tracking_serving import frames_of, ids, plain_grpc_stream, write_video
 
+from conftest import server_overrides
 from export.archive import Sequences, write_archive
 from export.recipes import RECIPES
 from humanserve_client import HandlerError
@@ -34,6 +32,8 @@ from loadtest.run import run_locust
 from oracles import oracle_packages
 from runtime.torchserve import AGENT_JAR, TorchServe
 from serving import clients
+from test_metrics import scrape, total
+from test_tracking_serving import frames_of, ids, plain_grpc_stream, write_video
 from videos import SCENES, paint_video
 
 MODEL = "tracker_oracle"

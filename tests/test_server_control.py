@@ -9,8 +9,8 @@ import psutil
 import pytest
 import torch
 import yaml
-from conftest import server_overrides
 
+from conftest import server_overrides
 from runtime.torchserve import (
     THREADS_VARIABLE,
     WORKER_ENVIRONMENT,

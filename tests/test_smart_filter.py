@@ -3,9 +3,17 @@
 import pytest
 import torch
 
-from humanserve_core.errors import RequestError
+from handlers.core.errors import RequestError
+from handlers.smart_filter.steps import (
+    EXPRESSION_BACKGROUNDS,
+    FILTER_OPTIONS,
+    KEYWORDS,
+    PALETTE,
+    choose_background,
+    decision,
+    largest,
+)
 from loadtest.scenarios import FILTER_BACKGROUNDS
-from smart_filter import EXPRESSION_BACKGROUNDS, FILTER_OPTIONS, KEYWORDS, PALETTE, choose_background, decision, largest
 
 EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-import tracking
-from tracking import COCO_SIGMAS, SequenceStore, TrackerConfig, TrackState, associate, oks, predict, track
+import handlers.pose_tracker.steps as tracking
+from handlers.pose_tracker.steps import (
+    COCO_SIGMAS,
+    SequenceStore,
+    TrackerConfig,
+    TrackState,
+    associate,
+    oks,
+    predict,
+    track,
+)
 
 # A standing person's joints in a unit box (x right, y down), COCO order.
 SKELETON = torch.tensor(

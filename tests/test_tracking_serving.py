@@ -301,7 +301,6 @@ def test_a_dead_tracker_worker_is_restarted_and_its_sequences_are_told_their_sta
 ):
     """TorchServe 0.12 alone never restarts a sequence model's worker; with the frontend agent (runtime/frontend_agent) it does."""
     from conftest import server_overrides
-
     from runtime.torchserve import AGENT_JAR, TorchServe
 
     if not AGENT_JAR.exists():
@@ -333,7 +332,6 @@ def test_without_the_agent_a_dead_tracker_worker_turns_ping_unhealthy(
     """Built without a JDK, TorchServe 0.12 never restarts the worker: maxRetryTimeoutInSec bounds how long /ping hides
     it."""
     from conftest import server_overrides
-
     from runtime import server
 
     monkeypatch.setattr(server, "AGENT_JAR", server.AGENT_JAR.with_name("absent-agent.jar"))

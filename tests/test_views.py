@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from humanserve_core.keypoints import COCO_KEYPOINTS
-from keypoint_rcnn import VIEWS, classify_views
+from handlers.keypoint_rcnn.steps import VIEWS, classify_views
+from handlers.vision.keypoints import COCO_KEYPOINTS
 
 SEEN, UNSEEN = 5.0, -5.0
 FACE = ("nose", "left_eye", "right_eye")

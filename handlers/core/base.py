@@ -1,0 +1,298 @@
+"""The base handler: TorchServe's life cycle with per-request errors; the only code that touches the context.
+
+A model handler subclasses ``VisionHandler``, declares ``options`` and fills its hooks:
+``validate`` (per item, before decoding; may raise ``RequestError``), ``coarsest_scale``
+(how small a JPEG may be decoded for the model), ``prepare`` (readable items to one model
+input on the device), ``forward`` (the model call) and ``answer`` (outputs to one
+``Answer`` per item).
+"""
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import cv2
+import torch
+from torch import Tensor
+from ts.torch_handler.base_handler import BaseHandler
+
+from handlers.core.answers import Answer, error_answer
+from handlers.core.errors import InternalError, RequestError
+from handlers.core.images import ImageHeader, ImageLimits, dct_scale, decode_jpegs_on, decode_pixels, read_header
+from handlers.core.inputs import Item, read_request
+from handlers.core.metrics import report_batch
+from handlers.core.models import compiled_record, load_model
+from handlers.core.options import Option, describe, parse_options
+from handlers.core.stages import CLOCK
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE_HEADER = "X-Batch-Size"
+# The sequence's ID in the answer, under a name proxies pass (the frontend agent takes requests' sequences from it too).
+SEQUENCE_HEADER = "X-Sequence-Id"
+# Nice increment a worker takes once it has answered its first batch (0: none). A worker that
+# starts (in place of a dead one, or a scale-up) then runs before the busy ones: on 2 cores under
+# mixed load its 3.5 s of start-up CPU otherwise got a third of them (make soak, docs/benchmarks.md).
+SERVING_NICE_VARIABLE = "HUMANSERVE_SERVING_NICE"
+DEFAULT_SERVING_NICE = 10
+
+
+def lower_cpu_priority(increment: int) -> None:
+    """Add ``increment`` to the nice value of every thread of this process (Linux keeps one per thread)."""
+    tasks = Path("/proc/self/task")
+    for tid in [int(task.name) for task in tasks.iterdir()] if tasks.is_dir() else [0]:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+
+
+@dataclass
+class Upload:
+    """An item waiting to be decoded: its bytes and header."""
+
+    item: Item
+    data: bytes
+    header: ImageHeader
+
+
+@dataclass
+class Batch:
+    """A TorchServe batch on its way through the life cycle."""
+
+    size: int
+    items: list[Item]
+    errors: dict[int, RequestError]
+    inputs: Any = None
+    outputs: Any = None
+    answers: list[Answer] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+class VisionHandler(BaseHandler):
+    """Shared life cycle: read and validate each request, decode what the model needs, run the model once per batch,
+    answer each."""
+
+    options: Mapping[str, Option] = {}
+
+    def initialize(self, context):
+        """Read the archive's handler config and load its model on the worker's device (TorchScript or ``.pt2``).
+
+        BaseHandler's loader knows TorchScript only; the device choice is its own.
+        """
+        properties = context.system_properties
+        gpu = properties.get("gpu_id")
+        self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
+        self.config = context.model_yaml_config.get("handler", {})
+        self.limits = ImageLimits.from_config(self.config.get("limits", {}))
+        manifest = context.manifest["model"]
+        self.model_name = manifest["modelName"]
+        self.model_version = manifest.get("modelVersion", "")
+        self.weights = self.config.get("weights", {})  # per model file: {"model": {...}, ...}
+        self.compiled = self.config.get("compiled", {})  # per model file: format, torch, device, ...
+        self.batch_limit = int(properties.get("batch_size", 1))
+        self.model_dir = properties["model_dir"]
+        # The archive's threads, else the server's setting (runtime/torchserve.py resolves
+        # HUMANSERVE_TORCH_THREADS=share), else torch's.
+        setting = os.environ.get("HUMANSERVE_TORCH_THREADS", "")
+        threads = self.config.get("torch_threads", 0) or (int(setting) if setting.isdigit() else 0)
+        if threads and self.device.type == "cpu":
+            torch.set_num_threads(threads)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.model = self.load_part("model")
+        # The nice increment still to apply after the first answered batch (0: none, or applied).
+        self.pending_nice = int(os.environ.get(SERVING_NICE_VARIABLE, DEFAULT_SERVING_NICE))
+        self.initialized = True
+        # Per-request image work is small: OpenCV's thread pool cost more CPU than it saved
+        # (make bench-stack); workers and batches are where the parallelism is.
+        cv2.setNumThreads(1)
+        for part, record in self.weights.items():
+            if not record.get("pretrained"):
+                logger.warning(
+                    "!!! %s serves UNTRAINED weights for its %s (%s): answers are well-formed but meaningless !!!",
+                    self.model_name,
+                    part,
+                    record.get("source"),
+                )
+        logger.info(
+            "%s %s on %s, weights: %s, compiled: %s",
+            self.model_name,
+            self.model_version,
+            self.device,
+            self.weights,
+            self.compiled,
+        )
+
+    def load_part(self, part: str) -> Callable[..., Any]:
+        """One model file of the archive, as its export recorded it, on the worker's device."""
+        record = compiled_record(self.compiled, part)
+        return load_model(self.model_dir, record, self.device)
+
+    @property
+    def answer_header(self) -> dict[str, str]:
+        """The fields every JSON answer starts with."""
+        return {"model": self.model_name, "version": self.model_version}
+
+    def handle(self, data, context):
+        """TorchServe's entry point: the life cycle without autograd bookkeeping, timed per stage."""
+        CLOCK.take()
+        with torch.inference_mode():
+            answers = super().handle(data, context)
+        if self.pending_nice:
+            lower_cpu_priority(self.pending_nice)  # once: threads started later inherit it
+            self.pending_nice = 0
+        return answers
+
+    def preprocess(self, data: list[dict[str, Any]]) -> Batch:
+        """Read and validate each request, decode the readable ones and gather them into one model input.
+
+        A request that breaks our code is answered 500 alone; its batch mates go on.
+        """
+        uploads, errors = [], {}
+        for index, row in enumerate(data):
+            try:
+                with CLOCK.stage("read"):
+                    request = read_request(row, self.context.get_all_request_header(index))
+                    options = parse_options(request.options, self.options)
+                    header = read_header(request.image, self.limits)
+                    item = Item(index, options, header.size, sequence_id=self.context.get_sequence_id(index))
+                    self.validate(item)
+                uploads.append(Upload(item, request.image, header))
+            except RequestError as error:
+                errors[index] = error
+            except Exception as error:
+                errors[index] = _internal("reading the request", error)
+        with CLOCK.stage("decode"):
+            items = self.decode(uploads, errors)
+        batch = Batch(len(data), items, errors)
+        if items:
+            with CLOCK.stage("preprocess"):
+                batch.inputs = self._guarded(batch, "preparing the model input", lambda: self.prepare(items))
+        return batch
+
+    def decode(self, uploads: list[Upload], errors: dict[int, RequestError]) -> list[Item]:
+        """Decode each upload at its coarsest allowed scale: JPEGs in one call on a CUDA model's device, the rest on the
+        CPU.
+
+        A JPEG the device decoder refuses is decoded on the CPU, which names the problem.
+        """
+        on_device: list[Tensor | None] = [None] * len(uploads)
+        jpegs = [n for n, upload in enumerate(uploads) if upload.header.format == "JPEG"]
+        if self.device.type == "cuda" and jpegs:
+            decoded = decode_jpegs_on(self.device, [uploads[n].data for n in jpegs], [uploads[n].header for n in jpegs])
+            for n, pixels in zip(jpegs, decoded):
+                on_device[n] = pixels
+        items = []
+        for upload, pixels in zip(uploads, on_device):
+            item = upload.item
+            try:
+                if pixels is None:
+                    item.scale = dct_scale(upload.header, self.coarsest_scale(item))
+                    pixels = decode_pixels(upload.data, upload.header, item.scale)
+                item.image = pixels.to(self.device)  # CUDA models crop and resize on their device
+                items.append(item)
+            except RequestError as error:
+                errors[item.index] = error
+            except Exception as error:
+                errors[item.index] = _internal("decoding the image", error)
+        return items
+
+    def inference(self, batch: Batch, *args, **kwargs) -> Batch:
+        """Run the model once over every readable item of the batch."""
+        if batch.items:
+            with CLOCK.stage("model"):
+                batch.outputs = self._guarded(
+                    batch, "running the model", lambda: self._forward_synchronized(batch.inputs)
+                )
+        return batch
+
+    def _forward_synchronized(self, inputs: Any) -> Any:
+        outputs = self.forward(inputs)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # charge the model's own time to it
+        return outputs
+
+    def _guarded(self, batch: Batch, stage: str, step: Callable[[], Any]) -> Any:
+        """``step()`` over the whole batch; if our code fails, every item still in it is answered 500 (and None
+        returned)."""
+        try:
+            return step()
+        except Exception as error:
+            failure = _internal(stage, error)
+            batch.errors.update({item.index: failure for item in batch.items})
+            batch.items = []
+            return None
+
+    def postprocess(self, batch: Batch) -> list[bytes]:
+        """One body per request, with its own status and content type; the batch's stage times as metrics."""
+        with CLOCK.stage("postprocess"):
+            if batch.items:
+                batch.answers = (
+                    self._guarded(
+                        batch, "writing the answers", lambda: self.answer(batch.items, batch.inputs, batch.outputs)
+                    )
+                    or []
+                )
+            answers: dict[int, Answer] = {i: error_answer(e) for i, e in batch.errors.items()}
+            answers.update(zip((item.index for item in batch.items), batch.answers))
+            for index, answer in answers.items():
+                self.context.set_response_content_type(index, answer.content_type)
+                self.context.set_response_header(index, BATCH_SIZE_HEADER, str(batch.size))
+                sequence_id = self.context.get_sequence_id(index)
+                if sequence_id is not None:  # how a REST client learns the ID TorchServe gave its new sequence
+                    self.context.set_response_header(index, self.context.header_key_sequence_id, sequence_id)
+                    self.context.set_response_header(index, SEQUENCE_HEADER, sequence_id)
+                for name, value in answer.headers.items():
+                    self.context.set_response_header(index, name, value)
+                if answer.status != HTTPStatus.OK:
+                    self.context.set_response_status(answer.status, HTTPStatus(answer.status).phrase, index)
+        batch.stages = dict(CLOCK.totals)  # handle() restarts the clock for the next batch
+        report_batch(self.context.metrics, batch.stages, batch.size, self.batch_limit, len(batch.errors))
+        return [answers[index].body for index in range(batch.size)]
+
+    def describe_handle(self) -> str:
+        """What the describe API shows under ``customizedMetadata``."""
+        return json.dumps(
+            {
+                "model": self.model_name,
+                "version": self.model_version,
+                "weights": self.weights,
+                "compiled": self.compiled,
+                "device": str(self.device),
+                "torch_threads": torch.get_num_threads(),
+                "options": describe(self.options),
+                "limits": {"max_image_bytes": self.limits.max_bytes, "max_image_pixels": self.limits.max_pixels},
+                "config": {k: v for k, v in self.config.items() if k not in ("weights", "compiled", "limits")},
+            }
+        )
+
+    def validate(self, item: Item) -> None:
+        """Model-specific checks of one item before its pixels are decoded (raise ``RequestError``); none by default."""
+
+    def coarsest_scale(self, item: Item) -> float:
+        """How many image pixels per decoded pixel the model can do with for ``item`` (``images.dct_scale``): 1 by
+        default."""
+        return 1.0
+
+    def prepare(self, items: list[Item]) -> Any:
+        """Turn the readable items into one model input on ``self.device``: by default, their images."""
+        return [item.image.to(self.device) for item in items]
+
+    def forward(self, inputs: Any) -> Any:
+        """Call the model; override to add test-time augmentation."""
+        return self.model(inputs)
+
+    def answer(self, items: list[Item], inputs: Any, outputs: Any) -> list[Answer]:
+        """One ``Answer`` per item, in ``items`` order."""
+        raise NotImplementedError
+
+
+def _internal(stage: str, error: Exception) -> InternalError:
+    logger.exception("failed while %s", stage)
+    return InternalError(stage, error)

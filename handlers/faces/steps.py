@@ -1,0 +1,397 @@
+"""Faces: MTCNN's cascade (P-Net over an image pyramid, R-Net, O-Net) and an expression per face, over a batch of
+images.
+
+Each network runs once per stage over the whole batch's candidates (P-Net once per pyramid
+level); candidates move between stages as tensors, filtered by masks and by torchvision's
+NMS within each image (one call for the batch), never one by one. An image's answer does
+not depend on its batch mates. Crops are cut with ``roi_align`` per image (images differ in
+size), which averages the pixels each output pixel covers, as MTCNN's area resize did.
+
+Conventions: images are RGB ``uint8[3, H, W]``; boxes ``[N, 4]`` are xyxy in continuous
+image pixels (pixel ``i`` covers ``[i, i + 1)``); landmarks ``[N, 5, 2]`` are (x, y) in the
+same frame, in the order left eye, right eye (as seen), nose, left and right mouth corner.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops import box_area, nms, roi_align
+
+from handlers.core.answers import Answer, image_answer, json_answer
+from handlers.core.inputs import Item
+from handlers.core.options import choice, flag, integer, number
+from handlers.vision.people import output_format, rounded
+from handlers.vision.render import draw_faces
+
+Network = Callable[[Tensor], Tensor]
+WINDOW, STRIDE = 12, 2  # P-Net looks at 12x12 windows every 2 pixels of a pyramid level
+REFINE_SIDE, OUTPUT_SIDE, EXPRESSION_SIDE = 24, 48, 48  # R-Net, O-Net and classifier inputs
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as OpenCV's RGB2GRAY
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # left and right as seen in the picture
+
+FACE_OPTIONS = {
+    "min_face_size": integer(
+        20, WINDOW, 4096, "the smallest face side looked for, in image pixels (smaller is slower)"
+    ),
+    "score_threshold": number(0.7, 0.0, 1.0, "leave out faces whose O-Net probability is below this"),
+    "max_faces": integer(None, 1, 1000, "answer at most this many faces, best first"),
+    "smile_threshold": number(0.5, 0.0, 1.0, "smiling: the expression classifier's happy score is at least this"),
+    "render": flag(False, "answer the picture with the faces drawn (JPEG unless format=png)"),
+    "format": choice(None, ("json", "jpeg", "png"), "json (default), or jpeg or png for the rendered picture"),
+}
+
+
+@dataclass(frozen=True)
+class CascadeSpec:
+    """The cascade's fixed settings (archive config); per-request options come with each item."""
+
+    factor: float  # pyramid step
+    max_side: int  # the largest pyramid level's long side (P-Net's compiled bound)
+    min_padded_side: int  # levels go to P-Net padded to at least this,
+    padded_multiple: int  # and to a multiple of this (its compiled shapes)
+    proposal_threshold: float
+    refine_threshold: float
+    proposal_level_nms: float
+    proposal_nms: float
+    refine_nms: float
+    output_min_overlap: float  # final suppression: overlap over the smaller box
+    expressions: tuple[str, ...]
+    max_crops: int
+    max_proposals: int  # per image and pyramid level, the best kept: bounds NMS's cost on pathological pictures
+
+    def padded_side(self, side: int) -> int:
+        """The side a level of ``side`` pixels is padded to for P-Net."""
+        return max(self.min_padded_side, -(-side // self.padded_multiple) * self.padded_multiple)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "CascadeSpec":
+        """Read the faces section written by the export recipe."""
+        pyramid, thresholds, nms = config["pyramid"], config["thresholds"], config["nms"]
+        return cls(
+            float(pyramid["factor"]),
+            int(pyramid["max_side"]),
+            int(pyramid["min_padded_side"]),
+            int(pyramid["padded_multiple"]),
+            float(thresholds["proposal"]),
+            float(thresholds["refine"]),
+            float(nms["proposal_level"]),
+            float(nms["proposal"]),
+            float(nms["refine"]),
+            float(nms["output_min_overlap"]),
+            tuple(config["expressions"]),
+            int(config["max_crops_per_forward"]),
+            int(config["max_proposals_per_level"]),
+        )
+
+
+@dataclass(frozen=True)
+class FaceQuery:
+    """What one request asks of the cascade, in the pixels of its decoded image."""
+
+    min_face_size: float
+    score_threshold: float
+    max_faces: int | None
+
+
+@dataclass
+class Faces:
+    """One image's faces, best first: ``boxes[F, 4]``, ``scores[F]``, ``landmarks[F, 5, 2]``, ``expressions[F, E]``."""
+
+    boxes: Tensor
+    scores: Tensor
+    landmarks: Tensor
+    expressions: Tensor
+
+
+@dataclass
+class Candidates:
+    """Face candidates of a whole batch: ``boxes[N, 4]``, ``scores[N]`` and the index of the image each belongs to."""
+
+    boxes: Tensor
+    scores: Tensor
+    image: Tensor
+
+    def __getitem__(self, keep: Tensor) -> "Candidates":
+        return Candidates(self.boxes[keep], self.scores[keep], self.image[keep])
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def pyramid_scales(height: int, width: int, min_face_size: float, factor: float, max_side: int) -> list[float]:
+    """The pyramid's scales: the first maps ``min_face_size`` onto P-Net's window, then ``factor`` smaller, while a
+    window fits.
+
+    The first is lowered so that no level's long side exceeds ``max_side``.
+    """
+    scale = min(WINDOW / min_face_size, max_side / max(height, width))
+    scales = []
+    while min(height, width) * scale >= WINDOW:
+        scales.append(scale)
+        scale *= factor
+    return scales
+
+
+def level_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """A pyramid level's size: the image's sides times ``scale``, rounded, at least one window."""
+    return max(WINDOW, round(height * scale)), max(WINDOW, round(width * scale))
+
+
+def window_boxes(cells: Tensor, level_scale: Tensor) -> Tensor:
+    """P-Net's windows at ``cells[N, 2]`` (row, column of its output) as image boxes ``[N, 4]``; ``level_scale[N, 2]``
+    is (x, y) level px per image px."""
+    corner = cells.flip(1).to(level_scale.dtype) * STRIDE
+    return torch.cat([corner, corner + WINDOW], dim=1) / level_scale.repeat(1, 2)
+
+
+def regress(boxes: Tensor, offsets: Tensor) -> Tensor:
+    """``boxes[N, 4]`` moved by MTCNN's offsets ``[N, 4]`` (x1, y1, x2, y2), each a fraction of the box's width or
+    height."""
+    sides = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    return boxes + offsets * sides
+
+
+def squared(boxes: Tensor) -> Tensor:
+    """``boxes[N, 4]`` made square about their centres, with the longer side."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]).amax(dim=1, keepdim=True) / 2
+    return torch.cat([centres - half, centres + half], dim=1)
+
+
+def crops(images: Sequence[Tensor], candidates: Candidates, side: int) -> Tensor:
+    """``float[N, C, side, side]`` crops of the candidates' boxes from their images (``float[C, H, W]``); zeros beyond
+    the edges."""
+    channels = images[0].shape[0]
+    out = candidates.boxes.new_zeros((len(candidates), channels, side, side))
+    for index, image in enumerate(images):
+        mine = (candidates.image == index).nonzero().squeeze(1)
+        if len(mine):
+            out[mine] = roi_align(
+                image[None], [candidates.boxes[mine]], side, spatial_scale=1.0, sampling_ratio=-1, aligned=True
+            )
+    return out
+
+
+def in_chunks(network: Network, inputs: Tensor, most: int) -> Tensor:
+    """``network`` over ``inputs`` at most ``most`` at a time (its compiled batch bound), each chunk padded to a power
+    of two.
+
+    oneDNN keeps a compiled primitive per input shape (up to 1024 of them): with a batch of
+    every size from 1 to 512, a worker grew by ~600 MB before the cache filled; ten shapes do not.
+    """
+    if not len(inputs):
+        return inputs.new_zeros((0,))
+    outputs = []
+    for chunk in inputs.split(most):
+        padded = min(most, 1 << (len(chunk) - 1).bit_length())
+        outputs.append(
+            network(torch.cat([chunk, chunk.new_zeros((padded - len(chunk), *chunk.shape[1:]))]))[: len(chunk)]
+        )
+    return torch.cat(outputs)
+
+
+def nms_per_image(candidates: Candidates, threshold: float) -> Tensor:
+    """Indices kept by torchvision's NMS within each image, best first: the same whatever else is in the batch.
+
+    Each image's boxes move to a region of their own, in float64 so that the move is exact.
+    torchvision's ``batched_nms`` offsets assume non-negative coordinates (regressed candidates
+    leave the image) and round float32 ones, which broke grid windows' exact IoU ties
+    differently by an image's place in the batch.
+    """
+    boxes = candidates.boxes.double()
+    if not len(boxes):
+        return candidates.image.new_zeros((0,))
+    low, high = boxes.min(), boxes.max()
+    return nms(
+        boxes - low + candidates.image[:, None].double() * (high - low + 1), candidates.scores.double(), threshold
+    )
+
+
+def best_per_image(image: Tensor, scores: Tensor, most: int) -> Tensor:
+    """Indices of at most ``most`` best ``scores[N]`` of each image (``image[N]``), grouped by image."""
+    order = scores.argsort(descending=True, stable=True)
+    order = order[image[order].argsort(stable=True)]
+    grouped = image[order]
+    rank = torch.arange(len(order), device=image.device) - torch.searchsorted(grouped, grouped)
+    return order[rank < most]
+
+
+def suppress_by_smaller_overlap(candidates: Candidates, threshold: float) -> Tensor:
+    """Indices kept, best first: a box goes when a better box of its image covers more than ``threshold`` of the smaller
+    one.
+
+    One matrix step (as YOLACT's Fast NMS); unlike greedy NMS, a box already suppressed still
+    suppresses others, which among the few faces left after O-Net changes nothing in practice.
+    """
+    order = candidates.scores.argsort(descending=True, stable=True)
+    boxes, image = candidates.boxes[order], candidates.image[order]
+    corner_low = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    corner_high = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    overlap = (corner_high - corner_low).clamp(min=0).prod(dim=2)
+    area = box_area(boxes)
+    smaller = torch.minimum(area[:, None], area[None, :]).clamp(min=1e-9)
+    covers = (overlap / smaller > threshold) & (image[:, None] == image[None, :])
+    better = torch.ones_like(covers).triu(diagonal=1)  # row i is better than column j when i < j
+    return order[~(covers & better).any(dim=0)]
+
+
+def propose(pnet: Network, images: Sequence[Tensor], min_face_sizes: Sequence[float], spec: CascadeSpec) -> Candidates:
+    """P-Net over each image's pyramid, one call per level for the whole batch: squared candidate boxes."""
+    sizes = [image.shape[-2:] for image in images]
+    pyramids = [pyramid_scales(h, w, m, spec.factor, spec.max_side) for (h, w), m in zip(sizes, min_face_sizes)]
+    found: list[tuple[Candidates, Tensor]] = []
+    device = images[0].device
+    for level in range(max(map(len, pyramids), default=0)):
+        members = [i for i, scales in enumerate(pyramids) if len(scales) > level]
+        level_sizes = [level_size(*sizes[i], pyramids[i][level]) for i in members]
+        height, width = (spec.padded_side(max(sides)) for sides in zip(*level_sizes))
+        batch = images[0].new_zeros((len(members), 3, height, width))
+        for row, (i, (h, w)) in enumerate(zip(members, level_sizes)):
+            batch[row, :, :h, :w] = F.interpolate(images[i][None], size=(h, w), mode="area")[0]
+        out = pnet(batch)
+        level_hw = torch.tensor(level_sizes, device=device, dtype=torch.float32)
+        rows, cols = torch.arange(out.shape[2], device=device), torch.arange(out.shape[3], device=device)
+        # Windows must lie on the level's own pixels, not on the padding to the batch's largest level.
+        inside = (rows[None, :, None] * STRIDE + WINDOW <= level_hw[:, 0, None, None]) & (
+            cols[None, None, :] * STRIDE + WINDOW <= level_hw[:, 1, None, None]
+        )
+        row, y, x = ((out[:, 0] >= spec.proposal_threshold) & inside).nonzero().unbind(1)
+        image_sizes = torch.tensor([sizes[i] for i in members], device=device, dtype=torch.float32)
+        level_scale = (level_hw / image_sizes).flip(1)[row]  # (x, y) level px per image px
+        candidates = Candidates(
+            window_boxes(torch.stack([y, x], dim=1), level_scale),
+            out[row, 0, y, x],
+            torch.tensor(members, device=device)[row],
+        )
+        offsets = out[row, 1:5, y, x]
+        best = best_per_image(candidates.image, candidates.scores, spec.max_proposals)
+        candidates, offsets = candidates[best], offsets[best]
+        keep = nms_per_image(candidates, spec.proposal_level_nms)
+        found.append((candidates[keep], offsets[keep]))
+    if not found:
+        empty = torch.zeros((0, 4), device=device)
+        return Candidates(empty, empty[:, 0], empty[:, 0].long())
+    candidates = Candidates(*(torch.cat(parts) for parts in zip(*((c.boxes, c.scores, c.image) for c, _ in found))))
+    offsets = torch.cat([o for _, o in found])
+    keep = nms_per_image(candidates, spec.proposal_nms)
+    candidates, offsets = candidates[keep], offsets[keep]
+    candidates.boxes = squared(regress(candidates.boxes, offsets))
+    return candidates
+
+
+def refine(rnet: Network, images: Sequence[Tensor], candidates: Candidates, spec: CascadeSpec) -> Candidates:
+    """R-Net over 24x24 crops of every candidate at once: the likely faces, regressed and squared."""
+    out = in_chunks(rnet, crops(images, candidates, REFINE_SIDE), spec.max_crops)
+    if not len(candidates):
+        return candidates
+    passed = out[:, 0] > spec.refine_threshold
+    candidates = Candidates(candidates.boxes[passed], out[passed, 0], candidates.image[passed])
+    offsets = out[passed, 1:5]
+    keep = nms_per_image(candidates, spec.refine_nms)
+    candidates, offsets = candidates[keep], offsets[keep]
+    candidates.boxes = squared(regress(candidates.boxes, offsets))
+    return candidates
+
+
+def output(
+    onet: Network, images: Sequence[Tensor], candidates: Candidates, thresholds: Tensor, spec: CascadeSpec
+) -> tuple[Candidates, Tensor]:
+    """O-Net over 48x48 crops: final boxes (not squared), best first per image, and landmarks ``[N, 5, 2]``.
+
+    ``thresholds[B]``: each image's least face probability.
+    """
+    out = in_chunks(onet, crops(images, candidates, OUTPUT_SIDE), spec.max_crops)
+    if not len(candidates):
+        return candidates, candidates.boxes.new_zeros((0, 5, 2))
+    passed = out[:, 0] >= thresholds[candidates.image]
+    boxes, out = candidates.boxes[passed], out[passed]
+    # Landmarks are fractions of the box O-Net was shown, before its own offsets move it.
+    fractions = out[:, 5:15].reshape(-1, 2, 5).transpose(1, 2)
+    landmarks = boxes[:, None, :2] + fractions * (boxes[:, 2:] - boxes[:, :2])[:, None, :]
+    faces = Candidates(regress(boxes, out[:, 1:5]), out[:, 0], candidates.image[passed])
+    keep = suppress_by_smaller_overlap(faces, spec.output_min_overlap)
+    return faces[keep], landmarks[keep]
+
+
+def grey(image: Tensor) -> Tensor:
+    """RGB ``float[3, H, W]`` to grey ``float[1, H, W]``."""
+    weights = torch.tensor(GREY_WEIGHTS, device=image.device, dtype=image.dtype)
+    return (image * weights[:, None, None]).sum(dim=0, keepdim=True)
+
+
+def detect_faces(
+    networks: Mapping[str, Network], pixels: Sequence[Tensor], queries: Sequence[FaceQuery], spec: CascadeSpec
+) -> list[Faces]:
+    """RGB ``uint8[3, H, W]`` images of any sizes and what each asks: each image's faces, best first, with expression
+    scores."""
+    images = [image.float() for image in pixels]
+    candidates = propose(networks["pnet"], images, [q.min_face_size for q in queries], spec)
+    candidates = refine(networks["rnet"], images, candidates, spec)
+    thresholds = torch.tensor([q.score_threshold for q in queries], device=candidates.boxes.device)
+    faces, landmarks = output(networks["onet"], images, candidates, thresholds, spec)
+    expressions = in_chunks(
+        networks["expression"], crops([grey(image) for image in images], faces, EXPRESSION_SIDE), spec.max_crops
+    )
+    if not len(faces):
+        expressions = faces.boxes.new_zeros((0, len(spec.expressions)))
+    answers = []
+    for index, query in enumerate(queries):
+        mine = (faces.image == index).nonzero().squeeze(1)[: query.max_faces]  # kept best first
+        answers.append(Faces(faces.boxes[mine], faces.scores[mine], landmarks[mine], expressions[mine]))
+    return answers
+
+
+def coarsest_face_scale(min_face_size: float) -> float:
+    """Image pixels per decoded pixel that still show the smallest face asked for at O-Net's 48 px or more."""
+    return max(1.0, min_face_size / OUTPUT_SIDE)
+
+
+def face_records(
+    faces: Faces, scale: float, expressions: Sequence[str], smile_threshold: float
+) -> list[dict[str, Any]]:
+    """Faces as answered: ``box``, ``score``, ``landmarks``, ``expression`` and ``smiling``, in image pixels (``scale``
+    per decoded pixel)."""
+    happy = faces.expressions[:, expressions.index("happy")]
+    return [
+        {
+            "box": box,
+            "score": score,
+            "landmarks": points,
+            "expression": {"label": expressions[best], "scores": dict(zip(expressions, values))},
+            "smiling": smiling,
+        }
+        for box, score, points, values, best, smiling in zip(
+            rounded(faces.boxes * scale, 2).tolist(),
+            rounded(faces.scores, 4).tolist(),
+            rounded(faces.landmarks * scale, 2).tolist(),
+            rounded(faces.expressions, 4).tolist(),
+            faces.expressions.argmax(dim=1).tolist(),
+            (happy >= smile_threshold).tolist(),
+        )
+    ]
+
+
+def face_answer(item: Item, faces: Faces, expressions: Sequence[str], header: Mapping[str, Any]) -> Answer:
+    """Answer one item: JSON (``header`` fields first) or the picture with its faces drawn; ``faces`` in the decoded
+    image's pixels."""
+    records = face_records(faces, item.scale, expressions, item.options["smile_threshold"])
+    image_format = output_format(item.options)
+    if image_format != "json":
+        boxes = [face["box"] for face in records]
+        landmarks = [face["landmarks"] for face in records]
+        labels = [f"{face['expression']['label']}{' (smiling)' if face['smiling'] else ''}" for face in records]
+        picture = draw_faces(item.image.permute(1, 2, 0).cpu().numpy(), boxes, landmarks, labels)
+        return image_answer(torch.from_numpy(picture).permute(2, 0, 1), image_format)
+    height, width = item.size
+    return json_answer(
+        {
+            **header,
+            "image": {"width": int(width), "height": int(height)},
+            "faces": records,
+            "landmark_names": list(LANDMARK_NAMES),
+        }
+    )

@@ -1,0 +1,31 @@
+"""TorchServe handler for torchvision Keypoint R-CNN: boxes, 17 keypoints and a view class per person."""
+
+from torch import Tensor
+
+from handlers.core.answers import Answer
+from handlers.core.base import Item
+from handlers.detection.steps import DETECTION_OPTIONS, DetectionHandler, detected_people
+from handlers.keypoint_rcnn.steps import classify_views, view_options
+from handlers.vision.keypoints import COCO_KEYPOINTS, COCO_SKELETON
+from handlers.vision.people import Layout, people_answer
+
+LAYOUT = Layout(COCO_KEYPOINTS, COCO_SKELETON)
+
+
+class KeypointRCNNHandler(DetectionHandler):
+    """Detects people with their keypoints in one call per batch, then names each person's view."""
+
+    def initialize(self, context):
+        self.options = {**DETECTION_OPTIONS, **view_options(context.model_yaml_config["handler"]["view"])}
+        super().initialize(context)
+
+    def answer(self, items: list[Item], images: list[Tensor], detections: list[dict[str, Tensor]]) -> list[Answer]:
+        answers = []
+        for item, found in zip(items, detections):
+            people = detected_people(found, self.spec, item.options, item.scale)
+            options = item.options
+            people.fields["view"] = classify_views(
+                people.keypoints[..., 2], options["view_face_threshold"], options["view_body_threshold"]
+            )
+            answers.append(people_answer(item, people, LAYOUT, self.answer_header))
+        return answers

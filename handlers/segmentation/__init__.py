@@ -1,0 +1,1 @@
+"""Person segmentation (torchvision DeepLabV3 / LR-ASPP): masks, cut-outs and new backgrounds."""

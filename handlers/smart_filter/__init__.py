@@ -1,0 +1,1 @@
+"""The smart filter: the person kept, the background chosen from the largest face's expression."""

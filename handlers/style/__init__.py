@@ -1,0 +1,1 @@
+"""Fast neural style transfer (Johnson et al.): the photo, restyled."""

@@ -1,0 +1,1 @@
+"""Shared vision helpers of the families: geometry, heatmaps, keypoints, people and drawing."""
