@@ -18,12 +18,35 @@ import java.util.Map;
  * TorchServe version) is left out, with a warning that says what then goes wrong.
  */
 public final class Agent implements ClassFileTransformer {
+    /** A fix: the calls it rewrites, taken whole or not at all, named by the class that holds its helpers. */
+    static final class Fix {
+        final String name;
+        final CallPatch[] patches;
+
+        Fix(Class<?> helpers, CallPatch... patches) {
+            this.name = helpers.getSimpleName();
+            this.patches = patches;
+        }
+    }
+
+    /**
+     * Every fix, in the order a class patched by several (SequenceBatching, InferenceImpl) takes them; each
+     * patch leaves the code's offsets where they were, so the order changes only the constant pool's indices.
+     */
+    static final Fix[] FIXES = {
+        new Fix(SequenceRetryFix.class, SequenceRetryFix.PATCH),
+        new Fix(ResponseDecoderFix.class, ResponseDecoderFix.PATCH),
+        new Fix(StreamEndFix.class, StreamEndFix.PATCHES),
+        new Fix(SequenceHeaderFix.class, SequenceHeaderFix.PATCH),
+        new Fix(IdleSequenceFix.class, IdleSequenceFix.PATCHES),
+    };
+
     private final Map<String, List<CallPatch>> patches = new HashMap<>();
 
-    Agent(CallPatch[]... fixes) {
-        for (CallPatch[] fix : fixes) {
-            if (fits(fix)) {
-                for (CallPatch patch : fix) {
+    Agent(Fix... fixes) {
+        for (Fix fix : fixes) {
+            if (fits(fix.patches)) {
+                for (CallPatch patch : fix.patches) {
                     patches.computeIfAbsent(patch.target, target -> new ArrayList<>()).add(patch);
                 }
             }
@@ -31,25 +54,30 @@ public final class Agent implements ClassFileTransformer {
     }
 
     public static void premain(String arguments, Instrumentation instrumentation) {
-        instrumentation.addTransformer(new Agent(
-                new CallPatch[] {SequenceRetryFix.PATCH}, new CallPatch[] {ResponseDecoderFix.PATCH}, StreamEndFix.PATCHES,
-                new CallPatch[] {SequenceHeaderFix.PATCH}, IdleSequenceFix.PATCHES));
+        instrumentation.addTransformer(new Agent(FIXES));
     }
 
     /** Whether every patch of {@code fix} applies to its class as found on the class path (the frontend's jar). */
     static boolean fits(CallPatch[] fix) {
         for (CallPatch patch : fix) {
-            try (InputStream in = ClassLoader.getSystemResourceAsStream(patch.target + ".class")) {
-                if (in == null) {
-                    throw new IOException("no such class");
-                }
-                patch.apply(in.readAllBytes());
+            try {
+                patch.apply(original(patch.target));
             } catch (RuntimeException | IOException error) {
                 warn(patch, error);
                 return false;
             }
         }
         return true;
+    }
+
+    /** The class file of {@code target} (internal name) as the class path holds it. */
+    static byte[] original(String target) throws IOException {
+        try (InputStream in = ClassLoader.getSystemResourceAsStream(target + ".class")) {
+            if (in == null) {
+                throw new IOException("no such class");
+            }
+            return in.readAllBytes();
+        }
     }
 
     @Override

@@ -31,14 +31,109 @@ final class CallPatch {
     final String helper, helperName, helperType;
     final String effect, risk; // what the log says when patched, and what goes wrong when not
 
-    CallPatch(String target, String method, String methodType, int firstOpcode, int codeLength, int offset,
-            int opcode, String owner, String name, String type, String helper, String helperName, String helperType,
-            String effect, String risk) {
-        this.target = target; this.method = method; this.methodType = methodType;
-        this.firstOpcode = firstOpcode; this.codeLength = codeLength; this.offset = offset; this.opcode = opcode;
-        this.owner = owner; this.name = name; this.type = type;
-        this.helper = helper; this.helperName = helperName; this.helperType = helperType;
-        this.effect = effect; this.risk = risk;
+    private CallPatch(Builder parts) {
+        this.target = parts.require(parts.target, "target");
+        this.method = parts.require(parts.method, "method"); this.methodType = parts.require(parts.methodType, "method");
+        this.firstOpcode = parts.firstOpcode; this.codeLength = parts.codeLength; this.offset = parts.offset;
+        this.opcode = parts.opcode;
+        this.owner = parts.require(parts.owner, "call"); this.name = parts.require(parts.name, "call");
+        this.type = parts.require(parts.type, "call");
+        this.helper = parts.require(parts.helper, "helper"); this.helperName = parts.require(parts.helperName, "helper");
+        this.helperType = parts.require(parts.helperType, "helper");
+        this.effect = parts.require(parts.effect, "effect"); this.risk = parts.require(parts.risk, "risk");
+    }
+
+    /**
+     * A patch named part by part, in the order {@code javap -c} shows them: the class, the method, how its code
+     * starts (and how long it is), the offset of the call and the call, then the helper that replaces it and
+     * what the log says. Every part but {@code codeLength} (unchecked when not given) must be named.
+     */
+    static Builder builder() {
+        return new Builder();
+    }
+
+    static final class Builder {
+        private String target, method, methodType;
+        private int firstOpcode = -1, codeLength = -1, offset = -1, opcode = -1;
+        private String owner, name, type;
+        private String helper, helperName, helperType;
+        private String effect, risk;
+
+        private Builder() {}
+
+        /** The class patched, in internal form ({@code org/pytorch/serve/wlm/Model}). */
+        Builder target(String internalName) {
+            this.target = internalName;
+            return this;
+        }
+
+        /** The method patched in it, by name and descriptor. */
+        Builder method(String name, String descriptor) {
+            this.method = name;
+            this.methodType = descriptor;
+            return this;
+        }
+
+        /** The opcode the method's code starts with: a cheap sign that it is the code the offset was taken from. */
+        Builder firstOpcode(int opcode) {
+            this.firstOpcode = opcode;
+            return this;
+        }
+
+        /** The length of the method's code in bytes, where it is known exactly. */
+        Builder codeLength(int bytes) {
+            this.codeLength = bytes;
+            return this;
+        }
+
+        /** Where the call sits in the method's code (as {@code javap -c} numbers it). */
+        Builder offset(int offset) {
+            this.offset = offset;
+            return this;
+        }
+
+        /** The call found there: its opcode and the method it calls. */
+        Builder call(int opcode, String owner, String name, String descriptor) {
+            this.opcode = opcode;
+            this.owner = owner;
+            this.name = name;
+            this.type = descriptor;
+            return this;
+        }
+
+        /** The static method called instead, with the call's stack effect (the receiver first, if any). */
+        Builder helper(String owner, String name, String descriptor) {
+            this.helper = owner;
+            this.helperName = name;
+            this.helperType = descriptor;
+            return this;
+        }
+
+        /** What the log says when the class was patched. */
+        Builder effect(String effect) {
+            this.effect = effect;
+            return this;
+        }
+
+        /** What goes wrong when it was not (another TorchServe version). */
+        Builder risk(String risk) {
+            this.risk = risk;
+            return this;
+        }
+
+        CallPatch build() {
+            if (firstOpcode < 0 || offset < 0 || opcode < 0) {
+                throw new IllegalStateException("a patch of " + target + "." + method + " needs its firstOpcode, offset and call");
+            }
+            return new CallPatch(this);
+        }
+
+        private <T> T require(T part, String what) {
+            if (part == null) {
+                throw new IllegalStateException("a patch of " + target + "." + method + " needs its " + what);
+            }
+            return part;
+        }
     }
 
     /** The class with the call replaced by one of the helper. */

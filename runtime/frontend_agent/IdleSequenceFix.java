@@ -72,41 +72,56 @@ public final class IdleSequenceFix {
             + "Lorg/pytorch/serve/util/messages/WorkerCommands;)V";
 
     static final CallPatch[] PATCHES = {
-        new CallPatch(BATCHING, "<init>", "(L" + MODEL + ";)V", CallPatch.ALOAD_0, -1, 52,
-                CallPatch.INVOKESTATIC, "java/util/concurrent/Executors", "newFixedThreadPool", "(I)Ljava/util/concurrent/ExecutorService;",
-                HELPER, "pollThreads", "(I)Ljava/util/concurrent/ExecutorService;",
-                "waits for each sequence's next frame on a thread of its own", RISK),
-        new CallPatch(DISPATCHER, "pollJobFromJobGroup", "(Ljava/lang/String;)V", CallPatch.ALOAD_0, -1, 42,
-                CallPatch.INVOKEVIRTUAL, JOB_GROUP, "pollJob", "(J)L" + JOB + ";",
-                HELPER, "nextFrame", "(L" + JOB_GROUP + ";J)L" + JOB + ";",
-                "notes how long each sequence has waited, and closes one that idled out", RISK),
-        new CallPatch(DISPATCHER, "pollJobFromJobGroup", "(Ljava/lang/String;)V", CallPatch.ALOAD_0, -1, 65,
-                CallPatch.INVOKEVIRTUAL, BATCHING, "cleanJobGroup", "(Ljava/lang/String;)V",
-                HELPER, "closedAlready", "(Ljava/lang/Object;Ljava/lang/String;)V",
-                "leaves a newer sequence of the same ID open", RISK),
-        new CallPatch(CONTINUOUS, "setJobGroupFinished", "(Lorg/pytorch/serve/util/messages/Predictions;)V", CallPatch.ALOAD_1, -1, 89,
-                CallPatch.INVOKEVIRTUAL, CONTINUOUS, "cleanJobGroup", "(Ljava/lang/String;)V",
-                HELPER, "ended", "(Ljava/lang/Object;Ljava/lang/String;)V",
-                "counts a sequence its handler ended as closed", RISK),
-        new CallPatch(MODEL, "addJob", "(L" + JOB + ";)Z", CallPatch.ALOAD_0, 66, 43,
-                CallPatch.INVOKESPECIAL, MODEL, "addJobInGroup", "(L" + JOB + ";)Z",
-                HELPER, "addToSequence", "(L" + MODEL + ";L" + JOB + ";)Z",
-                "lets a new sequence take the place of one idle long enough when the model is full", RISK),
-        new CallPatch("org/pytorch/serve/util/ApiUtils", "addRESTInferenceJob",
-                "(Lio/netty/channel/ChannelHandlerContext;Ljava/lang/String;Ljava/lang/String;"
-                        + "Lorg/pytorch/serve/util/messages/RequestInput;)Lorg/pytorch/serve/job/RestJob;",
-                CallPatch.NEW, -1, 29,
-                CallPatch.INVOKESTATIC, "org/pytorch/serve/util/ApiUtils", "getStreamingInferenceErrorResponseMessage",
-                "(Ljava/lang/String;Ljava/lang/String;)Ljava/lang/String;",
-                HELPER, "refusalMessage", "(Ljava/lang/String;Ljava/lang/String;)Ljava/lang/String;",
-                "says why a sequence's frame is refused over REST", RISK),
-        new CallPatch(SERVICE, "prediction",
-                "(Lorg/pytorch/serve/grpc/inference/PredictionsRequest;L" + OBSERVER + ";Lorg/pytorch/serve/util/messages/WorkerCommands;)V",
-                CallPatch.ALOAD_3, -1, 476,
-                CallPatch.INVOKESPECIAL, SERVICE, "sendErrorResponse", SEND_ERROR,
-                HELPER, "refuseOnStream", "(Ljava/lang/Object;L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;"
-                        + "Ljava/lang/String;Ljava/lang/Object;)V",
-                "says why a sequence's frame is refused over gRPC", RISK),
+        CallPatch.builder().target(BATCHING).method("<init>", "(L" + MODEL + ";)V")
+                .firstOpcode(CallPatch.ALOAD_0).offset(52)
+                .call(CallPatch.INVOKESTATIC, "java/util/concurrent/Executors", "newFixedThreadPool",
+                        "(I)Ljava/util/concurrent/ExecutorService;")
+                .helper(HELPER, "pollThreads", "(I)Ljava/util/concurrent/ExecutorService;")
+                .effect("waits for each sequence's next frame on a thread of its own").risk(RISK)
+                .build(),
+        CallPatch.builder().target(DISPATCHER).method("pollJobFromJobGroup", "(Ljava/lang/String;)V")
+                .firstOpcode(CallPatch.ALOAD_0).offset(42)
+                .call(CallPatch.INVOKEVIRTUAL, JOB_GROUP, "pollJob", "(J)L" + JOB + ";")
+                .helper(HELPER, "nextFrame", "(L" + JOB_GROUP + ";J)L" + JOB + ";")
+                .effect("notes how long each sequence has waited, and closes one that idled out").risk(RISK)
+                .build(),
+        CallPatch.builder().target(DISPATCHER).method("pollJobFromJobGroup", "(Ljava/lang/String;)V")
+                .firstOpcode(CallPatch.ALOAD_0).offset(65)
+                .call(CallPatch.INVOKEVIRTUAL, BATCHING, "cleanJobGroup", "(Ljava/lang/String;)V")
+                .helper(HELPER, "closedAlready", "(Ljava/lang/Object;Ljava/lang/String;)V")
+                .effect("leaves a newer sequence of the same ID open").risk(RISK)
+                .build(),
+        CallPatch.builder().target(CONTINUOUS)
+                .method("setJobGroupFinished", "(Lorg/pytorch/serve/util/messages/Predictions;)V")
+                .firstOpcode(CallPatch.ALOAD_1).offset(89)
+                .call(CallPatch.INVOKEVIRTUAL, CONTINUOUS, "cleanJobGroup", "(Ljava/lang/String;)V")
+                .helper(HELPER, "ended", "(Ljava/lang/Object;Ljava/lang/String;)V")
+                .effect("counts a sequence its handler ended as closed").risk(RISK)
+                .build(),
+        CallPatch.builder().target(MODEL).method("addJob", "(L" + JOB + ";)Z")
+                .firstOpcode(CallPatch.ALOAD_0).codeLength(66).offset(43)
+                .call(CallPatch.INVOKESPECIAL, MODEL, "addJobInGroup", "(L" + JOB + ";)Z")
+                .helper(HELPER, "addToSequence", "(L" + MODEL + ";L" + JOB + ";)Z")
+                .effect("lets a new sequence take the place of one idle long enough when the model is full").risk(RISK)
+                .build(),
+        CallPatch.builder().target("org/pytorch/serve/util/ApiUtils")
+                .method("addRESTInferenceJob", "(Lio/netty/channel/ChannelHandlerContext;Ljava/lang/String;Ljava/lang/String;"
+                        + "Lorg/pytorch/serve/util/messages/RequestInput;)Lorg/pytorch/serve/job/RestJob;")
+                .firstOpcode(CallPatch.NEW).offset(29)
+                .call(CallPatch.INVOKESTATIC, "org/pytorch/serve/util/ApiUtils", "getStreamingInferenceErrorResponseMessage",
+                        "(Ljava/lang/String;Ljava/lang/String;)Ljava/lang/String;")
+                .helper(HELPER, "refusalMessage", "(Ljava/lang/String;Ljava/lang/String;)Ljava/lang/String;")
+                .effect("says why a sequence's frame is refused over REST").risk(RISK)
+                .build(),
+        CallPatch.builder().target(SERVICE)
+                .method("prediction", "(Lorg/pytorch/serve/grpc/inference/PredictionsRequest;L" + OBSERVER
+                        + ";Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
+                .firstOpcode(CallPatch.ALOAD_3).offset(476)
+                .call(CallPatch.INVOKESPECIAL, SERVICE, "sendErrorResponse", SEND_ERROR)
+                .helper(HELPER, "refuseOnStream", "(Ljava/lang/Object;L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;"
+                        + "Ljava/lang/String;Ljava/lang/Object;)V")
+                .effect("says why a sequence's frame is refused over gRPC").risk(RISK)
+                .build(),
     };
 
     /** Offered to a sequence's queue to end its wait when it gives up its place; only {@link #nextFrame} reads these queues. */

@@ -33,40 +33,48 @@ public final class StreamEndFix {
     private static final String REQUEST_TYPE = "(Lorg/pytorch/serve/grpc/inference/PredictionsRequest;)V";
 
     static final CallPatch[] PATCHES = {
-        new CallPatch(REQUESTS, "onNext", REQUEST_TYPE, CallPatch.LDC, -1, 96, // prediction(request, observer, command)
-                CallPatch.INVOKESTATIC, SERVICE, "access$200",
-                "(L" + SERVICE + ";Lorg/pytorch/serve/grpc/inference/PredictionsRequest;L" + OBSERVER
-                        + ";Lorg/pytorch/serve/util/messages/WorkerCommands;)V",
-                HELPER, "predict", "(Ljava/lang/Object;Ljava/lang/Object;L" + OBSERVER + ";Ljava/lang/Object;)V",
-                "counts each request sent on a stream", RISK),
-        new CallPatch(REQUESTS, "onNext", REQUEST_TYPE, CallPatch.LDC, -1, 78, // sendErrorResponse(observer, ...): no sequence ID
-                CallPatch.INVOKESTATIC, SERVICE, "access$100",
-                "(L" + SERVICE + ";L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;Ljava/lang/String;"
-                        + "Lorg/pytorch/serve/util/messages/WorkerCommands;)V",
-                HELPER, "refuse", "(Ljava/lang/Object;L" + OBSERVER + ";Ljava/lang/Object;Ljava/lang/Object;"
-                        + "Ljava/lang/Object;Ljava/lang/Object;)V",
-                "counts each request refused on a stream", RISK),
-        new CallPatch(REQUESTS, "onCompleted", "()V", CallPatch.ALOAD_0, -1, 28,
-                CallPatch.INVOKEINTERFACE, OBSERVER, "onCompleted", "()V",
-                HELPER, "halfClosed", "(L" + OBSERVER + ";)V",
-                "completes a stream's answers once all are sent", RISK),
-        new CallPatch(SERVICE, "sendErrorResponse",
-                "(L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;Ljava/lang/String;"
-                        + "Lorg/pytorch/serve/util/messages/WorkerCommands;)V",
-                CallPatch.ALOAD, -1, 81, // aload 5; ...; observer.onNext(refusal)
-                CallPatch.INVOKEINTERFACE, OBSERVER, "onNext", "(Ljava/lang/Object;)V",
-                HELPER, "answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V",
-                "counts a refusal as a stream's answer", RISK),
-        new CallPatch(JOB, "response",
-                "([BLjava/lang/CharSequence;ILjava/lang/String;Ljava/util/Map;)V",
-                CallPatch.ALOAD_1, -1, 92,
-                CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER, "onNext", "(Ljava/lang/Object;)V",
-                HELPER, "answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V",
-                "counts a job's answer as a stream's answer", RISK),
-        new CallPatch(JOB, "sendError", "(ILjava/lang/String;)V", CallPatch.ILOAD_1, -1, 178,
-                CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER, "onNext", "(Ljava/lang/Object;)V",
-                HELPER, "answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V",
-                "counts a job's error as a stream's answer", RISK),
+        CallPatch.builder().target(REQUESTS).method("onNext", REQUEST_TYPE)
+                .firstOpcode(CallPatch.LDC).offset(96) // prediction(request, observer, command)
+                .call(CallPatch.INVOKESTATIC, SERVICE, "access$200", "(L" + SERVICE
+                        + ";Lorg/pytorch/serve/grpc/inference/PredictionsRequest;L" + OBSERVER
+                        + ";Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
+                .helper(HELPER, "predict", "(Ljava/lang/Object;Ljava/lang/Object;L" + OBSERVER + ";Ljava/lang/Object;)V")
+                .effect("counts each request sent on a stream").risk(RISK)
+                .build(),
+        CallPatch.builder().target(REQUESTS).method("onNext", REQUEST_TYPE)
+                .firstOpcode(CallPatch.LDC).offset(78) // sendErrorResponse(observer, ...): no sequence ID
+                .call(CallPatch.INVOKESTATIC, SERVICE, "access$100", "(L" + SERVICE + ";L" + OBSERVER
+                        + ";Lio/grpc/Status;Ljava/lang/Exception;Ljava/lang/String;Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
+                .helper(HELPER, "refuse", "(Ljava/lang/Object;L" + OBSERVER + ";Ljava/lang/Object;Ljava/lang/Object;"
+                        + "Ljava/lang/Object;Ljava/lang/Object;)V")
+                .effect("counts each request refused on a stream").risk(RISK)
+                .build(),
+        CallPatch.builder().target(REQUESTS).method("onCompleted", "()V")
+                .firstOpcode(CallPatch.ALOAD_0).offset(28)
+                .call(CallPatch.INVOKEINTERFACE, OBSERVER, "onCompleted", "()V")
+                .helper(HELPER, "halfClosed", "(L" + OBSERVER + ";)V")
+                .effect("completes a stream's answers once all are sent").risk(RISK)
+                .build(),
+        CallPatch.builder().target(SERVICE)
+                .method("sendErrorResponse", "(L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;Ljava/lang/String;"
+                        + "Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
+                .firstOpcode(CallPatch.ALOAD).offset(81) // aload 5; ...; observer.onNext(refusal)
+                .call(CallPatch.INVOKEINTERFACE, OBSERVER, "onNext", "(Ljava/lang/Object;)V")
+                .helper(HELPER, "answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V")
+                .effect("counts a refusal as a stream's answer").risk(RISK)
+                .build(),
+        CallPatch.builder().target(JOB).method("response", "([BLjava/lang/CharSequence;ILjava/lang/String;Ljava/util/Map;)V")
+                .firstOpcode(CallPatch.ALOAD_1).offset(92)
+                .call(CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER, "onNext", "(Ljava/lang/Object;)V")
+                .helper(HELPER, "answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V")
+                .effect("counts a job's answer as a stream's answer").risk(RISK)
+                .build(),
+        CallPatch.builder().target(JOB).method("sendError", "(ILjava/lang/String;)V")
+                .firstOpcode(CallPatch.ILOAD_1).offset(178)
+                .call(CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER, "onNext", "(Ljava/lang/Object;)V")
+                .helper(HELPER, "answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V")
+                .effect("counts a job's error as a stream's answer").risk(RISK)
+                .build(),
     };
 
     /** Requests sent on a stream and not yet answered, and whether the client has closed its side. */
