@@ -29,21 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from .client import Answer, Client, GrpcClient, RestClient, ServerError
-from .contact_sheet import contact_sheet
-from .evaluation import (
-    FINDS_PEOPLE,
-    AnnotationError,
-    collect_results,
-    read_ground_truth,
-    read_results,
-    score,
-    summary,
-    table_row,
-)
-from .pairing import PatchFileError, pair_files
-from .patches import PatchSettings, extract_patches
-from .tracking import Progress, VideoError, draw_tracks, track_video, video_facts, video_writer
+from .progress import Progress
 
+# predict, health and models run on the base install. The other commands import their modules when they run, so the
+# libraries they need come with an extra of the package (pyproject.toml's optional-dependencies), named here by the
+# modules they provide; main() turns a missing one into a message naming the extra instead of a traceback.
+EXTRAS = {"video": ("cv2", "numpy"), "eval": ("numpy", "scipy", "pycocotools")}
+# Models that find people themselves; evaluate sends the others the annotations' boxes.
+FINDS_PEOPLE = ("pose_pipeline", "pose_tracker", "keypoint_rcnn")
 IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
 
 
@@ -147,6 +140,8 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def track(args: argparse.Namespace) -> int:
+    from .tracking import VideoError, draw_tracks, track_video, video_facts, video_writer
+
     args.grpc = not args.rest  # streams are gRPC's strength: the default here
     writer, failed, done = None, 0, 0
     frames, fps = video_facts(args.video)
@@ -197,6 +192,9 @@ def health(args: argparse.Namespace) -> int:
 
 
 def patches(args: argparse.Namespace) -> int:
+    from .patches import PatchSettings, extract_patches
+    from .tracking import VideoError
+
     settings = PatchSettings(args.every, args.look_back, args.score_threshold, args.padding, args.size, args.all_people)
     failed = 0
     with connect(args) as client:
@@ -214,6 +212,8 @@ def patches(args: argparse.Namespace) -> int:
 
 
 def sheet(args: argparse.Namespace) -> int:
+    from .contact_sheet import contact_sheet
+
     try:
         count = contact_sheet(args.pairs, args.a, args.b, args.out, args.top, args.padding)
     except (OSError, KeyError, ValueError) as error:
@@ -224,6 +224,8 @@ def sheet(args: argparse.Namespace) -> int:
 
 
 def pair(args: argparse.Namespace) -> int:
+    from .pairing import PatchFileError, pair_files
+
     try:
         count = pair_files(args.a, args.b, args.out, args.top, args.min_joint_score, args.unique)
     except (PatchFileError, ValueError) as error:
@@ -234,6 +236,8 @@ def pair(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import AnnotationError, collect_results, read_ground_truth, read_results, score, summary, table_row
+
     try:
         truth = read_ground_truth(args.annotations)
         if args.images is None:
@@ -371,7 +375,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="a request option for every frame, e.g. score_threshold=0.6",
     )
-    follow.set_defaults(run=track)
+    follow.set_defaults(run=track, extra="video")
 
     listing = commands.add_parser("models", parents=[shared], help="list the models, or describe one")
     listing.add_argument("model", nargs="?")
@@ -422,7 +426,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="a request option for every frame",
     )
-    cutting.set_defaults(run=patches)
+    cutting.set_defaults(run=patches, extra="video")
 
     pairing = commands.add_parser(
         "pair", help="pair the patches of two sets by pose, within the same view (no server needed)"
@@ -441,7 +445,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a one-to-one assignment per view instead of best matches (sets up to a few thousand)",
     )
-    pairing.set_defaults(run=pair)
+    pairing.set_defaults(run=pair, extra="eval")
 
     checking = commands.add_parser(
         "contact-sheet", help="the best pairs side by side with skeletons drawn (no server needed)"
@@ -454,7 +458,7 @@ def parser() -> argparse.ArgumentParser:
     checking.add_argument("--out", type=Path, default=Path("contact_sheet.jpg"))
     checking.add_argument("--top", type=at_least(1), default=20, help="how many pairs, most similar first")
     checking.add_argument("--padding", type=float, default=0.1, help="the --padding the patches were cut with")
-    checking.set_defaults(run=sheet)
+    checking.set_defaults(run=sheet, extra="video")
 
     scoring = commands.add_parser(
         "evaluate",
@@ -504,8 +508,20 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="a request option for every image, e.g. flip_test=true",
     )
-    scoring.set_defaults(run=evaluate)
+    scoring.set_defaults(run=evaluate, extra="eval")
     return root
+
+
+def missing_extra(args: argparse.Namespace, error: ModuleNotFoundError) -> str | None:
+    """What to install when ``error`` is a library of the command's extra that is not there; None for any other."""
+    extra = getattr(args, "extra", None)
+    library = (error.name or "").partition(".")[0]
+    if extra is None or library not in EXTRAS[extra]:
+        return None
+    return (
+        f"humanserve {args.command} needs the client's [{extra}] extra, and {library} is not installed: "
+        f"pip install 'humanserve-client[{extra}]' (from a clone of the repository: pip install '.[{extra}]')"
+    )
 
 
 def main() -> None:
@@ -515,3 +531,9 @@ def main() -> None:
     except ServerError as error:
         print(json.dumps({"error": error.as_dict()}), file=sys.stderr)
         sys.exit(1)
+    except ModuleNotFoundError as error:
+        message = missing_extra(args, error)
+        if message is None:
+            raise
+        report_error("MissingExtra", ModuleNotFoundError(message))
+        sys.exit(2)

@@ -61,8 +61,6 @@ AP_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR")  # COCOeval.stats[0:6]
 HEAD_SIZE_PER_DIAGONAL = 0.6  # MPII's evaluation: head size = 0.6 x the head box's diagonal
 PCKH_FRACTION = 0.5
 MAX_BOXES_PER_REQUEST = 64  # the pose models' limit on given boxes
-# Models that find people themselves; the others are sent the annotations' boxes.
-FINDS_PEOPLE = ("pose_pipeline", "pose_tracker", "keypoint_rcnn")
 
 
 class AnnotationError(ValueError):

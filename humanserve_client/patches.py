@@ -25,7 +25,8 @@ import numpy as np
 
 from .client import Client, OptionValue
 from .pairing import PATCH_COLUMNS
-from .tracking import Progress, open_video, video_facts
+from .progress import Progress
+from .tracking import open_video, video_facts
 
 FRAME_COLUMNS = ("video", "frame", "people")
 FILL = (0, 0, 0)  # where a patch's square leaves the frame

@@ -6,10 +6,9 @@ REST with the sequence header, see ``Client.stream``), and each answer comes bac
 record: the frame's index and time in the video, and the answer or its error.
 """
 
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import cv2
 import numpy as np
@@ -148,23 +147,6 @@ def draw_tracks(frame: np.ndarray, answer: Mapping[str, Any], min_score: float =
             cv2.LINE_AA,
         )
     return canvas
-
-
-class Progress:
-    """One line on ``stream`` showing ``unit`` done (of the total when known), rewritten in place."""
-
-    def __init__(self, label: str, total: int, stream: TextIO = sys.stderr, unit: str = "frames"):
-        self.label, self.total, self.stream, self.unit, self.done = label, total, stream, unit, 0
-
-    def step(self) -> None:
-        self.done += 1
-        of = f"/{self.total}" if self.total else ""
-        self.stream.write(f"\r{self.label}: {self.done}{of} {self.unit}")
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
 
 
 def draw_pose(

@@ -188,7 +188,11 @@ def wait_for_worker(server: TorchServe, model: str, killed: int = 0, timeout: fl
         time.sleep(0.2)
 
 
-def run_cli(server: TorchServe, *args: str) -> subprocess.CompletedProcess:
+def run_cli(
+    server: TorchServe, *args: str, program: tuple[str, ...] = (sys.executable, "-m", "humanserve_client"), **run_args
+) -> subprocess.CompletedProcess:
+    """Run the CLI (``program``: another install's ``humanserve`` too) against ``server``; ``run_args`` go to
+    subprocess.run (cwd, env)."""
     ports = server.properties
     connection = [
         "--url",
@@ -202,8 +206,5 @@ def run_cli(server: TorchServe, *args: str) -> subprocess.CompletedProcess:
     ]
     command, rest = args[0], args[1:]
     return subprocess.run(
-        [sys.executable, "-m", "humanserve_client", command, *connection, *rest],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [*program, command, *connection, *rest], capture_output=True, text=True, timeout=300, **run_args
     )

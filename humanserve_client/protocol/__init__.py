@@ -1,1 +1,1 @@
-"""TorchServe's gRPC interface: the .proto files here, and the stubs `make setup` generates from them."""
+"""TorchServe's gRPC interface: the .proto files here and the stubs generated from them (committed; `make stubs`)."""
