@@ -5,7 +5,7 @@
 TorchServe 0.12's frontend decodes a worker's answer to a batch again for every chunk (at most
 64 KB) it reads from the worker's socket, copying the answers already complete each time
 (runtime/frontend_agent/ResponseDecoderFix.java). A handler that answers each request with as many bytes
-as it asks for (loadtest/sized_answers_handler.py; batches of 4 within 20 ms, as the pose models)
+as it asks for (tests/fixtures/sized_answers_handler.py; batches of 4 within 20 ms, as the pose models)
 is served twice, without and with the agent; ``--clients`` closed-loop clients ask for one size
 at a time, and the CPU time the operating system accounts to the frontend (Java) and to the
 worker over ``--window`` seconds is divided by the answers in it.
@@ -20,24 +20,13 @@ from pathlib import Path
 
 import torch
 
-from export.archive import HANDLERS, Package, Part, Serving, write_archive
+from export.archive import write_archive
 from export.recipes import POSE_SERVING
 from loadtest.bench_stack import RESULTS, Photo, Row, measure_served
 from loadtest.machine import describe_machine
-from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn
 from runtime.torchserve import TorchServe, loopback_overrides
-
-MODEL = "sized_answers"
-HANDLER = (
-    Path("..") / "loadtest" / "sized_answers_handler.py"
-)  # relative to handlers/, where archives take handlers from
-
-
-def sized_answers_package(serving: Serving) -> Package:
-    """The archive of the sized-answers handler (its model file is a tiny stand-in it never calls)."""
-    assert (HANDLERS / HANDLER).exists()
-    part = Part("model", StyleStandIn(), lambda n: (torch.rand(n, 3, 8, 8),), STANDIN_WEIGHTS, "script")
-    return Package(MODEL, (part,), str(HANDLER), (), {}, serving)
+from tests.fixtures.standins import SIZED_ANSWERS as MODEL
+from tests.fixtures.standins import sized_answers_package
 
 
 def measure(server: TorchServe, size: int, clients: int, warm_up_s: float, window_s: float) -> dict[str, float]:

@@ -15,7 +15,6 @@ those of the real networks on a realistic number of people per photo.
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,15 +25,12 @@ import requests
 import torch
 from torch import Tensor, nn
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "handlers"), str(REPO / "tests")]
-
-from export.archive import Part, write_archive  # noqa: E402
-from export.recipes import RECIPES  # noqa: E402
-from export.workflow import write_workflow  # noqa: E402
-from loadtest.machine import describe_machine  # noqa: E402
-from oracles import ORACLE_WEIGHTS, PERSON_FRAMES, DetectorOracle, paint_frames, paint_people  # noqa: E402
-from runtime.torchserve import TorchServe, loopback_overrides  # noqa: E402
+from export.archive import Part, write_archive
+from export.recipes import RECIPES
+from export.workflow import write_workflow
+from loadtest.machine import describe_machine
+from runtime.torchserve import TorchServe, loopback_overrides
+from tests.fixtures.oracles import ORACLE_WEIGHTS, PERSON_FRAMES, DetectorOracle, paint_frames, paint_people
 
 PHOTOS = [  # (width, height, regions holding each person's joints)
     (640, 480, [[40, 60, 200, 400], [400, 40, 560, 380]]),
@@ -58,7 +54,7 @@ class CostedDetector(nn.Module):
 
 def photo_jpegs() -> list[tuple[bytes, int]]:
     """Each benchmark photo as JPEG bytes, with its number of people."""
-    from serving import encode
+    from tests.fixtures.serving import encode
 
     jpegs = []
     for seed, (width, height, regions) in enumerate(PHOTOS):

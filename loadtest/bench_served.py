@@ -30,8 +30,6 @@ them to docs/benchmarks.md.
 
 import argparse
 import contextlib
-import importlib
-import inspect
 import math
 import os
 import shlex
@@ -52,6 +50,7 @@ from loadtest.machine import append_table_row, describe_machine, median_seconds
 from loadtest.photos import SIZES, photo_pool
 from loadtest.run import LoadResult, run_locust, warm_up
 from runtime.torchserve import REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
+from tests.fixtures.in_process import load_handler
 
 BENCHMARKS = REPO / "docs" / "benchmarks.md"
 RAW_BUDGET_S = 30.0
@@ -62,37 +61,6 @@ TABLE_HEADER = (
     "| raw img/s | served img/s | served / faster raw | p50 / p95 / p99 ms | failures | mean batch | command |\n"
     "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"
 )
-
-
-def load_handler(archive_dir: Path, config: dict):
-    """The archive's handler, initialised in this process as a TorchServe worker would (CPU)."""
-    import ts
-    from ts.context import Context, RequestProcessor
-    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-
-    manifest = yaml.safe_load((archive_dir / "MAR-INF" / "MANIFEST.json").read_text())
-    sys.path.insert(0, str(archive_dir))  # the archive's own copy of the handler code
-    module = importlib.import_module(Path(manifest["model"]["handler"]).stem)
-    handler_class = next(c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__)
-    metrics = MetricsCacheYamlImpl(
-        str(Path(ts.__file__).parent / "configs" / "metrics.yaml")
-    )  # the worker's; lines go to logging
-    metrics.initialize_cache()
-    metrics.set_request_ids({index: f"local-{index}" for index in range(config["batchSize"])})
-    context = Context(
-        manifest["model"]["modelName"],
-        str(archive_dir),
-        manifest,
-        config["batchSize"],
-        None,
-        "0.12.0",
-        metrics=metrics,
-        model_yaml_config=config,
-    )
-    handler = handler_class()
-    handler.initialize(context)
-    handler.context = context  # what BaseHandler.handle sets before preprocess
-    return handler, context, RequestProcessor
 
 
 def raw_images_per_second(archive: Path, repeats: int, budget_s: float = RAW_BUDGET_S) -> tuple[float, int]:

@@ -5,7 +5,7 @@
 
 On a GPU node the model is cheap; the CPU each request costs around it decides how many
 requests a node answers. One TorchServe (production config, loopback ports) serves every
-family's real handler and config around a stand-in model (loadtest/standins.py) plus a
+family's real handler and config around a stand-in model (tests/fixtures/standins.py) plus a
 handler that answers ``{}`` without reading the body ("TorchServe alone"). For each row
 and photo, ``--clients`` closed-loop clients send the same photo back to back; after a
 warm-up, the CPU time the operating system accounts to TorchServe's processes (front end,
@@ -41,15 +41,14 @@ import yaml
 from PIL import Image
 from skimage import data
 
-from export.archive import HANDLERS, Package, Part, Serving, write_archive
+from export.archive import write_archive
 from export.recipes import POSE_SERVING
-from loadtest.bench_served import load_handler
 from loadtest.machine import describe_machine
-from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn, standin_packages
 from runtime.torchserve import ALLOCATOR_ENVIRONMENT, REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
+from tests.fixtures.in_process import load_handler
+from tests.fixtures.standins import ALONE, alone_package, standin_packages
 
 RESULTS = REPO / "loadtest" / "results"
-ALONE = "torchserve_alone"
 
 
 # Issue 11's targets, in full decodes of the same JPEG: at 640x480 and at 1920x1080.
@@ -249,14 +248,6 @@ def measure_in_process(archive: Path, row: Row, photo: Photo, batches: int = 30)
                     totals[stage] += milliseconds
         sys.path.remove(work)
     return {stage: total / (batches * size) for stage, total in totals.items()}
-
-
-def alone_package(serving: Serving) -> Package:
-    """A handler that answers ``{}`` without reading the body: what TorchServe costs by itself."""
-    part = Part("model", StyleStandIn(), lambda n: (torch.rand(n, 3, 8, 8),), STANDIN_WEIGHTS, "script")
-    handler = Path("..") / "loadtest" / "empty_handler.py"  # relative to handlers/, where archives take handlers from
-    assert (HANDLERS / handler).exists()
-    return Package(ALONE, (part,), str(handler), (), {}, serving)
 
 
 def worker_environment(allocator: str, more: list[str]) -> dict[str, str]:

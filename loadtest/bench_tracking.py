@@ -1,12 +1,12 @@
 """Pose tracking served by TorchServe: accuracy on synthetic videos, frames/s with concurrent sequences, a memory soak.
 
 All three serve ``tracker_oracle``: the real tracking handler and tracker with the oracle
-detector and pose models (tests/oracles.py), archived with ``pose_tracker``'s own serving
+detector and pose models (tests/fixtures/oracles.py), archived with ``pose_tracker``'s own serving
 and tracking settings. The oracles cost little, so the load figures are those of the
 serving stack and the tracker, not of the networks (``make bench MODEL=pose_tracker``
 times those).
 
-- Accuracy: each scene of tests/videos.py (people on known paths: apart, hidden for 5
+- Accuracy: each scene of tests/fixtures/videos.py (people on known paths: apart, hidden for 5
   frames, crossing, walking out and back in) as one sequence, over REST and a gRPC
   stream: MOTA, IDF1 and ID switches (py-motmetrics).
 - Load: N sequences at once, each a client streaming 30-frame videos back to back over
@@ -24,7 +24,6 @@ times those).
 import argparse
 import collections
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -36,18 +35,15 @@ import psutil
 import requests
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "handlers"), str(REPO / "tests")]
-
-from export.archive import write_archive  # noqa: E402
-from export.recipes import RECIPES, TRACKING_CONFIG  # noqa: E402
-from humanserve_client import GrpcClient, HandlerError, RestClient  # noqa: E402
-from humanserve_client.client import SEQUENCE_HEADER  # noqa: E402
-from loadtest.machine import describe_machine  # noqa: E402
-from oracles import oracle_packages  # noqa: E402
-from runtime.torchserve import TorchServe, loopback_overrides  # noqa: E402
-from serving import encode  # noqa: E402
-from videos import SCENES, mot_scores, paint_video  # noqa: E402
+from export.archive import write_archive
+from export.recipes import RECIPES, TRACKING_CONFIG
+from humanserve_client import GrpcClient, HandlerError, RestClient
+from humanserve_client.client import SEQUENCE_HEADER
+from loadtest.machine import describe_machine
+from runtime.torchserve import TorchServe, loopback_overrides
+from tests.fixtures.oracles import oracle_packages
+from tests.fixtures.serving import encode
+from tests.fixtures.videos import SCENES, mot_scores, paint_video
 
 MODEL = "tracker_oracle"
 FRAMES_PER_VIDEO = 30

@@ -9,17 +9,24 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import server_overrides
 from PIL import Image
 from scipy import ndimage
 from skimage import data
 
 from export.archive import REPO
-from oracles import FACE_LANDMARK_FRACTIONS, FACE_QUADRANT_LEVELS, face_quadrant_greys, paint_faces
 from runtime.torchserve import TorchServe
 from segmentation import gaussian_blur
-from serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, clients, encode, post, send_together
 from smart_filter import EXPRESSION_BACKGROUNDS, PALETTE
+from tests.conftest import server_overrides
+from tests.fixtures.oracles import FACE_LANDMARK_FRACTIONS, FACE_QUADRANT_LEVELS, face_quadrant_greys, paint_faces
+from tests.fixtures.serving import (
+    BAD_REQUESTS,
+    check_bad_requests_beside_good_ones,
+    clients,
+    encode,
+    post,
+    send_together,
+)
 
 ORACLE = "face_oracle"
 PAINTED = [  # (width, height, faces [x1, y1, x2, y2] with even sides, request form)

@@ -28,7 +28,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 from pose_handler import PoseHandler
-from test_images import corner_marks
 
 from detection import DETECTION_OPTIONS
 from humanserve_core.errors import RequestError
@@ -38,8 +37,9 @@ from humanserve_core.options import Option, parse_options
 from humanserve_core.people import OUTPUT_OPTIONS, check_output_options
 from pose import MAX_BOXES, check_boxes_overlap
 from segmentation import BACKGROUND_WORDS, SEGMENTER_OPTIONS, check_segmenter_options
-from serving import SMALL_JPEG, post, send_together
 from style import STYLE_OPTIONS, TRAINED_SIZE_OPTIONS
+from tests.fixtures.serving import SMALL_JPEG, post, send_together
+from tests.test_images import corner_marks
 
 FUZZ = settings(
     max_examples=400, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]

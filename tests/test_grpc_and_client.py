@@ -6,7 +6,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ORACLES, REAL_MODELS, export_random, server_overrides
 from skimage import data
 
 from export.recipes import RECIPES
@@ -15,7 +14,8 @@ from humanserve_client.client import encode_option, error_in_body, grpc_error
 from loadtest.photos import Photo, jpeg
 from loadtest.scenarios import scenario_for
 from runtime.torchserve import TorchServe
-from serving import clients, encode, run_cli
+from tests.conftest import ORACLES, REAL_MODELS, export_random, server_overrides
+from tests.fixtures.serving import clients, encode, run_cli
 
 # The session's server holds one real model per handler; the rest of the zoo shares those
 # handlers with other weights and depths, and gets a server of its own here.

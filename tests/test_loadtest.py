@@ -16,7 +16,7 @@ from loadtest.run import run_locust
 from loadtest.scenarios import scenario_for
 from loadtest.soak import memory_trend, robust_rss_slope, rss_slope, soak_overrides
 from runtime.torchserve import REPO
-from serving import encode
+from tests.fixtures.serving import encode
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import psutil
 import pytest
 import torch
 import yaml
-from conftest import server_overrides
 
 from runtime.torchserve import (
     THREADS_VARIABLE,
@@ -19,6 +18,7 @@ from runtime.torchserve import (
     cpu_workers,
     thread_share,
 )
+from tests.conftest import server_overrides
 
 
 @pytest.mark.parametrize(
