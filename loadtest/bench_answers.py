@@ -22,8 +22,10 @@ import torch
 
 from export.archive import write_archive
 from export.recipes import POSE_SERVING
-from loadtest.bench_stack import RESULTS, Photo, Row, measure_served
+from loadtest.accounting import cost_per_answer
+from loadtest.load import Request, rest_turns
 from loadtest.machine import describe_machine
+from loadtest.results import write_report
 from runtime.torchserve import TorchServe, loopback_overrides
 from tests.fixtures.standins import SIZED_ANSWERS as MODEL
 from tests.fixtures.standins import sized_answers_package
@@ -31,10 +33,10 @@ from tests.fixtures.standins import sized_answers_package
 
 def measure(server: TorchServe, size: int, clients: int, warm_up_s: float, window_s: float) -> dict[str, float]:
     """Core-ms per answer (frontend, others) and answers/s for answers of ``size`` bytes."""
-    request = Photo(f"{size} bytes", json.dumps({"bytes": size, "seed": 0, "status": 200}).encode(), "application/json")
-    frontend, others, per_s = measure_served(
-        server, Row(f"answers of {size} bytes", MODEL), request, clients, warm_up_s, window_s
-    )
+    request = Request(json.dumps({"bytes": size, "seed": 0, "status": 200}).encode(), "application/json")
+    url = f"{server.inference_url}/predictions/{MODEL}"
+    turns = rest_turns(url, server.token("inference"), [request], clients)
+    frontend, others, per_s = cost_per_answer(server, turns, warm_up_s, window_s)
     return {"frontend": frontend, "others": others, "per_s": per_s}
 
 
@@ -87,10 +89,8 @@ def main() -> None:
     )
     report = header + "\n\n" + "\n".join(lines) + "\n"
     print("\n" + report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-answers.md"
-    path.write_text(report)
-    print(f"written to {path}")
+    figures = {"as shipped": results[False], "with the agent": results[True]}
+    print(f"written to {write_report('bench-answers', {'header': header, 'results': figures}, report)} and its .md")
 
 
 if __name__ == "__main__":

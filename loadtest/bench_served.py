@@ -46,8 +46,9 @@ import torch
 import yaml
 
 from export.recipes import RECIPES
-from loadtest.machine import append_table_row, describe_machine, median_seconds
+from loadtest.machine import describe_machine, median_seconds
 from loadtest.photos import SIZES, photo_pool
+from loadtest.results import append_table_row
 from loadtest.run import LoadResult, run_locust, warm_up
 from runtime.torchserve import REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
 from tests.fixtures.in_process import load_handler
@@ -75,7 +76,7 @@ def raw_images_per_second(archive: Path, repeats: int, budget_s: float = RAW_BUD
         # so models whose cost follows the image size (style transfer) see the served mix.
         batches = []
         for first in range(0, math.lcm(len(photos), batch_size), batch_size):
-            rows = [{"body": bytearray(photos[(first + i) % len(photos)].jpeg)} for i in range(batch_size)]
+            rows = [{"body": bytearray(photos[(first + i) % len(photos)].data)} for i in range(batch_size)]
             context.request_processor = [request_processor({"body": {"content-type": "image/jpeg"}}) for _ in rows]
             batch = handler.preprocess(rows)
             assert not batch.errors, batch.errors
