@@ -6,9 +6,9 @@ records each answer: when it ended, how long it took, what was wrong with it (No
 served in. Windows of the run are read while it goes on (``ClosedLoop.window``), so a caller can sample the server's
 CPU and memory around exactly the answers it counts.
 
-Threads rather than asyncio: measured against TorchServe's empty handler, the threaded client spent ... (see
-docs/benchmarks.md, "The load generator"); what the benchmarks count is the server's CPU, and the clients share its
-cores, so the generator's own cost per request is what matters.
+Threads for now, though asyncio measured cheaper (docs/benchmarks.md, "The load generator": 0.19 against 0.08 client
+CPU ms per request on the empty handler, ``python -m loadtest.bench_generator``), a third of what TorchServe alone
+costs per request: gRPC goes through the synchronous ``GrpcClient``, and moving to asyncio is the open follow-up.
 """
 
 import http.client
