@@ -5,7 +5,7 @@
 TorchServe 0.12's frontend decodes a worker's answer to a batch again for every chunk (at most
 64 KB) it reads from the worker's socket, copying the answers already complete each time
 (runtime/frontend_agent/ResponseDecoderFix.java). A handler that answers each request with as many bytes
-as it asks for (loadtest/sized_answers_handler.py; batches of 4 within 20 ms, as the pose models)
+as it asks for (tests/fixtures/sized_answers_handler.py; batches of 4 within 20 ms, as the pose models)
 is served twice, without and with the agent; ``--clients`` closed-loop clients ask for one size
 at a time, and the CPU time the operating system accounts to the frontend (Java) and to the
 worker over ``--window`` seconds is divided by the answers in it.
@@ -20,28 +20,23 @@ from pathlib import Path
 
 import torch
 
-from export.archive import Package, Part, Serving, write_archive
+from export.archive import write_archive
 from export.recipes import POSE_SERVING
-from loadtest.bench_stack import RESULTS, Photo, Row, measure_served
+from loadtest.accounting import cost_per_answer
+from loadtest.load import Request, rest_turns
 from loadtest.machine import describe_machine
-from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn
+from loadtest.results import write_report
 from runtime.torchserve import TorchServe, loopback_overrides
-
-MODEL = "sized_answers"
-
-
-def sized_answers_package(serving: Serving) -> Package:
-    """The archive of the sized-answers handler (its model file is a tiny stand-in it never calls)."""
-    part = Part("model", StyleStandIn(), lambda n: (torch.rand(n, 3, 8, 8),), STANDIN_WEIGHTS, "script")
-    return Package(MODEL, (part,), "loadtest.sized_answers_handler", {}, serving)
+from tests.fixtures.standins import SIZED_ANSWERS as MODEL
+from tests.fixtures.standins import sized_answers_package
 
 
 def measure(server: TorchServe, size: int, clients: int, warm_up_s: float, window_s: float) -> dict[str, float]:
     """Core-ms per answer (frontend, others) and answers/s for answers of ``size`` bytes."""
-    request = Photo(f"{size} bytes", json.dumps({"bytes": size, "seed": 0, "status": 200}).encode(), "application/json")
-    frontend, others, per_s = measure_served(
-        server, Row(f"answers of {size} bytes", MODEL), request, clients, warm_up_s, window_s
-    )
+    request = Request(json.dumps({"bytes": size, "seed": 0, "status": 200}).encode(), "application/json")
+    url = f"{server.inference_url}/predictions/{MODEL}"
+    turns = rest_turns(url, server.token("inference"), [request], clients)
+    frontend, others, per_s = cost_per_answer(server, turns, warm_up_s, window_s)
     return {"frontend": frontend, "others": others, "per_s": per_s}
 
 
@@ -94,10 +89,8 @@ def main() -> None:
     )
     report = header + "\n\n" + "\n".join(lines) + "\n"
     print("\n" + report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-answers.md"
-    path.write_text(report)
-    print(f"written to {path}")
+    figures = {"as shipped": results[False], "with the agent": results[True]}
+    print(f"written to {write_report('bench-answers', {'header': header, 'results': figures}, report)} and its .md")
 
 
 if __name__ == "__main__":

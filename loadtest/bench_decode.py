@@ -9,20 +9,13 @@ Gaussian heatmaps with known sub-pixel centres, so accuracy is reported with spe
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "handlers"))
-
-from handlers.vision.heatmaps import decode_heatmaps  # noqa: E402
-from loadtest.machine import describe_machine, median_seconds  # noqa: E402
-
-JOINTS, HEIGHT, WIDTH, STRIDE, SIGMA = 17, 64, 48, 4, 2.0
-CROP = (HEIGHT * STRIDE, WIDTH * STRIDE)
+from handlers.vision.heatmaps import decode_heatmaps
+from loadtest.machine import describe_machine, median_seconds
+from tests.fixtures.heatmaps import CROP, HEIGHT, JOINTS, SIGMA, STRIDE, WIDTH, reference_decode
 
 
 def synthetic_batch(people: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -38,36 +31,6 @@ def synthetic_batch(people: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.
     boxes = np.concatenate([corner, corner + size], axis=1).astype(np.float32)
     truth = corner[:, None, :] + centres * STRIDE * (size / np.array(CROP[::-1]))[:, None, :]
     return heatmaps, boxes, truth
-
-
-def reference_decode(heatmaps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Per person and per joint, as the reference handlers do: ``[N, K, 3]`` (x, y, score)."""
-    people, joints, height, width = heatmaps.shape
-    out = np.zeros((people, joints, 3), dtype=np.float32)
-    kernel = 2 * round(3 * SIGMA) - 1
-    for n in range(people):
-        scale = (boxes[n, 2:] - boxes[n, :2]) / np.array(CROP[::-1])
-        affine = np.array([[STRIDE * scale[0], 0, boxes[n, 0]], [0, STRIDE * scale[1], boxes[n, 1]]])
-        points = np.zeros((joints, 2))
-        for k in range(joints):
-            heatmap = heatmaps[n, k]
-            y, x = np.unravel_index(np.argmax(heatmap), heatmap.shape)
-            out[n, k, 2] = heatmap[y, x]
-            log = np.log(np.maximum(cv2.GaussianBlur(heatmap, (kernel, kernel), SIGMA), 1e-10))
-            px, py = float(x), float(y)
-            if 2 <= x < width - 2 and 2 <= y < height - 2:
-                dx = 0.5 * (log[y, x + 1] - log[y, x - 1])
-                dy = 0.5 * (log[y + 1, x] - log[y - 1, x])
-                dxx = 0.25 * (log[y, x + 2] - 2 * log[y, x] + log[y, x - 2])
-                dyy = 0.25 * (log[y + 2, x] - 2 * log[y, x] + log[y - 2, x])
-                dxy = 0.25 * (log[y + 1, x + 1] - log[y - 1, x + 1] - log[y + 1, x - 1] + log[y - 1, x - 1])
-                hessian = np.array([[dxx, dxy], [dxy, dyy]])
-                if dxx < 0 and np.linalg.det(hessian) > 1e-12:
-                    step = -np.linalg.solve(hessian, np.array([dx, dy]))
-                    px, py = px + np.clip(step[0], -1, 1), py + np.clip(step[1], -1, 1)
-            points[k] = (px, py)
-        out[n, :, :2] = cv2.transform(points[None], affine)[0]
-    return out
 
 
 def main() -> None:

@@ -14,36 +14,27 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import requests
 import torch
 from skimage import data
 
+from loadtest.load import ClosedLoop, Request, percentile, rest_turns
 from loadtest.machine import describe_machine
-from loadtest.photos import jpeg
+from loadtest.photos import encoded
 from runtime.torchserve import REPO, TorchServe, loopback_overrides
 
 
 def measure(url: str, token: str, photo: bytes, options: dict, count: int) -> list[float]:
     """Seconds per request for ``count`` sequential requests after two warm-ups; every answer must be 200."""
-    headers = {"Authorization": f"Bearer {token}"}
-    files = {
-        "data": ("photo.jpg", photo, "image/jpeg"),
-        **{k: (None, json.dumps(v) if not isinstance(v, str) else v) for k, v in options.items()},
-    }
-    session = requests.Session()
-    times = []
-    for index in range(count + 2):
-        start = time.perf_counter()
-        response = session.post(url, files=files, headers=headers, timeout=600)
-        elapsed = time.perf_counter() - start
-        if response.status_code != 200:
-            raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
-        if index >= 2:
-            times.append(elapsed)
-    return times
+    text = {name: value if isinstance(value, str) else json.dumps(value) for name, value in options.items()}
+    with ClosedLoop(rest_turns(url, token, [Request(photo, "image/jpeg", text)], 1), turns_each=count + 2) as load:
+        load.join()
+    load.check()
+    failures = [o.failure for o in load.outcomes if o.failure]
+    if failures:
+        raise RuntimeError(f"{url}: {failures[0]}")
+    return [o.seconds for o in load.outcomes[2:]]
 
 
 def main() -> None:
@@ -54,7 +45,7 @@ def main() -> None:
     parser.add_argument("--options", default="{}", help="JSON options sent with every request")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    photo, options = jpeg(data.astronaut(), width, height), json.loads(args.options)
+    photo, options = encoded(data.astronaut(), width, height), json.loads(args.options)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as work:
         store = Path(work) / "store"
@@ -82,9 +73,9 @@ def main() -> None:
     print("| model | weights | mean ms | p50 ms | p95 ms |")
     print("|---|---|---:|---:|---:|")
     for model, times, weights in rows:
-        p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
         print(
-            f"| {model} | {weights} | {statistics.mean(times) * 1000:.0f} | {statistics.median(times) * 1000:.0f} | {p95 * 1000:.0f} |"
+            f"| {model} | {weights} | {statistics.mean(times) * 1000:.0f} | {percentile(times, 50) * 1000:.0f} "
+            f"| {percentile(times, 95) * 1000:.0f} |"
         )
 
 

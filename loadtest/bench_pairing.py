@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from humanserve_client.pairing import PATCH_COLUMNS, pair_files
-from loadtest.machine import append_table_row, describe_machine
+from loadtest.machine import describe_machine
+from loadtest.results import append_table_row
 from runtime.torchserve import REPO
 
 BENCHMARKS = REPO / "docs" / "benchmarks.md"

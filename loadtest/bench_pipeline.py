@@ -14,27 +14,21 @@ those of the real networks on a realistic number of people per photo.
 """
 
 import argparse
-import statistics
-import sys
+import json
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-import requests
 import torch
 from torch import Tensor, nn
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "handlers"), str(REPO / "tests")]
-
-from export.archive import Part, write_archive  # noqa: E402
-from export.recipes import RECIPES  # noqa: E402
-from export.workflow import write_workflow  # noqa: E402
-from loadtest.machine import describe_machine  # noqa: E402
-from oracles import ORACLE_WEIGHTS, PERSON_FRAMES, DetectorOracle, paint_frames, paint_people  # noqa: E402
-from runtime.torchserve import TorchServe, loopback_overrides  # noqa: E402
+from export.archive import Part, write_archive
+from export.recipes import RECIPES
+from export.workflow import write_workflow
+from loadtest.load import Check, Request, rest_turns, run
+from loadtest.machine import describe_machine
+from runtime.torchserve import TorchServe, loopback_overrides
+from tests.fixtures.oracles import ORACLE_WEIGHTS, PERSON_FRAMES, DetectorOracle, paint_frames, paint_people
 
 PHOTOS = [  # (width, height, regions holding each person's joints)
     (640, 480, [[40, 60, 200, 400], [400, 40, 560, 380]]),
@@ -58,7 +52,7 @@ class CostedDetector(nn.Module):
 
 def photo_jpegs() -> list[tuple[bytes, int]]:
     """Each benchmark photo as JPEG bytes, with its number of people."""
-    from serving import encode
+    from tests.fixtures.serving import encode
 
     jpegs = []
     for seed, (width, height, regions) in enumerate(PHOTOS):
@@ -105,43 +99,17 @@ DESCRIPTIONS = {
 }
 
 
-def run_load(url: str, token: str, jpegs: list[tuple[bytes, int]], clients: int, duration: float) -> dict:
-    """Closed loop: each client sends the next photo as soon as its answer came back; checks each answer."""
-    deadline = time.monotonic() + duration
-    headers = {"Content-Type": "image/jpeg", "Authorization": f"Bearer {token}"}
-    session = requests.Session()
-    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=clients))
+def requests_of(jpegs: list[tuple[bytes, int]]) -> list[Request]:
+    """Each photo as a request whose answer must hold its people."""
 
-    def client(index: int) -> tuple[list[float], int, list[int]]:
-        latencies, failures, batch_sizes, sent = [], 0, [], index
-        while time.monotonic() < deadline:
-            data, people = jpegs[sent % len(jpegs)]
-            sent += 1
-            start = time.perf_counter()
-            response = session.post(url, data=data, headers=headers, timeout=600)
-            elapsed = time.perf_counter() - start
-            if response.status_code != 200 or len(response.json()["people"]) != people:
-                failures += 1
-                continue
-            latencies.append(elapsed)
-            if "X-Batch-Size" in response.headers:  # workflow answers do not carry it
-                batch_sizes.append(int(response.headers["X-Batch-Size"]))
-        return latencies, failures, batch_sizes
+    def check(people: int) -> Check:
+        def problem(body: bytes) -> str | None:
+            found = len(json.loads(body)["people"])
+            return None if found == people else f"{found} people, {people} painted"
 
-    started = time.monotonic()
-    with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(client, range(clients)))
-    elapsed = time.monotonic() - started
-    latencies = sorted(x for r in results for x in r[0])
-    quantile = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    return {
-        "requests": len(latencies),
-        "failures": sum(r[1] for r in results),
-        "throughput": len(latencies) / elapsed,
-        "p50": quantile(0.50),
-        "p95": quantile(0.95),
-        "mean_batch": f"{statistics.mean(sizes):.1f}" if (sizes := [b for r in results for b in r[2]]) else "n/a",
-    }
+        return problem
+
+    return [Request(data, "image/jpeg", check=check(people)) for data, people in jpegs]
 
 
 def serve(store: Path, run_dir: Path, models: list[str], workflow: bool) -> TorchServe:
@@ -163,7 +131,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60)
     parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS))
     args = parser.parse_args()
-    jpegs = photo_jpegs()
+    requests = requests_of(photo_jpegs())
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as work:
         store = Path(work) / "store"
         build_store(store, args.detector)
@@ -172,9 +140,8 @@ def main() -> None:
             models, workflow, path = SETUPS[name]
             server = serve(store, Path(work) / name, models, workflow)
             try:
-                url, token = f"{server.inference_url}/{path}", server.token("inference")
-                run_load(url, token, jpegs, args.clients, 10)  # warm-up
-                rows.append((DESCRIPTIONS[name], run_load(url, token, jpegs, args.clients, args.duration)))
+                turns = rest_turns(f"{server.inference_url}/{path}", server.token("inference"), requests, args.clients)
+                rows.append((DESCRIPTIONS[name], run(turns, 10, args.duration)))
             finally:
                 server.stop()
     print(f"Machine: {describe_machine(torch.device('cpu'))}")
@@ -184,9 +151,11 @@ def main() -> None:
     )
     print("| setup | requests | failures | throughput img/s | p50 ms | p95 ms | mean batch |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, r in rows:
+    for name, window in rows:
+        batch = window.mean_batch()  # workflow answers do not carry X-Batch-Size
         print(
-            f"| {name} | {r['requests']} | {r['failures']} | {r['throughput']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['mean_batch']} |"
+            f"| {name} | {len(window.answered)} | {len(window.failures)} | {window.per_s:.2f} | {window.ms(50):.0f} "
+            f"| {window.ms(95):.0f} | {'n/a' if batch is None else f'{batch:.1f}'} |"
         )
 
 

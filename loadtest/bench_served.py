@@ -46,10 +46,12 @@ import torch
 import yaml
 
 from export.recipes import RECIPES
-from loadtest.machine import append_table_row, describe_machine, median_seconds
+from loadtest.machine import describe_machine, median_seconds
 from loadtest.photos import SIZES, photo_pool
+from loadtest.results import append_table_row
 from loadtest.run import LoadResult, run_locust, warm_up
 from runtime.torchserve import REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
+from tests.fixtures.in_process import load_handler
 
 BENCHMARKS = REPO / "docs" / "benchmarks.md"
 RAW_BUDGET_S = 30.0
@@ -60,37 +62,6 @@ TABLE_HEADER = (
     "| raw img/s | served img/s | served / faster raw | p50 / p95 / p99 ms | failures | mean batch | command |\n"
     "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"
 )
-
-
-def load_handler(archive_dir: Path, config: dict):
-    """The archive's handler, initialised in this process as a TorchServe worker would (CPU)."""
-    import ts
-    from ts.context import Context, RequestProcessor
-    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-
-    from handlers.core.entry import handler_class
-
-    manifest = yaml.safe_load((archive_dir / "MAR-INF" / "MANIFEST.json").read_text())
-    metrics = MetricsCacheYamlImpl(
-        str(Path(ts.__file__).parent / "configs" / "metrics.yaml")
-    )  # the worker's; lines go to logging
-    metrics.initialize_cache()
-    metrics.set_request_ids({index: f"local-{index}" for index in range(config["batchSize"])})
-    context = Context(
-        manifest["model"]["modelName"],
-        str(archive_dir),
-        manifest,
-        config["batchSize"],
-        None,
-        "0.12.0",
-        metrics=metrics,
-        model_yaml_config=config,
-    )
-    # The class the archive's entry point makes (this repository's copy of the tree it carries).
-    handler = handler_class(config["handler"]["module"])()
-    handler.initialize(context)
-    handler.context = context  # what BaseHandler.handle sets before preprocess
-    return handler, context, RequestProcessor
 
 
 def raw_images_per_second(archive: Path, repeats: int, budget_s: float = RAW_BUDGET_S) -> tuple[float, int]:
@@ -105,7 +76,7 @@ def raw_images_per_second(archive: Path, repeats: int, budget_s: float = RAW_BUD
         # so models whose cost follows the image size (style transfer) see the served mix.
         batches = []
         for first in range(0, math.lcm(len(photos), batch_size), batch_size):
-            rows = [{"body": bytearray(photos[(first + i) % len(photos)].jpeg)} for i in range(batch_size)]
+            rows = [{"body": bytearray(photos[(first + i) % len(photos)].data)} for i in range(batch_size)]
             context.request_processor = [request_processor({"body": {"content-type": "image/jpeg"}}) for _ in rows]
             batch = handler.preprocess(rows)
             assert not batch.errors, batch.errors

@@ -5,7 +5,7 @@
 
 On a GPU node the model is cheap; the CPU each request costs around it decides how many
 requests a node answers. One TorchServe (production config, loopback ports) serves every
-family's real handler and config around a stand-in model (loadtest/standins.py) plus a
+family's real handler and config around a stand-in model (tests/fixtures/standins.py) plus a
 handler that answers ``{}`` without reading the body ("TorchServe alone"). For each row
 and photo, ``--clients`` closed-loop clients send the same photo back to back; after a
 warm-up, the CPU time the operating system accounts to TorchServe's processes (front end,
@@ -20,38 +20,31 @@ from the same handler run in this process on batches of the served size.
 
 import argparse
 import ctypes
-import http.client
-import io
 import shlex
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlparse
 
 import cv2
 import numpy as np
-import psutil
 import torch
 import yaml
-from PIL import Image
-from skimage import data
 
-from export.archive import Package, Part, Serving, write_archive
+from export.archive import write_archive
 from export.recipes import POSE_SERVING
 from handlers.core.stages import CLOCK, STAGES
-from loadtest.bench_served import load_handler
+from loadtest.accounting import cost_per_answer
+from loadtest.load import Request, rest_turns
 from loadtest.machine import describe_machine
-from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn, standin_packages
+from loadtest.photos import Photo, photo
+from loadtest.results import write_report
 from runtime.torchserve import ALLOCATOR_ENVIRONMENT, REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
-
-RESULTS = REPO / "loadtest" / "results"
-ALONE = "torchserve_alone"
-
+from tests.fixtures.in_process import load_handler
+from tests.fixtures.standins import ALONE, alone_package, standin_packages
 
 # Issue 11's targets, in full decodes of the same JPEG: at 640x480 and at 1920x1080.
 POSE_TARGETS, JSON_TARGETS, PICTURE_TARGETS = (
@@ -90,34 +83,10 @@ ROWS = {
 }
 
 
-@dataclass(frozen=True)
-class Photo:
-    """A photo as it is sent: its label, bytes and content type."""
-
-    label: str
-    data: bytes
-    content_type: str
-
-
 def photos() -> dict[str, Photo]:
-    """The astronaut, cropped to each aspect ratio and resized: JPEG (quality 90) at three sizes and a PNG."""
-    source = data.astronaut()
-
-    def sized(width: int, height: int) -> Image.Image:
-        keep = round(source.shape[0] * height / width)
-        top = (source.shape[0] - keep) // 2
-        return Image.fromarray(source[top : top + keep]).resize((width, height), Image.BICUBIC)
-
-    def encoded(image: Image.Image, image_format: str) -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, format=image_format, **({"quality": 90} if image_format == "JPEG" else {}))
-        return buffer.getvalue()
-
-    shots = {
-        f"jpeg{w}": Photo(f"{w}x{h} JPEG", encoded(sized(w, h), "JPEG"), "image/jpeg")
-        for w, h in ((640, 480), (1280, 720), (1920, 1080))
-    }
-    shots["png640"] = Photo("640x480 PNG", encoded(sized(640, 480), "PNG"), "image/png")
+    """The astronaut as JPEG at three sizes and as a PNG (loadtest/photos.py)."""
+    shots = {f"jpeg{w}": photo("astronaut", w, h) for w, h in ((640, 480), (1280, 720), (1920, 1080))}
+    shots["png640"] = photo("astronaut", 640, 480, "PNG")
     return shots
 
 
@@ -141,65 +110,6 @@ def full_decode_ms(photo: Photo, repeats: int = 200) -> float:
     return statistics.median(times) * 1000
 
 
-def server_cpu_seconds(root: psutil.Process) -> tuple[float, float]:
-    """CPU seconds (user + system, with waited-for children) of the frontend (the Java process) and of every other
-    process under ``root``."""
-    frontend = others = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times, name = process.cpu_times(), process.name()
-        except psutil.NoSuchProcess:
-            continue
-        seconds = times.user + times.system + times.children_user + times.children_system
-        if name == "java":
-            frontend += seconds
-        else:
-            others += seconds
-    return frontend, others
-
-
-class Load:
-    """Closed-loop clients sending one request over and over on keep-alive connections; counts answers."""
-
-    def __init__(self, url: str, token: str | None, photo: Photo, options: dict[str, str], clients: int):
-        parsed = urlparse(url)
-        self.host, self.port, self.path = parsed.hostname, parsed.port, parsed.path
-        self.headers = {
-            "Content-Type": photo.content_type,
-            **{f"X-Option-{k.replace('_', '-')}": v for k, v in options.items()},
-        }
-        if token:
-            self.headers["Authorization"] = f"Bearer {token}"
-        self.body = photo.data
-        self.answered = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> "Load":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
-
-    def _client(self) -> None:
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=120)
-        while not self._stop.is_set():
-            connection.request("POST", self.path, body=self.body, headers=self.headers)
-            response = connection.getresponse()
-            answer = response.read()
-            with self._lock:
-                if response.status == 200:
-                    self.answered += 1
-                elif len(self.failures) < 5:
-                    self.failures.append(f"{response.status}: {answer[:200]!r}")
-
-
 @dataclass
 class Measured:
     """One row at one photo."""
@@ -214,19 +124,12 @@ def measure_served(
 ) -> tuple[float, float, float]:
     """Server CPU core-ms per answered request (the frontend's, the rest's) and requests/s, over ``window_s`` of steady
     load."""
-    root = psutil.Process(server.process.pid)
-    with Load(
-        f"{server.inference_url}/predictions/{row.model}", server.token("inference"), photo, row.options, clients
-    ) as load:
-        time.sleep(warm_up_s)
-        cpu_before, answered_before, started = server_cpu_seconds(root), load.answered, time.perf_counter()
-        time.sleep(window_s)
-        cpu_after, answered_after, elapsed = server_cpu_seconds(root), load.answered, time.perf_counter() - started
-    if load.failures:
-        raise RuntimeError(f"{row.model} failed on {photo.label}: {load.failures}")
-    answered = answered_after - answered_before
-    frontend_ms, others_ms = ((after - before) * 1000 / answered for after, before in zip(cpu_after, cpu_before))
-    return frontend_ms, others_ms, answered / elapsed
+    request = Request(photo.data, photo.content_type, row.options)
+    turns = rest_turns(f"{server.inference_url}/predictions/{row.model}", server.token("inference"), [request], clients)
+    try:
+        return cost_per_answer(server, turns, warm_up_s, window_s)
+    except RuntimeError as error:
+        raise RuntimeError(f"{row.model} on {photo.label}: {error}") from error
 
 
 def measure_in_process(archive: Path, row: Row, photo: Photo, batches: int = 30) -> dict[str, float]:
@@ -247,12 +150,6 @@ def measure_in_process(archive: Path, row: Row, photo: Photo, batches: int = 30)
                 for stage, milliseconds in CLOCK.take().items():
                     totals[stage] += milliseconds
     return {stage: total / (batches * size) for stage, total in totals.items()}
-
-
-def alone_package(serving: Serving) -> Package:
-    """A handler that answers ``{}`` without reading the body: what TorchServe costs by itself."""
-    part = Part("model", StyleStandIn(), lambda n: (torch.rand(n, 3, 8, 8),), STANDIN_WEIGHTS, "script")
-    return Package(ALONE, (part,), "loadtest.empty_handler", {}, serving)
 
 
 def worker_environment(allocator: str, more: list[str]) -> dict[str, str]:
@@ -384,10 +281,12 @@ def main() -> None:
         + table(results, decode_ms, shots)
     )
     print("\n" + report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-stack.md"
-    path.write_text(report + "\n")
-    print(f"\nwritten to {path.relative_to(REPO)}")
+    figures = {
+        f"{row_key} {shot_key}": {"core_ms": m.core_ms, "requests_per_s": m.requests_per_s, "stages": m.stages}
+        for (row_key, shot_key), m in results.items()
+    }
+    path = write_report("bench-stack", {"command": command, "decode_ms": decode_ms, "results": figures}, report)
+    print(f"\nwritten to {path.relative_to(REPO)} and its .md")
 
 
 if __name__ == "__main__":

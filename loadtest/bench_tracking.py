@@ -1,12 +1,12 @@
 """Pose tracking served by TorchServe: accuracy on synthetic videos, frames/s with concurrent sequences, a memory soak.
 
 All three serve ``tracker_oracle``: the real tracking handler and tracker with the oracle
-detector and pose models (tests/oracles.py), archived with ``pose_tracker``'s own serving
+detector and pose models (tests/fixtures/oracles.py), archived with ``pose_tracker``'s own serving
 and tracking settings. The oracles cost little, so the load figures are those of the
 serving stack and the tracker, not of the networks (``make bench MODEL=pose_tracker``
 times those).
 
-- Accuracy: each scene of tests/videos.py (people on known paths: apart, hidden for 5
+- Accuracy: each scene of tests/fixtures/videos.py (people on known paths: apart, hidden for 5
   frames, crossing, walking out and back in) as one sequence, over REST and a gRPC
   stream: MOTA, IDF1 and ID switches (py-motmetrics).
 - Load: N sequences at once, each a client streaming 30-frame videos back to back over
@@ -23,31 +23,26 @@ times those).
 
 import argparse
 import collections
-import statistics
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
 
-import psutil
 import requests
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "handlers"), str(REPO / "tests")]
-
-from export.archive import write_archive  # noqa: E402
-from export.recipes import RECIPES, TRACKING_CONFIG  # noqa: E402
-from humanserve_client import GrpcClient, HandlerError, RestClient  # noqa: E402
-from humanserve_client.client import SEQUENCE_HEADER  # noqa: E402
-from loadtest.machine import describe_machine  # noqa: E402
-from oracles import oracle_packages  # noqa: E402
-from runtime.torchserve import TorchServe, loopback_overrides  # noqa: E402
-from serving import encode  # noqa: E402
-from videos import SCENES, mot_scores, paint_video  # noqa: E402
+from export.archive import write_archive
+from export.recipes import RECIPES, TRACKING_CONFIG
+from humanserve_client import GrpcClient, RestClient
+from humanserve_client.client import SEQUENCE_HEADER
+from loadtest.accounting import MemorySampler
+from loadtest.load import grpc_sequence_turns, run
+from loadtest.machine import describe_machine
+from runtime.torchserve import TorchServe, loopback_overrides
+from tests.fixtures.oracles import oracle_packages
+from tests.fixtures.serving import encode
+from tests.fixtures.videos import SCENES, mot_scores, paint_video
 
 MODEL = "tracker_oracle"
 FRAMES_PER_VIDEO = 30
@@ -80,47 +75,15 @@ def accuracy(rest: RestClient, remote: GrpcClient) -> list[str]:
     return rows
 
 
-def stream_videos(
-    client: GrpcClient, images: list[bytes], until: float, latencies: list[float], failures: list[str]
-) -> None:
-    """Stream 30-frame videos over one client until ``until``; each answer's wait into ``latencies``."""
-    while time.monotonic() < until:
-        frames = ((images[n % len(images)], {}) for n in range(FRAMES_PER_VIDEO))
-        start = time.perf_counter()
-        for answer in client.stream(MODEL, frames):
-            now = time.perf_counter()
-            if isinstance(answer, HandlerError):
-                failures.append(str(answer))
-            else:
-                latencies.append(now - start)
-            start = now
-
-
 def load(target: str, images: list[bytes], sequences: int, duration: float) -> dict:
-    """``sequences`` concurrent streams for ``duration`` s: frames/s, latency percentiles, failures."""
-    latencies: list[float] = []
-    failures: list[str] = []
-    clients = [GrpcClient(target, stream_window=1, retries=0) for _ in range(sequences)]
-    until = time.monotonic() + duration
-    started = time.perf_counter()
-    threads = [
-        threading.Thread(target=stream_videos, args=(client, images, until, latencies, failures)) for client in clients
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    for client in clients:
-        client.close()
-    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    """``sequences`` concurrent streams of 30-frame videos for ``duration`` s: frames/s, latency percentiles, failures."""
+    turns = grpc_sequence_turns(target, MODEL, images, FRAMES_PER_VIDEO, sequences)
+    window = run(turns, 0, duration)
     return {
-        "frames": len(latencies),
-        "fps": len(latencies) / elapsed,
-        "p50": quantiles[49] * 1000,
-        "p95": quantiles[94] * 1000,
-        "p99": quantiles[98] * 1000,
-        "failures": len(failures),
+        "frames": len(window.answered),
+        "fps": window.per_s,
+        **{f"p{q}": window.ms(q) for q in (50, 95, 99)},
+        "failures": len(window.failures),
     }
 
 
@@ -152,30 +115,24 @@ def abandoned_row(store: Path, run_dir: Path, images: list[bytes], abandoned: in
     )
 
 
-def worker_memory(server: TorchServe) -> int:
-    """Resident bytes of the model's worker processes."""
-    return sum(psutil.Process(pid).memory_info().rss for pid in server.worker_pids(MODEL))
-
-
 def soak(server: TorchServe, target: str, images: list[bytes], minutes: float, sequences: int = 20) -> list[str]:
     """``sequences`` streams for ``minutes``; the worker's memory every 30 s, and its growth after a minute's
     warm-up."""
-    result: dict = {}
-    runner = threading.Thread(target=lambda: result.update(load(target, images, sequences, minutes * 60)))
-    runner.start()
-    samples: list[tuple[float, int]] = []
-    started = time.monotonic()
-    while runner.is_alive():
-        samples.append((time.monotonic() - started, worker_memory(server)))
-        runner.join(timeout=30)
-    after_warm_up = [rss for at, rss in samples if at >= 60] or [samples[-1][1]]
+    sampler = MemorySampler(server, [MODEL], 30, time.time())
+    sampler.start()
+    result = load(target, images, sequences, minutes * 60)
+    sampler.stopped.set()
+    sampler.join()
+    # pose_tracker's serving has one worker: its series (in MiB) is the longest but the frontend's.
+    samples = max((series for name, series in sampler.samples.items() if name != "frontend"), key=len)
+    after_warm_up = [mb for at, mb in samples if at >= 60] or [samples[-1][1]]
     growth = (after_warm_up[-1] - after_warm_up[0]) / after_warm_up[0] * 100
     lines = [
         f"{sequences} sequences for {minutes:g} min: {result['frames']} frames, {result['fps']:.1f} frames/s, "
         f"p50 {result['p50']:.0f} ms, p95 {result['p95']:.0f} ms, {result['failures']} failures",
-        f"worker RSS after the first minute: {after_warm_up[0] / 2**20:.0f} MiB -> {after_warm_up[-1] / 2**20:.0f} MiB "
-        f"({growth:+.1f} %), peak {max(rss for _, rss in samples) / 2**20:.0f} MiB; samples (s, MiB): "
-        + ", ".join(f"{at:.0f}:{rss / 2**20:.0f}" for at, rss in samples),
+        f"worker RSS after the first minute: {after_warm_up[0]:.0f} MiB -> {after_warm_up[-1]:.0f} MiB "
+        f"({growth:+.1f} %), peak {max(mb for _, mb in samples):.0f} MiB; samples (s, MiB): "
+        + ", ".join(f"{at:.0f}:{mb:.0f}" for at, mb in samples),
     ]
     return lines
 

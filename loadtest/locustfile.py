@@ -146,7 +146,7 @@ class RestUser(FastHttpUser, ModelUser):
             headers["Authorization"] = f"Bearer {self.token}"
         with self.client.post(
             f"/predictions/{self.model}",
-            data=photo.jpeg,
+            data=photo.data,
             headers=headers,
             name=label or self.model,
             catch_response=True,
@@ -188,14 +188,14 @@ class GrpcUser(User, ModelUser):
         start = time.perf_counter()
         if not self.scenario.sequence_length:
             try:
-                outcome = self.client.predict(self.model, photo.jpeg, options)
+                outcome = self.client.predict(self.model, photo.data, options)
             except ServerError as failure:
                 outcome = failure
             self.report(photo, options, outcome, start)
             return
         try:
             for outcome in self.client.stream(
-                self.model, ((photo.jpeg, options) for _ in range(self.scenario.sequence_length))
+                self.model, ((photo.data, options) for _ in range(self.scenario.sequence_length))
             ):
                 self.report(photo, options, outcome, start)
                 start = time.perf_counter()

@@ -1,5 +1,5 @@
-"""What every benchmark needs: one line naming the machine, a steady timing of a piece of work, and its row in
-docs/benchmarks.md."""
+"""What every benchmark needs: one line naming the machine, and a steady timing of a piece of work (loadtest/results.py
+writes what they measured)."""
 
 import os
 import platform
@@ -38,24 +38,3 @@ def median_seconds(run: Callable[[], object], repeats: int, device: torch.device
         synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def append_table_row(benchmarks: Path, section: str, header: str, row: str) -> None:
-    """Add ``row`` at the end of the table that ``header`` opens under ``section`` of ``benchmarks``; the section and
-    its table are made if missing."""
-    text = benchmarks.read_text() if benchmarks.exists() else "# Benchmarks\n"
-    if section not in text:
-        text = text.rstrip("\n") + f"\n\n{section}\n"
-    start = text.index(section)
-    lines = text[start:].split("\n")
-    section_end = next((i for i, line in enumerate(lines) if i and line.startswith("## ")), len(lines))
-    opening = header.split("\n")[0]
-    if opening not in lines[:section_end]:  # a new table at the section's end (other tables may share the section)
-        while section_end > 1 and not lines[section_end - 1].strip():
-            section_end -= 1
-        lines[section_end:section_end] = ["", *header.split("\n")]  # the blank lines it stepped back over follow it
-    table_end = lines.index(opening)
-    while table_end + 1 < len(lines) and lines[table_end + 1].startswith("|"):
-        table_end += 1
-    lines.insert(table_end + 1, row)
-    benchmarks.write_text(text[:start] + "\n".join(lines))

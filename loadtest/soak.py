@@ -33,7 +33,6 @@ import json
 import os
 import random
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,13 +45,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import psutil
 import torch
 from scipy import stats
 
 from humanserve_client import RestClient, ServerError
-from loadtest.machine import append_table_row, describe_machine
+from loadtest.accounting import MemorySampler
+from loadtest.load import percentile
+from loadtest.machine import describe_machine
 from loadtest.photos import Photo, photo_pool
+from loadtest.results import append_table_row
 from loadtest.run import RESULTS, locust_command, locust_environment
 from loadtest.scenarios import Scenario, scenario_for
 from runtime.torchserve import (
@@ -164,67 +165,6 @@ def memory_trend(series: list[tuple[float, float]], warm_up_s: float) -> dict:
     }
 
 
-def percentile(values: list[float], q: int) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-def served_processes(server: TorchServe, models: list[str]) -> dict[int, str]:
-    """pid -> name of TorchServe's frontend and of each model's workers."""
-    names = {}
-    for process in psutil.Process(server.process.pid).children(recursive=True):
-        if process.name() == "java":
-            names[process.pid] = "frontend"
-    for model in models:
-        for pid in server.worker_pids(model):
-            names[pid] = f"{model} worker {pid}"
-    return names
-
-
-def java_heap_mb(pid: int) -> dict[str, float] | None:
-    """A JVM's committed heap and its old generation's occupancy in MB (``jstat -gc``); None without a JDK's jstat."""
-    jstat = shutil.which("jstat")
-    if jstat is None:
-        return None
-    try:
-        done = subprocess.run([jstat, "-gc", str(pid)], capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:  # a stalled attach must not end the sampling of every process
-        return None
-    lines = done.stdout.split("\n")
-    if done.returncode or len(lines) < 2:
-        return None
-    gc = dict(zip(lines[0].split(), map(float, lines[1].split())))
-    return {"committed": (gc["S0C"] + gc["S1C"] + gc["EC"] + gc["OC"]) / 1024, "old generation used": gc["OU"] / 1024}
-
-
-class MemorySampler(threading.Thread):
-    """Resident memory of every served process, and the frontend's heap, every ``interval`` seconds from ``start`` until
-    stopped."""
-
-    def __init__(self, server: TorchServe, models: list[str], interval: float, start: float):
-        super().__init__(daemon=True)
-        self.server, self.models, self.interval, self.start_time = server, models, interval, start
-        self.samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        self.heap: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            at = time.time() - self.start_time
-            try:
-                processes = served_processes(self.server, self.models)
-            except Exception:  # the management API busy or a worker restarting: take the next sample
-                processes = {}
-            for pid, name in processes.items():
-                try:
-                    self.samples[name].append((at, psutil.Process(pid).memory_info().rss / 2**20))
-                except psutil.Error:
-                    pass
-                if name == "frontend":
-                    for part, mb in (java_heap_mb(pid) or {}).items():
-                        self.heap[part].append((at, mb))
-            self.stopped.wait(self.interval)
-
-
 def run_locust_for(
     server: TorchServe, models: list[str], users: int, seconds: float, report_dir: Path
 ) -> list[Request]:
@@ -264,7 +204,7 @@ def prime(server: TorchServe, models: list[str], rounds: int) -> list[str]:
 def _problem(client: RestClient, model: str, scenario: Scenario, photo: Photo, options: dict[str, str]) -> str | None:
     """What is wrong with ``model``'s answer to ``photo``, or None."""
     try:
-        return scenario.check(photo, options, client.predict(model, photo.jpeg, options))
+        return scenario.check(photo, options, client.predict(model, photo.data, options))
     except ServerError as error:
         return str(error)
 

@@ -8,8 +8,8 @@ import pytest
 import requests
 
 from export.archive import REPO, write_archive
-from oracles import oracle_packages
 from runtime.torchserve import TorchServe, loopback_overrides
+from tests.fixtures.oracles import oracle_packages
 
 ORACLES = [
     "pose_oracle",

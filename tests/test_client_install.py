@@ -21,7 +21,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from humanserve_client.cli import EXTRAS
-from serving import run_cli
+from tests.fixtures.serving import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL = Path("humanserve_client", "protocol")

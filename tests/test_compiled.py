@@ -17,8 +17,8 @@ from torch import nn
 from export.archive import Build, Part, Pt2Shapes, to_pt2, to_torchscript
 from export.recipes import RECIPES
 from handlers.core.models import ModelLoadError, load_model
-from loadtest.bench_served import load_handler
-from oracles import oracle_packages
+from tests.fixtures.in_process import load_handler
+from tests.fixtures.oracles import oracle_packages
 
 PT2_MODELS = [
     "pose_resnet50",

@@ -22,8 +22,8 @@ from humanserve_client.evaluation import (
     read_results,
     score,
 )
-from oracles import paint_people
-from serving import encode, run_cli
+from tests.fixtures.oracles import paint_people
+from tests.fixtures.serving import encode, run_cli
 
 # (width, height) per image, and the people of each as [x, y, w, h] boxes
 IMAGES = {1: (640, 480), 2: (320, 400), 3: (500, 500)}

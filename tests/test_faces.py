@@ -30,7 +30,7 @@ from handlers.faces.steps import (
     suppress_by_smaller_overlap,
     window_boxes,
 )
-from oracles import (
+from tests.fixtures.oracles import (
     FACE_LANDMARK_FRACTIONS,
     FACE_STAGE_MARGIN,
     CropOracle,

@@ -13,13 +13,20 @@ from PIL import Image
 from scipy import ndimage
 from skimage import data
 
-from conftest import server_overrides
 from export.archive import REPO
 from handlers.segmentation.steps import gaussian_blur
 from handlers.smart_filter.steps import EXPRESSION_BACKGROUNDS, PALETTE
-from oracles import FACE_LANDMARK_FRACTIONS, FACE_QUADRANT_LEVELS, face_quadrant_greys, paint_faces
 from runtime.torchserve import TorchServe
-from serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, clients, encode, post, send_together
+from tests.conftest import server_overrides
+from tests.fixtures.oracles import FACE_LANDMARK_FRACTIONS, FACE_QUADRANT_LEVELS, face_quadrant_greys, paint_faces
+from tests.fixtures.serving import (
+    BAD_REQUESTS,
+    check_bad_requests_beside_good_ones,
+    clients,
+    encode,
+    post,
+    send_together,
+)
 
 ORACLE = "face_oracle"
 PAINTED = [  # (width, height, faces [x1, y1, x2, y2] with even sides, request form)

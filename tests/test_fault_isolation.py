@@ -10,9 +10,9 @@ import torch
 import yaml
 
 from export.archive import write_archive
-from loadtest.bench_served import load_handler
-from oracles import oracle_packages
-from serving import SMALL_JPEG
+from tests.fixtures.in_process import load_handler
+from tests.fixtures.oracles import oracle_packages
+from tests.fixtures.serving import SMALL_JPEG
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,13 @@ these batches mix answers of several megabytes, one byte, none and a per-item er
 
 import pytest
 
-from conftest import server_overrides
 from export.archive import Serving, write_archive
-from loadtest.bench_answers import MODEL, sized_answers_package
-from loadtest.sized_answers_handler import sized_answer
 from runtime.torchserve import AGENT_JAR, TorchServe
-from serving import send_together
+from tests.conftest import server_overrides
+from tests.fixtures.serving import send_together
+from tests.fixtures.sized_answers_handler import sized_answer
+from tests.fixtures.standins import SIZED_ANSWERS as MODEL
+from tests.fixtures.standins import sized_answers_package
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
-from test_images import corner_marks
 
 from handlers.core.errors import RequestError
 from handlers.core.images import ImageHeader, ImageLimits, dct_scale, decode_jpegs_on, decode_pixels, read_header
@@ -39,7 +38,8 @@ from handlers.pose.steps import MAX_BOXES, check_boxes_overlap
 from handlers.segmentation.steps import BACKGROUND_WORDS, SEGMENTER_OPTIONS, check_segmenter_options
 from handlers.style.steps import STYLE_OPTIONS, TRAINED_SIZE_OPTIONS
 from handlers.vision.people import OUTPUT_OPTIONS, check_output_options
-from serving import SMALL_JPEG, post, send_together
+from tests.fixtures.serving import SMALL_JPEG, post, send_together
+from tests.test_images import corner_marks
 
 FUZZ = settings(
     max_examples=400, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]

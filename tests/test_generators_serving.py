@@ -5,10 +5,10 @@ import base64
 import numpy as np
 import pytest
 import torch
-from test_images_out_serving import decode_picture, psnr, smooth_photo
 from torchvision.transforms.v2 import functional as F
 
-from serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, encode, post, send_together
+from tests.fixtures.serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, encode, post, send_together
+from tests.test_images_out_serving import decode_picture, psnr, smooth_photo
 
 CYCLEGAN, PIX2PIX = "cyclegan_oracle", "pix2pix_oracle"
 TRAINED_SIDE = 256  # export/generators.yaml: pix2pix_edges2shoes

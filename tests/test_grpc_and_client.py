@@ -8,14 +8,14 @@ import grpc
 import pytest
 from skimage import data
 
-from conftest import ORACLES, REAL_MODELS, export_random, server_overrides
 from export.recipes import RECIPES
 from humanserve_client import HandlerError, RestClient, ServerError
 from humanserve_client.client import encode_option, error_in_body, grpc_error
-from loadtest.photos import Photo, jpeg
+from loadtest.photos import Photo, encoded
 from loadtest.scenarios import scenario_for
 from runtime.torchserve import TorchServe
-from serving import clients, encode, run_cli
+from tests.conftest import ORACLES, REAL_MODELS, export_random, server_overrides
+from tests.fixtures.serving import clients, encode, run_cli
 
 # The session's server holds one real model per handler; the rest of the zoo shares those
 # handlers with other weights and depths, and gets a server of its own here.
@@ -72,7 +72,7 @@ def protocols(request, model):
 
 @pytest.fixture(scope="module")
 def photo():
-    return jpeg(data.astronaut(), 480, 640)
+    return encoded(data.astronaut(), 480, 640)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -233,9 +233,9 @@ def test_only_busy_and_dead_workers_are_retried_with_bounded_jittered_backoff(mo
 def folder(tmp_path_factory) -> Path:
     """Mixed images (JPEG and PNG, several sizes) and one file that is not an image."""
     path = tmp_path_factory.mktemp("photos")
-    (path / "astronaut.jpg").write_bytes(jpeg(data.astronaut(), 320, 240))
+    (path / "astronaut.jpg").write_bytes(encoded(data.astronaut(), 320, 240))
     (path / "camera.png").write_bytes(encode(data.camera(), "PNG"))
-    (path / "portrait.jpg").write_bytes(jpeg(data.astronaut(), 300, 500))
+    (path / "portrait.jpg").write_bytes(encoded(data.astronaut(), 300, 500))
     (path / "notes.txt").write_text("not an image")
     return path
 

@@ -128,7 +128,7 @@ def test_flip_back_swaps_left_and_right_channels():
 
 def test_batched_dark_equals_the_per_joint_opencv_reference():
     """Smoothing only each peak's window must give what smoothing whole maps (cv2.GaussianBlur) gives."""
-    from loadtest.bench_decode import CROP, STRIDE, reference_decode
+    from tests.fixtures.heatmaps import CROP, STRIDE, reference_decode
 
     generator = torch.Generator().manual_seed(8)
     centres = random_centres(16, 17, margin=0, seed=9)  # peaks on the border too

@@ -10,9 +10,9 @@ import pytest
 from dockerfile_parse import DockerfileParser
 
 from export.archive import REPO
-from manifests import K8S, render, render_overlay
 from runtime import pod
 from runtime.torchserve import PRODUCTION_CONFIG, named_files, read_properties
+from tests.manifests import K8S, render, render_overlay
 
 DOCKERFILE = K8S / "image" / "Dockerfile"
 TARGETS = ("cpu", "gpu")

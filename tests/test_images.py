@@ -1,9 +1,7 @@
 """Image decoding: formats, colour order, orientation, and the guards that run before pixels are read."""
 
 import io
-import struct
 import time
-import zlib
 
 import cv2
 import numpy as np
@@ -26,6 +24,7 @@ from handlers.core.images import (
     resize_pixels,
 )
 from handlers.vision.geometry import warp_crops
+from tests.fixtures.serving import pixel_bomb_png
 
 LIMITS = ImageLimits(max_bytes=5_000_000, max_pixels=4_000_000)
 
@@ -34,18 +33,6 @@ def encoded(array: np.ndarray, image_format: str, **save_args) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=image_format, **save_args)
     return buffer.getvalue()
-
-
-def pixel_bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A valid PNG header claiming ``width`` x ``height`` pixels, with almost no data behind it."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
 
 
 def colour_blocks() -> np.ndarray:

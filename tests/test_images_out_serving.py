@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from oracles import paint_segments
-from serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, encode, post, send_together
+from tests.fixtures.oracles import paint_segments
+from tests.fixtures.serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, encode, post, send_together
 
 SEGMENTER = "segmenter_oracle"
 STYLE = "style_oracle"

@@ -6,9 +6,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from manifests import K8S, OVERLAYS, render, render_overlay, render_with_component
 from runtime import pod
 from runtime.torchserve import PRODUCTION_CONFIG, named_files, read_properties
+from tests.manifests import K8S, OVERLAYS, render, render_overlay, render_with_component
 
 # The oldest Kubernetes minor we support (still in the big clouds' standard support) and the newest
 # kubectl here knows; every rendered object must be valid for both.

@@ -16,7 +16,7 @@ from loadtest.run import run_locust
 from loadtest.scenarios import scenario_for
 from loadtest.soak import memory_trend, robust_rss_slope, rss_slope, soak_overrides
 from runtime.torchserve import REPO
-from serving import encode
+from tests.fixtures.serving import encode
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def photos():
 
 def test_the_pool_holds_real_photos_of_every_size(photos):
     assert {(p.width, p.height) for p in photos} == set(SIZES)
-    assert all(p.jpeg[:3] == b"\xff\xd8\xff" for p in photos)
+    assert all(p.data[:3] == b"\xff\xd8\xff" for p in photos)
 
 
 def people_answer(photo, people, with_keypoints=True):
@@ -41,7 +41,7 @@ def test_checks_pass_right_answers_and_catch_wrong_ones(photos):
     options = {"boxes": "[[0, 0, 10, 20], [5, 5, 30, 40]]"}
     assert pose.check(photo, options, people_answer(photo, 2)) is None
     assert "1 people for 2 boxes" in pose.check(photo, options, people_answer(photo, 1))
-    shifted = people_answer(type(photo)(photo.name, photo.jpeg, photo.width + 1, photo.height), 2)
+    shifted = people_answer(type(photo)(photo.name, photo.data, photo.width + 1, photo.height), 2)
     assert "image size" in pose.check(photo, options, shifted)
     detector = scenario_for("person_detector")
     assert (
@@ -90,7 +90,7 @@ def test_locust_drives_concurrent_sequences_of_the_tracker(server, tmp_path, pro
 
 
 def test_a_bench_row_lands_at_the_end_of_its_table_and_nowhere_else(tmp_path):
-    from loadtest.machine import append_table_row
+    from loadtest.results import append_table_row
 
     benchmarks = tmp_path / "benchmarks.md"
     section, header = "## Served", "| x |\n|---|"

@@ -4,9 +4,9 @@ DEBUG by switch."""
 import json
 import re
 
-from conftest import server_overrides
 from runtime.torchserve import PRODUCTION_CONFIG, WORKER_ENVIRONMENT, TorchServe, named_files, read_properties
-from serving import SMALL_JPEG
+from tests.conftest import server_overrides
+from tests.fixtures.serving import SMALL_JPEG
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d,\d{3} \[(INFO |WARN |ERROR|DEBUG)\] \S+ \S+ - ")
 PER_BATCH = ("Backend response time", "result=[METRICS]", "Backend received inference at")

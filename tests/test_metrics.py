@@ -17,7 +17,7 @@ from export.archive import REPO
 from handlers.core.metrics import ITEMS_METRIC, REJECTED_METRIC, SLOTS_METRIC, STAGE_METRIC, report_batch
 from handlers.core.stages import STAGES
 from runtime.torchserve import PRODUCTION_CONFIG, read_properties
-from serving import SMALL_JPEG, post
+from tests.fixtures.serving import SMALL_JPEG, post
 
 ORACLE = "pose_oracle"
 ORACLE_BATCH_SIZE = 8  # oracles.oracle_packages

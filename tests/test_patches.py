@@ -12,10 +12,10 @@ import pytest
 from export.archive import REPO
 from humanserve_client.pairing import read_patches
 from humanserve_client.patches import FILL, PatchSettings, cut_patch, look_back_frames, square_around
-from oracles import PERSON_FRAMES
-from serving import run_cli
-from test_tracking_serving import write_video
-from videos import Walker, paint_video
+from tests.fixtures.oracles import PERSON_FRAMES
+from tests.fixtures.serving import run_cli
+from tests.fixtures.videos import Walker, paint_video
+from tests.test_tracking_serving import write_video
 
 MODEL = "keypoint_oracle"
 FPS = 10  # write_video's frame rate

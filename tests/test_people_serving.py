@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from handlers.vision.keypoints import COCO_KEYPOINTS
-from oracles import OTHER_FRAME, PERSON_FRAMES, PERSON_SCORES, paint_frames, paint_people
-from serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, encode, post, send_together
+from tests.fixtures.oracles import OTHER_FRAME, PERSON_FRAMES, PERSON_SCORES, paint_frames, paint_people
+from tests.fixtures.serving import BAD_REQUESTS, check_bad_requests_beside_good_ones, encode, post, send_together
 
 FRAME_MARGIN = 10  # frames sit this far outside the region holding a person's joints
 

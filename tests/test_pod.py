@@ -22,17 +22,17 @@ import psutil
 import pytest
 import requests
 from skimage import data
-from test_pose_serving import encode
-from test_sequences_serving import SENDERS, check_tracked, interleaved, send_requests
 
 from export.archive import REPO
 from handlers.core.metrics import ITEMS_METRIC, STAGE_METRIC
 from humanserve_client.client import GrpcClient, RestClient, ServerError
-from manifests import render_overlay
 from runtime import pod
 from runtime.torchserve import AGENT_JAR, free_ports, loopback_overrides, named_files
-from test_metrics import scrape_until, total
-from test_tracking_serving import frames_of, ids
+from tests.manifests import render_overlay
+from tests.test_metrics import scrape_until, total
+from tests.test_pose_serving import encode
+from tests.test_sequences_serving import SENDERS, check_tracked, interleaved, send_requests
+from tests.test_tracking_serving import frames_of, ids
 
 ORACLE = "pose_oracle"
 TRACKER = "tracker_oracle"  # REST sequences and gRPC streams through the proxy

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from handlers.vision.keypoints import COCO_KEYPOINTS, COCO_SKELETON
-from oracles import paint_people
-from serving import (
+from tests.fixtures.oracles import paint_people
+from tests.fixtures.serving import (
     BAD_REQUESTS,
     SMALL_JPEG,
     SMALL_JPEG_BASE64,

@@ -13,9 +13,9 @@ import yaml
 from skimage import data
 
 from humanserve_client import AuthenticationError, ServerError
-from manifests import K8S
 from runtime.torchserve import PRODUCTION_CONFIG, TorchServe, loopback_overrides, read_properties
-from serving import clients, encode, run_cli
+from tests.fixtures.serving import clients, encode, run_cli
+from tests.manifests import K8S
 
 ORACLE = "pose_oracle"
 

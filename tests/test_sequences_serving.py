@@ -22,19 +22,19 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import server_overrides
 from export.archive import Sequences, write_archive
 from export.recipes import RECIPES
 from humanserve_client import HandlerError
 from humanserve_client.client import SEQUENCE_HEADER
 from humanserve_client.protocol import inference_pb2
 from loadtest.run import run_locust
-from oracles import oracle_packages
 from runtime.torchserve import AGENT_JAR, TorchServe
-from serving import clients
-from test_metrics import scrape, total
-from test_tracking_serving import frames_of, ids, plain_grpc_stream, write_video
-from videos import SCENES, paint_video
+from tests.conftest import server_overrides
+from tests.fixtures.oracles import oracle_packages
+from tests.fixtures.serving import clients
+from tests.fixtures.videos import SCENES, paint_video
+from tests.test_metrics import scrape, total
+from tests.test_tracking_serving import frames_of, ids, plain_grpc_stream, write_video
 
 MODEL = "tracker_oracle"
 # Header names a client may send; HTTP names are case-insensitive, and urllib sends the second as

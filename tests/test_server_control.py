@@ -10,7 +10,6 @@ import pytest
 import torch
 import yaml
 
-from conftest import server_overrides
 from runtime.torchserve import (
     THREADS_VARIABLE,
     WORKER_ENVIRONMENT,
@@ -19,6 +18,7 @@ from runtime.torchserve import (
     cpu_workers,
     thread_share,
 )
+from tests.conftest import server_overrides
 
 
 @pytest.mark.parametrize(

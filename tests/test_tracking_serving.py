@@ -17,9 +17,9 @@ import pytest
 from humanserve_client import HandlerError
 from humanserve_client.client import SEQUENCE_HEADER, error_in_body
 from humanserve_client.protocol import inference_pb2
-from oracles import TRACKER_ORACLE_TRACKING, TRACKER_ORACLE_UNHEALTHY_AFTER_S, paint_people
-from serving import clients, encode, run_cli, wait_for_worker
-from videos import SCENES, mot_scores, paint_video
+from tests.fixtures.oracles import TRACKER_ORACLE_TRACKING, TRACKER_ORACLE_UNHEALTHY_AFTER_S, paint_people
+from tests.fixtures.serving import clients, encode, run_cli, wait_for_worker
+from tests.fixtures.videos import SCENES, mot_scores, paint_video
 
 MODEL = "tracker_oracle"
 
@@ -300,8 +300,8 @@ def test_a_dead_tracker_worker_is_restarted_and_its_sequences_are_told_their_sta
     tmp_path_factory, model_store
 ):
     """TorchServe 0.12 alone never restarts a sequence model's worker; with the frontend agent (runtime/frontend_agent) it does."""
-    from conftest import server_overrides
     from runtime.torchserve import AGENT_JAR, TorchServe
+    from tests.conftest import server_overrides
 
     if not AGENT_JAR.exists():
         pytest.skip(f"{AGENT_JAR} was not built: make setup needs a JDK (javac, jar) for it")
@@ -331,8 +331,8 @@ def test_without_the_agent_a_dead_tracker_worker_turns_ping_unhealthy(
 ):
     """Built without a JDK, TorchServe 0.12 never restarts the worker: maxRetryTimeoutInSec bounds how long /ping hides
     it."""
-    from conftest import server_overrides
     from runtime import server
+    from tests.conftest import server_overrides
 
     monkeypatch.setattr(server, "AGENT_JAR", server.AGENT_JAR.with_name("absent-agent.jar"))
     instance = server.TorchServe(

@@ -12,7 +12,7 @@ import pytest
 
 from handlers.core.base import DEFAULT_SERVING_NICE
 from humanserve_client import GrpcClient, RestClient, ServerError
-from serving import encode, wait_for_worker
+from tests.fixtures.serving import encode, wait_for_worker
 
 MODEL = "pose_resnet50"  # a real network: a request with many people keeps its worker busy for seconds
 PEOPLE = 15

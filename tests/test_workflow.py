@@ -1,10 +1,10 @@
 """The pose pipeline as a TorchServe workflow (.war): registered on the server, it finds the same people."""
 
 import numpy as np
-from test_people_serving import PHOTOS, check_boxes
 
 from export.workflow import write_workflow
-from serving import encode, post
+from tests.fixtures.serving import encode, post
+from tests.test_people_serving import PHOTOS, check_boxes
 
 
 def test_workflow_answers_like_the_single_handler_pipeline(server, http, model_store):
