@@ -6,7 +6,7 @@ part an option), so the handler sees the same request and answers the same bytes
 
 Errors: the handler answers a bad request with a JSON body ``{"code", "type", "message"}``;
 over REST it also sets the HTTP status, over gRPC TorchServe 0.12 answers it with status
-OK (design.md section 3). Failures of a whole request (unknown model, bad token, server
+OK (docs/architecture.md, One request's path). Failures of a whole request (unknown model, bad token, server
 busy) come as HTTP statuses or gRPC status codes. All of them are raised as ``ServerError``
 with the code and message REST would have given (``HandlerError`` for the handler's own).
 

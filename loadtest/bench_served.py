@@ -1,4 +1,4 @@
-"""Served vs raw: how close TorchServe with our handler comes to the model's own speed (design.md section 6), per
+"""Served vs raw: how close TorchServe with our handler comes to the model's own speed (docs/architecture.md, Measuring), per
 compiled format.
 
     python -m loadtest.bench_served --model pose_resnet50 [--protocol rest|grpc] [--duration 60s]

@@ -1,6 +1,6 @@
 """Turn one TorchServe request row into image bytes and raw options.
 
-Three request forms are accepted (design.md section 3):
+Three request forms are accepted (docs/architecture.md, One request's path):
 
 - raw body: the image bytes, options as ``X-Option-<Name>`` headers
   (``X-Option-Flip-Test: true`` sets option ``flip_test``);
