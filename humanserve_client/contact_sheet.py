@@ -8,31 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .coco import COCO_SKELETON
 from .patches import square_around
 from .tracking import draw_pose
 
-# COCO's limbs (0-based joints), as the server answers them in "skeleton" (patches.csv does not carry them).
-SKELETON = (
-    (15, 13),
-    (13, 11),
-    (16, 14),
-    (14, 12),
-    (11, 12),
-    (5, 11),
-    (6, 12),
-    (5, 6),
-    (5, 7),
-    (6, 8),
-    (7, 9),
-    (8, 10),
-    (1, 2),
-    (0, 1),
-    (0, 2),
-    (1, 3),
-    (2, 4),
-    (3, 5),
-    (4, 6),
-)
 LIMB, JOINT, LABEL_HEIGHT = (0, 200, 255), (60, 60, 255), 22  # BGR
 
 
@@ -78,7 +57,14 @@ def contact_sheet(
             if image is None:
                 raise FileNotFoundError(f"{folder / 'patches' / name} is missing or not an image")
             draw_pose(
-                image, patch_keypoints(patches[name], padding, image.shape[1]), SKELETON, min_score, LIMB, JOINT, 2, 3
+                image,
+                patch_keypoints(patches[name], padding, image.shape[1]),
+                COCO_SKELETON,
+                min_score,
+                LIMB,
+                JOINT,
+                2,
+                3,
             )
             tiles.append(cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA))
         label = np.full((LABEL_HEIGHT, 2 * cell, 3), 255, np.uint8)

@@ -30,28 +30,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from .client import Client, OptionValue, ServerError
+from .coco import COCO_JOINTS
 
-# The client installs without the server (handlers/), so it names the joints itself; a test checks they are the served
-# order.
-COCO_JOINTS = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
 # COCO's per-joint OKS constants (pycocotools' COCOeval uses the same).
 OKS_SIGMAS = (
     np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89])

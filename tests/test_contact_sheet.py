@@ -10,7 +10,8 @@ import numpy as np
 
 from export.archive import REPO
 from handlers.vision.keypoints import COCO_SKELETON
-from humanserve_client.contact_sheet import JOINT, LABEL_HEIGHT, SKELETON
+from humanserve_client.coco import COCO_SKELETON as SKELETON
+from humanserve_client.contact_sheet import JOINT, LABEL_HEIGHT
 from humanserve_client.pairing import PATCH_COLUMNS, pair_files
 from humanserve_client.patches import cut_patch, square_around
 
