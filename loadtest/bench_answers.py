@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from export.archive import Package, Part, Serving, write_archive
-from export.recipes import POSE_SERVING
+from export.recipe import POSE_SERVING
 from loadtest.bench_stack import RESULTS, Photo, Row, measure_served
 from loadtest.machine import describe_machine
 from loadtest.standins import STANDIN_WEIGHTS, StyleStandIn

@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "handlers"), str(REPO / "tests")]
 
 from export.archive import Part, write_archive  # noqa: E402
-from export.recipes import RECIPES  # noqa: E402
-from export.workflow import write_workflow  # noqa: E402
+from export.pose_pipeline import write_workflow  # noqa: E402
+from export.registry import RECIPES  # noqa: E402
 from loadtest.machine import describe_machine  # noqa: E402
 from oracles import ORACLE_WEIGHTS, PERSON_FRAMES, DetectorOracle, paint_frames, paint_people  # noqa: E402
 from runtime.torchserve import TorchServe, loopback_overrides  # noqa: E402

@@ -42,7 +42,7 @@ from PIL import Image
 from skimage import data
 
 from export.archive import Package, Part, Serving, write_archive
-from export.recipes import POSE_SERVING
+from export.recipe import POSE_SERVING
 from handlers.core.stages import CLOCK, STAGES
 from loadtest.bench_served import load_handler
 from loadtest.machine import describe_machine

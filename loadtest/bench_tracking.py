@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "handlers"), str(REPO / "tests")]
 
 from export.archive import write_archive  # noqa: E402
-from export.recipes import RECIPES, TRACKING_CONFIG  # noqa: E402
+from export.pose_tracker import TRACKING_CONFIG  # noqa: E402
+from export.registry import RECIPES  # noqa: E402
 from humanserve_client import GrpcClient, HandlerError, RestClient  # noqa: E402
 from humanserve_client.client import SEQUENCE_HEADER  # noqa: E402
 from loadtest.machine import describe_machine  # noqa: E402

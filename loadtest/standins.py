@@ -12,9 +12,10 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
-from export.architectures import example_crops, example_images, example_photos
 from export.archive import Package, Part, Serving
-from export.recipes import RECIPES, SIMPLEBASELINE_INPUT
+from export.pose import SIMPLEBASELINE_INPUT, example_crops
+from export.recipe import example_images, example_photos
+from export.registry import RECIPES
 
 STANDIN_WEIGHTS = {
     "source": "stand-in",

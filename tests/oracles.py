@@ -348,7 +348,7 @@ ORACLE_WEIGHTS = {"source": "oracle", "pretrained": False, "reason": "test model
 
 
 def _crops(n: int) -> tuple[Tensor]:
-    from export.recipes import SIMPLEBASELINE_INPUT
+    from export.pose import SIMPLEBASELINE_INPUT
 
     return (torch.randn(n, 3, SIMPLEBASELINE_INPUT["height"], SIMPLEBASELINE_INPUT["width"]),)
 
@@ -361,9 +361,12 @@ def oracle_packages(batch_size: int = 8, max_batch_delay_ms: int = 300):
     """Every oracle archived exactly like its real model: same handler, same handler config."""
     from dataclasses import replace
 
-    from export.architectures import pixel_generator
     from export.archive import Part, Sequences, Serving
-    from export.recipes import POSE_CONFIG, POSE_PT2, RECIPES, SEGMENTER_PT2, STYLE_PT2, UNET_PT2
+    from export.generators import UNET_PT2, pixel_generator
+    from export.pose import POSE_CONFIG, POSE_PT2
+    from export.registry import RECIPES
+    from export.segmentation import SEGMENTER_PT2
+    from export.style import STYLE_PT2
 
     serving = Serving(batch_size=batch_size, max_batch_delay_ms=max_batch_delay_ms)
 

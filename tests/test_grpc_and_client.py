@@ -9,7 +9,7 @@ import pytest
 from skimage import data
 
 from conftest import ORACLES, REAL_MODELS, export_random, server_overrides
-from export.recipes import RECIPES
+from export.registry import RECIPES
 from humanserve_client import HandlerError, RestClient, ServerError
 from humanserve_client.client import encode_option, error_in_body, grpc_error
 from loadtest.photos import Photo, jpeg

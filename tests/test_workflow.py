@@ -3,7 +3,7 @@
 import numpy as np
 from test_people_serving import PHOTOS, check_boxes
 
-from export.workflow import write_workflow
+from export.pose_pipeline import write_workflow
 from serving import encode, post
 
 
