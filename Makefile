@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Models to export and serve; empty means the defaults (export/recipes.py).
+# Models to export and serve; empty means the defaults (served_by_default in export/<family>.py).
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
@@ -112,7 +112,7 @@ bench: setup
 
 # Served vs raw for every model of the zoo over REST and gRPC: a row each (80 minutes on 2 CPU cores).
 bench-zoo: setup
-	failed=""; for model in $$($(PY) -c 'from export.recipes import RECIPES; print(*RECIPES)'); do \
+	failed=""; for model in $$($(PY) -c 'from export.registry import RECIPES; print(*RECIPES)'); do \
 	  for protocol in rest grpc; do \
 	    $(PY) -m loadtest.bench_served --model $$model --protocol $$protocol || failed="$$failed $$model/$$protocol"; \
 	  done; \

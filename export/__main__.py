@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .archive import HANDLERS, PRECISIONS, REPO, Build, write_archive
-from .recipes import DEFAULT_MODELS, RECIPES, recipe_named
+from .registry import DEFAULT_MODELS, RECIPES, recipe_named
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from export.archive import write_archive
-from export.recipes import POSE_SERVING
+from export.recipe import POSE_SERVING
 from loadtest.accounting import cost_per_answer
 from loadtest.load import Request, rest_turns
 from loadtest.machine import describe_machine

@@ -13,7 +13,7 @@ import argparse
 import torch
 from torch import Tensor
 
-from export.recipes import RECIPES
+from export.registry import RECIPES
 from loadtest.machine import describe_machine, median_seconds
 
 # Landscape, portrait and wide photos as the segmenter sees them (short side 520) and as

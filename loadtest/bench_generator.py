@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from export.archive import write_archive
-from export.recipes import POSE_SERVING
+from export.recipe import POSE_SERVING
 from loadtest.load import ClosedLoop, Request, rest_turns
 from loadtest.machine import describe_machine
 from loadtest.photos import photo

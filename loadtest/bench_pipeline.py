@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from export.archive import Part, write_archive
-from export.recipes import RECIPES
-from export.workflow import write_workflow
+from export.pose_pipeline import write_workflow
+from export.registry import RECIPES
 from loadtest.load import Check, Request, rest_turns, run
 from loadtest.machine import describe_machine
 from runtime.torchserve import TorchServe, loopback_overrides

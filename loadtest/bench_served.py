@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from export.recipes import RECIPES
+from export.registry import RECIPES
 from loadtest.machine import describe_machine, median_seconds
 from loadtest.photos import SIZES, photo_pool
 from loadtest.results import append_table_row

@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from export.archive import write_archive
-from export.recipes import POSE_SERVING
+from export.recipe import POSE_SERVING
 from handlers.core.stages import CLOCK, STAGES
 from loadtest.accounting import cost_per_answer
 from loadtest.load import Request, rest_turns

@@ -33,7 +33,8 @@ import requests
 import torch
 
 from export.archive import write_archive
-from export.recipes import RECIPES, TRACKING_CONFIG
+from export.pose_tracker import TRACKING_CONFIG
+from export.registry import RECIPES
 from humanserve_client import GrpcClient, RestClient
 from humanserve_client.client import SEQUENCE_HEADER
 from loadtest.accounting import MemorySampler

@@ -499,7 +499,7 @@ def show_first_request(server: TorchServe) -> None:
 
 
 def main() -> None:
-    from export.recipes import DEFAULT_MODELS  # imports torch: only the command line needs it, not runtime.pod's probe
+    from export.registry import DEFAULT_MODELS  # imports torch: only the command line needs it, not runtime.pod's probe
 
     parser = argparse.ArgumentParser(
         prog="python -m runtime.torchserve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -15,7 +15,7 @@ import yaml
 from torch import nn
 
 from export.archive import Build, Part, Pt2Shapes, to_pt2, to_torchscript
-from export.recipes import RECIPES
+from export.registry import RECIPES
 from handlers.core.models import ModelLoadError, load_model
 from tests.fixtures.in_process import load_handler
 from tests.fixtures.oracles import oracle_packages

@@ -1,6 +1,7 @@
 """Real architectures (keys, shapes, TorchScript) and the export command's archive."""
 
 import hashlib
+import importlib
 import json
 import subprocess
 import sys
@@ -13,9 +14,11 @@ import yaml
 from torchvision.models import detection
 from torchvision.models import get_weight as torchvision_weights
 
-from export.architectures import PersonBoxPredictor, PoseResNet, example_images
 from export.archive import HANDLERS, REPO, Part, to_torchscript
-from export.recipes import RECIPES
+from export.detection import PersonBoxPredictor
+from export.pose import PoseResNet
+from export.recipe import example_images
+from export.registry import RECIPES
 from export.weights import choose_weights
 
 BN = ("weight", "bias", "running_mean", "running_var")
@@ -213,6 +216,17 @@ def test_detector_resize_in_the_handler_config_is_the_models_own(name):
     assert (config["min_size"], config["max_size"]) == (transform.min_size[-1], transform.max_size)
 
 
+def test_each_recipe_config_is_its_handler_schema_and_reads_back_the_same():
+    """The config contract: a recipe writes its handler's schema class, and the handler reads back what was written."""
+    for name, recipe in RECIPES.items():
+        module = importlib.import_module(recipe.handler)
+        (handler,) = [c for c in vars(module).values() if isinstance(c, type) and c.__module__ == module.__name__]
+        assert type(recipe.config) is handler.schema, name
+        written = yaml.safe_load(yaml.safe_dump(recipe.handler_config, sort_keys=False))
+        assert handler.schema.from_config(written) == recipe.config, name
+        assert handler.schema.from_config(written).to_config() == written, name
+
+
 def fast_neural_style_keys() -> set[str]:
     """State-dict keys of the PyTorch examples' fast-neural-style checkpoints (without their stale statistics)."""
     convs = ["conv1", "conv2", "conv3", "deconv1", "deconv2", "deconv3"]
@@ -224,13 +238,13 @@ def fast_neural_style_keys() -> set[str]:
 
 
 def test_style_network_keys_match_the_examples_release():
-    from export.architectures import TransformerNet
+    from export.style import TransformerNet
 
     assert set(TransformerNet().state_dict()) == fast_neural_style_keys()
 
 
 def test_style_checkpoint_with_stale_instance_norm_statistics_loads(tmp_path):
-    from export.architectures import TransformerNet
+    from export.style import TransformerNet
 
     published = {k: torch.randn_like(v) for k, v in TransformerNet().state_dict().items()}
     stale = {f"{norm}.running_{s}": torch.zeros(32) for norm in ("in1", "res3.in2") for s in ("mean", "var")}
@@ -262,7 +276,7 @@ def test_segmenters_script_and_answer_one_log_odds_map_per_image(model):
 
 
 def test_person_log_odds_are_the_person_probability():
-    from export.architectures import PersonLogOdds
+    from export.segmentation import PersonLogOdds
 
     class Fixed(torch.nn.Module):
         def __init__(self, logits):
@@ -279,7 +293,8 @@ def test_person_log_odds_are_the_person_probability():
 
 
 def test_segmenters_normalise_uint8_photos_with_their_weights_statistics():
-    from export.architectures import IMAGENET_MEAN, IMAGENET_STD, PersonLogOdds
+    from export.recipe import IMAGENET_MEAN, IMAGENET_STD
+    from export.segmentation import PersonLogOdds
 
     seen = []
 

@@ -11,8 +11,8 @@ from skimage import data
 from torchvision.ops import box_iou
 
 from export import weights as export_weights
-from export.architectures import ExpressionNet, ONet, PNet, RNet
-from export.recipes import FACES_CONFIG, RECIPES
+from export.faces import FACES_CONFIG, ExpressionNet, ONet, PNet, RNet
+from export.registry import RECIPES
 from export.weights import WheelWeights, load_wheel_weights
 from handlers.faces.steps import (
     WINDOW,

@@ -10,9 +10,8 @@ import torch
 import yaml
 from torch import nn
 
-from export.architectures import ResnetGenerator, UnetGenerator, pixel_generator
 from export.archive import REPO
-from export.recipes import generator_recipe
+from export.generators import ResnetGenerator, UnetGenerator, generator_recipe, pixel_generator
 
 
 def resnet_9blocks_layout(stale_statistics: bool = False) -> dict[str, tuple[int, ...]]:

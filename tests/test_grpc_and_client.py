@@ -8,7 +8,7 @@ import grpc
 import pytest
 from skimage import data
 
-from export.recipes import RECIPES
+from export.registry import RECIPES
 from humanserve_client import HandlerError, RestClient, ServerError
 from humanserve_client.client import encode_option, error_in_body, grpc_error
 from loadtest.photos import Photo, encoded

@@ -65,7 +65,7 @@ def random_pixels(height, width):
 
 
 def test_every_zoo_model_has_a_scenario():
-    from export.recipes import RECIPES
+    from export.registry import RECIPES
 
     for model in RECIPES:
         photo = photo_pool(((64, 48),))[0]

@@ -112,7 +112,7 @@ def test_decode_scales_of_the_cases():
     """The JPEG cases above exercise every DCT scale: what the handler's rule picks for each."""
     import torch
 
-    from export.recipes import POSE_CONFIG
+    from export.pose import POSE_CONFIG
     from handlers.core.images import ImageHeader, dct_scale
     from handlers.core.inputs import Item
     from handlers.pose.steps import PoseSpec, coarsest_pose_scale, crop_boxes_of

@@ -6,7 +6,7 @@ import torch
 from pycocotools import mask as coco_mask
 from torchvision.transforms.v2 import functional as F
 
-from export.recipes import SEGMENTER_CONFIG, SEGMENTER_PT2
+from export.segmentation import SEGMENTER_CONFIG, SEGMENTER_PT2
 from handlers.segmentation.steps import (
     SegmenterSpec,
     alpha_matte,

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from export.archive import Sequences, write_archive
-from export.recipes import RECIPES
+from export.registry import RECIPES
 from humanserve_client import HandlerError
 from humanserve_client.client import SEQUENCE_HEADER
 from humanserve_client.protocol import inference_pb2

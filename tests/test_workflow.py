@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from export.workflow import write_workflow
+from export.pose_pipeline import write_workflow
 from tests.fixtures.serving import encode, post
 from tests.test_people_serving import PHOTOS, check_boxes
 

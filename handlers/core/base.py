@@ -23,11 +23,12 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from handlers.core.answers import Answer, error_answer
 from handlers.core.errors import InternalError, RequestError
-from handlers.core.images import ImageHeader, ImageLimits, dct_scale, decode_jpegs_on, decode_pixels, read_header
+from handlers.core.images import ImageHeader, dct_scale, decode_jpegs_on, decode_pixels, read_header
 from handlers.core.inputs import Item, read_request
 from handlers.core.metrics import report_batch
 from handlers.core.models import compiled_record, load_model
 from handlers.core.options import Option, describe, parse_options
+from handlers.core.schema import HandlerConfig
 from handlers.core.stages import CLOCK
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class VisionHandler(BaseHandler):
     answer each."""
 
     options: Mapping[str, Option] = {}
+    schema: type[HandlerConfig] = HandlerConfig  # the family's archive config (handlers/<family>/schema.py)
 
     def initialize(self, context):
         """Read the archive's handler config and load its model on the worker's device (TorchScript or ``.pt2``).
@@ -89,7 +91,8 @@ class VisionHandler(BaseHandler):
         gpu = properties.get("gpu_id")
         self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
         self.config = context.model_yaml_config.get("handler", {})
-        self.limits = ImageLimits.from_config(self.config.get("limits", {}))
+        self.settings = self.schema.from_config(self.config)  # the recipe's typed config, read back
+        self.limits = self.settings.limits
         manifest = context.manifest["model"]
         self.model_name = manifest["modelName"]
         self.model_version = manifest.get("modelVersion", "")

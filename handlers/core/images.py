@@ -16,9 +16,8 @@ lack.
 """
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
@@ -31,6 +30,7 @@ from torchvision.io import ImageReadMode
 from torchvision.transforms.v2 import functional as F
 
 from handlers.core.errors import PayloadTooLarge, RequestError, UnsupportedMediaType
+from handlers.core.schema import ImageLimits
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 DCT_SCALES = (8, 4, 2)
@@ -45,22 +45,6 @@ _EXIF_ORIENTATION = 0x0112
 # Our own pixel limit (below) is checked from the header before decoding; Pillow's
 # global guard would otherwise refuse configured limits above its default.
 Image.MAX_IMAGE_PIXELS = None
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """Largest accepted upload, in encoded bytes and in decoded pixels."""
-
-    max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "ImageLimits":
-        """Read ``max_image_bytes`` / ``max_image_pixels`` from a handler config section."""
-        return cls(
-            max_bytes=int(config.get("max_image_bytes", cls.max_bytes)),
-            max_pixels=int(config.get("max_image_pixels", cls.max_pixels)),
-        )
 
 
 @dataclass(frozen=True)

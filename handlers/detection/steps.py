@@ -5,7 +5,6 @@ share (each adds its answer); the pose pipeline composes these steps with ``pose
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,7 +13,8 @@ from torch import Tensor
 
 from handlers.core.base import Item, VisionHandler
 from handlers.core.options import number
-from handlers.vision.people import OUTPUT_OPTIONS, Layout, People, check_output_options, output_format, ranked
+from handlers.detection.schema import DetectionConfig, DetectorSpec
+from handlers.vision.people import OUTPUT_OPTIONS, Layout, People, check_output_options, ranked
 
 BOX_LAYOUT = Layout()
 DETECTION_OPTIONS = {
@@ -25,31 +25,10 @@ DETECTION_OPTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class DetectorSpec:
-    """Which label the detector gives people, and the size it resizes images to (archive config)."""
-
-    person_label: int
-    min_size: int  # torchvision's GeneralizedRCNNTransform: short side to this,
-    max_size: int  # unless the long side would exceed this
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "DetectorSpec":
-        """Read the detector section written by the export recipe."""
-        return cls(int(config["person_label"]), int(config["min_size"]), int(config["max_size"]))
-
-    def coarsest_scale(self, item: Item) -> float:
-        """Image pixels per pixel the detector sees, after its own resize (1 when the answer is the picture)."""
-        if output_format(item.options) in ("jpeg", "png"):
-            return 1.0
-        short, long = sorted(item.size)
-        return max(short / self.min_size, long / self.max_size)
-
-
 def detect(model: torch.nn.Module, images: list[Tensor]) -> list[dict[str, Tensor]]:
     """RGB ``uint8[3, H, W]`` images of any sizes, one model call: a detections dict per image (on the CPU).
 
-    The archived detectors take the pixels as they are (``export.architectures.PixelDetector``),
+    The archived detectors take the pixels as they are (``export.detection.PixelDetector``),
     resize and batch them themselves, and return ``(losses, detections)``.
     """
     output = model(images)
@@ -82,10 +61,11 @@ class DetectionHandler(VisionHandler):
     """The life cycle of torchvision-style detectors: a batch of images of any sizes, one detector call."""
 
     options = DETECTION_OPTIONS
+    schema = DetectionConfig
 
     def initialize(self, context):
         super().initialize(context)
-        self.spec = DetectorSpec.from_config(self.config)
+        self.spec = self.settings.detector
 
     def validate(self, item: Item) -> None:
         check_output_options(item.options)

@@ -6,9 +6,9 @@ from torch import Tensor
 
 from handlers.core.answers import Answer
 from handlers.core.base import Item, VisionHandler
+from handlers.faces.schema import FacesConfig
 from handlers.faces.steps import (
     FACE_OPTIONS,
-    CascadeSpec,
     FaceQuery,
     Faces,
     coarsest_face_scale,
@@ -22,10 +22,11 @@ class FacesHandler(VisionHandler):
     """Four compiled networks (P-Net, R-Net, O-Net, expression), each run once per stage over the whole batch."""
 
     options = FACE_OPTIONS
+    schema = FacesConfig
 
     def initialize(self, context):
         super().initialize(context)
-        self.spec = CascadeSpec.from_config(self.config)
+        self.spec = self.settings.cascade
         self.networks = {"pnet": self.model, **{part: self.load_part(part) for part in ("rnet", "onet", "expression")}}
 
     def validate(self, item: Item) -> None:

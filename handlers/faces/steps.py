@@ -24,6 +24,7 @@ from torchvision.ops import box_area, nms, roi_align
 from handlers.core.answers import Answer, image_answer, json_answer
 from handlers.core.inputs import Item
 from handlers.core.options import choice, flag, integer, number
+from handlers.faces.schema import CascadeSpec
 from handlers.vision.people import output_format, rounded
 from handlers.vision.render import draw_faces
 
@@ -43,49 +44,6 @@ FACE_OPTIONS = {
     "render": flag(False, "answer the picture with the faces drawn (JPEG unless format=png)"),
     "format": choice(None, ("json", "jpeg", "png"), "json (default), or jpeg or png for the rendered picture"),
 }
-
-
-@dataclass(frozen=True)
-class CascadeSpec:
-    """The cascade's fixed settings (archive config); per-request options come with each item."""
-
-    factor: float  # pyramid step
-    max_side: int  # the largest pyramid level's long side (P-Net's compiled bound)
-    min_padded_side: int  # levels go to P-Net padded to at least this,
-    padded_multiple: int  # and to a multiple of this (its compiled shapes)
-    proposal_threshold: float
-    refine_threshold: float
-    proposal_level_nms: float
-    proposal_nms: float
-    refine_nms: float
-    output_min_overlap: float  # final suppression: overlap over the smaller box
-    expressions: tuple[str, ...]
-    max_crops: int
-    max_proposals: int  # per image and pyramid level, the best kept: bounds NMS's cost on pathological pictures
-
-    def padded_side(self, side: int) -> int:
-        """The side a level of ``side`` pixels is padded to for P-Net."""
-        return max(self.min_padded_side, -(-side // self.padded_multiple) * self.padded_multiple)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "CascadeSpec":
-        """Read the faces section written by the export recipe."""
-        pyramid, thresholds, nms = config["pyramid"], config["thresholds"], config["nms"]
-        return cls(
-            float(pyramid["factor"]),
-            int(pyramid["max_side"]),
-            int(pyramid["min_padded_side"]),
-            int(pyramid["padded_multiple"]),
-            float(thresholds["proposal"]),
-            float(thresholds["refine"]),
-            float(nms["proposal_level"]),
-            float(nms["proposal"]),
-            float(nms["refine"]),
-            float(nms["output_min_overlap"]),
-            tuple(config["expressions"]),
-            int(config["max_crops_per_forward"]),
-            int(config["max_proposals_per_level"]),
-        )
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from torch import Tensor
 from handlers.core.answers import Answer
 from handlers.core.base import Item
 from handlers.core.images import resize_pixels
+from handlers.generators.schema import GeneratorConfig
 from handlers.style.handler import StyleHandler
 from handlers.style.steps import TRAINED_SIZE_OPTIONS, answer_sizes, coarsest_trained_size_scale
 
@@ -17,9 +18,11 @@ class GeneratorHandler(StyleHandler):
     A ResNet generator takes any size, as the style networks do.
     """
 
+    schema = GeneratorConfig
+
     def initialize(self, context):
         super().initialize(context)
-        self.trained_side = self.config["generator"].get("size")  # None: any size
+        self.trained_side = self.settings.generator.size  # None: any size
         if self.trained_side:
             self.options = TRAINED_SIZE_OPTIONS
 

@@ -5,6 +5,7 @@ from torch import Tensor
 from handlers.core.answers import Answer
 from handlers.core.base import Item
 from handlers.detection.steps import DETECTION_OPTIONS, DetectionHandler, detected_people
+from handlers.keypoint_rcnn.schema import KeypointRCNNConfig
 from handlers.keypoint_rcnn.steps import classify_views, view_options
 from handlers.vision.keypoints import COCO_KEYPOINTS, COCO_SKELETON
 from handlers.vision.people import Layout, people_answer
@@ -15,9 +16,11 @@ LAYOUT = Layout(COCO_KEYPOINTS, COCO_SKELETON)
 class KeypointRCNNHandler(DetectionHandler):
     """Detects people with their keypoints in one call per batch, then names each person's view."""
 
+    schema = KeypointRCNNConfig
+
     def initialize(self, context):
-        self.options = {**DETECTION_OPTIONS, **view_options(context.model_yaml_config["handler"]["view"])}
         super().initialize(context)
+        self.options = {**DETECTION_OPTIONS, **view_options(self.settings.view)}
 
     def answer(self, items: list[Item], images: list[Tensor], detections: list[dict[str, Tensor]]) -> list[Answer]:
         answers = []

@@ -10,13 +10,11 @@ The view rule (thresholds are on Keypoint R-CNN's joint scores, which are heatma
 - otherwise back, and head-and-shoulders.
 """
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from handlers.core.options import number
+from handlers.keypoint_rcnn.schema import ViewThresholds
 from handlers.vision.keypoints import COCO_KEYPOINTS
 
 VIEWS = ("full-body-front", "full-body-back", "head-and-shoulders-front", "head-and-shoulders-back")
@@ -28,14 +26,14 @@ MIN_FACE_JOINTS = 2
 MIN_LOWER_BODY_JOINTS = 4
 
 
-def view_options(config: Mapping[str, Any]) -> dict:
+def view_options(view: ViewThresholds) -> dict:
     """The view thresholds as request options, defaulting to the archive's config."""
     return {
         "view_face_threshold": number(
-            config["face_threshold"], -100.0, 100.0, "joint score above which a face joint counts as seen (front view)"
+            view.face_threshold, -100.0, 100.0, "joint score above which a face joint counts as seen (front view)"
         ),
         "view_body_threshold": number(
-            config["body_threshold"],
+            view.body_threshold,
             -100.0,
             100.0,
             "joint score above which a hip, knee or ankle counts as seen (full body)",

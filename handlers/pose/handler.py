@@ -8,11 +8,11 @@ from torch import Tensor
 from handlers.core.answers import Answer
 from handlers.core.base import Item, VisionHandler
 from handlers.core.options import boxes, flag
+from handlers.pose.schema import PoseConfig
 from handlers.pose.steps import (
     MAX_BOXES,
     POSE_LAYOUT,
     PoseInputs,
-    PoseSpec,
     check_boxes_overlap,
     person_boxes,
     pose_crops,
@@ -34,10 +34,11 @@ class PoseHandler(VisionHandler):
         "flip_test": flag(False, "also run each mirrored crop and average the heatmaps (twice the compute)"),
         **OUTPUT_OPTIONS,
     }
+    schema = PoseConfig
 
     def initialize(self, context):
         super().initialize(context)
-        self.spec = PoseSpec.from_config(self.config)
+        self.spec = self.settings.pose
 
     def validate(self, item: Item) -> None:
         check_output_options(item.options)

@@ -16,6 +16,7 @@ from torch import Tensor
 from handlers.core.base import Item
 from handlers.core.errors import RequestError
 from handlers.core.images import normalize
+from handlers.pose.schema import PoseSpec
 from handlers.vision.geometry import crop_and_resize, widen_boxes
 from handlers.vision.heatmaps import decode_heatmaps, flip_back
 from handlers.vision.keypoints import COCO_KEYPOINTS, COCO_SKELETON, mirror_index
@@ -24,47 +25,6 @@ from handlers.vision.people import Layout, People, output_format, ranked
 MAX_BOXES = 64
 MIRROR = torch.tensor(mirror_index(COCO_KEYPOINTS))
 POSE_LAYOUT = Layout(COCO_KEYPOINTS, COCO_SKELETON)
-
-
-@dataclass(frozen=True)
-class PoseSpec:
-    """How the model sees a person: crop size, pixel normalisation, heatmap geometry (archive config)."""
-
-    crop_size: tuple[int, int]
-    channels: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    stride: float
-    offset: float
-    sigma: float
-    refine: str
-    padding: float
-    max_crops_per_forward: int
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "PoseSpec":
-        """Read the ``input`` and ``heatmap`` sections written by the export recipe."""
-        image, heatmap = config["input"], config["heatmap"]
-        return cls(
-            crop_size=(int(image["height"]), int(image["width"])),
-            channels=image["channels"],
-            mean=tuple(image["mean"]),
-            std=tuple(image["std"]),
-            stride=float(heatmap["stride"]),
-            offset=float(heatmap["offset"]),
-            sigma=float(heatmap.get("sigma", 2.0)),
-            refine=heatmap.get("refine", "dark"),
-            padding=float(config.get("box_padding", 1.25)),
-            max_crops_per_forward=int(config.get("max_crops_per_forward", 64)),
-        )
-
-    @property
-    def flip_shift(self) -> int:
-        """Columns that realign mirrored heatmaps (see ``heatmaps.flip_back``)."""
-        shift = 1 - 2 * self.offset / self.stride
-        if shift != int(shift):
-            raise ValueError(f"heatmap offset {self.offset} gives a fractional flip shift {shift}")
-        return int(shift)
 
 
 @dataclass

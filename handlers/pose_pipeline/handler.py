@@ -14,11 +14,10 @@ from handlers.core.answers import Answer
 from handlers.core.base import Item, VisionHandler
 from handlers.core.options import boxes, flag
 from handlers.core.stages import CLOCK
-from handlers.detection.steps import DETECTION_OPTIONS, DetectorSpec, detect, detected_people
+from handlers.detection.steps import DETECTION_OPTIONS, detect, detected_people
 from handlers.pose.steps import (
     MAX_BOXES,
     POSE_LAYOUT,
-    PoseSpec,
     check_boxes_overlap,
     given_people,
     pose_crops,
@@ -26,6 +25,7 @@ from handlers.pose.steps import (
     pose_heatmaps,
     pose_keypoints,
 )
+from handlers.pose_pipeline.schema import PipelineConfig
 from handlers.vision.people import People, check_output_options, people_answer
 
 # The batch's images on the device, each request's options (whom it wants, flip test) and
@@ -44,11 +44,12 @@ class PosePipelineHandler(VisionHandler):
         ),
         "flip_test": flag(False, "also run each mirrored person crop and average the heatmaps"),
     }
+    schema = PipelineConfig
 
     def initialize(self, context):
         super().initialize(context)
-        self.detector_spec = DetectorSpec.from_config(self.config["detector"])
-        self.pose_spec = PoseSpec.from_config(self.config["pose"])
+        self.detector_spec = self.settings.detector
+        self.pose_spec = self.settings.pose
         self.pose_model = self.load_part("pose")
 
     def validate(self, item: Item) -> None:

@@ -1,6 +1,6 @@
 """Function nodes of the pose pipeline as a TorchServe workflow (detector, then pose, as separate models).
 
-DAG (export/workflow.py): pre_processing -> [detector, to_pose_request];
+DAG (export/pose_pipeline.py): pre_processing -> [detector, to_pose_request];
 detector -> [to_pose_request]; to_pose_request -> [pose]. Workflow nodes pass each other
 bytes; both models read the JSON these nodes send like any JSON request. The single-handler
 pipeline (pipeline_handler.py) is the default; docs/benchmarks.md compares the two.

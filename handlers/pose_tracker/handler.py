@@ -17,7 +17,8 @@ from handlers.core.base import Item
 from handlers.core.options import flag
 from handlers.pose.steps import POSE_LAYOUT
 from handlers.pose_pipeline.handler import PipelineInputs, PosePipelineHandler
-from handlers.pose_tracker.steps import SequenceStore, TrackerConfig, track
+from handlers.pose_tracker.schema import PoseTrackerConfig
+from handlers.pose_tracker.steps import SequenceStore, track
 from handlers.vision.people import People, people_answer, ranked
 
 SEQUENCE_END_HEADER = "ts_request_sequence_end"  # TorchServe's (continuous sequence batching) answer header
@@ -30,6 +31,7 @@ class PoseTrackerHandler(PosePipelineHandler):
         **PosePipelineHandler.options,
         "end": flag(False, "the sequence's last frame: answer it, then free the sequence's state"),
     }
+    schema = PoseTrackerConfig
 
     def initialize(self, context):
         if not context.model_yaml_config.get("sequenceBatching"):
@@ -37,11 +39,9 @@ class PoseTrackerHandler(PosePipelineHandler):
                 f"{context.manifest['model']['modelName']} tracks sequences: its model-config.yaml needs sequenceBatching: true"
             )
         super().initialize(context)
-        settings = self.config["tracking"]
-        self.tracker_config = TrackerConfig(**settings.get("tracker", {}))
-        self.sequences = SequenceStore(
-            float(settings["ttl_s"]), int(settings["max_sequences"]), Path(self.model_dir) / "sequences"
-        )
+        tracking = self.settings.tracking
+        self.tracker_config = tracking.tracker
+        self.sequences = SequenceStore(tracking.ttl_s, tracking.max_sequences, Path(self.model_dir) / "sequences")
 
     def prepare(self, items: list[Item]) -> PipelineInputs:
         images, options, scales = super().prepare(items)

@@ -19,6 +19,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torchvision.ops import box_area, box_iou
 
+from handlers.pose_tracker.schema import TrackerConfig
 from handlers.vision.keypoints import COCO_KEYPOINTS
 
 # Per-joint falloff of the COCO keypoint evaluation, in COCO_KEYPOINTS order.
@@ -43,21 +44,6 @@ COCO_SIGMAS = (
 )
 
 _TRACK_FIELDS = ("ids", "boxes", "keypoints", "box_velocity", "keypoint_velocity", "hits", "missed")
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """Score bands, match thresholds and track lifetimes of ``track``."""
-
-    high_score: float = 0.5  # people at least this sure are matched first and may start tracks
-    low_score: float = 0.1  # people under this are ignored
-    min_similarity: float = 0.3  # least similarity of a match in the first stage
-    min_similarity_low: float = 0.5  # ... in the second, where people are less sure
-    oks_weight: float = 0.5  # similarity = oks_weight * OKS + (1 - oks_weight) * box IoU
-    track_buffer: int = 30  # frames a confirmed track may go unmatched and keep its ID
-    min_hits: int = 2  # consecutive matched frames before a new track gets an ID
-    keypoint_visibility: float = 0.2  # joints scored at most this are left out of OKS
-    velocity_smoothing: float = 0.5  # weight of the old velocity in each update
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from torch import Tensor
 
 from handlers.core.answers import Answer
 from handlers.core.base import Item, VisionHandler
+from handlers.segmentation.schema import SegmentationConfig
 from handlers.segmentation.steps import (
     SEGMENTER_OPTIONS,
-    SegmenterSpec,
     alpha_matte,
     check_segmenter_options,
     composite,
@@ -27,10 +27,11 @@ class PersonSegmenterHandler(VisionHandler):
     """Marks the people of each photo; answers the mask (COCO RLE) or the photo composited over a new background."""
 
     options = SEGMENTER_OPTIONS
+    schema = SegmentationConfig
 
     def initialize(self, context):
         super().initialize(context)
-        self.spec = SegmenterSpec.from_config(self.config)
+        self.spec = self.settings.segmenter
 
     def validate(self, item: Item) -> None:
         background_image = check_segmenter_options(item.options, self.limits)

@@ -1,7 +1,7 @@
 """Person segmentation steps: photos to person log-odds in one model call per image size, then masks and pictures.
 
 The exported model answers one map per image, the log-odds that each pixel shows a person
-(``export/architectures.PersonLogOdds``). The map is resized to the photo (bilinear)
+(``export/segmentation.PersonLogOdds``). The map is resized to the photo (bilinear)
 before the threshold, so masks match the photo pixel for pixel.
 """
 
@@ -9,7 +9,6 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -23,43 +22,10 @@ from handlers.core.answers import Answer, image_answer, json_answer
 from handlers.core.errors import RequestError
 from handlers.core.images import ImageLimits, decode_image, group_by_size, resize_pixels
 from handlers.core.options import PNG_COMPRESSION_HELP, Option, choice, integer, number
+from handlers.segmentation.schema import SegmenterSpec
 
 BACKGROUND_WORDS = ("transparent", "blur")
 _HEX_COLOUR = re.compile(r"#?([0-9a-fA-F]{6})")
-
-
-@dataclass(frozen=True)
-class SegmenterSpec:
-    """How the model sees a photo (archive config): resized to ``short_side``, the long side at most ``long_side``, no
-    side under ``min_side``.
-
-    The bounds are the exported program's and keep a long thin photo from becoming a
-    gigantic model input; the model normalises the pixels itself.
-    """
-
-    short_side: int
-    long_side: int
-    min_side: int
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "SegmenterSpec":
-        """Read the ``input`` section written by the export recipe."""
-        sides = config["input"]
-        return cls(int(sides["short_side"]), int(sides["long_side"]), int(sides["min_side"]))
-
-    def model_scale(self, height: int, width: int) -> float:
-        """Model pixels per photo pixel: the short side to ``short_side`` unless the long side would pass
-        ``long_side``."""
-        return min(self.short_side / min(height, width), self.long_side / max(height, width))
-
-    def model_size(self, height: int, width: int) -> tuple[int, int]:
-        """The size a photo is resized to: aspect ratio kept, except that thin strips are stretched to ``min_side``."""
-        scale = self.model_scale(height, width)
-        return max(self.min_side, round(height * scale)), max(self.min_side, round(width * scale))
-
-    def coarsest_scale(self, size: tuple[int, int], options: Mapping[str, Any]) -> float:
-        """Image pixels per pixel the model sees (1 when the answer is the composited picture)."""
-        return 1 / self.model_scale(*size) if options["background"] is None else 1.0
 
 
 def _background(name: str, value: Any) -> str | tuple[int, int, int] | bytes:

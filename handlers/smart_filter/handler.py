@@ -8,10 +8,9 @@ from torch import Tensor
 from handlers.core.answers import Answer, json_answer
 from handlers.core.base import Item, VisionHandler
 from handlers.core.options import choice
-from handlers.faces.steps import FACE_OPTIONS, CascadeSpec, FaceQuery, Faces, detect_faces, face_records
+from handlers.faces.steps import FACE_OPTIONS, FaceQuery, Faces, detect_faces, face_records
 from handlers.segmentation.steps import (
     SEGMENTER_OPTIONS,
-    SegmenterSpec,
     alpha_matte,
     composite,
     mask_coverage,
@@ -20,6 +19,7 @@ from handlers.segmentation.steps import (
     person_log_odds,
     picture_answer,
 )
+from handlers.smart_filter.schema import SmartFilterConfig
 from handlers.smart_filter.steps import FILTER_OPTIONS, PALETTE, decision
 
 # (segmenter inputs grouped by size, the photos, the face queries) and (log-odds, faces) per item:
@@ -40,11 +40,12 @@ class SmartFilterHandler(VisionHandler):
         **{name: SEGMENTER_OPTIONS[name] for name in ("feather", "threshold", "quality", "png_compression")},
         **{name: FACE_OPTIONS[name] for name in ("min_face_size", "score_threshold", "smile_threshold")},
     }
+    schema = SmartFilterConfig
 
     def initialize(self, context):
         super().initialize(context)
-        self.segmenter = SegmenterSpec.from_config(self.config["segmenter"])
-        self.cascade = CascadeSpec.from_config(self.config["faces"])
+        self.segmenter = self.settings.segmenter
+        self.cascade = self.settings.faces
         self.networks = {part: self.load_part(part) for part in ("pnet", "rnet", "onet", "expression")}
 
     def prepare(self, items: list[Item]) -> FilterInputs:

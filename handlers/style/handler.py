@@ -4,6 +4,7 @@ from torch import Tensor
 
 from handlers.core.answers import Answer, image_answer
 from handlers.core.base import Item, VisionHandler
+from handlers.style.schema import StyleConfig
 from handlers.style.steps import STYLE_OPTIONS, check_style_size, coarsest_style_scale, resized_for_style, stylize
 
 
@@ -11,6 +12,7 @@ class StyleHandler(VisionHandler):
     """Restyles each photo at its own size (at most ``max_side``), photos of equal size in one call."""
 
     options = STYLE_OPTIONS
+    schema = StyleConfig
 
     def validate(self, item: Item) -> None:
         check_style_size(item.size, item.options)

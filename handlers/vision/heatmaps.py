@@ -4,7 +4,7 @@ A heatmap pixel (u, v) (integer indices) stands for crop point
 ``(stride * u + offset, stride * v + offset)``. ``offset`` records how the model's training
 targets were placed: ``stride / 2`` when heatmap pixels are centred on their crop blocks,
 ``0`` for the MSRA SimpleBaseline release (targets at ``crop_index / stride``; see
-``export/recipes.py`` for the derivation).
+``export/pose.py`` for the derivation).
 """
 
 import functools

@@ -1,8 +1,9 @@
-"""The pose pipeline the TorchServe way: a workflow archive (.war) chaining a detector and a pose model.
+"""The pose pipeline: detect then pose in one worker (``pose_pipeline``), and the same the TorchServe way, a workflow
+archive (.war) chaining a detector and a pose model.
 
-    python -m export.workflow [--detector person_detector] [--pose pose_resnet50] [--store model_store]
+    python -m export.pose_pipeline [--detector person_detector] [--pose pose_resnet50] [--store model_store]
 
-The models are the store's own archives; register the workflow on a running server with
+writes the workflow archive. Its models are the store's own archives; register the workflow on a running server with
 ``curl -X POST "127.0.0.1:8081/workflows?url=pose_pipeline_workflow.war"`` (management token).
 """
 
@@ -12,12 +13,32 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
+from handlers.pose_pipeline.schema import PipelineConfig
+
 from .archive import HANDLERS, REPO, Serving
-from .recipes import DETECTION_SERVING
+from .detection import DETECTOR, PERSON_DETECTOR
+from .pose import POSE, pose_part
+from .recipe import DETECTION_SERVING, IMAGE_LIMITS, Recipe
+
+# Detect then pose, in one worker: pose_pipeline, and pose_tracker on top of it.
+PIPELINE_PARTS = (replace(PERSON_DETECTOR, name="detector"), pose_part(50, name="pose"))
+PIPELINE_CONFIG = PipelineConfig(detector=DETECTOR, pose=POSE, limits=IMAGE_LIMITS)
+
+RECIPES = (
+    Recipe(
+        name="pose_pipeline",
+        parts=PIPELINE_PARTS,
+        handler="handlers.pose_pipeline.handler",
+        config=PIPELINE_CONFIG,
+        serving=DETECTION_SERVING,
+        served_by_default=True,
+    ),
+)
 
 # The workflow's function nodes; staged under a name of its own, as TorchServe imports it by file name.
 WORKFLOW_HANDLER = HANDLERS / "pose_pipeline" / "workflow.py"
@@ -71,7 +92,9 @@ def write_workflow(
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m export.workflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m export.pose_pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--detector", default="person_detector", help="detector archive in the store")
     parser.add_argument("--pose", default="pose_resnet50", help="pose archive in the store")

@@ -1,0 +1,69 @@
+"""Pose tracking's archive config: the tracker's settings, the sequences a worker keeps, and the handler's config."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from handlers.pose_pipeline.schema import PipelineConfig
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Score bands, match thresholds and track lifetimes of ``track``."""
+
+    high_score: float = 0.5  # people at least this sure are matched first and may start tracks
+    low_score: float = 0.1  # people under this are ignored
+    min_similarity: float = 0.3  # least similarity of a match in the first stage
+    min_similarity_low: float = 0.5  # ... in the second, where people are less sure
+    oks_weight: float = 0.5  # similarity = oks_weight * OKS + (1 - oks_weight) * box IoU
+    track_buffer: int = 30  # frames a confirmed track may go unmatched and keep its ID
+    min_hits: int = 2  # consecutive matched frames before a new track gets an ID
+    keypoint_visibility: float = 0.2  # joints scored at most this are left out of OKS
+    velocity_smoothing: float = 0.5  # weight of the old velocity in each update
+
+    def to_config(self) -> dict[str, Any]:
+        """The ``tracker`` section: the settings that differ from these defaults."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "TrackerConfig":
+        return cls(**config)
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    """How long a worker keeps an idle sequence's state, how many sequences at most, and how it tracks."""
+
+    ttl_s: float = 60
+    max_sequences: int = 256
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+    def to_config(self) -> dict[str, Any]:
+        """The ``tracking`` section."""
+        return {"ttl_s": self.ttl_s, "max_sequences": self.max_sequences, "tracker": self.tracker.to_config()}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "TrackingSpec":
+        return cls(
+            float(config["ttl_s"]), int(config["max_sequences"]), TrackerConfig.from_config(config.get("tracker", {}))
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoseTrackerConfig(PipelineConfig):
+    """The pipeline's config and the ``tracking`` section."""
+
+    tracking: TrackingSpec
+
+    def to_config(self) -> dict[str, Any]:
+        return {**super().to_config(), "tracking": self.tracking.to_config()}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "PoseTrackerConfig":
+        pipeline = PipelineConfig.from_config(config)
+        return cls(
+            detector=pipeline.detector,
+            pose=pipeline.pose,
+            limits=pipeline.limits,
+            tracking=TrackingSpec.from_config(config["tracking"]),
+        )

@@ -1,0 +1,59 @@
+"""Segmentation's archive config: how the model sees a photo (``SegmenterSpec``), and the handler's config."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from handlers.core.schema import HandlerConfig
+
+
+@dataclass(frozen=True)
+class SegmenterSpec:
+    """How the model sees a photo (archive config): resized to ``short_side``, the long side at most ``long_side``, no
+    side under ``min_side``.
+
+    The bounds are the exported program's and keep a long thin photo from becoming a
+    gigantic model input; the model normalises the pixels itself.
+    """
+
+    short_side: int
+    long_side: int
+    min_side: int
+
+    def to_config(self) -> dict[str, Any]:
+        """The ``input`` section."""
+        return {"input": {"short_side": self.short_side, "long_side": self.long_side, "min_side": self.min_side}}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "SegmenterSpec":
+        """Read the ``input`` section written by the export recipe."""
+        sides = config["input"]
+        return cls(int(sides["short_side"]), int(sides["long_side"]), int(sides["min_side"]))
+
+    def model_scale(self, height: int, width: int) -> float:
+        """Model pixels per photo pixel: the short side to ``short_side`` unless the long side would pass
+        ``long_side``."""
+        return min(self.short_side / min(height, width), self.long_side / max(height, width))
+
+    def model_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size a photo is resized to: aspect ratio kept, except that thin strips are stretched to ``min_side``."""
+        scale = self.model_scale(height, width)
+        return max(self.min_side, round(height * scale)), max(self.min_side, round(width * scale))
+
+    def coarsest_scale(self, size: tuple[int, int], options: Mapping[str, Any]) -> float:
+        """Image pixels per pixel the model sees (1 when the answer is the composited picture)."""
+        return 1 / self.model_scale(*size) if options["background"] is None else 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmentationConfig(HandlerConfig):
+    """The segmenter's ``input`` section at the top level, and the image limits."""
+
+    segmenter: SegmenterSpec
+
+    def to_config(self) -> dict[str, Any]:
+        return {**self.segmenter.to_config(), "limits": self.limits.to_config()}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "SegmentationConfig":
+        return cls(segmenter=SegmenterSpec.from_config(config), limits=cls.limits_of(config))
