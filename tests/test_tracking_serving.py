@@ -331,11 +331,11 @@ def test_without_the_agent_a_dead_tracker_worker_turns_ping_unhealthy(
 ):
     """Built without a JDK, TorchServe 0.12 never restarts the worker: maxRetryTimeoutInSec bounds how long /ping hides
     it."""
-    from runtime import server
+    from runtime import torchserve
     from tests.conftest import server_overrides
 
-    monkeypatch.setattr(server, "AGENT_JAR", server.AGENT_JAR.with_name("absent-agent.jar"))
-    instance = server.TorchServe(
+    monkeypatch.setattr(torchserve, "AGENT_JAR", torchserve.AGENT_JAR.with_name("absent-agent.jar"))
+    instance = torchserve.TorchServe(
         tmp_path_factory.mktemp("tracker_without_agent"), [MODEL], model_store, overrides=server_overrides(model_store)
     )
     with instance.running(timeout=300):
