@@ -82,6 +82,13 @@ def parse_option(text: str) -> tuple[str, Any]:
     return name, Path(value[1:]).read_bytes() if value.startswith("@") else value
 
 
+def add_option_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``-o NAME=VALUE``, repeatable: request options for every image a command sends."""
+    parser.add_argument(
+        "-o", "--option", action="append", type=parse_option, default=[], metavar="NAME=VALUE", help=help
+    )
+
+
 def read_key_file(path: str | None) -> dict[str, str]:
     """The keys in TorchServe's key_file.json (written where it runs; `make serve` keeps it in run/)."""
     if not path:
@@ -339,15 +346,7 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("predict", parents=[shared], help="send images to a model")
     run.add_argument("model")
     run.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_FOLDER")
-    run.add_argument(
-        "-o",
-        "--option",
-        action="append",
-        type=parse_option,
-        default=[],
-        metavar="NAME=VALUE",
-        help="a request option, e.g. render=true, boxes='[[10,20,200,400]]', background=@beach.jpg",
-    )
+    add_option_argument(run, "a request option, e.g. render=true, boxes='[[10,20,200,400]]', background=@beach.jpg")
     run.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (the server batches them)")
     run.add_argument("--out", type=Path, default=Path("humanserve_answers"), help="folder for image answers")
     run.set_defaults(run=predict)
@@ -366,15 +365,7 @@ def parser() -> argparse.ArgumentParser:
     follow.add_argument(
         "--image-format", choices=("jpeg", "png"), default="jpeg", help="how frames travel (png: lossless, larger)"
     )
-    follow.add_argument(
-        "-o",
-        "--option",
-        action="append",
-        type=parse_option,
-        default=[],
-        metavar="NAME=VALUE",
-        help="a request option for every frame, e.g. score_threshold=0.6",
-    )
+    add_option_argument(follow, "a request option for every frame, e.g. score_threshold=0.6")
     follow.set_defaults(run=track, extra="video")
 
     listing = commands.add_parser("models", parents=[shared], help="list the models, or describe one")
@@ -417,15 +408,7 @@ def parser() -> argparse.ArgumentParser:
     cutting.add_argument("--size", type=at_least(8), default=256, help="patch side in pixels")
     cutting.add_argument("--all-people", action="store_true", help="a patch for every person, not only the best")
     cutting.add_argument("--concurrency", type=at_least(1), default=4, help="frames in flight at once")
-    cutting.add_argument(
-        "-o",
-        "--option",
-        action="append",
-        type=parse_option,
-        default=[],
-        metavar="NAME=VALUE",
-        help="a request option for every frame",
-    )
+    add_option_argument(cutting, "a request option for every frame")
     cutting.set_defaults(run=patches, extra="video")
 
     pairing = commands.add_parser(
@@ -499,15 +482,7 @@ def parser() -> argparse.ArgumentParser:
         help=f"send the annotations' person boxes (auto: except to {', '.join(FINDS_PEOPLE)}, which find people themselves)",
     )
     scoring.add_argument("--concurrency", type=at_least(1), default=4, help="images in flight at once")
-    scoring.add_argument(
-        "-o",
-        "--option",
-        action="append",
-        type=parse_option,
-        default=[],
-        metavar="NAME=VALUE",
-        help="a request option for every image, e.g. flip_test=true",
-    )
+    add_option_argument(scoring, "a request option for every image, e.g. flip_test=true")
     scoring.set_defaults(run=evaluate, extra="eval")
     return root
 
