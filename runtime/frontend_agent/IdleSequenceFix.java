@@ -3,7 +3,6 @@ package humanserve.agent;
 import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
 import java.lang.reflect.Field;
-import java.lang.reflect.InvocationTargetException;
 import java.lang.reflect.Method;
 import java.util.Arrays;
 import java.util.Collections;
@@ -257,7 +256,7 @@ public final class IdleSequenceFix {
             JobGroup group;
             // A new sequence is followed before its first wait can begin: nextFrame's lookup waits on this map's lock.
             synchronized (SEQUENCES) {
-                added = invoke(addJobInGroup(), model, job);
+                added = Reflection.invoke(addJobInGroup(), model, job);
                 group = open.get(id);
                 if (added && group != null) {
                     SEQUENCES.computeIfAbsent(group, key -> new Sequence(model)).activeNanos = System.nanoTime();
@@ -302,9 +301,9 @@ public final class IdleSequenceFix {
             description = "ServiceUnavailableException.()";
         }
         if (sendErrorResponse == null) {
-            sendErrorResponse = method(service.getClass(), "sendErrorResponse", 5);
+            sendErrorResponse = Reflection.method(service.getClass(), "sendErrorResponse", 5);
         }
-        invoke(sendErrorResponse, service, observer, status, error, description, command);
+        Reflection.invoke(sendErrorResponse, service, observer, status, error, description, command);
     }
 
     /** Close the model's sequence idle longest, if it has been idle long enough; whether one was closed. Under the model's lock. */
@@ -380,81 +379,37 @@ public final class IdleSequenceFix {
     @SuppressWarnings("unchecked")
     private static ConcurrentMap<String, JobGroup> groupsOf(Model model) {
         if (groups == null) {
-            groups = field(model.getClass(), "jobGroups");
+            groups = Reflection.field(model.getClass(), "jobGroups");
         }
-        return (ConcurrentMap<String, JobGroup>) read(groups, model);
+        return (ConcurrentMap<String, JobGroup>) Reflection.read(groups, model);
     }
 
     private static ReentrantLock lockOf(Model model) {
         if (lock == null) {
-            lock = field(model.getClass(), "jobGroupLock");
+            lock = Reflection.field(model.getClass(), "jobGroupLock");
         }
-        return (ReentrantLock) read(lock, model);
+        return (ReentrantLock) Reflection.read(lock, model);
     }
 
     @SuppressWarnings("unchecked")
     private static BlockingDeque<Object> framesOf(JobGroup group) {
         if (frames == null) {
-            frames = field(group.getClass(), "jobs");
+            frames = Reflection.field(group.getClass(), "jobs");
         }
-        return (BlockingDeque<Object>) read(frames, group);
+        return (BlockingDeque<Object>) Reflection.read(frames, group);
     }
 
     private static Model modelOf(Object batching) {
         if (aggregatorModel == null) {
-            aggregatorModel = field(batching.getClass(), "model");
+            aggregatorModel = Reflection.field(batching.getClass(), "model");
         }
-        return (Model) read(aggregatorModel, batching);
+        return (Model) Reflection.read(aggregatorModel, batching);
     }
 
     private static Method addJobInGroup() {
         if (addJobInGroup == null) {
-            addJobInGroup = method(Model.class, "addJobInGroup", 1);
+            addJobInGroup = Reflection.method(Model.class, "addJobInGroup", 1);
         }
         return addJobInGroup;
-    }
-
-    /** The field {@code name} of {@code type} or the nearest class above it that declares one, made readable. */
-    private static Field field(Class<?> type, String name) {
-        for (Class<?> owner = type; owner != null; owner = owner.getSuperclass()) {
-            try {
-                Field found = owner.getDeclaredField(name);
-                found.setAccessible(true);
-                return found;
-            } catch (NoSuchFieldException notHere) {
-                // look further up
-            }
-        }
-        throw new IllegalStateException(type.getName() + " has no field " + name);
-    }
-
-    private static Object read(Field field, Object owner) {
-        try {
-            return field.get(owner);
-        } catch (IllegalAccessException unexpected) {
-            throw new IllegalStateException(unexpected);
-        }
-    }
-
-    private static Method method(Class<?> type, String name, int parameters) {
-        for (Method candidate : type.getDeclaredMethods()) {
-            if (candidate.getName().equals(name) && candidate.getParameterCount() == parameters) {
-                candidate.setAccessible(true);
-                return candidate;
-            }
-        }
-        throw new IllegalStateException(type.getName() + " has no method " + name);
-    }
-
-    @SuppressWarnings("unchecked")
-    private static <T> T invoke(Method method, Object target, Object... arguments) {
-        try {
-            return (T) method.invoke(target, arguments);
-        } catch (InvocationTargetException failed) {
-            Throwable cause = failed.getCause();
-            throw cause instanceof RuntimeException ? (RuntimeException) cause : new IllegalStateException(cause);
-        } catch (IllegalAccessException unexpected) {
-            throw new IllegalStateException(unexpected);
-        }
     }
 }

@@ -1,7 +1,6 @@
 package humanserve.agent;
 
 import io.grpc.stub.StreamObserver;
-import java.lang.reflect.InvocationTargetException;
 import java.lang.reflect.Method;
 import java.util.Collections;
 import java.util.Map;
@@ -93,7 +92,7 @@ public final class StreamEndFix {
     /** What the stream's {@code onNext} calls instead of {@code prediction}: the request counts as pending first. */
     public static void predict(Object service, Object request, StreamObserver<?> observer, Object command) {
         if (prediction == null) {
-            prediction = privateMethod(service, "prediction", 3);
+            prediction = Reflection.method(service.getClass(), "prediction", 3);
         }
         handOn(prediction, observer, service, request, observer, command);
     }
@@ -102,7 +101,7 @@ public final class StreamEndFix {
     public static void refuse(Object service, StreamObserver<?> observer, Object status, Object error, Object message,
             Object command) {
         if (sendErrorResponse == null) {
-            sendErrorResponse = privateMethod(service, "sendErrorResponse", 5);
+            sendErrorResponse = Reflection.method(service.getClass(), "sendErrorResponse", 5);
         }
         handOn(sendErrorResponse, observer, service, observer, status, error, message, command);
     }
@@ -155,26 +154,12 @@ public final class StreamEndFix {
             stream.pending++;
         }
         try {
-            method.invoke(service, arguments);
-        } catch (InvocationTargetException failed) {
+            Reflection.invoke(method, service, arguments);
+        } catch (RuntimeException failed) {
             synchronized (stream) {
                 stream.pending--; // never handed on: no answer will come for it
             }
-            Throwable cause = failed.getCause();
-            throw cause instanceof RuntimeException ? (RuntimeException) cause : new IllegalStateException(cause);
-        } catch (IllegalAccessException unexpected) {
-            throw new IllegalStateException(unexpected);
+            throw failed;
         }
-    }
-
-    /** The service's private method {@code name} of {@code parameters} parameters, made callable. */
-    private static Method privateMethod(Object service, String name, int parameters) {
-        for (Method method : service.getClass().getDeclaredMethods()) {
-            if (method.getName().equals(name) && method.getParameterCount() == parameters) {
-                method.setAccessible(true);
-                return method;
-            }
-        }
-        throw new IllegalStateException(service.getClass().getName() + " has no method " + name);
     }
 }
