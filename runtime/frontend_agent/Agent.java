@@ -6,6 +6,7 @@ import java.lang.instrument.ClassFileTransformer;
 import java.lang.instrument.Instrumentation;
 import java.security.ProtectionDomain;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -23,9 +24,10 @@ public final class Agent implements ClassFileTransformer {
         final String name;
         final CallPatch[] patches;
 
-        Fix(Class<?> helpers, CallPatch... patches) {
+        /** Each patch calls a helper of {@code helpers}; {@code risk}, what goes wrong where the fix is left out, ends the warning. */
+        Fix(Class<?> helpers, String risk, CallPatch.Builder... patches) {
             this.name = helpers.getSimpleName();
-            this.patches = patches;
+            this.patches = Arrays.stream(patches).map(patch -> patch.build(helpers, risk)).toArray(CallPatch[]::new);
         }
     }
 
@@ -34,11 +36,11 @@ public final class Agent implements ClassFileTransformer {
      * patch leaves the code's offsets where they were, so the order changes only the constant pool's indices.
      */
     static final Fix[] FIXES = {
-        new Fix(SequenceRetryFix.class, SequenceRetryFix.PATCH),
-        new Fix(ResponseDecoderFix.class, ResponseDecoderFix.PATCH),
-        new Fix(StreamEndFix.class, StreamEndFix.PATCHES),
-        new Fix(SequenceHeaderFix.class, SequenceHeaderFix.PATCH),
-        new Fix(IdleSequenceFix.class, IdleSequenceFix.PATCHES),
+        SequenceRetryFix.FIX,
+        ResponseDecoderFix.FIX,
+        StreamEndFix.FIX,
+        SequenceHeaderFix.FIX,
+        IdleSequenceFix.FIX,
     };
 
     private final Map<String, List<CallPatch>> patches = new HashMap<>();

@@ -46,7 +46,8 @@ final class CallPatch {
     /**
      * A patch named part by part, in the order {@code javap -c} shows them: the class, the method, how its code
      * starts (and how long it is), the offset of the call and the call, then the helper that replaces it and
-     * what the log says. Every part but {@code codeLength} (unchecked when not given) must be named.
+     * what the log says. Every part but {@code codeLength} (unchecked when not given) must be named. Its fix
+     * ({@link Agent.Fix}) builds it: the helper is a method of the fix's class, and the risk is the fix's.
      */
     static Builder builder() {
         return new Builder();
@@ -101,9 +102,8 @@ final class CallPatch {
             return this;
         }
 
-        /** The static method called instead, with the call's stack effect (the receiver first, if any). */
-        Builder helper(String owner, String name, String descriptor) {
-            this.helper = owner;
+        /** The static method of the fix's class called instead, with the call's stack effect (the receiver first, if any). */
+        Builder helper(String name, String descriptor) {
             this.helperName = name;
             this.helperType = descriptor;
             return this;
@@ -115,13 +115,13 @@ final class CallPatch {
             return this;
         }
 
-        /** What goes wrong when it was not (another TorchServe version). */
-        Builder risk(String risk) {
+        /**
+         * The patch, its helper a method of {@code helpers}, {@code risk} what goes wrong when it cannot be applied
+         * (another TorchServe version): both its fix's, as the fix is taken whole or not at all.
+         */
+        CallPatch build(Class<?> helpers, String risk) {
+            this.helper = helpers.getName().replace('.', '/');
             this.risk = risk;
-            return this;
-        }
-
-        CallPatch build() {
             if (firstOpcode < 0 || offset < 0 || opcode < 0) {
                 throw new IllegalStateException("a patch of " + target + "." + method + " needs its firstOpcode, offset and call");
             }

@@ -64,64 +64,55 @@ public final class IdleSequenceFix {
     private static final String CONTINUOUS = "org/pytorch/serve/wlm/SequenceContinuousBatching";
     private static final String SERVICE = "org/pytorch/serve/grpcimpl/InferenceImpl";
     private static final String OBSERVER = "io/grpc/stub/StreamObserver";
-    private static final String HELPER = "humanserve/agent/IdleSequenceFix";
-    private static final String RISK = "a sequence model's idle sequences hold its frontend threads: other sequences"
-            + " wait up to sequenceMaxIdleMSec per frame, and a full model refuses new ones with 'has no worker'";
     private static final String SEND_ERROR = "(L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;Ljava/lang/String;"
             + "Lorg/pytorch/serve/util/messages/WorkerCommands;)V";
 
-    static final CallPatch[] PATCHES = {
-        CallPatch.builder().target(BATCHING).method("<init>", "(L" + MODEL + ";)V")
-                .firstOpcode(CallPatch.ALOAD_0).offset(52)
-                .call(CallPatch.INVOKESTATIC, "java/util/concurrent/Executors", "newFixedThreadPool",
-                        "(I)Ljava/util/concurrent/ExecutorService;")
-                .helper(HELPER, "pollThreads", "(I)Ljava/util/concurrent/ExecutorService;")
-                .effect("waits for each sequence's next frame on a thread of its own").risk(RISK)
-                .build(),
-        CallPatch.builder().target(DISPATCHER).method("pollJobFromJobGroup", "(Ljava/lang/String;)V")
-                .firstOpcode(CallPatch.ALOAD_0).offset(42)
-                .call(CallPatch.INVOKEVIRTUAL, JOB_GROUP, "pollJob", "(J)L" + JOB + ";")
-                .helper(HELPER, "nextFrame", "(L" + JOB_GROUP + ";J)L" + JOB + ";")
-                .effect("notes how long each sequence has waited, and closes one that idled out").risk(RISK)
-                .build(),
-        CallPatch.builder().target(DISPATCHER).method("pollJobFromJobGroup", "(Ljava/lang/String;)V")
-                .firstOpcode(CallPatch.ALOAD_0).offset(65)
-                .call(CallPatch.INVOKEVIRTUAL, BATCHING, "cleanJobGroup", "(Ljava/lang/String;)V")
-                .helper(HELPER, "closedAlready", "(Ljava/lang/Object;Ljava/lang/String;)V")
-                .effect("leaves a newer sequence of the same ID open").risk(RISK)
-                .build(),
-        CallPatch.builder().target(CONTINUOUS)
-                .method("setJobGroupFinished", "(Lorg/pytorch/serve/util/messages/Predictions;)V")
-                .firstOpcode(CallPatch.ALOAD_1).offset(89)
-                .call(CallPatch.INVOKEVIRTUAL, CONTINUOUS, "cleanJobGroup", "(Ljava/lang/String;)V")
-                .helper(HELPER, "ended", "(Ljava/lang/Object;Ljava/lang/String;)V")
-                .effect("counts a sequence its handler ended as closed").risk(RISK)
-                .build(),
-        CallPatch.builder().target(MODEL).method("addJob", "(L" + JOB + ";)Z")
-                .firstOpcode(CallPatch.ALOAD_0).codeLength(66).offset(43)
-                .call(CallPatch.INVOKESPECIAL, MODEL, "addJobInGroup", "(L" + JOB + ";)Z")
-                .helper(HELPER, "addToSequence", "(L" + MODEL + ";L" + JOB + ";)Z")
-                .effect("lets a new sequence take the place of one idle long enough when the model is full").risk(RISK)
-                .build(),
-        CallPatch.builder().target("org/pytorch/serve/util/ApiUtils")
-                .method("addRESTInferenceJob", "(Lio/netty/channel/ChannelHandlerContext;Ljava/lang/String;Ljava/lang/String;"
-                        + "Lorg/pytorch/serve/util/messages/RequestInput;)Lorg/pytorch/serve/job/RestJob;")
-                .firstOpcode(CallPatch.NEW).offset(29)
-                .call(CallPatch.INVOKESTATIC, "org/pytorch/serve/util/ApiUtils", "getStreamingInferenceErrorResponseMessage",
-                        "(Ljava/lang/String;Ljava/lang/String;)Ljava/lang/String;")
-                .helper(HELPER, "refusalMessage", "(Ljava/lang/String;Ljava/lang/String;)Ljava/lang/String;")
-                .effect("says why a sequence's frame is refused over REST").risk(RISK)
-                .build(),
-        CallPatch.builder().target(SERVICE)
-                .method("prediction", "(Lorg/pytorch/serve/grpc/inference/PredictionsRequest;L" + OBSERVER
-                        + ";Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
-                .firstOpcode(CallPatch.ALOAD_3).offset(476)
-                .call(CallPatch.INVOKESPECIAL, SERVICE, "sendErrorResponse", SEND_ERROR)
-                .helper(HELPER, "refuseOnStream", "(Ljava/lang/Object;L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;"
-                        + "Ljava/lang/String;Ljava/lang/Object;)V")
-                .effect("says why a sequence's frame is refused over gRPC").risk(RISK)
-                .build(),
-    };
+    static final Agent.Fix FIX = new Agent.Fix(IdleSequenceFix.class,
+            "a sequence model's idle sequences hold its frontend threads: other sequences"
+                    + " wait up to sequenceMaxIdleMSec per frame, and a full model refuses new ones with 'has no worker'",
+            CallPatch.builder().target(BATCHING).method("<init>", "(L" + MODEL + ";)V")
+                    .firstOpcode(CallPatch.ALOAD_0).offset(52)
+                    .call(CallPatch.INVOKESTATIC, "java/util/concurrent/Executors", "newFixedThreadPool",
+                            "(I)Ljava/util/concurrent/ExecutorService;")
+                    .helper("pollThreads", "(I)Ljava/util/concurrent/ExecutorService;")
+                    .effect("waits for each sequence's next frame on a thread of its own"),
+            CallPatch.builder().target(DISPATCHER).method("pollJobFromJobGroup", "(Ljava/lang/String;)V")
+                    .firstOpcode(CallPatch.ALOAD_0).offset(42)
+                    .call(CallPatch.INVOKEVIRTUAL, JOB_GROUP, "pollJob", "(J)L" + JOB + ";")
+                    .helper("nextFrame", "(L" + JOB_GROUP + ";J)L" + JOB + ";")
+                    .effect("notes how long each sequence has waited, and closes one that idled out"),
+            CallPatch.builder().target(DISPATCHER).method("pollJobFromJobGroup", "(Ljava/lang/String;)V")
+                    .firstOpcode(CallPatch.ALOAD_0).offset(65)
+                    .call(CallPatch.INVOKEVIRTUAL, BATCHING, "cleanJobGroup", "(Ljava/lang/String;)V")
+                    .helper("closedAlready", "(Ljava/lang/Object;Ljava/lang/String;)V")
+                    .effect("leaves a newer sequence of the same ID open"),
+            CallPatch.builder().target(CONTINUOUS)
+                    .method("setJobGroupFinished", "(Lorg/pytorch/serve/util/messages/Predictions;)V")
+                    .firstOpcode(CallPatch.ALOAD_1).offset(89)
+                    .call(CallPatch.INVOKEVIRTUAL, CONTINUOUS, "cleanJobGroup", "(Ljava/lang/String;)V")
+                    .helper("ended", "(Ljava/lang/Object;Ljava/lang/String;)V")
+                    .effect("counts a sequence its handler ended as closed"),
+            CallPatch.builder().target(MODEL).method("addJob", "(L" + JOB + ";)Z")
+                    .firstOpcode(CallPatch.ALOAD_0).codeLength(66).offset(43)
+                    .call(CallPatch.INVOKESPECIAL, MODEL, "addJobInGroup", "(L" + JOB + ";)Z")
+                    .helper("addToSequence", "(L" + MODEL + ";L" + JOB + ";)Z")
+                    .effect("lets a new sequence take the place of one idle long enough when the model is full"),
+            CallPatch.builder().target("org/pytorch/serve/util/ApiUtils")
+                    .method("addRESTInferenceJob", "(Lio/netty/channel/ChannelHandlerContext;Ljava/lang/String;Ljava/lang/String;"
+                            + "Lorg/pytorch/serve/util/messages/RequestInput;)Lorg/pytorch/serve/job/RestJob;")
+                    .firstOpcode(CallPatch.NEW).offset(29)
+                    .call(CallPatch.INVOKESTATIC, "org/pytorch/serve/util/ApiUtils", "getStreamingInferenceErrorResponseMessage",
+                            "(Ljava/lang/String;Ljava/lang/String;)Ljava/lang/String;")
+                    .helper("refusalMessage", "(Ljava/lang/String;Ljava/lang/String;)Ljava/lang/String;")
+                    .effect("says why a sequence's frame is refused over REST"),
+            CallPatch.builder().target(SERVICE)
+                    .method("prediction", "(Lorg/pytorch/serve/grpc/inference/PredictionsRequest;L" + OBSERVER
+                            + ";Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
+                    .firstOpcode(CallPatch.ALOAD_3).offset(476)
+                    .call(CallPatch.INVOKESPECIAL, SERVICE, "sendErrorResponse", SEND_ERROR)
+                    .helper("refuseOnStream", "(Ljava/lang/Object;L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;"
+                            + "Ljava/lang/String;Ljava/lang/Object;)V")
+                    .effect("says why a sequence's frame is refused over gRPC"));
 
     /** Offered to a sequence's queue to end its wait when it gives up its place; only {@link #nextFrame} reads these queues. */
     private static final Object GIVEN_UP = new Object();

@@ -15,15 +15,15 @@ import io.netty.buffer.ByteBuf;
  * whole message is there.
  */
 public final class ResponseDecoderFix {
-    static final CallPatch PATCH = CallPatch.builder()
-            .target("org/pytorch/serve/util/codec/ModelResponseDecoder")
-            .method("decode", "(Lio/netty/channel/ChannelHandlerContext;Lio/netty/buffer/ByteBuf;Ljava/util/List;)V")
-            .firstOpcode(CallPatch.ALOAD_2) // aload_2 (in); invokevirtual ByteBuf.readableBytes
-            .offset(1).call(CallPatch.INVOKEVIRTUAL, "io/netty/buffer/ByteBuf", "readableBytes", "()I")
-            .helper("humanserve/agent/ResponseDecoderFix", "wholeMessageBytes", "(Lio/netty/buffer/ByteBuf;)I")
-            .effect("waits for a worker's whole answer before decoding it")
-            .risk("large answers cost the frontend time that grows with the square of their size")
-            .build();
+    static final Agent.Fix FIX = new Agent.Fix(ResponseDecoderFix.class,
+            "large answers cost the frontend time that grows with the square of their size",
+            CallPatch.builder()
+                    .target("org/pytorch/serve/util/codec/ModelResponseDecoder")
+                    .method("decode", "(Lio/netty/channel/ChannelHandlerContext;Lio/netty/buffer/ByteBuf;Ljava/util/List;)V")
+                    .firstOpcode(CallPatch.ALOAD_2) // aload_2 (in); invokevirtual ByteBuf.readableBytes
+                    .offset(1).call(CallPatch.INVOKEVIRTUAL, "io/netty/buffer/ByteBuf", "readableBytes", "()I")
+                    .helper("wholeMessageBytes", "(Lio/netty/buffer/ByteBuf;)I")
+                    .effect("waits for a worker's whole answer before decoding it"));
 
     private ResponseDecoderFix() {}
 

@@ -20,16 +20,16 @@ public final class SequenceHeaderFix {
     /** The header that names a sequence and that proxies pass (no underscore); the answer carries it too. */
     public static final String SEQUENCE_HEADER = "X-Sequence-Id";
 
-    static final CallPatch PATCH = CallPatch.builder()
-            .target("org/pytorch/serve/util/messages/RequestInput")
-            .method("updateHeaders", "(Ljava/lang/String;Ljava/lang/String;)V")
-            .firstOpcode(CallPatch.ALOAD_0).codeLength(31) // aload_0; getfield headers; aload_1; aload_2; invokeinterface Map.put
-            .offset(6).call(CallPatch.INVOKEINTERFACE, "java/util/Map", "put", "(Ljava/lang/Object;Ljava/lang/Object;)Ljava/lang/Object;")
-            .helper("humanserve/agent/SequenceHeaderFix", "putHeader",
-                    "(Ljava/util/Map;Ljava/lang/Object;Ljava/lang/Object;)Ljava/lang/Object;")
-            .effect("takes a sequence from " + SEQUENCE_HEADER + " or ts_request_sequence_id in any case")
-            .risk("REST sequences are named only by ts_request_sequence_id spelled exactly so, which urllib and proxies do not send")
-            .build();
+    static final Agent.Fix FIX = new Agent.Fix(SequenceHeaderFix.class,
+            "REST sequences are named only by ts_request_sequence_id spelled exactly so, which urllib and proxies do not send",
+            CallPatch.builder()
+                    .target("org/pytorch/serve/util/messages/RequestInput")
+                    .method("updateHeaders", "(Ljava/lang/String;Ljava/lang/String;)V")
+                    .firstOpcode(CallPatch.ALOAD_0).codeLength(31) // aload_0; getfield headers; aload_1; aload_2; invokeinterface Map.put
+                    .offset(6)
+                    .call(CallPatch.INVOKEINTERFACE, "java/util/Map", "put", "(Ljava/lang/Object;Ljava/lang/Object;)Ljava/lang/Object;")
+                    .helper("putHeader", "(Ljava/util/Map;Ljava/lang/Object;Ljava/lang/Object;)Ljava/lang/Object;")
+                    .effect("takes a sequence from " + SEQUENCE_HEADER + " or ts_request_sequence_id in any case"));
 
     private SequenceHeaderFix() {}
 

@@ -10,14 +10,13 @@ package humanserve.agent;
  * {@link #startIfNew}, which starts the thread only if it never ran.
  */
 public final class SequenceRetryFix {
-    static final CallPatch PATCH = CallPatch.builder()
-            .target("org/pytorch/serve/wlm/SequenceBatching").method("startEventDispatcher", "()V")
-            .firstOpcode(CallPatch.ALOAD_0).codeLength(8) // aload_0; getfield; invokevirtual Thread.start; return
-            .offset(4).call(CallPatch.INVOKEVIRTUAL, "java/lang/Thread", "start", "()V")
-            .helper("humanserve/agent/SequenceRetryFix", "startIfNew", "(Ljava/lang/Thread;)V")
-            .effect("no longer restarts a running dispatcher")
-            .risk("a dead worker of a sequence model will not be restarted")
-            .build();
+    static final Agent.Fix FIX = new Agent.Fix(SequenceRetryFix.class, "a dead worker of a sequence model will not be restarted",
+            CallPatch.builder()
+                    .target("org/pytorch/serve/wlm/SequenceBatching").method("startEventDispatcher", "()V")
+                    .firstOpcode(CallPatch.ALOAD_0).codeLength(8) // aload_0; getfield; invokevirtual Thread.start; return
+                    .offset(4).call(CallPatch.INVOKEVIRTUAL, "java/lang/Thread", "start", "()V")
+                    .helper("startIfNew", "(Ljava/lang/Thread;)V")
+                    .effect("no longer restarts a running dispatcher"));
 
     private SequenceRetryFix() {}
 

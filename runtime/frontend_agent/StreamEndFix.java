@@ -26,55 +26,47 @@ public final class StreamEndFix {
     private static final String JOB = "org/pytorch/serve/job/GRPCJob";
     private static final String OBSERVER = "io/grpc/stub/StreamObserver";
     private static final String SERVER_OBSERVER = "io/grpc/stub/ServerCallStreamObserver";
-    private static final String HELPER = "humanserve/agent/StreamEndFix";
-    private static final String RISK = "a gRPC client that closes its side of StreamPredictions2 before its last answer"
-            + " loses the answers still on their way, and the next one kills the worker";
     private static final String REQUEST_TYPE = "(Lorg/pytorch/serve/grpc/inference/PredictionsRequest;)V";
 
-    static final CallPatch[] PATCHES = {
-        CallPatch.builder().target(REQUESTS).method("onNext", REQUEST_TYPE)
-                .firstOpcode(CallPatch.LDC).offset(96) // prediction(request, observer, command)
-                .call(CallPatch.INVOKESTATIC, SERVICE, "access$200", "(L" + SERVICE
-                        + ";Lorg/pytorch/serve/grpc/inference/PredictionsRequest;L" + OBSERVER
-                        + ";Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
-                .helper(HELPER, "predict", "(Ljava/lang/Object;Ljava/lang/Object;L" + OBSERVER + ";Ljava/lang/Object;)V")
-                .effect("counts each request sent on a stream").risk(RISK)
-                .build(),
-        CallPatch.builder().target(REQUESTS).method("onNext", REQUEST_TYPE)
-                .firstOpcode(CallPatch.LDC).offset(78) // sendErrorResponse(observer, ...): no sequence ID
-                .call(CallPatch.INVOKESTATIC, SERVICE, "access$100", "(L" + SERVICE + ";L" + OBSERVER
-                        + ";Lio/grpc/Status;Ljava/lang/Exception;Ljava/lang/String;Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
-                .helper(HELPER, "refuse", "(Ljava/lang/Object;L" + OBSERVER + ";Ljava/lang/Object;Ljava/lang/Object;"
-                        + "Ljava/lang/Object;Ljava/lang/Object;)V")
-                .effect("counts each request refused on a stream").risk(RISK)
-                .build(),
-        CallPatch.builder().target(REQUESTS).method("onCompleted", "()V")
-                .firstOpcode(CallPatch.ALOAD_0).offset(28)
-                .call(CallPatch.INVOKEINTERFACE, OBSERVER, "onCompleted", "()V")
-                .helper(HELPER, "halfClosed", "(L" + OBSERVER + ";)V")
-                .effect("completes a stream's answers once all are sent").risk(RISK)
-                .build(),
-        CallPatch.builder().target(SERVICE)
-                .method("sendErrorResponse", "(L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;Ljava/lang/String;"
-                        + "Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
-                .firstOpcode(CallPatch.ALOAD).offset(81) // aload 5; ...; observer.onNext(refusal)
-                .call(CallPatch.INVOKEINTERFACE, OBSERVER, "onNext", "(Ljava/lang/Object;)V")
-                .helper(HELPER, "answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V")
-                .effect("counts a refusal as a stream's answer").risk(RISK)
-                .build(),
-        CallPatch.builder().target(JOB).method("response", "([BLjava/lang/CharSequence;ILjava/lang/String;Ljava/util/Map;)V")
-                .firstOpcode(CallPatch.ALOAD_1).offset(92)
-                .call(CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER, "onNext", "(Ljava/lang/Object;)V")
-                .helper(HELPER, "answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V")
-                .effect("counts a job's answer as a stream's answer").risk(RISK)
-                .build(),
-        CallPatch.builder().target(JOB).method("sendError", "(ILjava/lang/String;)V")
-                .firstOpcode(CallPatch.ILOAD_1).offset(178)
-                .call(CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER, "onNext", "(Ljava/lang/Object;)V")
-                .helper(HELPER, "answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V")
-                .effect("counts a job's error as a stream's answer").risk(RISK)
-                .build(),
-    };
+    static final Agent.Fix FIX = new Agent.Fix(StreamEndFix.class,
+            "a gRPC client that closes its side of StreamPredictions2 before its last answer"
+                    + " loses the answers still on their way, and the next one kills the worker",
+            CallPatch.builder().target(REQUESTS).method("onNext", REQUEST_TYPE)
+                    .firstOpcode(CallPatch.LDC).offset(96) // prediction(request, observer, command)
+                    .call(CallPatch.INVOKESTATIC, SERVICE, "access$200", "(L" + SERVICE
+                            + ";Lorg/pytorch/serve/grpc/inference/PredictionsRequest;L" + OBSERVER
+                            + ";Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
+                    .helper("predict", "(Ljava/lang/Object;Ljava/lang/Object;L" + OBSERVER + ";Ljava/lang/Object;)V")
+                    .effect("counts each request sent on a stream"),
+            CallPatch.builder().target(REQUESTS).method("onNext", REQUEST_TYPE)
+                    .firstOpcode(CallPatch.LDC).offset(78) // sendErrorResponse(observer, ...): no sequence ID
+                    .call(CallPatch.INVOKESTATIC, SERVICE, "access$100", "(L" + SERVICE + ";L" + OBSERVER
+                            + ";Lio/grpc/Status;Ljava/lang/Exception;Ljava/lang/String;Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
+                    .helper("refuse", "(Ljava/lang/Object;L" + OBSERVER + ";Ljava/lang/Object;Ljava/lang/Object;"
+                            + "Ljava/lang/Object;Ljava/lang/Object;)V")
+                    .effect("counts each request refused on a stream"),
+            CallPatch.builder().target(REQUESTS).method("onCompleted", "()V")
+                    .firstOpcode(CallPatch.ALOAD_0).offset(28)
+                    .call(CallPatch.INVOKEINTERFACE, OBSERVER, "onCompleted", "()V")
+                    .helper("halfClosed", "(L" + OBSERVER + ";)V")
+                    .effect("completes a stream's answers once all are sent"),
+            CallPatch.builder().target(SERVICE)
+                    .method("sendErrorResponse", "(L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;Ljava/lang/String;"
+                            + "Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
+                    .firstOpcode(CallPatch.ALOAD).offset(81) // aload 5; ...; observer.onNext(refusal)
+                    .call(CallPatch.INVOKEINTERFACE, OBSERVER, "onNext", "(Ljava/lang/Object;)V")
+                    .helper("answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V")
+                    .effect("counts a refusal as a stream's answer"),
+            CallPatch.builder().target(JOB).method("response", "([BLjava/lang/CharSequence;ILjava/lang/String;Ljava/util/Map;)V")
+                    .firstOpcode(CallPatch.ALOAD_1).offset(92)
+                    .call(CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER, "onNext", "(Ljava/lang/Object;)V")
+                    .helper("answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V")
+                    .effect("counts a job's answer as a stream's answer"),
+            CallPatch.builder().target(JOB).method("sendError", "(ILjava/lang/String;)V")
+                    .firstOpcode(CallPatch.ILOAD_1).offset(178)
+                    .call(CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER, "onNext", "(Ljava/lang/Object;)V")
+                    .helper("answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V")
+                    .effect("counts a job's error as a stream's answer"));
 
     /** Requests sent on a stream and not yet answered, and whether the client has closed its side. */
     private static final class Stream {
