@@ -50,23 +50,29 @@ public final class StreamEndFix {
                     .call(CallPatch.INVOKEINTERFACE, OBSERVER, "onCompleted", "()V")
                     .helper("halfClosed", "(L" + OBSERVER + ";)V")
                     .effect("completes a stream's answers once all are sent"),
-            CallPatch.builder().target(SERVICE)
+            sendsAnswer(CallPatch.INVOKEINTERFACE, OBSERVER).target(SERVICE)
                     .method("sendErrorResponse", "(L" + OBSERVER + ";Lio/grpc/Status;Ljava/lang/Exception;Ljava/lang/String;"
                             + "Lorg/pytorch/serve/util/messages/WorkerCommands;)V")
                     .firstOpcode(CallPatch.ALOAD).offset(81) // aload 5; ...; observer.onNext(refusal)
-                    .call(CallPatch.INVOKEINTERFACE, OBSERVER, "onNext", "(Ljava/lang/Object;)V")
-                    .helper("answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V")
                     .effect("counts a refusal as a stream's answer"),
-            CallPatch.builder().target(JOB).method("response", "([BLjava/lang/CharSequence;ILjava/lang/String;Ljava/util/Map;)V")
+            sendsAnswer(CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER)
+                    .target(JOB).method("response", "([BLjava/lang/CharSequence;ILjava/lang/String;Ljava/util/Map;)V")
                     .firstOpcode(CallPatch.ALOAD_1).offset(92)
-                    .call(CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER, "onNext", "(Ljava/lang/Object;)V")
-                    .helper("answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V")
                     .effect("counts a job's answer as a stream's answer"),
-            CallPatch.builder().target(JOB).method("sendError", "(ILjava/lang/String;)V")
+            sendsAnswer(CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER).target(JOB).method("sendError", "(ILjava/lang/String;)V")
                     .firstOpcode(CallPatch.ILOAD_1).offset(178)
-                    .call(CallPatch.INVOKEVIRTUAL, SERVER_OBSERVER, "onNext", "(Ljava/lang/Object;)V")
-                    .helper("answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V")
                     .effect("counts a job's error as a stream's answer"));
+
+    /**
+     * A patch of a call that sends an answer on a stream, {@code observer.onNext(answer)} (an interface call, or a
+     * virtual one on a {@code ServerCallStreamObserver}), which {@link #answer} makes instead and counts; the three
+     * such calls differ only in where they sit, which each patch names after this.
+     */
+    private static CallPatch.Builder sendsAnswer(int opcode, String observer) {
+        return CallPatch.builder()
+                .call(opcode, observer, "onNext", "(Ljava/lang/Object;)V")
+                .helper("answer", "(L" + OBSERVER + ";Ljava/lang/Object;)V");
+    }
 
     /** Requests sent on a stream and not yet answered, and whether the client has closed its side. */
     private static final class Stream {
