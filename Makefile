@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
-.PHONY: setup stubs check-java export export-gpu serve start stop test lint format loadtest bench bench-zoo bench-decode bench-stack bench-answers bench-pipeline bench-batching bench-latency bench-tracking bench-pairing soak clean
+.PHONY: setup stubs check-java export export-gpu serve start stop test lint format loadtest bench bench-zoo soak clean
 
 # gRPC stubs, generated from the .proto files by the pinned grpcio-tools and never edited, are committed so that
 # `pip install .` needs nothing at build time. Generating them there would put grpcio-tools and the google/rpc protos
@@ -118,38 +118,25 @@ bench-zoo: setup
 	  done; \
 	done; [ -z "$$failed" ] || { echo "failed:$$failed"; exit 1; }
 
-bench-decode: setup
-	$(PY) -m loadtest.bench_decode
-
-# The serving stack's CPU per request around near-free stand-in models, every handler family and photo size
-# (BENCH_ARGS: --rows --images --window --clients --allocator --set KEY=VALUE; about 15 minutes on 2 cores).
-bench-stack: setup
-	$(PY) -m loadtest.bench_stack $(BENCH_ARGS)
-
-# What answers of 1 KB to 8 MB cost TorchServe's frontend, as shipped and with the agent (BENCH_ARGS: --sizes --clients --window).
-bench-answers: setup
-	$(PY) -m loadtest.bench_answers $(BENCH_ARGS)
-
-# Detect-then-pose as one handler vs as a TorchServe workflow, same models and load (BENCH_ARGS: --duration, --clients, --detector).
-bench-pipeline: setup
-	$(PY) -m loadtest.bench_pipeline $(BENCH_ARGS)
-
-# Pad photos of mixed sizes into one call, or one call per size (segmenter, style).
-bench-batching: setup
-	$(PY) -m loadtest.bench_batching $(BENCH_ARGS)
-
-# Per-image latency of served models, one client (BENCH_ARGS: MODELS... --size --requests --options).
-bench-latency: setup
-	$(PY) -m loadtest.bench_latency $(BENCH_ARGS)
-
-# Pose tracking: MOTA/IDF1 on synthetic videos, frames/s per concurrent sequences, and with sequences left open
-# (BENCH_ARGS: --sequences --duration --abandoned N... --soak MINUTES).
-bench-tracking: setup
-	$(PY) -m loadtest.bench_tracking $(BENCH_ARGS)
-
-# Pose pairing of two synthetic 50,000-patch sets (humanserve pair), and --unique on smaller ones (BENCH_ARGS: --patches --views --top --unique-patches).
-bench-pairing: setup
-	$(PY) -m loadtest.bench_pairing $(BENCH_ARGS)
+# One benchmark each, `make bench-NAME BENCH_ARGS="..."` runs `python -m loadtest.bench_NAME` (its --help says more):
+#   decode     image decoders on the load-test photos
+#   stack      the serving stack's CPU per request around near-free stand-in models, every handler family and photo
+#              size (--rows --images --window --clients --allocator --set KEY=VALUE; about 15 minutes on 2 cores)
+#   answers    what answers of 1 KB to 8 MB cost TorchServe's frontend, as shipped and with the agent
+#              (--sizes --clients --window)
+#   pipeline   detect-then-pose as one handler vs as a TorchServe workflow, same models and load
+#              (--duration --clients --detector)
+#   batching   pad photos of mixed sizes into one call, or one call per size (segmenter, style)
+#   latency    per-image latency of served models, one client (MODELS... --size --requests --options)
+#   tracking   MOTA/IDF1 on synthetic videos, frames/s per concurrent sequences, and with sequences left open
+#              (--sequences --duration --abandoned N... --soak MINUTES)
+#   pairing    pose pairing of two synthetic 50,000-patch sets (humanserve pair), and --unique on smaller ones
+#              (--patches --views --top --unique-patches)
+#   generator  the load generator's own CPU per request, threads against asyncio (--clients --window --rounds)
+BENCHMARKS := decode stack answers pipeline batching latency tracking pairing generator
+.PHONY: $(addprefix bench-,$(BENCHMARKS))
+$(addprefix bench-,$(BENCHMARKS)): bench-%: setup
+	$(PY) -m loadtest.bench_$* $(BENCH_ARGS)
 
 # Mixed models (pose, pipeline, segmenter, style) under REST and gRPC load for DURATION (default 30m), a worker
 # killed once: failures, recovery, RSS slopes, p50/p99 per minute, log bytes; a row in docs/benchmarks.md

@@ -5,7 +5,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from .archive import HANDLERS, PRECISIONS, REPO, Build, write_archive
+from .archive import HANDLERS, PRECISIONS, REPO, Build, add_serving_arguments, serving_overrides, write_archive
 from .registry import DEFAULT_MODELS, RECIPES, recipe_named
 
 
@@ -43,12 +43,7 @@ def main() -> None:
         default="fp32",
         help=".pt2 packages compute under autocast to fp16 or bf16",
     )
-    parser.add_argument("--batch-size", type=int, help="override the recipe's TorchServe batch size")
-    parser.add_argument("--max-batch-delay", type=int, help="override the recipe's batch delay (ms)")
-    parser.add_argument("--workers", type=int, help="override the recipe's workers per model")
-    parser.add_argument(
-        "--threads", type=int, help="override the recipe's torch threads per CPU worker (0: one per core)"
-    )
+    add_serving_arguments(parser)
     parser.add_argument(
         "--if-stale",
         action="store_true",
@@ -75,19 +70,7 @@ def main() -> None:
         if args.if_stale and not args.checkpoint and is_current(args.store / f"{name}.mar", newest_input):
             print(f"{name}: {args.store / name}.mar is up to date")
             continue
-        serving = replace(
-            recipe.serving,
-            **{
-                key: value
-                for key, value in (
-                    ("batch_size", args.batch_size),
-                    ("max_batch_delay_ms", args.max_batch_delay),
-                    ("workers", args.workers),
-                    ("threads", args.threads),
-                )
-                if value is not None
-            },
-        )
+        serving = replace(recipe.serving, **serving_overrides(args))
         parts = tuple(part.make(args.checkpoint, args.weights) for part in recipe.parts)
         write_archive(recipe.package(parts, serving), args.store, Build(args.format, args.device, args.precision))
 

@@ -1,5 +1,6 @@
 """The archiving step every recipe shares: compile (``.pt2`` or TorchScript), numeric check, model-config, ``.mar``."""
 
+import argparse
 import hashlib
 import logging
 import os
@@ -76,6 +77,26 @@ class Serving:
             "responseTimeout": self.response_timeout_s,
             **(self.sequences.config() if self.sequences else {}),
         }
+
+
+# The settings `python -m export` (and `make bench`, which passes them on) may override: field, flag, what it is.
+SERVING_FLAGS = (
+    ("batch_size", "--batch-size", "TorchServe batch size"),
+    ("max_batch_delay_ms", "--max-batch-delay", "batch delay (ms)"),
+    ("workers", "--workers", "workers per model"),
+    ("threads", "--threads", "torch threads per CPU worker (0: one per core)"),
+)
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--batch-size``, ``--max-batch-delay``, ``--workers``, ``--threads``: overrides of a recipe's ``Serving``."""
+    for field_name, flag, what in SERVING_FLAGS:
+        parser.add_argument(flag, type=int, dest=field_name, metavar="N", help=f"override the recipe's {what}")
+
+
+def serving_overrides(args: argparse.Namespace) -> dict[str, int]:
+    """The ``Serving`` fields the command line gave (``add_serving_arguments``)."""
+    return {name: getattr(args, name) for name, _, _ in SERVING_FLAGS if getattr(args, name) is not None}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ those of the real networks on a realistic number of people per photo.
 """
 
 import argparse
-import json
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 from export.archive import Part, write_archive
 from export.pose_pipeline import write_workflow
 from export.registry import RECIPES
+from humanserve_client import Answer
 from loadtest.load import Check, Request, rest_turns, run
 from loadtest.machine import describe_machine
 from runtime.torchserve import TorchServe, loopback_overrides
@@ -103,8 +103,8 @@ def requests_of(jpegs: list[tuple[bytes, int]]) -> list[Request]:
     """Each photo as a request whose answer must hold its people."""
 
     def check(people: int) -> Check:
-        def problem(body: bytes) -> str | None:
-            found = len(json.loads(body)["people"])
+        def problem(answer: Answer) -> str | None:
+            found = len(answer.json()["people"])
             return None if found == people else f"{found} people, {people} painted"
 
         return problem

@@ -12,17 +12,18 @@ on the same machine:
 1. raw: the archive's compiled model in this process (with the workers' environment,
    ``runtime.torchserve.WORKER_ENVIRONMENT``), called on the exact inputs the
    handler prepares from batches of the load-test photos (every photo equally often, as
-   Locust sends them), at the served batch size and the worker's torch threads:
+   the load sends them), at the served batch size and the worker's torch threads:
    images/s = images / the sum of each batch's median seconds per call, times the
    number of workers (each as fast as alone: an upper bound when they share cores);
 2. served: the same archive in TorchServe (production config, token auth on, loopback
-   ports), driven by Locust at saturation (2 x batch size x workers users, back to back)
-   with the same photos, every answer checked: images/s = answered requests per second.
+   ports), driven by the closed-loop load (loadtest/load.py) at saturation (2 x batch size
+   x workers clients, back to back) with the same photos, every answer checked: images/s =
+   answered requests per second.
 
 Requests carry no options (the model's default answer), so every request is one image
 and one model input, as in the raw run. This VM's speed drifts by tens of percent within
 minutes, so the formats take turns (``--rounds``, default 2): raw runs alternate, then one
-server per format is started (timed: TorchServe and the model's workers ready) and Locust
+server per format is started (timed: TorchServe and the model's workers ready) and load
 windows alternate between them; figures are means over the rounds. Each format's served
 figure is divided by the faster raw figure of the run. Prints a row per format and appends
 them to docs/benchmarks.md.
@@ -45,15 +46,16 @@ from pathlib import Path
 import torch
 import yaml
 
+from export.archive import SERVING_FLAGS, add_serving_arguments, serving_overrides
 from export.registry import RECIPES
+from loadtest.load import Window, grpc_turns, parse_duration, rest_turns, run
 from loadtest.machine import describe_machine, median_seconds
 from loadtest.photos import SIZES, photo_pool
-from loadtest.results import append_table_row
-from loadtest.run import LoadResult, run_locust, warm_up
+from loadtest.results import BENCHMARKS, append_table_row
+from loadtest.scenarios import requests_for
 from runtime.torchserve import REPO, WORKER_ENVIRONMENT, TorchServe, loopback_overrides
 from tests.fixtures.in_process import load_handler
 
-BENCHMARKS = REPO / "docs" / "benchmarks.md"
 RAW_BUDGET_S = 30.0
 WARM_UP_CALLS = 3  # measured on pose_resnet50 here: calls 1 to 4 ran at 40 to 70% of the later speed
 SECTION = "## Served vs raw, per compiled format (`make bench`)"
@@ -72,7 +74,7 @@ def raw_images_per_second(archive: Path, repeats: int, budget_s: float = RAW_BUD
         handler, context, request_processor = load_handler(Path(work), config)
         batch_size = config["batchSize"]
         photos = photo_pool()
-        # Locust draws photos uniformly from the pool; these batches hold every photo equally often,
+        # The load sends every photo of the pool equally often; so do these batches,
         # so models whose cost follows the image size (style transfer) see the served mix.
         batches = []
         for first in range(0, math.lcm(len(photos), batch_size), batch_size):
@@ -110,7 +112,7 @@ class FormatRun:
     start_s: float = 0.0
     server: TorchServe | None = None
     served_threads: int = 0
-    windows: list[LoadResult] = field(default_factory=list)
+    windows: list[Window] = field(default_factory=list)
 
     @property
     def raw(self) -> float:
@@ -119,15 +121,26 @@ class FormatRun:
 
     @property
     def served(self) -> float:
-        return statistics.mean(window.throughput for window in self.windows)
+        return statistics.mean(window.per_s for window in self.windows)
 
     def users(self, asked: int | None) -> int:
         """Requests in flight: ``asked``, or two batches per worker."""
         return asked or 2 * self.config["batchSize"] * self.config["minWorkers"]
 
-    def window(self, asked: str | None) -> str:
-        """A Locust window: ``asked``, or long enough for 6 full batches and at least 30 s."""
-        return asked or f"{max(30, round(6 * self.config['batchSize'] / self.raw))}s"
+    def window(self, asked: str | None) -> float:
+        """A window's seconds: ``asked`` (60s, 2m), or long enough for 6 full batches and at least 30 s."""
+        return parse_duration(asked) if asked else max(30, round(6 * self.config["batchSize"] / self.raw))
+
+
+def served(server: TorchServe, model: str, protocol: str, users: int, warm_up_s: float, seconds: float) -> Window:
+    """``users`` clients of ``protocol`` back to back, sending each load-test photo with no options (one image and one
+    model input per request, as in the raw run), every answer checked: the window after ``warm_up_s``."""
+    requests, token = requests_for(model, photo_pool(), draws=1, plain=True), server.token("inference")
+    if protocol == "rest":
+        turns = rest_turns(f"{server.inference_url}/predictions/{model}", token, requests, users)
+    else:
+        turns = grpc_turns(server.grpc_target, token, model, requests, users)
+    return run(turns, warm_up_s, seconds)
 
 
 def export_format(model: str, model_format: str, overrides: list[str], work: Path) -> FormatRun:
@@ -153,7 +166,7 @@ def main() -> None:
     parser.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
     parser.add_argument(
         "--duration",
-        help="Locust run time at saturation, e.g. 60s (default: long enough for 6 full batches, at least 30s)",
+        help="each window at saturation, e.g. 60s (default: long enough for 6 full batches, at least 30s)",
     )
     parser.add_argument(
         "--formats",
@@ -173,8 +186,7 @@ def main() -> None:
     )
     parser.add_argument("--no-record", action="store_true", help="print only; do not add rows to docs/benchmarks.md")
     serving = parser.add_argument_group("serving settings (default: the recipe's)")
-    for flag in ("--batch-size", "--max-batch-delay", "--workers", "--threads"):
-        serving.add_argument(flag, type=int)
+    add_serving_arguments(serving)
     serving.add_argument(
         "--netty-threads",
         type=int,
@@ -189,16 +201,8 @@ def main() -> None:
             [sys.executable, "-m", "loadtest.bench_served", *sys.argv[1:]],
             {**os.environ, **WORKER_ENVIRONMENT},
         )
-    overrides = [
-        f"{flag}={value}"
-        for flag, value in (
-            ("--batch-size", args.batch_size),
-            ("--max-batch-delay", args.max_batch_delay),
-            ("--workers", args.workers),
-            ("--threads", args.threads),
-        )
-        if value is not None
-    ]
+    flags = {name: flag for name, flag, _ in SERVING_FLAGS}
+    overrides = [f"{flags[name]}={value}" for name, value in serving_overrides(args).items()]
     netty = (
         {"number_of_netty_threads": str(args.netty_threads), "netty_client_threads": str(args.netty_threads)}
         if args.netty_threads
@@ -232,37 +236,24 @@ def main() -> None:
             run.start_s, run.server = time.perf_counter() - started, server
             run.served_threads = server.describe(args.model)["customizedMetadata"]["torch_threads"]
             # The worker's first calls are slow too: warm up for a few batches.
-            warm_up(
+            served(
                 server,
                 args.model,
                 args.protocol,
                 run.users(args.users),
-                f"{max(10, round(3 * run.config['batchSize'] / run.raw))}s",
-                plain=True,
+                max(10, 3 * run.config["batchSize"] / run.raw),
+                0,
             )
         for round_index in range(args.rounds):
             for run in runs:
-                report_dir = (
-                    REPO
-                    / "loadtest"
-                    / "results"
-                    / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-{args.model}-{run.format}-{args.protocol}"
-                )
-                run.windows.append(
-                    run_locust(
-                        run.server,
-                        args.model,
-                        args.protocol,
-                        run.users(args.users),
-                        run.window(args.duration),
-                        report_dir,
-                        plain=True,
-                    )
-                )
+                users, seconds = run.users(args.users), run.window(args.duration)
+                window = served(run.server, args.model, args.protocol, users, 0, seconds)
+                run.windows.append(window)
+                batch = f", mean batch {window.mean_batch():.1f}" if window.mean_batch() else ""
                 print(
-                    run.windows[-1].summary(
-                        f"{args.model} ({run.format}, round {round_index + 1})", args.protocol, run.users(args.users)
-                    ),
+                    f"{args.model} ({run.format}, round {round_index + 1}) over {args.protocol}, {users} users: "
+                    f"{window.per_s:.2f} answers/s, p50 {window.ms(50):.0f} ms, p95 {window.ms(95):.0f} ms, "
+                    f"p99 {window.ms(99):.0f} ms, {len(window.failures)} failures of {len(window.outcomes)}{batch}",
                     flush=True,
                 )
 
@@ -297,24 +288,22 @@ def main() -> None:
             [
                 f"MODEL={args.model}",
                 f"PROTOCOL={args.protocol}",
-                f"DURATION={run.window(args.duration)}",
+                f"DURATION={run.window(args.duration):g}s",
                 *([f"BENCH_ARGS={' '.join(bench_args)}"] if bench_args else []),
             ]
         )
         workers_note = (
             f" ({config['minWorkers']} x {run.raw / config['minWorkers']:.2f})" if config["minWorkers"] > 1 else ""
         )
-        percentiles = " / ".join(
-            f"{statistics.mean(getattr(w, name) for w in windows):.0f}" for name in ("p50_ms", "p95_ms", "p99_ms")
-        )
-        batches = [w.mean_batch_size for w in windows if w.mean_batch_size]
+        percentiles = " / ".join(f"{statistics.mean(w.ms(q) for w in windows):.0f}" for q in (50, 95, 99))
+        batches = [w.mean_batch() for w in windows if w.mean_batch()]
         append_table_row(
             BENCHMARKS,
             SECTION,
             TABLE_HEADER,
             f"| {time.strftime('%Y-%m-%d')} | {machine} | {args.model} | {run.format} | {args.protocol} | {config['batchSize']} | {config['maxBatchDelay']} "
             f"| {config['minWorkers']} | {run.served_threads} | {run.users(args.users)} | {run.export_s:.0f} | {run.start_s:.1f} | {run.raw:.2f}{workers_note} "
-            f"| {run.served:.2f} | **{run.served / fastest_raw:.2f}** | {percentiles} | {sum(w.failures for w in windows)} of {sum(w.requests for w in windows)} "
+            f"| {run.served:.2f} | **{run.served / fastest_raw:.2f}** | {percentiles} | {sum(len(w.failures) for w in windows)} of {sum(len(w.outcomes) for w in windows)} "
             f"| {f'{statistics.mean(batches):.1f}' if batches else 'n/a (gRPC)'} | `{command}` ({args.rounds} rounds; photos {sizes}) |",
         )
     print(f"{len(runs)} rows added to {BENCHMARKS.relative_to(REPO)}")

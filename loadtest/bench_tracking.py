@@ -38,7 +38,7 @@ from export.registry import RECIPES
 from humanserve_client import GrpcClient, RestClient
 from humanserve_client.client import SEQUENCE_HEADER
 from loadtest.accounting import MemorySampler
-from loadtest.load import grpc_sequence_turns, run
+from loadtest.load import Request, grpc_turns, run
 from loadtest.machine import describe_machine
 from runtime.torchserve import TorchServe, loopback_overrides
 from tests.fixtures.oracles import oracle_packages
@@ -78,7 +78,9 @@ def accuracy(rest: RestClient, remote: GrpcClient) -> list[str]:
 
 def load(target: str, images: list[bytes], sequences: int, duration: float) -> dict:
     """``sequences`` concurrent streams of 30-frame videos for ``duration`` s: frames/s, latency percentiles, failures."""
-    turns = grpc_sequence_turns(target, MODEL, images, FRAMES_PER_VIDEO, sequences)
+    turns = grpc_turns(
+        target, None, MODEL, [Request(image) for image in images], sequences, sequence_length=FRAMES_PER_VIDEO
+    )
     window = run(turns, 0, duration)
     return {
         "frames": len(window.answered),
@@ -104,7 +106,7 @@ def abandoned_row(store: Path, run_dir: Path, images: list[bytes], abandoned: in
         run_dir, [MODEL], store, overrides={**loopback_overrides(store), "disable_token_authorization": "true"}
     )
     with server.running(timeout=300):
-        target = f"127.0.0.1:{server.properties['grpc_inference_port']}"
+        target = server.grpc_target
         load(target, images, 2, 5)  # warm-up
         codes = abandon(f"{server.inference_url}/predictions/{MODEL}", images[0], abandoned)
         time.sleep(float(server.properties.get("humanserve_sequence_min_idle_ms", 10_000)) / 1000 + 1)

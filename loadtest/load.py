@@ -1,14 +1,15 @@
 """The one closed-loop load generator of the benchmarks and the soak (Locust stays for user-facing load tests).
 
 ``clients`` threads each take turns back to back: a turn sends one request (REST over a keep-alive ``http.client``
-connection, or gRPC through ``humanserve_client.GrpcClient``) or one whole sequence of frames (a gRPC stream), and
-records each answer: when it ended, how long it took, what was wrong with it (None when right) and the batch it was
-served in. Windows of the run are read while it goes on (``ClosedLoop.window``), so a caller can sample the server's
-CPU and memory around exactly the answers it counts.
+connection, or gRPC through ``humanserve_client.GrpcClient``) or one whole sequence of frames, and records each answer:
+when it ended, how long it took, its status, what was wrong with it (None when right), the batch it was served in and
+the label of the clients that sent it (a model and protocol in the soak). Windows of the run are read while it goes
+on (``ClosedLoop.window``), so a caller can sample the server's CPU and memory around exactly the answers it counts.
 
-Threads for now, though asyncio measured cheaper (docs/benchmarks.md, "The load generator": 0.19 against 0.08 client
-CPU ms per request on the empty handler, ``python -m loadtest.bench_generator``), a third of what TorchServe alone
-costs per request: gRPC goes through the synchronous ``GrpcClient``, and moving to asyncio is the open follow-up.
+Threads, chosen by measurement (docs/benchmarks.md, "The load generator", ``make bench-generator``): asyncio costs
+less client CPU per request (0.08 against 0.19 ms on the empty handler), but both are a small share of what TorchServe
+alone costs per request, and threads let gRPC go through the synchronous ``GrpcClient`` that users call, so a
+benchmark measures the client path users take.
 """
 
 import http.client
@@ -20,9 +21,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from humanserve_client import GrpcClient, HandlerError, ServerError
+from humanserve_client import Answer, GrpcClient, HandlerError, ServerError
+from humanserve_client.client import SEQUENCE_HEADER, new_sequence_id
 
-Check = Callable[[bytes], str | None]  # what is wrong with a 200's body, or None
+Check = Callable[[Answer], str | None]  # what is wrong with a 200's answer, or None
 
 
 @dataclass(frozen=True)
@@ -37,12 +39,20 @@ class Request:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One answer: its end (``time.time()``), its seconds, what was wrong (None: right), the batch it was served in."""
+    """One answer: its end (``time.time()``), its seconds, what was wrong (None: right), its status (200 for a wrong
+    answer too), the batch it was served in, and its clients' label."""
 
     end: float
     seconds: float
     failure: str | None = None
+    status: int = 200
     batch_size: int | None = None
+    label: str = ""
+
+    @property
+    def outcome(self) -> str:
+        """``ok``, the status of a refusal, or ``wrong`` (a 200 whose answer failed its check)."""
+        return "ok" if self.failure is None else "wrong" if self.status == 200 else str(self.status)
 
 
 Turn = Callable[[], Iterable[Outcome]]  # one request, or one sequence of them, and the answers' outcomes
@@ -51,6 +61,12 @@ Turn = Callable[[], Iterable[Outcome]]  # one request, or one sequence of them, 
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0 to 100, linear between samples); NaN for no values."""
     return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``30m`` or ``1h`` as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
 
 
 @dataclass(frozen=True)
@@ -149,40 +165,46 @@ def run(turns: Sequence[Turn], warm_up_s: float, seconds: float) -> Window:
     return measured
 
 
-def rest_turns(url: str, token: str | None, requests: Sequence[Request], clients: int) -> list[Turn]:
+def rest_turns(
+    url: str, token: str | None, requests: Sequence[Request], clients: int, label: str = "", sequence_length: int = 0
+) -> list[Turn]:
     """``clients`` REST clients, each on its own keep-alive connection, sending ``requests`` in turn (client i from
-    the i-th on)."""
+    the i-th on). ``sequence_length`` > 0: a turn is one sequence of that many frames, the requests in order from the
+    first (a video), in our client's ``X-Sequence-Id``, one in flight, the last ending it (``end=true``)."""
     parsed = urlparse(url)
     auth = {"Authorization": f"Bearer {token}"} if token else {}
-    prepared = [
-        (
-            request,
-            {
-                "Content-Type": request.content_type,
-                **{f"X-Option-{name.replace('_', '-')}": value for name, value in request.options.items()},
-                **auth,
-            },
-        )
-        for request in requests
-    ]
 
     def client(index: int) -> Turn:
         connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=600)
         sent = iter(range(index, 1 << 62))
 
-        def turn() -> Iterator[Outcome]:
-            request, headers = prepared[next(sent) % len(prepared)]
+        def send(request: Request, extra: Mapping[str, str]) -> Outcome:
+            headers = {
+                "Content-Type": request.content_type,
+                **{f"X-Option-{name.replace('_', '-')}": value for name, value in request.options.items()},
+                **auth,
+                **extra,
+            }
             start = time.perf_counter()
             connection.request("POST", parsed.path, body=request.body, headers=headers)
             response = connection.getresponse()
-            body = response.read()
+            answer = Answer(response.read(), (response.getheader("Content-Type") or "").split(";")[0])
             seconds = time.perf_counter() - start
             if response.status != 200:
-                failure = f"{response.status}: {body[:200]!r}"
+                failure = f"{response.status}: {answer.body[:200]!r}"
             else:
-                failure = request.check(body) if request.check else None
+                failure = request.check(answer) if request.check else None
             batch = response.getheader("X-Batch-Size")
-            yield Outcome(time.time(), seconds, failure, int(batch) if batch else None)
+            return Outcome(time.time(), seconds, failure, response.status, int(batch) if batch else None, label)
+
+        def turn() -> Iterator[Outcome]:
+            if not sequence_length:
+                yield send(requests[next(sent) % len(requests)], {})
+                return
+            sequence = {SEQUENCE_HEADER: new_sequence_id()}
+            for frame in range(sequence_length):
+                end = {"X-Option-End": "true"} if frame == sequence_length - 1 else {}
+                yield send(requests[frame % len(requests)], {**sequence, **end})
 
         turn.close = connection.close
         return turn
@@ -190,44 +212,50 @@ def rest_turns(url: str, token: str | None, requests: Sequence[Request], clients
     return [client(index) for index in range(clients)]
 
 
-def grpc_turns(target: str, token: str | None, model: str, requests: Sequence[Request], clients: int) -> list[Turn]:
-    """``clients`` gRPC clients (a channel each) calling ``model`` with ``requests`` in turn."""
+def grpc_turns(
+    target: str,
+    token: str | None,
+    model: str,
+    requests: Sequence[Request],
+    clients: int,
+    label: str = "",
+    sequence_length: int = 0,
+) -> list[Turn]:
+    """``clients`` gRPC clients (a channel each) calling ``model`` with ``requests`` in turn (client i from the i-th
+    on). ``sequence_length`` > 0: a turn is one stream of that many frames, the requests in order from the first (a
+    video), one frame in flight; each frame's latency runs from the previous answer (or the stream's start)."""
 
     def client(index: int) -> Turn:
-        remote = GrpcClient(target, token=token, retries=0, timeout_s=600)
+        remote = GrpcClient(target, token=token, retries=0, timeout_s=600, stream_window=1)
         sent = iter(range(index, 1 << 62))
 
+        def outcome(request: Request, answer: Answer | ServerError | HandlerError, start: float) -> Outcome:
+            if isinstance(answer, Answer):
+                failure, status = (request.check(answer) if request.check else None), 200
+            else:
+                failure, status = f"{answer.code}: {answer}", answer.code
+            return Outcome(time.time(), time.perf_counter() - start, failure, status, label=label)
+
         def turn() -> Iterator[Outcome]:
-            request = requests[next(sent) % len(requests)]
-            start = time.perf_counter()
+            if not sequence_length:
+                request, start = requests[next(sent) % len(requests)], time.perf_counter()
+                try:
+                    answer = remote.predict(model, request.body, request.options)
+                except ServerError as error:
+                    answer = error
+                yield outcome(request, answer, start)
+                return
+            frames = [requests[n % len(requests)] for n in range(sequence_length)]
+            answered, start = 0, time.perf_counter()
             try:
-                answer = remote.predict(model, request.body, request.options)
-                failure = request.check(answer.body) if request.check else None
-            except ServerError as error:
-                failure = f"{error.code}: {error}"
-            yield Outcome(time.time(), time.perf_counter() - start, failure)
+                for request, answer in zip(frames, remote.stream(model, ((r.body, r.options) for r in frames))):
+                    yield outcome(request, answer, start)
+                    answered, start = answered + 1, time.perf_counter()
+            except ServerError as error:  # the whole stream failed (a worker killed under it): its frames are lost
+                for request in frames[answered:]:
+                    yield outcome(request, error, start)
 
         turn.close = remote.close
         return turn
 
     return [client(index) for index in range(clients)]
-
-
-def grpc_sequence_turns(target: str, model: str, frames: Sequence[bytes], length: int, clients: int) -> list[Turn]:
-    """``clients`` gRPC clients each streaming sequences of ``length`` frames (``frames`` in turn), one frame in
-    flight: an outcome per frame, its latency from the previous answer (or the stream's start)."""
-
-    def client() -> Turn:
-        remote = GrpcClient(target, stream_window=1, retries=0)
-
-        def turn() -> Iterator[Outcome]:
-            start = time.perf_counter()
-            for answer in remote.stream(model, ((frames[n % len(frames)], {}) for n in range(length))):
-                now = time.perf_counter()
-                yield Outcome(time.time(), now - start, str(answer) if isinstance(answer, HandlerError) else None)
-                start = now
-
-        turn.close = remote.close
-        return turn
-
-    return [client() for _ in range(clients)]

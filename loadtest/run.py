@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtest.results import RESULTS
 from runtime.torchserve import DEFAULT_RUN_DIR, DEFAULT_STORE, PRODUCTION_CONFIG, REPO, TorchServe
 
-RESULTS = REPO / "loadtest" / "results"
 USER_CLASSES = {"rest": "RestUser", "grpc": "GrpcUser"}
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from humanserve_client import Answer
+from loadtest.load import Request
 from loadtest.photos import Photo
 
 Options = dict[str, str]
@@ -219,3 +220,15 @@ def scenario_for(model: str) -> Scenario:
     if model.startswith("smart_filter"):
         return Scenario(filter_options, check_filter)
     raise ValueError(f"no load-test scenario for model {model!r}")
+
+
+def requests_for(model: str, photos: list[Photo], draws: int = 8, seed: int = 0, plain: bool = False) -> list[Request]:
+    """``draws`` requests per photo for ``model`` (options drawn by its scenario, seeded; ``plain``: none, the model's
+    default answer), each checked by it: what the closed-loop load (loadtest/load.py) sends in turn."""
+    scenario, rng = scenario_for(model), random.Random(seed)
+
+    def request(photo: Photo) -> Request:
+        options = {} if plain else scenario.options(photo, rng)
+        return Request(photo.data, photo.content_type, options, lambda answer: scenario.check(photo, options, answer))
+
+    return [request(photo) for _ in range(draws) for photo in photos]

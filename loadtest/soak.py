@@ -2,7 +2,8 @@
 --jvm --no-record).
 
 One TorchServe (production config, token authorization on with the pod's key lifetime, loopback ports) serves several
-models; Locust's REST and gRPC users load all of them at once, every answer checked. First
+models; the closed-loop load (loadtest/load.py) drives all of them at once, ``--users`` clients per model, half
+over REST and half over gRPC, every answer checked. First
 each model is primed: ``--priming`` rounds of one full batch of each load-test photo (the
 largest photos in full batches are a worker's peak; an allocator that first meets it late in
 the run takes a step up there, which a slope would read as growth). Then each model runs
@@ -50,12 +51,11 @@ from scipy import stats
 
 from humanserve_client import RestClient, ServerError
 from loadtest.accounting import MemorySampler
-from loadtest.load import percentile
+from loadtest.load import ClosedLoop, Outcome, grpc_turns, parse_duration, percentile, rest_turns
 from loadtest.machine import describe_machine
 from loadtest.photos import Photo, photo_pool
-from loadtest.results import append_table_row
-from loadtest.run import RESULTS, locust_command, locust_environment
-from loadtest.scenarios import Scenario, scenario_for
+from loadtest.results import BENCHMARKS, RESULTS, append_table_row
+from loadtest.scenarios import Scenario, requests_for, scenario_for
 from runtime.torchserve import (
     DEFAULT_STORE,
     REPO,
@@ -68,8 +68,6 @@ from runtime.torchserve import (
 )
 
 DEFAULT_MODELS = ["pose_resnet50", "pose_pipeline", "person_segmenter_lraspp", "style_candy"]
-PROTOCOLS = ["rest", "grpc"]
-BENCHMARKS = REPO / "docs" / "benchmarks.md"
 POD_PROPERTIES = REPO / "k8s" / "base" / "pod.properties"
 SECTION = "## Mixed-model soak (`make soak`, issue 18)"
 TABLE_HEADER = (
@@ -77,32 +75,6 @@ TABLE_HEADER = (
     "| kill: lost, model ready s, answering s | worst RSS slope MB/min | log MB | command |\n"
     "|---|---|---:|---|---:|---:|---:|---|---|---|---:|---|"
 )
-
-
-@dataclass(frozen=True)
-class Request:
-    """One line of Locust's request log."""
-
-    end: float  # Unix time
-    model: str
-    protocol: str
-    milliseconds: float
-    outcome: str  # ok, an HTTP status, or wrong
-
-
-def read_requests(path: Path) -> list[Request]:
-    requests = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            end, model, protocol, milliseconds, outcome = line.split(",")
-            requests.append(Request(float(end), model, protocol, float(milliseconds), outcome))
-    return requests
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``30m`` or ``1h`` as seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
 
 
 def soak_overrides(store: Path) -> dict[str, str]:
@@ -165,22 +137,21 @@ def memory_trend(series: list[tuple[float, float]], warm_up_s: float) -> dict:
     }
 
 
-def run_locust_for(
-    server: TorchServe, models: list[str], users: int, seconds: float, report_dir: Path
-) -> list[Request]:
-    """``users`` REST and gRPC Locust users over ``models`` for ``seconds``; every request they made."""
-    log = report_dir / "requests.csv"
-    log.unlink(missing_ok=True)  # Locust appends, and a --report folder may hold an earlier run's
-    command = locust_command(server, models, PROTOCOLS, users, f"{int(seconds)}s", report_dir) + [
-        "--request-log",
-        str(log),
-    ]
-    finished = subprocess.run(command, cwd=REPO, env=locust_environment(server), capture_output=True, text=True)
-    (report_dir / "locust.log").write_text(finished.stdout + finished.stderr)
-    requests = read_requests(log)
-    if not requests:
-        raise RuntimeError(f"Locust made no requests (exit {finished.returncode}):\n{finished.stderr[-3000:]}")
-    return requests
+def load_for(server: TorchServe, models: list[str], users: int, seconds: float) -> list[Outcome]:
+    """``users`` clients per model, half over REST and half over gRPC, for ``seconds``; every answer, labelled with its
+    model."""
+    token, photos, turns = server.token("inference"), photo_pool(), []
+    for model in models:
+        requests, sequence_length = requests_for(model, photos), scenario_for(model).sequence_length
+        url, target = f"{server.inference_url}/predictions/{model}", server.grpc_target
+        turns += rest_turns(url, token, requests, users // 2, model, sequence_length)
+        turns += grpc_turns(target, token, model, requests, users - users // 2, model, sequence_length)
+    with ClosedLoop(turns) as loop:
+        loop.window(seconds)
+    loop.check()
+    if not loop.outcomes:
+        raise RuntimeError(f"no answers in {seconds:.0f} s from {', '.join(models)}")
+    return loop.outcomes
 
 
 def prime(server: TorchServe, models: list[str], rounds: int) -> list[str]:
@@ -209,9 +180,9 @@ def _problem(client: RestClient, model: str, scenario: Scenario, photo: Photo, o
         return str(error)
 
 
-def answers_per_second(requests: list[Request], start: float, end: float) -> float:
-    """Answered requests per second between ``start`` and ``end`` (Unix times)."""
-    return sum(r.outcome == "ok" and start <= r.end <= end for r in requests) / max(end - start, 1e-9)
+def answers_per_second(outcomes: list[Outcome], start: float, end: float) -> float:
+    """Right answers per second between ``start`` and ``end`` (Unix times)."""
+    return sum(o.outcome == "ok" and start <= o.end <= end for o in outcomes) / max(end - start, 1e-9)
 
 
 def log_bytes(run_dir: Path) -> int:
@@ -246,7 +217,7 @@ def kill_worker_at(server: TorchServe, model: str, at: float, kills: list[Kill])
 
 
 def analyse(
-    requests: list[Request],
+    requests: list[Outcome],
     started: float,
     ended: float,
     warm_up_s: float,
@@ -263,12 +234,12 @@ def analyse(
     # The kill's window: from the kill to its model's first answer after it (plus the answers already on their way).
     window_end = None
     if kill is not None:
-        after = [r.end for r in requests if r.model == kill.model and r.end > kill.at and r.outcome == "ok"]
+        after = [r.end for r in requests if r.label == kill.model and r.end > kill.at and r.outcome == "ok"]
         window_end = min(after) if after else ended
         lost = Counter(
             r.outcome
             for r in requests
-            if r.model == kill.model and kill.at <= r.end <= window_end and r.outcome != "ok"
+            if r.label == kill.model and kill.at <= r.end <= window_end and r.outcome != "ok"
         )
         report["kill"] = {
             "model": kill.model,
@@ -278,7 +249,7 @@ def analyse(
             "ready_s": None if kill.ready_s is None else round(kill.ready_s, 2),
             "answering_s": round(window_end - kill.at, 2),
         }
-    in_window = lambda r: kill is not None and r.model == kill.model and kill.at <= r.end <= window_end  # noqa: E731
+    in_window = lambda r: kill is not None and r.label == kill.model and kill.at <= r.end <= window_end  # noqa: E731
     report["failures_outside_kill"] = dict(
         Counter(r.outcome for r in requests if r.outcome != "ok" and not in_window(r))
     )
@@ -286,12 +257,12 @@ def analyse(
     seconds = ended - (started + warm_up_s)
     report["answers_per_s"] = answers_per_second(measured, started + warm_up_s, ended)
     per_model = {
-        model: answers_per_second([r for r in measured if r.model == model], started + warm_up_s, ended)
+        model: answers_per_second([r for r in measured if r.label == model], started + warm_up_s, ended)
         for model in models
     }
     report["answers_per_s_by_model"] = per_model
     report["p50_p99_ms_by_model"] = {
-        model: [round(percentile([r.milliseconds for r in measured if r.model == model], q)) for q in (50, 99)]
+        model: [round(percentile([r.seconds * 1000 for r in measured if r.label == model], q)) for q in (50, 99)]
         for model in models
     }
     if singles and report["answers_per_s"]:
@@ -308,13 +279,13 @@ def analyse(
             "minute": minute,
             "requests": len(rs),
             "failures": sum(r.outcome != "ok" for r in rs),
-            "p50_ms": round(percentile([r.milliseconds for r in rs], 50)),
-            "p99_ms": round(percentile([r.milliseconds for r in rs], 99)),
+            "p50_ms": round(percentile([r.seconds * 1000 for r in rs], 50)),
+            "p99_ms": round(percentile([r.seconds * 1000 for r in rs], 99)),
         }
         for minute, rs in sorted(minutes.items())
     ]
-    report["p50_ms"] = round(percentile([r.milliseconds for r in measured], 50))
-    report["p99_ms"] = round(percentile([r.milliseconds for r in measured], 99))
+    report["p50_ms"] = round(percentile([r.seconds * 1000 for r in measured], 50))
+    report["p99_ms"] = round(percentile([r.seconds * 1000 for r in measured], 99))
     report["memory"] = {name: memory_trend(series, warm_up_s) for name, series in samples.items()}
     report["frontend_heap"] = {name: memory_trend(series, warm_up_s) for name, series in heap.items()}
     report["log_bytes"] = logs
@@ -483,7 +454,7 @@ def main() -> None:
             singles = {}
             for model in args.models if args.singles else []:
                 started = time.time()
-                requests = run_locust_for(server, [model], args.users, args.singles, report_dir / f"alone-{model}")
+                requests = load_for(server, [model], args.users, args.singles)
                 ramp = min(15.0, args.singles / 4)
                 singles[model] = answers_per_second(requests, started + ramp, max(r.end for r in requests))
                 print(f"{model} alone: {singles[model]:.2f} answers/s", flush=True)
@@ -500,9 +471,7 @@ def main() -> None:
                     daemon=True,
                 )
                 killer.start()
-            requests = run_locust_for(
-                server, args.models, args.users * len(args.models), duration, report_dir / "mixed"
-            )
+            requests = load_for(server, args.models, args.users, duration)
             ended = max(r.end for r in requests)
             if killer is not None:
                 killer.join(timeout=120)

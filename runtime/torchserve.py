@@ -244,6 +244,11 @@ class TorchServe:
         return self._local_url("inference_address", "http://127.0.0.1:8080")
 
     @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the gRPC inference API, on this machine."""
+        return f"127.0.0.1:{self.properties['grpc_inference_port']}"
+
+    @property
     def management_url(self) -> str:
         return self._local_url("management_address", "http://127.0.0.1:8081")
 

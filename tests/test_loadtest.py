@@ -1,4 +1,5 @@
-"""Load tests: the answer checks of each scenario, and a short Locust run over REST and gRPC against a real server."""
+"""Load tests: the answer checks of each scenario, the closed-loop load of the benchmarks and the soak, and a short
+Locust run over REST and gRPC against a real server."""
 
 import json
 import random
@@ -11,9 +12,10 @@ import pytest
 from scipy import stats
 
 from humanserve_client import Answer
+from loadtest.load import ClosedLoop, Request, grpc_turns, parse_duration, rest_turns, run
 from loadtest.photos import SIZES, photo_pool
 from loadtest.run import run_locust
-from loadtest.scenarios import scenario_for
+from loadtest.scenarios import requests_for, scenario_for
 from loadtest.soak import memory_trend, robust_rss_slope, rss_slope, soak_overrides
 from runtime.torchserve import REPO
 from tests.fixtures.serving import encode
@@ -70,6 +72,48 @@ def test_every_zoo_model_has_a_scenario():
     for model in RECIPES:
         photo = photo_pool(((64, 48),))[0]
         scenario_for(model).options(photo, random.Random(0))
+
+
+def turns_of(server, protocol, model, requests, clients, **sequence):
+    token = server.token("inference")
+    if protocol == "rest":
+        return rest_turns(f"{server.inference_url}/predictions/{model}", token, requests, clients, model, **sequence)
+    return grpc_turns(server.grpc_target, token, model, requests, clients, model, **sequence)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_the_closed_loop_counts_right_answers_and_catches_wrong_and_refused_ones(server, photos, protocol):
+    right = requests_for("pose_oracle", photos[:2], draws=2)
+    assert len(right) == 4 and all(request.options["boxes"] for request in right)
+    window = run(turns_of(server, protocol, "pose_oracle", right, 2), warm_up_s=1, seconds=3)
+    assert len(window.answered) > 4 and window.failures == [] and window.per_s > 0 and window.ms(50) > 0
+    assert {o.label for o in window.outcomes} == {"pose_oracle"}
+    if protocol == "rest":  # TorchServe's gRPC answers carry no headers
+        assert window.mean_batch() >= 1
+
+    photo = photos[0]
+    wrong = Request(photo.data, options={"boxes": "[[0, 0, 10, 20]]"}, check=lambda answer: "no, never")
+    refused = Request(b"not an image")
+    with ClosedLoop(turns_of(server, protocol, "pose_oracle", [wrong, refused], 2), turns_each=2) as loop:
+        loop.join()
+    loop.check()
+    assert sorted(o.outcome for o in loop.outcomes) == ["400", "400", "wrong", "wrong"]
+    assert all(o.failure for o in loop.outcomes)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_the_closed_loop_sends_whole_sequences_one_frame_at_a_time(server, photos, protocol):
+    frames = requests_for("tracker_oracle", photos[:3], draws=1)
+    turns = turns_of(server, protocol, "tracker_oracle", frames, 2, sequence_length=5)
+    with ClosedLoop(turns, turns_each=2) as loop:
+        loop.join()
+    loop.check()
+    # Two clients, two sequences each, five frames each; a sequence left open would be refused at the limit later.
+    assert len(loop.outcomes) == 20 and all(o.outcome == "ok" for o in loop.outcomes), loop.outcomes[:3]
+
+
+def test_durations_read_as_seconds():
+    assert [parse_duration(text) for text in ("90", "90s", "30m", "1h")] == [90, 90, 1800, 3600]
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
