@@ -30,7 +30,8 @@ import grpc
 import requests
 from google.protobuf import empty_pb2
 
-from .protocol import inference_pb2, inference_pb2_grpc, management_pb2, management_pb2_grpc
+from .protocol import inference_pb2, management_pb2
+from .protocol.stub import ServiceStub
 
 OptionValue = str | bytes | bool | int | float | list | dict
 IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
@@ -401,8 +402,12 @@ class GrpcClient(Client):
             grpc.insecure_channel(target, options=limits),
             grpc.insecure_channel(management_target, options=limits),
         ]
-        self.inference = inference_pb2_grpc.InferenceAPIsServiceStub(self.channels[0])
-        self.management = management_pb2_grpc.ManagementAPIsServiceStub(self.channels[1])
+        self.inference = ServiceStub(
+            self.channels[0], inference_pb2.DESCRIPTOR.services_by_name["InferenceAPIsService"]
+        )
+        self.management = ServiceStub(
+            self.channels[1], management_pb2.DESCRIPTOR.services_by_name["ManagementAPIsService"]
+        )
         self.metadata = {
             api: [("authorization", f"Bearer {key}")] if key else None
             for api, key in (("inference", token), ("management", management_token))
