@@ -9,14 +9,15 @@ MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
 .PHONY: setup stubs check-java export export-gpu serve start stop test lint format loadtest bench bench-zoo soak clean
 
-# gRPC stubs, generated from the .proto files by the pinned grpcio-tools and never edited, are committed so that
-# `pip install .` needs nothing at build time. Generating them there would put grpcio-tools and the google/rpc protos
-# in every install's build environment (measured: 15 s and 47 MB more per install, from a local package mirror on
-# 2 cores), and the stubs would then demand a grpcio as new as whatever grpcio-tools that build happened to get.
-# `make stubs` after editing a .proto or the grpcio-tools pin; tests/test_client_install.py fails while the committed
-# stubs differ from a fresh generation.
+# The protobuf message modules (*_pb2.py), generated from the .proto files by the pinned grpcio-tools and never
+# edited, are committed so that `pip install .` needs nothing at build time. Generating them there would put
+# grpcio-tools and the google/rpc protos in every install's build environment (measured: 15 s and 47 MB more per
+# install, from a local package mirror on 2 cores), and the modules would then demand a protobuf as new as whatever
+# grpcio-tools that build happened to get. The gRPC service stubs are not generated: humanserve_client/protocol/stub.py
+# makes each from its service's descriptor in those modules. `make stubs` after editing a .proto or the grpcio-tools
+# pin; tests/test_client_install.py fails while the committed modules differ from a fresh generation.
 PROTOS := $(wildcard humanserve_client/protocol/*.proto)
-STUBS := $(PROTOS:.proto=_pb2_grpc.py)
+MESSAGE_MODULES := $(PROTOS:.proto=_pb2.py)
 
 # The frontend agent that lets TorchServe 0.12 restart a dead worker of a sequence model, answer every
 # request of a gRPC stream the client closed first, decode a worker's large answers once, take a REST
@@ -24,7 +25,7 @@ STUBS := $(PROTOS:.proto=_pb2_grpc.py)
 # up others (runtime/frontend_agent/); runtime/torchserve.py loads it wherever it was built.
 AGENT_JAR := build/humanserve-agent.jar
 
-setup: $(VENV)/.installed $(STUBS) $(AGENT_JAR)
+setup: $(VENV)/.installed $(MESSAGE_MODULES) $(AGENT_JAR)
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml | check-java
 	$(PYTHON) -m venv $(VENV)
@@ -33,13 +34,13 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml | check-java
 	touch $@
 
 PROTOC = $(PY) -m grpc_tools.protoc -I . -I "$$($(PY) -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parents[1])')" \
-  --python_out=. --pyi_out=. --grpc_python_out=.
+  --python_out=.
 
 stubs: $(VENV)/.installed
 	$(PROTOC) $(PROTOS)
 
-# The venv is order-only: a new venv does not rewrite a clone's committed stubs; an edited .proto does.
-humanserve_client/protocol/%_pb2_grpc.py: humanserve_client/protocol/%.proto | $(VENV)/.installed
+# The venv is order-only: a new venv does not rewrite a clone's committed modules; an edited .proto does.
+humanserve_client/protocol/%_pb2.py: humanserve_client/protocol/%.proto | $(VENV)/.installed
 	$(PROTOC) $<
 
 $(AGENT_JAR): runtime/frontend_agent/build.sh runtime/frontend_agent/MANIFEST.MF $(shell find runtime/frontend_agent -name '*.java')

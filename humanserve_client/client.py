@@ -30,7 +30,8 @@ import grpc
 import requests
 from google.protobuf import empty_pb2
 
-from .protocol import inference_pb2, inference_pb2_grpc, management_pb2, management_pb2_grpc
+from .protocol import inference_pb2, management_pb2
+from .protocol.stub import ServiceStub
 
 OptionValue = str | bytes | bool | int | float | list | dict
 IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
@@ -158,11 +159,22 @@ def marked_last(frames: Iterable[Parts], end_option: str) -> Iterator[Parts]:
 class Client:
     """What both protocols offer; ``retries`` extra tries with exponential backoff and jitter, on 503 and 507 only.
 
+    ``token``, ``management_token``: the keys of the inference and management APIs, sent as ``Bearer`` when given.
     ``key_source``: where the keys came from (a key file, a flag), named when the server refuses one.
     """
 
-    def __init__(self, retries: int = 3, backoff_s: float = 0.2, key_source: str | None = None):
-        self.retries, self.backoff_s, self.key_source = retries, backoff_s, key_source
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        management_token: str | None = None,
+        timeout_s: float = 120,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        key_source: str | None = None,
+    ):
+        self.keys = {"inference": token, "management": management_token}
+        self.timeout_s, self.retries, self.backoff_s, self.key_source = timeout_s, retries, backoff_s, key_source
 
     def predict(self, model: str, image: bytes, options: Mapping[str, OptionValue] = {}, version: str = "") -> Answer:
         """Run ``model`` on one image; raise ``ServerError`` if the server refuses or fails it."""
@@ -252,8 +264,8 @@ class Client:
             time.sleep(self.backoff_s * 2**attempt * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
 
-    def _explained(self, error: ServerError, api: str, sent_key: bool) -> ServerError:
-        return explained(error, api, (self.key_source or "the token given") if sent_key else None)
+    def _explained(self, error: ServerError, api: str) -> ServerError:
+        return explained(error, api, (self.key_source or "the token given") if self.keys[api] else None)
 
     def _predict(self, model: str, version: str, parts: Parts) -> Answer:
         raise NotImplementedError
@@ -277,18 +289,10 @@ class RestClient(Client):
     """TorchServe's REST APIs: inference (``url``, port 8080) and management (``management_url``, 8081)."""
 
     def __init__(
-        self,
-        url: str = "http://127.0.0.1:8080",
-        management_url: str = "http://127.0.0.1:8081",
-        token: str | None = None,
-        management_token: str | None = None,
-        timeout_s: float = 120,
-        **common: Any,
+        self, url: str = "http://127.0.0.1:8080", management_url: str = "http://127.0.0.1:8081", **common: Any
     ):
         super().__init__(**common)
         self.url, self.management_url = url.rstrip("/"), management_url.rstrip("/")
-        self.tokens = {"inference": token, "management": management_token}
-        self.timeout_s = timeout_s
         self.session = requests.Session()
         self.session.mount("http", requests.adapters.HTTPAdapter(pool_maxsize=64))
 
@@ -298,7 +302,7 @@ class RestClient(Client):
     def _call(
         self, method: str, url: str, api: str, headers: Mapping[str, str] = {}, **kwargs: Any
     ) -> requests.Response:
-        headers = {**headers, "Authorization": f"Bearer {self.tokens[api]}"} if self.tokens[api] else headers
+        headers = {**headers, "Authorization": f"Bearer {self.keys[api]}"} if self.keys[api] else headers
         try:
             response = self.session.request(method, url, headers=headers, timeout=self.timeout_s, **kwargs)
         except requests.ConnectionError as error:
@@ -309,7 +313,7 @@ class RestClient(Client):
             error = error_in_body(response.content) or ServerError(
                 response.status_code, response.reason, response.text.strip()
             )
-            raise self._explained(error, api, bool(self.tokens[api]))
+            raise self._explained(error, api)
         return response
 
     def _predict(self, model: str, version: str, parts: Parts, headers: Mapping[str, str] = {}) -> Answer:
@@ -386,9 +390,7 @@ class GrpcClient(Client):
         self,
         target: str = "127.0.0.1:7070",
         management_target: str = "127.0.0.1:7071",
-        token: str | None = None,
-        management_token: str | None = None,
-        timeout_s: float = 120,
+        *,
         stream_window: int = 4,
         **common: Any,
     ):
@@ -401,13 +403,13 @@ class GrpcClient(Client):
             grpc.insecure_channel(target, options=limits),
             grpc.insecure_channel(management_target, options=limits),
         ]
-        self.inference = inference_pb2_grpc.InferenceAPIsServiceStub(self.channels[0])
-        self.management = management_pb2_grpc.ManagementAPIsServiceStub(self.channels[1])
-        self.metadata = {
-            api: [("authorization", f"Bearer {key}")] if key else None
-            for api, key in (("inference", token), ("management", management_token))
-        }
-        self.timeout_s = timeout_s
+        self.inference = ServiceStub(
+            self.channels[0], inference_pb2.DESCRIPTOR.services_by_name["InferenceAPIsService"]
+        )
+        self.management = ServiceStub(
+            self.channels[1], management_pb2.DESCRIPTOR.services_by_name["ManagementAPIsService"]
+        )
+        self.metadata = {api: [("authorization", f"Bearer {key}")] if key else None for api, key in self.keys.items()}
 
     def close(self) -> None:
         for channel in self.channels:
@@ -417,7 +419,7 @@ class GrpcClient(Client):
         try:
             return method(request, metadata=self.metadata[api], timeout=self.timeout_s)
         except grpc.RpcError as error:
-            raise self._explained(grpc_error(error), api, bool(self.metadata[api])) from None
+            raise self._explained(grpc_error(error), api) from None
 
     def _predict(self, model: str, version: str, parts: Parts) -> Answer:
         request = inference_pb2.PredictionsRequest(model_name=model, model_version=version, input=parts)
@@ -455,7 +457,7 @@ class GrpcClient(Client):
                     response.prediction, sniff_content_type(response.prediction)
                 )
         except grpc.RpcError as error:
-            raise self._explained(grpc_error(error), "inference", bool(self.metadata["inference"])) from None
+            raise self._explained(grpc_error(error), "inference") from None
         finally:
             stopped.set()  # the caller stopped early, or the stream failed: let the sender go, end the call
             for _ in range(self.stream_window):

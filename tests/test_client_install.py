@@ -1,8 +1,9 @@
 """The client as a package of its own: `pip install .` of the repository's tracked files into a fresh virtual
 environment, base dependencies only, answers `humanserve health` and `humanserve predict` over REST and gRPC from a
-real TorchServe, and the commands that need an extra say which; the committed gRPC stubs and the declared versions
-agree with what generated them and with the pins."""
+real TorchServe, and the commands that need an extra say which; the committed message modules and the service stubs
+the client makes are what the pinned grpcio-tools generates, and the declared versions agree with them and the pins."""
 
+import importlib.util
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from humanserve_client.cli import EXTRAS
+from humanserve_client.protocol.stub import ServiceStub
 from tests.fixtures.serving import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,39 +66,64 @@ def floor(name: str) -> str:
     return version
 
 
-def test_committed_stubs_are_what_the_pinned_grpcio_tools_makes_of_the_protos(tmp_path):
-    assert version("grpcio-tools") == pins()["grpcio-tools"], "the venv's grpcio-tools is not the pinned one"
-    tracked = subprocess.run(
+def tracked_protocol_files() -> list[str]:
+    return subprocess.run(
         ["git", "ls-files", str(PROTOCOL)], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split()
-    protos = sorted(name for name in tracked if name.endswith(".proto"))
+
+
+def protoc(kind: str, out: Path) -> list[str]:
+    """What the pinned grpcio-tools writes for the tracked .proto files with ``--{kind}_out``, as `make stubs` runs it,
+    into ``out``: the files' paths, relative to it."""
+    assert version("grpcio-tools") == pins()["grpcio-tools"], "the venv's grpcio-tools is not the pinned one"
+    protos = sorted(name for name in tracked_protocol_files() if name.endswith(".proto"))
     google_protos = Path(google.rpc.__path__[0]).parents[1]  # google/rpc/status.proto, as the Makefile finds it
-    subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I", ".", "-I", str(google_protos)]
-        + [f"--{kind}_out={tmp_path}" for kind in ("python", "pyi", "grpc_python")]
-        + protos,
-        cwd=REPO,
-        check=True,
-    )
-    generated = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
-    assert len(generated) == 3 * len(protos) >= 6
+    command = [sys.executable, "-m", "grpc_tools.protoc", "-I", ".", "-I", str(google_protos), f"--{kind}_out={out}"]
+    subprocess.run(command + protos, cwd=REPO, check=True)
+    return sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
+
+
+def test_committed_message_modules_are_what_the_pinned_grpcio_tools_makes_of_the_protos(tmp_path):
+    generated = protoc("python", tmp_path)
+    tracked = tracked_protocol_files()
+    protos = [name for name in tracked if name.endswith(".proto")]
+    assert len(protos) >= 2 and generated == sorted(name.replace(".proto", "_pb2.py") for name in protos)
     # Tracked (a clone has them), and byte for byte what `make stubs` would write.
-    assert set(generated) <= set(tracked), "generated stubs not committed: git add them"
+    assert set(generated) <= set(tracked), "generated message modules not committed: git add them"
     stale = [name for name in generated if (REPO / name).read_bytes() != (tmp_path / name).read_bytes()]
-    assert not stale, f"committed stubs differ from a fresh generation, run `make stubs`: {stale}"
+    assert not stale, f"committed message modules differ from a fresh generation, run `make stubs`: {stale}"
 
 
-def test_grpcio_and_protobuf_floors_are_the_versions_the_stubs_were_generated_for():
-    stubs = REPO / PROTOCOL
-    grpc_versions = {
-        re.search(r"GRPC_GENERATED_VERSION = '([^']+)'", path.read_text())[1] for path in stubs.glob("*_pb2_grpc.py")
+class RecordingChannel:
+    """Stands for a ``grpc.Channel``: what a stub asks of it (``unary_unary(path, ...)`` and the like) comes back as
+    the name and arguments of the request, to compare."""
+
+    def __getattr__(self, kind: str):
+        return lambda *args, **kwargs: (kind, args, kwargs)
+
+
+def test_the_service_stubs_are_what_grpcio_tools_would_generate(tmp_path):
+    generated = protoc("grpc_python", tmp_path)
+    assert len(generated) >= 2
+    for name in generated:
+        spec = importlib.util.spec_from_file_location(Path(name).stem, tmp_path / name)
+        generated_module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(generated_module)
+        messages = importlib.import_module(f"humanserve_client.protocol.{Path(name).stem.removesuffix('_grpc')}")
+        for service in messages.DESCRIPTOR.services_by_name.values():
+            # Each method under its name, with the same path, streaming, message classes and options.
+            made = vars(ServiceStub(RecordingChannel(), service))
+            assert len(made) == len(service.methods)
+            assert made == vars(getattr(generated_module, f"{service.name}Stub")(RecordingChannel())), service.name
+
+
+def test_the_protobuf_floor_is_the_version_the_message_modules_were_generated_for():
+    versions = {
+        re.search(r"# Protobuf Python Version: (\S+)", path.read_text())[1]
+        for path in (REPO / PROTOCOL).glob("*_pb2.py")
     }
-    protobuf_versions = {
-        re.search(r"# Protobuf Python Version: (\S+)", path.read_text())[1] for path in stubs.glob("*_pb2.py")
-    }
-    # A stub refuses a runtime older than its generator: an older floor would let pip install a broken client.
-    assert grpc_versions == {floor("grpcio")}
-    assert protobuf_versions == {floor("protobuf")}
+    # A message module refuses a runtime older than its generator: an older floor would let pip install a broken client.
+    assert versions == {floor("protobuf")}
 
 
 def test_the_pinned_versions_fall_in_the_declared_ranges():

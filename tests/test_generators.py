@@ -22,24 +22,19 @@ def resnet_9blocks_layout(stale_statistics: bool = False) -> dict[str, tuple[int
     convs); 19/22 transposed convs; 25 pad, 26 conv 7x7, 27 tanh. Convs carry biases (instance norm has none).
     ``stale_statistics``: as saved by PyTorch before 0.4, with running statistics at every instance norm.
     """
-    layout = {
-        "model.1.weight": (64, 3, 7, 7),
-        "model.1.bias": (64,),
-        "model.4.weight": (128, 64, 3, 3),
-        "model.4.bias": (128,),
-        "model.7.weight": (256, 128, 3, 3),
-        "model.7.bias": (256,),
-        "model.19.weight": (256, 128, 3, 3),
-        "model.19.bias": (128,),
-        "model.22.weight": (128, 64, 3, 3),
-        "model.22.bias": (64,),
-        "model.26.weight": (3, 64, 7, 7),
-        "model.26.bias": (3,),
-    }
-    for block in range(10, 19):
-        for conv in (1, 5):
-            layout[f"model.{block}.conv_block.{conv}.weight"] = (256, 256, 3, 3)
-            layout[f"model.{block}.conv_block.{conv}.bias"] = (256,)
+    # (conv, weight shape, output channels: its bias's length); a transposed conv's weight is (in, out, ...).
+    convs = [
+        ("model.1", (64, 3, 7, 7), 64),
+        ("model.4", (128, 64, 3, 3), 128),
+        ("model.7", (256, 128, 3, 3), 256),
+        ("model.19", (256, 128, 3, 3), 128),
+        ("model.22", (128, 64, 3, 3), 64),
+        ("model.26", (3, 64, 7, 7), 3),
+    ]
+    convs += [(f"model.{block}.conv_block.{conv}", (256, 256, 3, 3), 256) for block in range(10, 19) for conv in (1, 5)]
+    layout = {}
+    for conv, weight, channels in convs:
+        layout[f"{conv}.weight"], layout[f"{conv}.bias"] = weight, (channels,)
     if stale_statistics:
         norms = {"model.2": 64, "model.5": 128, "model.8": 256, "model.20": 128, "model.23": 64}
         norms.update({f"model.{block}.conv_block.{n}": 256 for block in range(10, 19) for n in (2, 6)})

@@ -159,36 +159,31 @@ class FakeRpcError(grpc.RpcError):
 
 
 @pytest.mark.parametrize(
-    ("code", "details", "expected"),
+    ("code", "message", "exception", "status"),
     [
-        (
-            grpc.StatusCode.INTERNAL,
-            "Model not found: m\norg.pytorch.serve.archive.model.ModelNotFoundException",
-            (404, "ModelNotFoundException", "Model not found: m"),
-        ),
-        (
-            grpc.StatusCode.PERMISSION_DENIED,
-            "Token Authorization failed.",
-            (400, "InvalidKeyException", "Token Authorization failed."),
-        ),
-        (grpc.StatusCode.UNAVAILABLE, "failed to connect", (503, "UNAVAILABLE", "failed to connect")),
-        (grpc.StatusCode.INTERNAL, "boom", (500, "INTERNAL", "boom")),
+        (grpc.StatusCode.INTERNAL, "Model not found: m", "org.pytorch.serve.archive.model.ModelNotFoundException", 404),
         # A worker that died holding the request: REST says 507, gRPC RESOURCE_EXHAUSTED, as for a request too large.
-        (
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "Worker died.\norg.pytorch.serve.http.InternalServerException",
-            (507, "InternalServerException", "Worker died."),
-        ),
-        (
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "Received message larger than max",
-            (413, "RESOURCE_EXHAUSTED", "Received message larger than max"),
-        ),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "Worker died.", "org.pytorch.serve.http.InternalServerException", 507),
     ],
 )
-def test_grpc_failures_become_the_errors_rest_gives(code, details, expected):
+def test_grpc_failures_that_name_torchserves_exception_become_the_errors_rest_gives(code, message, exception, status):
+    # TorchServe puts the exception's class on the last line of the details.
+    error = grpc_error(FakeRpcError(code, f"{message}\n{exception}"))
+    assert (error.code, error.type, error.message) == (status, exception.rsplit(".", 1)[-1], message)
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "status", "kind"),
+    [
+        (grpc.StatusCode.PERMISSION_DENIED, "Token Authorization failed.", 400, "InvalidKeyException"),
+        (grpc.StatusCode.UNAVAILABLE, "failed to connect", 503, "UNAVAILABLE"),
+        (grpc.StatusCode.INTERNAL, "boom", 500, "INTERNAL"),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max", 413, "RESOURCE_EXHAUSTED"),
+    ],
+)
+def test_other_grpc_failures_become_the_errors_rest_gives(code, details, status, kind):
     error = grpc_error(FakeRpcError(code, details))
-    assert (error.code, error.type, error.message) == expected
+    assert (error.code, error.type, error.message) == (status, kind, details)
 
 
 def test_only_busy_and_dead_workers_are_retried_with_bounded_jittered_backoff(monkeypatch):

@@ -155,53 +155,22 @@ def test_twelve_megapixel_jpeg_in_and_png_cut_out_out(server, http):
     assert len(response.content) > 10_000_000, "a 12 MP cut-out of a noisy photo is a large PNG"
 
 
-SEGMENTER_BAD_REQUESTS = [
-    (
-        "bad background colour",
-        dict(
-            json={
-                "image": base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode(),
-                "background": "#12345g",
-            }
-        ),
-        400,
-        "InvalidOption",
-        "'background' must be",
-    ),
+# (name, options sent as JSON with a small black PNG, expected type, words the message must contain): each a 400.
+SEGMENTER_BAD_OPTIONS = [
+    ("bad background colour", {"background": "#12345g"}, "InvalidOption", "'background' must be"),
     (
         "background not an image",
-        dict(
-            json={
-                "image": base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode(),
-                "background": base64.b64encode(b"not an image at all, just words " * 4).decode(),
-            }
-        ),
-        400,
+        {"background": base64.b64encode(b"not an image at all, just words " * 4).decode()},
         "InvalidImage",
         "the background image",
     ),
-    (
-        "transparent JPEG",
-        dict(
-            json={
-                "image": base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode(),
-                "background": "transparent",
-                "format": "jpeg",
-            }
-        ),
-        400,
-        "InvalidOption",
-        "JPEG has no transparency",
-    ),
-    (
-        "picture without background",
-        dict(
-            json={"image": base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode(), "format": "png"}
-        ),
-        400,
-        "InvalidOption",
-        "which background",
-    ),
+    ("transparent JPEG", {"background": "transparent", "format": "jpeg"}, "InvalidOption", "JPEG has no transparency"),
+    ("picture without background", {"format": "png"}, "InvalidOption", "which background"),
+]
+BLACK_PNG_BASE64 = base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode()
+SEGMENTER_BAD_REQUESTS = [
+    (name, dict(json={"image": BLACK_PNG_BASE64, **options}), 400, kind, words)
+    for name, options, kind, words in SEGMENTER_BAD_OPTIONS
 ]
 GENERIC = [
     request for request in BAD_REQUESTS if request[0] not in ("threshold out of range", "render with json format")
