@@ -17,6 +17,23 @@ from .weights import WheelWeights
 MTCNN_PIXEL_CENTRE, MTCNN_PIXEL_SCALE = 127.5, 0.0078125  # (x - 127.5) / 128, as MTCNN was trained
 
 
+def mtcnn_input(pixels: Tensor) -> Tensor:
+    """Pixel values 0..255 normalised as MTCNN was trained."""
+    return (pixels - MTCNN_PIXEL_CENTRE) * MTCNN_PIXEL_SCALE
+
+
+def width_major(features: Tensor) -> Tensor:
+    """``[N, C, H, W]`` flattened to ``[N, C * H * W]`` width first: R-Net's and O-Net's dense layers were trained (in
+    Caffe) on features flattened so."""
+    return features.permute(0, 3, 2, 1).flatten(1)
+
+
+def mtcnn_answer(face_logits: Tensor, *outputs: Tensor) -> Tensor:
+    """An MTCNN network's one tensor: the face probability (softmax of ``face_logits [N, 2, ...]``), then ``outputs``,
+    along dim 1."""
+    return torch.cat([torch.softmax(face_logits, dim=1)[:, 1:], *outputs], dim=1)
+
+
 class PNet(nn.Module):
     """MTCNN's proposal network: RGB ``float[N, 3, H, W]`` (0..255) to ``[N, 5, (H - 10) // 2, (W - 10) // 2]``.
 
@@ -34,11 +51,9 @@ class PNet(nn.Module):
         self.conv4_2 = nn.Conv2d(32, 4, 1)
 
     def forward(self, pixels: Tensor) -> Tensor:
-        x = (pixels - MTCNN_PIXEL_CENTRE) * MTCNN_PIXEL_SCALE
-        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool1(self.prelu1(self.conv1(mtcnn_input(pixels))))
         x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
-        face = torch.softmax(self.conv4_1(x), dim=1)[:, 1:]
-        return torch.cat([face, self.conv4_2(x)], dim=1)
+        return mtcnn_answer(self.conv4_1(x), self.conv4_2(x))
 
 
 class RNet(nn.Module):
@@ -57,14 +72,10 @@ class RNet(nn.Module):
         self.dense5_2 = nn.Linear(128, 4)
 
     def forward(self, crops: Tensor) -> Tensor:
-        x = (crops - MTCNN_PIXEL_CENTRE) * MTCNN_PIXEL_SCALE
-        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool1(self.prelu1(self.conv1(mtcnn_input(crops))))
         x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.prelu3(self.conv3(x))
-        # The dense layers were trained (in Caffe) on features flattened width-major.
-        x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).flatten(1)))
-        face = torch.softmax(self.dense5_1(x), dim=1)[:, 1:]
-        return torch.cat([face, self.dense5_2(x)], dim=1)
+        x = self.prelu4(self.dense4(width_major(self.prelu3(self.conv3(x)))))
+        return mtcnn_answer(self.dense5_1(x), self.dense5_2(x))
 
 
 class ONet(nn.Module):
@@ -89,14 +100,11 @@ class ONet(nn.Module):
         self.dense6_3 = nn.Linear(256, 10)
 
     def forward(self, crops: Tensor) -> Tensor:
-        x = (crops - MTCNN_PIXEL_CENTRE) * MTCNN_PIXEL_SCALE
-        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool1(self.prelu1(self.conv1(mtcnn_input(crops))))
         x = self.pool2(self.prelu2(self.conv2(x)))
         x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu4(self.conv4(x))
-        x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).flatten(1)))
-        face = torch.softmax(self.dense6_1(x), dim=1)[:, 1:]
-        return torch.cat([face, self.dense6_2(x), self.dense6_3(x)], dim=1)
+        x = self.prelu5(self.dense5(width_major(self.prelu4(self.conv4(x)))))
+        return mtcnn_answer(self.dense6_1(x), self.dense6_2(x), self.dense6_3(x))
 
 
 def _reflect_conv_block(channels_in: int, channels_out: int, stride: int) -> nn.Sequential:

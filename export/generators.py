@@ -59,6 +59,13 @@ GENERATOR_NORMS = {
     "batch": nn.BatchNorm2d,
     "batch_image_statistics": ImageStatisticsBatchNorm,
 }
+# The reference's ngf (channels of the first layer) and its RGB photos in and out: what published checkpoints have.
+WIDTH, PHOTO_CHANNELS = 64, 3
+
+
+def generator_norm(norm: str) -> tuple[type[nn.Module], bool]:
+    """The norm layer ``norm`` names, and whether the convolutions before it carry a bias (before instance norm only)."""
+    return GENERATOR_NORMS[norm], norm == "instance"
 
 
 class ResnetBlock(nn.Module):
@@ -82,31 +89,23 @@ class ResnetGenerator(nn.Module):
     stride-2 transposed convs, reflection pad, 7x7 conv, tanh: keys ``model.1.weight`` ...
     """
 
-    def __init__(
-        self,
-        blocks: int = 9,
-        norm: str = "instance",
-        dropout: bool = False,
-        width: int = 64,
-        channels_in: int = 3,
-        channels_out: int = 3,
-    ):
+    def __init__(self, blocks: int = 9, norm: str = "instance", dropout: bool = False):
         super().__init__()
-        layer, bias = GENERATOR_NORMS[norm], norm == "instance"
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(channels_in, width, 7, bias=bias), layer(width), nn.ReLU(True)]
+        layer, bias = generator_norm(norm)
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(PHOTO_CHANNELS, WIDTH, 7, bias=bias), layer(WIDTH), nn.ReLU(True)]
         for mult in (1, 2):
             layers += [
-                nn.Conv2d(width * mult, width * mult * 2, 3, stride=2, padding=1, bias=bias),
-                layer(width * mult * 2),
+                nn.Conv2d(WIDTH * mult, WIDTH * mult * 2, 3, stride=2, padding=1, bias=bias),
+                layer(WIDTH * mult * 2),
                 nn.ReLU(True),
             ]
-        layers += [ResnetBlock(width * 4, layer, bias, dropout) for _ in range(blocks)]
+        layers += [ResnetBlock(WIDTH * 4, layer, bias, dropout) for _ in range(blocks)]
         for mult in (4, 2):
             up = nn.ConvTranspose2d(
-                width * mult, width * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias
+                WIDTH * mult, WIDTH * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias
             )
-            layers += [up, layer(width * mult // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, channels_out, 7), nn.Tanh()]
+            layers += [up, layer(WIDTH * mult // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(WIDTH, PHOTO_CHANNELS, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -171,25 +170,19 @@ class UnetGenerator(nn.Module):
     Keys nest one ``model.model.`` per level: ``model.model.0.weight``, ``model.model.1.model.1.weight`` ...
     """
 
-    def __init__(
-        self,
-        downs: int = 8,
-        norm: str = "batch",
-        dropout: bool = True,
-        width: int = 64,
-        channels_in: int = 3,
-        channels_out: int = 3,
-    ):
+    def __init__(self, downs: int = 8, norm: str = "batch", dropout: bool = True):
         super().__init__()
         if downs < 5:
             raise ValueError(f"a U-Net generator has at least 5 down levels, not {downs}")
-        layer, bias = GENERATOR_NORMS[norm], norm == "instance"
-        level = UnetSkipBlock(width * 8, width * 8, layer, bias)
+        layer, bias = generator_norm(norm)
+        level = UnetSkipBlock(WIDTH * 8, WIDTH * 8, layer, bias)
         for _ in range(downs - 5):
-            level = UnetSkipBlock(width * 8, width * 8, layer, bias, level, dropout=dropout)
+            level = UnetSkipBlock(WIDTH * 8, WIDTH * 8, layer, bias, level, dropout=dropout)
         for mult in (4, 2, 1):
-            level = UnetSkipBlock(width * mult, width * mult * 2, layer, bias, level)
-        self.model = UnetSkipBlock(channels_out, width, layer, bias, level, channels_in=channels_in, outermost=True)
+            level = UnetSkipBlock(WIDTH * mult, WIDTH * mult * 2, layer, bias, level)
+        self.model = UnetSkipBlock(
+            PHOTO_CHANNELS, WIDTH, layer, bias, level, channels_in=PHOTO_CHANNELS, outermost=True
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)

@@ -30,7 +30,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from .client import Client, OptionValue, ServerError
-from .coco import COCO_JOINTS
+from .coco import COCO_KEYPOINTS
 
 # COCO's per-joint OKS constants (pycocotools' COCOeval uses the same).
 OKS_SIGMAS = (
@@ -88,11 +88,11 @@ def read_ground_truth(path: Path) -> GroundTruth:
         ):
             raise AnnotationError(f"{path}: images[{n}] needs an integer 'id' and a 'file_name'")
         image_ids.add(image["id"])
-    joint_names = COCO_JOINTS
+    joint_names = COCO_KEYPOINTS
     for category in dataset["categories"]:
         if isinstance(category, dict) and category.get("id") == 1 and isinstance(category.get("keypoints"), list):
             joint_names = tuple(category["keypoints"])
-    if len(joint_names) != len(COCO_JOINTS):
+    if len(joint_names) != len(COCO_KEYPOINTS):
         raise AnnotationError(
             f"{path}: the person category names {len(joint_names)} keypoints; COCO's AP and the served models have 17"
         )
@@ -129,7 +129,7 @@ def _check_annotation(path: Path, n: int, annotation: Any, image_ids: set[int]) 
         )
     if not _numbers(annotation.get("bbox"), 4):
         raise AnnotationError(f"{where}: 'bbox' must be [x, y, width, height]")
-    if not _numbers(annotation.get("keypoints"), 3 * len(COCO_JOINTS)):
+    if not _numbers(annotation.get("keypoints"), 3 * len(COCO_KEYPOINTS)):
         raise AnnotationError(f"{where}: 'keypoints' must be 17 x [x, y, v], 51 numbers")
     if "head_bbox" in annotation and not _numbers(annotation["head_bbox"], 4):
         raise AnnotationError(f"{where}: 'head_bbox' must be [x, y, width, height]")
@@ -154,7 +154,7 @@ def read_results(path: Path, truth: GroundTruth) -> list[dict[str, Any]]:
     for n, result in enumerate(results):
         if not isinstance(result, dict) or result.get("image_id") not in truth.coco.imgs:
             raise AnnotationError(f"{path}: results[{n}] needs the 'image_id' of an image of {truth.path.name}")
-        if not _numbers(result.get("keypoints"), 3 * len(COCO_JOINTS)) or not _numbers([result.get("score")], 1):
+        if not _numbers(result.get("keypoints"), 3 * len(COCO_KEYPOINTS)) or not _numbers([result.get("score")], 1):
             raise AnnotationError(f"{path}: results[{n}] needs 51 'keypoints' numbers and a 'score'")
     return results
 
@@ -299,7 +299,7 @@ def score(
     made_for = made_for or [None] * len(results)
     report: dict[str, Any] = {**keypoint_ap(truth, results), "PCK_alpha": alpha}
     annotations = [a for image_id in truth.image_ids for a in truth.people(image_id)]
-    predicted = {a["id"]: np.full((len(COCO_JOINTS), 2), np.nan) for a in annotations}
+    predicted = {a["id"]: np.full((len(COCO_KEYPOINTS), 2), np.nan) for a in annotations}
     by_image: dict[int, list[int]] = {}
     for n, (result, annotation_id) in enumerate(zip(results, made_for)):
         if annotation_id is not None:
@@ -309,7 +309,7 @@ def score(
     for image_id, members in by_image.items():
         people = truth.people(image_id)
         joints = np.array([np.reshape(results[n]["keypoints"], (-1, 3))[:, :2] for n in members])
-        truths = np.array([np.reshape(a["keypoints"], (-1, 3)) for a in people]).reshape(-1, len(COCO_JOINTS), 3)
+        truths = np.array([np.reshape(a["keypoints"], (-1, 3)) for a in people]).reshape(-1, len(COCO_KEYPOINTS), 3)
         for p, g in match_by_oks(joints, truths, np.array([a["area"] for a in people], dtype=float)):
             predicted[people[g]["id"]] = joints[p]
     report.update(

@@ -9,8 +9,6 @@ import cv2
 import numpy as np
 
 from export.archive import REPO
-from handlers.vision.keypoints import COCO_SKELETON
-from humanserve_client.coco import COCO_SKELETON as SKELETON
 from humanserve_client.contact_sheet import JOINT, LABEL_HEIGHT
 from humanserve_client.pairing import PATCH_COLUMNS, pair_files
 from humanserve_client.patches import cut_patch, square_around
@@ -72,7 +70,3 @@ def test_the_sheet_draws_each_pair_with_joints_where_they_are(tmp_path):
     for x, y, _ in keypoints[0]:
         u, v = int((x - x1) * CELL / side), int((y - y1) * CELL / side)
         assert np.abs(tile[v, u].astype(int) - JOINT).max() <= 60, (u, v, tile[v, u])
-
-
-def test_the_skeleton_is_the_servers():
-    assert SKELETON == COCO_SKELETON

@@ -13,9 +13,9 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from handlers.vision.keypoints import COCO_KEYPOINTS
+from handlers.vision import keypoints
+from humanserve_client import coco
 from humanserve_client.evaluation import (
-    COCO_JOINTS,
     AnnotationError,
     match_by_oks,
     read_ground_truth,
@@ -100,8 +100,8 @@ def pycocotools_ap(dataset: dict, results: list[dict]) -> list[float]:
     return list(evaluation.stats[:6])
 
 
-def test_the_client_names_the_joints_in_the_served_order():
-    assert COCO_JOINTS == COCO_KEYPOINTS
+def test_the_client_carries_the_servers_keypoint_layout_itself():
+    assert Path(coco.__file__).resolve() == Path(keypoints.__file__).resolve()
 
 
 def test_the_ground_truth_itself_scores_ap_and_pck_one(tmp_path):

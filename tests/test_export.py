@@ -227,6 +227,17 @@ def test_each_recipe_config_is_its_handler_schema_and_reads_back_the_same():
         assert handler.schema.from_config(written).to_config() == written, name
 
 
+def test_a_config_reads_its_values_as_their_field_types_and_absent_keys_with_defaults_as_the_defaults():
+    recipe = RECIPES["pose_resnet50"]  # its limits, heatmap sigma and refinement, padding and crops are the defaults
+    written = recipe.handler_config
+    by_hand = {"input": {**written["input"], "height": "256"}, "heatmap": {"stride": 4, "offset": 0}}
+    read = type(recipe.config).from_config(by_hand)
+    assert read == recipe.config
+    assert type(read.pose.crop_size[0]) is int and type(read.pose.stride) is float
+    with pytest.raises(KeyError, match="offset"):
+        type(recipe.config).from_config({**by_hand, "heatmap": {"stride": 4}})
+
+
 def fast_neural_style_keys() -> set[str]:
     """State-dict keys of the PyTorch examples' fast-neural-style checkpoints (without their stale statistics)."""
     convs = ["conv1", "conv2", "conv3", "deconv1", "deconv2", "deconv3"]

@@ -7,18 +7,9 @@ from handlers.keypoint_rcnn.steps import VIEWS, classify_views
 from handlers.vision.keypoints import COCO_KEYPOINTS
 
 SEEN, UNSEEN = 5.0, -5.0
-FACE = ("nose", "left_eye", "right_eye")
-LOWER = ("left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
-UPPER = (
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-)
+FACE = COCO_KEYPOINTS[:3]  # nose, eyes
+UPPER = COCO_KEYPOINTS[3:11]  # ears, shoulders, elbows, wrists
+LOWER = COCO_KEYPOINTS[11:]  # hips, knees, ankles
 
 
 def scores(seen: tuple[str, ...], value: float = SEEN) -> torch.Tensor:

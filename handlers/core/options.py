@@ -52,26 +52,12 @@ def flag(default: bool, help: str) -> Option:
 
 def number(default: float | None, minimum: float, maximum: float, help: str) -> Option:
     """A finite number within [minimum, maximum]."""
-
-    def parse(name: str, value: Any) -> float:
-        parsed = _to_number(value)
-        if parsed is None or not minimum <= parsed <= maximum:
-            raise _invalid(name, value, f"a number from {minimum:g} to {maximum:g}")
-        return parsed
-
-    return Option(parse, default, help)
+    return _within(_to_number, minimum, maximum, f"a number from {minimum:g} to {maximum:g}", default, help)
 
 
 def integer(default: int | None, minimum: int, maximum: int, help: str) -> Option:
     """A whole number within [minimum, maximum], kept exact (not through a float)."""
-
-    def parse(name: str, value: Any) -> int:
-        parsed = _to_integer(value)
-        if parsed is None or not minimum <= parsed <= maximum:
-            raise _invalid(name, value, f"a whole number from {minimum} to {maximum}")
-        return parsed
-
-    return Option(parse, default, help)
+    return _within(_to_integer, minimum, maximum, f"a whole number from {minimum} to {maximum}", default, help)
 
 
 def choice(default: str, allowed: tuple[str, ...], help: str) -> Option:
@@ -123,6 +109,21 @@ def boxes(max_count: int, help: str, max_coordinate: float = 1e7) -> Option:
 def describe(spec: Mapping[str, Option]) -> dict[str, dict[str, Any]]:
     """Options as data for the describe API."""
     return {name: {"default": option.default, "help": option.help} for name, option in spec.items()}
+
+
+def _within(
+    read: Callable[[Any], float | int | None], minimum: float, maximum: float, expected: str, default: Any, help: str
+) -> Option:
+    """An option that ``read`` turns into a number (None: the value is not one) within [minimum, maximum];
+    ``expected`` words that for the error."""
+
+    def parse(name: str, value: Any) -> float | int:
+        parsed = read(value)
+        if parsed is None or not minimum <= parsed <= maximum:
+            raise _invalid(name, value, expected)
+        return parsed
+
+    return Option(parse, default, help)
 
 
 def _to_number(value: Any) -> float | None:

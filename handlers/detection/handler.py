@@ -14,7 +14,10 @@ class PersonDetectorHandler(DetectionHandler):
     def answer(self, items: list[Item], images: list[Tensor], detections: list[dict[str, Tensor]]) -> list[Answer]:
         return [
             people_answer(
-                item, detected_people(found, self.spec, item.options, item.scale), BOX_LAYOUT, self.answer_header
+                item,
+                detected_people(found, self.settings.detector, item.options, item.scale),
+                BOX_LAYOUT,
+                self.answer_header,
             )
             for item, found in zip(items, detections)
         ]

@@ -63,15 +63,11 @@ class DetectionHandler(VisionHandler):
     options = DETECTION_OPTIONS
     schema = DetectionConfig
 
-    def initialize(self, context):
-        super().initialize(context)
-        self.spec = self.settings.detector
-
     def validate(self, item: Item) -> None:
         check_output_options(item.options)
 
     def coarsest_scale(self, item: Item) -> float:
-        return self.spec.coarsest_scale(item)
+        return self.settings.detector.coarsest_scale(item)
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         return detect(self.model, images)

@@ -26,7 +26,6 @@ class FacesHandler(VisionHandler):
 
     def initialize(self, context):
         super().initialize(context)
-        self.spec = self.settings.cascade
         self.networks = {"pnet": self.model, **{part: self.load_part(part) for part in ("rnet", "onet", "expression")}}
 
     def validate(self, item: Item) -> None:
@@ -43,9 +42,10 @@ class FacesHandler(VisionHandler):
         return [item.image for item in items], queries
 
     def forward(self, inputs: tuple[list[Tensor], list[FaceQuery]]) -> list[Faces]:
-        return detect_faces(self.networks, *inputs, self.spec)
+        return detect_faces(self.networks, *inputs, self.settings.cascade)
 
     def answer(self, items: list[Item], inputs: Any, outputs: list[Faces]) -> list[Answer]:
         return [
-            face_answer(item, faces, self.spec.expressions, self.answer_header) for item, faces in zip(items, outputs)
+            face_answer(item, faces, self.settings.cascade.expressions, self.answer_header)
+            for item, faces in zip(items, outputs)
         ]

@@ -25,7 +25,7 @@ class KeypointRCNNHandler(DetectionHandler):
     def answer(self, items: list[Item], images: list[Tensor], detections: list[dict[str, Tensor]]) -> list[Answer]:
         answers = []
         for item, found in zip(items, detections):
-            people = detected_people(found, self.spec, item.options, item.scale)
+            people = detected_people(found, self.settings.detector, item.options, item.scale)
             options = item.options
             people.fields["view"] = classify_views(
                 people.keypoints[..., 2], options["view_face_threshold"], options["view_body_threshold"]

@@ -36,16 +36,12 @@ class PoseHandler(VisionHandler):
     }
     schema = PoseConfig
 
-    def initialize(self, context):
-        super().initialize(context)
-        self.spec = self.settings.pose
-
     def validate(self, item: Item) -> None:
         check_output_options(item.options)
         check_boxes_overlap(item)
 
     def coarsest_scale(self, item: Item) -> float:
-        return pose_decode_scale(item, self.spec)
+        return pose_decode_scale(item, self.settings.pose)
 
     def prepare(self, items: list[Item]) -> PoseInputs:
         boxes_all, image_index, counts = person_boxes(items)
@@ -53,7 +49,7 @@ class PoseHandler(VisionHandler):
             [item.image for item in items],
             boxes_all.to(self.device),
             image_index,
-            self.spec,
+            self.settings.pose,
             [item.scale for item in items],
         )
         image_index = image_index.to(self.device)
@@ -61,10 +57,10 @@ class PoseHandler(VisionHandler):
         return PoseInputs(crops, crop_boxes, boxes_all, counts, flip)
 
     def forward(self, inputs: PoseInputs) -> Tensor:
-        return pose_heatmaps(self.model, inputs.crops, inputs.flip, self.spec)
+        return pose_heatmaps(self.model, inputs.crops, inputs.flip, self.settings.pose)
 
     def answer(self, items: list[Item], inputs: PoseInputs, heatmaps: Tensor) -> list[Answer]:
-        keypoints = pose_keypoints(heatmaps, inputs.crop_boxes, self.spec).cpu()
+        keypoints = pose_keypoints(heatmaps, inputs.crop_boxes, self.settings.pose).cpu()
         per_item = zip(items, inputs.boxes.split(inputs.counts), keypoints.split(inputs.counts))
         return [
             people_answer(

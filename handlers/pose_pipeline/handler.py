@@ -48,8 +48,6 @@ class PosePipelineHandler(VisionHandler):
 
     def initialize(self, context):
         super().initialize(context)
-        self.detector_spec = self.settings.detector
-        self.pose_spec = self.settings.pose
         self.pose_model = self.load_part("pose")
 
     def validate(self, item: Item) -> None:
@@ -58,8 +56,8 @@ class PosePipelineHandler(VisionHandler):
 
     def coarsest_scale(self, item: Item) -> float:
         if item.options["boxes"] is not None:
-            return pose_decode_scale(item, self.pose_spec)
-        return self.detector_spec.coarsest_scale(item)  # crops are cut from the detector's pixels
+            return pose_decode_scale(item, self.settings.pose)
+        return self.settings.detector.coarsest_scale(item)  # crops are cut from the detector's pixels
 
     def prepare(self, items: list[Item]) -> PipelineInputs:
         return [item.image for item in items], [item.options for item in items], [item.scale for item in items]
@@ -69,7 +67,7 @@ class PosePipelineHandler(VisionHandler):
         searched = [n for n, item_options in enumerate(options) if item_options["boxes"] is None]
         detections = dict(zip(searched, detect(self.model, [images[n] for n in searched]) if searched else []))
         found = [
-            detected_people(detections[n], self.detector_spec, item_options, scale)
+            detected_people(detections[n], self.settings.detector, item_options, scale)
             if n in detections
             else given_people(item_options["boxes"])
             for n, (item_options, scale) in enumerate(zip(options, scales))
@@ -80,13 +78,13 @@ class PosePipelineHandler(VisionHandler):
             torch.arange(len(found), device=self.device), torch.tensor(counts, device=self.device)
         )
         with CLOCK.stage("preprocess"):  # between the two models: charged as what it is
-            crops, crop_boxes = pose_crops(images, boxes, image_index, self.pose_spec, scales)
+            crops, crop_boxes = pose_crops(images, boxes, image_index, self.settings.pose, scales)
             flip = torch.tensor([item_options["flip_test"] for item_options in options], device=self.device)[
                 image_index
             ]
-        heatmaps = pose_heatmaps(self.pose_model, crops, flip, self.pose_spec)
+        heatmaps = pose_heatmaps(self.pose_model, crops, flip, self.settings.pose)
         with CLOCK.stage("postprocess"):
-            keypoints = pose_keypoints(heatmaps, crop_boxes, self.pose_spec).cpu()
+            keypoints = pose_keypoints(heatmaps, crop_boxes, self.settings.pose).cpu()
         for people, joints in zip(found, keypoints.split(counts)):
             people.keypoints = joints
         return found

@@ -4,12 +4,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from handlers.core.schema import ConfigSchema
 from handlers.pose_pipeline.schema import PipelineConfig
 
 
 @dataclass(frozen=True)
-class TrackerConfig:
-    """Score bands, match thresholds and track lifetimes of ``track``."""
+class TrackerConfig(ConfigSchema):
+    """Score bands, match thresholds and track lifetimes of ``track``.
+
+    Its section holds only the settings that differ from these defaults, and reading it refuses an unknown one.
+    """
 
     high_score: float = 0.5  # people at least this sure are matched first and may start tracks
     low_score: float = 0.1  # people under this are ignored
@@ -27,26 +31,17 @@ class TrackerConfig:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "TrackerConfig":
+        """Read the ``tracker`` section (``TypeError`` naming a setting it does not know)."""
         return cls(**config)
 
 
 @dataclass(frozen=True)
-class TrackingSpec:
+class TrackingSpec(ConfigSchema):
     """How long a worker keeps an idle sequence's state, how many sequences at most, and how it tracks."""
 
     ttl_s: float = 60
     max_sequences: int = 256
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
-
-    def to_config(self) -> dict[str, Any]:
-        """The ``tracking`` section."""
-        return {"ttl_s": self.ttl_s, "max_sequences": self.max_sequences, "tracker": self.tracker.to_config()}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "TrackingSpec":
-        return cls(
-            float(config["ttl_s"]), int(config["max_sequences"]), TrackerConfig.from_config(config.get("tracker", {}))
-        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,14 +51,7 @@ class PoseTrackerConfig(PipelineConfig):
     tracking: TrackingSpec
 
     def to_config(self) -> dict[str, Any]:
-        return {**super().to_config(), "tracking": self.tracking.to_config()}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "PoseTrackerConfig":
-        pipeline = PipelineConfig.from_config(config)
-        return cls(
-            detector=pipeline.detector,
-            pose=pipeline.pose,
-            limits=pipeline.limits,
-            tracking=TrackingSpec.from_config(config["tracking"]),
-        )
+        """The pipeline's config, then the ``tracking`` section."""
+        config = super().to_config()
+        config["tracking"] = config.pop("tracking")  # after the pipeline's limits, where the archives have it
+        return config

@@ -29,20 +29,16 @@ class PersonSegmenterHandler(VisionHandler):
     options = SEGMENTER_OPTIONS
     schema = SegmentationConfig
 
-    def initialize(self, context):
-        super().initialize(context)
-        self.spec = self.settings.segmenter
-
     def validate(self, item: Item) -> None:
         background_image = check_segmenter_options(item.options, self.limits)
         if background_image is not None:
             item.options["background"] = background_image  # decoded once, before the model runs
 
     def coarsest_scale(self, item: Item) -> float:
-        return self.spec.coarsest_scale(item.size, item.options)
+        return self.settings.segmenter.coarsest_scale(item.size, item.options)
 
     def prepare(self, items: list[Item]) -> SegmenterInputs:
-        return model_inputs([item.image for item in items], [item.size for item in items], self.spec)
+        return model_inputs([item.image for item in items], [item.size for item in items], self.settings.segmenter)
 
     def forward(self, groups: SegmenterInputs) -> list[Tensor]:
         return person_log_odds(self.model, groups, sum(len(members) for members, _ in groups))

@@ -4,11 +4,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.core.schema import HandlerConfig
+from handlers.core.schema import ConfigSchema, HandlerConfig, config_key, top_level
 
 
 @dataclass(frozen=True)
-class SegmenterSpec:
+class SegmenterSpec(ConfigSchema):
     """How the model sees a photo (archive config): resized to ``short_side``, the long side at most ``long_side``, no
     side under ``min_side``.
 
@@ -16,19 +16,9 @@ class SegmenterSpec:
     gigantic model input; the model normalises the pixels itself.
     """
 
-    short_side: int
-    long_side: int
-    min_side: int
-
-    def to_config(self) -> dict[str, Any]:
-        """The ``input`` section."""
-        return {"input": {"short_side": self.short_side, "long_side": self.long_side, "min_side": self.min_side}}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "SegmenterSpec":
-        """Read the ``input`` section written by the export recipe."""
-        sides = config["input"]
-        return cls(int(sides["short_side"]), int(sides["long_side"]), int(sides["min_side"]))
+    short_side: int = config_key("input.short_side")
+    long_side: int = config_key("input.long_side")
+    min_side: int = config_key("input.min_side")
 
     def model_scale(self, height: int, width: int) -> float:
         """Model pixels per photo pixel: the short side to ``short_side`` unless the long side would pass
@@ -49,11 +39,4 @@ class SegmenterSpec:
 class SegmentationConfig(HandlerConfig):
     """The segmenter's ``input`` section at the top level, and the image limits."""
 
-    segmenter: SegmenterSpec
-
-    def to_config(self) -> dict[str, Any]:
-        return {**self.segmenter.to_config(), "limits": self.limits.to_config()}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "SegmentationConfig":
-        return cls(segmenter=SegmenterSpec.from_config(config), limits=cls.limits_of(config))
+    segmenter: SegmenterSpec = top_level()

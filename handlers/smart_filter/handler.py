@@ -44,26 +44,24 @@ class SmartFilterHandler(VisionHandler):
 
     def initialize(self, context):
         super().initialize(context)
-        self.segmenter = self.settings.segmenter
-        self.cascade = self.settings.faces
         self.networks = {part: self.load_part(part) for part in ("pnet", "rnet", "onet", "expression")}
 
     def prepare(self, items: list[Item]) -> FilterInputs:
         images = [item.image for item in items]
         queries = [FaceQuery(i.options["min_face_size"] / i.scale, i.options["score_threshold"], None) for i in items]
-        return model_inputs(images, [item.size for item in items], self.segmenter), images, queries
+        return model_inputs(images, [item.size for item in items], self.settings.segmenter), images, queries
 
     def forward(self, inputs: FilterInputs) -> tuple[list[Tensor], list[Faces]]:
         groups, images, queries = inputs
         return person_log_odds(self.model, groups, len(images)), detect_faces(
-            self.networks, images, queries, self.cascade
+            self.networks, images, queries, self.settings.faces
         )
 
     def answer(self, items: list[Item], inputs: Any, outputs: tuple[list[Tensor], list[Faces]]) -> list[Answer]:
         answers = []
         for item, odds, faces in zip(items, *outputs):
             options = item.options
-            records = face_records(faces, item.scale, self.cascade.expressions, options["smile_threshold"])
+            records = face_records(faces, item.scale, self.settings.faces.expressions, options["smile_threshold"])
             chosen = decision(records, options)
             if options["format"] == "json":
                 height, width = item.size

@@ -1,4 +1,9 @@
-"""The COCO person keypoint layout: names, mirror pairs and skeleton (0-based joint indices)."""
+"""The COCO person keypoint layout: names, mirror pairs and skeleton (0-based joint indices).
+
+Server and client both need it, and neither can import the other: archives carry handlers/ without the client, and
+the client installs without handlers/. So this one file serves both: humanserve_client/coco.py is a link to it
+(the archiver and pip copy what a link points at), and it imports nothing, to run on either side.
+"""
 
 COCO_KEYPOINTS = (
     "nose",
