@@ -159,8 +159,7 @@ def main() -> None:
         overrides = {**loopback_overrides(store), "disable_token_authorization": "true"}
         server = TorchServe(run_dir, [MODEL], store, overrides=overrides)
         with server.running(timeout=300):
-            ports = server.properties
-            target = f"127.0.0.1:{ports['grpc_inference_port']}"
+            target = server.grpc_target
             rest, remote = RestClient(server.inference_url), GrpcClient(target)
             print(
                 f"Machine: {describe_machine(torch.device('cpu'))}; serving {MODEL} with pose_tracker's settings "
