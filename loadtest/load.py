@@ -3,7 +3,7 @@
 ``clients`` threads each take turns back to back: a turn sends one request (REST over a keep-alive ``http.client``
 connection, or gRPC through ``humanserve_client.GrpcClient``) or one whole sequence of frames, and records each answer:
 when it ended, how long it took, its status, what was wrong with it (None when right), the batch it was served in and
-the label of the clients that sent it (a model and protocol in the soak). Windows of the run are read while it goes
+the label of the clients that sent it (the model, in the soak). Windows of the run are read while it goes
 on (``ClosedLoop.window``), so a caller can sample the server's CPU and memory around exactly the answers it counts.
 
 Threads, chosen by measurement (docs/benchmarks.md, "The load generator", ``make bench-generator``): asyncio costs
