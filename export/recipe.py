@@ -58,21 +58,28 @@ class PartRecipe:
     adapt_state_dict: StateDictAdapter | None = None
     finish: Callable[[nn.Module], nn.Module] | None = None  # after the weights, before compiling
     pt2: Pt2Shapes | None = None  # None: torch.export cannot take it (TorchScript)
+    # A part whose file is its own architecture (TFLite): the model and its provenance record for the export's
+    # (checkpoint, weights); ``build`` then gives a random stand-in with the same inputs and outputs.
+    read_model: Callable[[Path | None, str | None], tuple[nn.Module, dict[str, Any]]] | None = None
 
     def make(self, checkpoint: Path | None = None, weights: str | None = None) -> Part:
         """Build the architecture, apply the chosen weights and return the part to archive."""
         with torch.random.fork_rng():
             torch.manual_seed(0)  # random weights are the same on every export: compiled packages are cached by content
-            module = self.build()
-        record = choose_weights(
-            module,
-            checkpoint,
-            weights,
-            self.default_checkpoint,
-            self.default_weights,
-            self.adapt_state_dict,
-            self.default_wheel,
-        )
+            if self.read_model is not None:
+                module, record = self.read_model(checkpoint, weights)
+            else:
+                module = self.build()
+        if self.read_model is None:
+            record = choose_weights(
+                module,
+                checkpoint,
+                weights,
+                self.default_checkpoint,
+                self.default_weights,
+                self.adapt_state_dict,
+                self.default_wheel,
+            )
         if self.finish is not None:
             module = self.finish(module)
         return Part(self.name, module, self.example_inputs, record, self.torchscript, self.check_batch, self.pt2)

@@ -12,6 +12,7 @@ from . import (
     generators,
     keypoint_rcnn,
     pose,
+    pose_blazepose,
     pose_pipeline,
     pose_tracker,
     segmentation,
@@ -25,6 +26,7 @@ FAMILIES: dict[str, ModuleType] = {
     module.__name__.rpartition(".")[2]: module
     for module in (
         pose,
+        pose_blazepose,
         detection,
         keypoint_rcnn,
         pose_pipeline,

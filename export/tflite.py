@@ -137,6 +137,18 @@ def read_graph(model: bytes) -> Graph:
     return _fold_constants(Graph(tuple(tensors), tuple(operators), inputs, outputs))
 
 
+def logits_graph(graph: Graph) -> Graph:
+    """The graph with each output that a final LOGISTIC computes replaced by that LOGISTIC's input: log-odds, which
+    a threshold compares as well as probabilities and which resize without saturating."""
+    producers = {operator.outputs[0]: operator for operator in graph.operators}
+    final = {index: producers[index] for index in graph.outputs if producers[index].kind == "LOGISTIC"}
+    if not final:
+        raise ValueError("no output of the graph is computed by a LOGISTIC operator")
+    outputs = tuple(final[index].inputs[0] if index in final else index for index in graph.outputs)
+    operators = tuple(operator for operator in graph.operators if operator not in final.values())
+    return Graph(graph.tensors, operators, graph.inputs, outputs)
+
+
 def densify(
     values: np.ndarray,
     shape: Sequence[int],

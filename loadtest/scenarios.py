@@ -77,6 +77,14 @@ def person_boxes(photo: Photo, rng: random.Random) -> Options:
     return options
 
 
+def blazepose_options(photo: Photo, rng: random.Random) -> Options:
+    """Mostly the detector's people; one in four given boxes (no detector), one in four all 33 landmarks."""
+    options = {"boxes": person_boxes(photo, rng)["boxes"]} if rng.random() < 0.25 else {}
+    if rng.random() < 0.25:
+        options["landmarks"] = "true"
+    return options
+
+
 def check_pose(photo: Photo, options: Options, answer: Answer) -> str | None:
     problem, people = _people_answer(photo, answer, keypoints=True)
     expected = len(json.loads(options["boxes"])) if "boxes" in options else 1  # no boxes: the whole photo
@@ -203,6 +211,8 @@ def scenario_for(model: str) -> Scenario:
         return Scenario(lambda photo, rng: {}, check_detection(keypoints=True), sequence_length=30)
     if model.startswith(("pose_pipeline", "pipeline_")):
         return Scenario(lambda photo, rng: {}, check_detection(keypoints=True))
+    if model.startswith("pose_blazepose"):
+        return Scenario(blazepose_options, check_detection(keypoints=True))
     if model.startswith("pose_"):
         return Scenario(person_boxes, check_pose)
     if model.startswith("person_detector") or model.startswith("detector_"):

@@ -488,6 +488,7 @@ def show_first_request(server: TorchServe) -> None:
             if "people" in answer:
                 summary["people"] = len(answer["people"])
                 summary["keypoints_per_person"] = [len(p.get("keypoints", [])) for p in answer["people"]]
+                summary["scores"] = [p["score"] for p in answer["people"]]
             print(f"  curl -s {url}{auth}{shown_options} -T {shown_image}")
             print(f"  -> {json.dumps(summary)}")
         # From the archive, not the describe API: TorchServe 0.12 never answers a sequence model's customized describe.

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from handlers.core.schema import ConfigSchema
+from handlers.pose_blazepose.schema import BlazePoseConfig
 from handlers.pose_pipeline.schema import PipelineConfig
 
 
@@ -44,6 +45,11 @@ class TrackingSpec(ConfigSchema):
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
 
+def _tracking_last(config: dict[str, Any]) -> dict[str, Any]:
+    config["tracking"] = config.pop("tracking")  # after the people model's limits, where the archives have it
+    return config
+
+
 @dataclass(frozen=True, kw_only=True)
 class PoseTrackerConfig(PipelineConfig):
     """The pipeline's config and the ``tracking`` section."""
@@ -52,6 +58,15 @@ class PoseTrackerConfig(PipelineConfig):
 
     def to_config(self) -> dict[str, Any]:
         """The pipeline's config, then the ``tracking`` section."""
-        config = super().to_config()
-        config["tracking"] = config.pop("tracking")  # after the pipeline's limits, where the archives have it
-        return config
+        return _tracking_last(super().to_config())
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlazePoseTrackerConfig(BlazePoseConfig):
+    """BlazePose's config and the ``tracking`` section."""
+
+    tracking: TrackingSpec
+
+    def to_config(self) -> dict[str, Any]:
+        """BlazePose's config, then the ``tracking`` section."""
+        return _tracking_last(super().to_config())

@@ -1,9 +1,10 @@
-"""Boxes and axis-aligned crops, batched over every person of a batch.
+"""Boxes and crops, axis-aligned or rotated, batched over every person of a batch.
 
 A crop of size (h, w) cut from box (x1, y1, x2, y2) is the affine map
 ``x = x1 + u * (x2 - x1) / w``, ``y = y1 + v * (y2 - y1) / h`` from crop coordinates
 (u, v) to image coordinates, both continuous (see the package docstring), so the
-box alone describes the forward and the inverse map.
+box alone describes the forward and the inverse map. A rotated crop is any such map,
+``[x, y] = A [u, v] + t``, held as a ``[2, 3]`` matrix ``[A | t]``.
 """
 
 from collections.abc import Sequence
@@ -105,3 +106,96 @@ def warp_crops(images: Sequence[Tensor], boxes: Tensor, image_index: Tensor, cro
         if rgbx:
             cv2.cvtColor(padded, cv2.COLOR_RGBA2RGB, dst=crops[n])
     return torch.from_numpy(crops).permute(0, 3, 1, 2)
+
+
+def square_crop_affines(centres: Tensor, sides: Tensor, angles: Tensor, crop_size: tuple[int, int]) -> Tensor:
+    """``[N, 2, 3]`` maps from crop to image coordinates of squares with ``centres[N, 2]``, ``sides[N]`` (image
+    pixels) and ``angles[N]`` (radians; positive turns the crop's axes clockwise on the image, y pointing down).
+
+    The crop's centre lands on the square's centre and its axes on the square's rotated sides.
+    """
+    height, width = crop_size
+    cos, sin = angles.cos(), angles.sin()
+    linear = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], dim=-2)
+    linear = linear * (sides[:, None, None] / sides.new_tensor([width, height]))
+    translation = centres - (linear @ sides.new_tensor([width / 2, height / 2]))
+    return torch.cat([linear, translation[:, :, None]], dim=2)
+
+
+def apply_affines(points: Tensor, affines: Tensor) -> Tensor:
+    """``points[N, K, 2]`` through each of ``affines[N, 2, 3]``."""
+    return points @ affines[:, :, :2].transpose(1, 2) + affines[:, None, :, 2]
+
+
+def invert_affines(affines: Tensor) -> Tensor:
+    """The inverse maps of ``affines[N, 2, 3]``."""
+    inverse = torch.linalg.inv(affines[:, :, :2])
+    return torch.cat([inverse, -(inverse @ affines[:, :, 2:])], dim=2)
+
+
+def pixel_index_maps(affines: Tensor) -> np.ndarray:
+    """``affines[N, 2, 3]`` between continuous coordinates as the same maps between pixel indices (OpenCV's): index
+    j has its centre at j + 0.5 on both sides, so ``[A | t]`` becomes ``[A | A (0.5, 0.5) + t - 0.5]``."""
+    maps = affines.double().cpu().numpy().copy()
+    maps[:, :, 2] += maps[:, :, :2].sum(axis=2) * 0.5 - 0.5
+    return maps
+
+
+def affine_crops(
+    images: Sequence[Tensor], affines: Tensor, image_index: Tensor, crop_size: tuple[int, int], scales: Sequence[int]
+) -> Tensor:
+    """Crops ``[N, C, h, w]`` (values 0..255) sampled from ``images[image_index[n]]`` through ``affines[n]`` (crop to
+    image pixels); ``scales[i]`` image pixels per pixel of ``images[i]``.
+
+    One bilinear sample per crop pixel at its centre; outside the image reads as 0. On the
+    CPU one OpenCV warp per crop on the uint8 pixels, elsewhere one ``grid_sample`` per image.
+    """
+    decoded = affines / affines.new_tensor([float(s) for s in scales])[image_index][:, None, None]
+    if images[0].device.type == "cpu":
+        return warp_affine_crops(images, decoded, image_index, crop_size)
+    return grid_sample_crops(images, decoded, image_index, crop_size)
+
+
+def warp_affine_crops(
+    images: Sequence[Tensor], affines: Tensor, image_index: Tensor, crop_size: tuple[int, int]
+) -> Tensor:
+    """``affine_crops`` on the CPU, maps to pixels of ``images``: ``uint8`` crops, one OpenCV warp each."""
+    height, width = crop_size
+    pixels = [channels_last(image) for image in images]  # RGBX buffers warp faster: the crop drops the X
+    channels = images[0].shape[0]
+    crops = np.empty((len(affines), height, width, channels), dtype=np.uint8)
+    for n, (source, i) in enumerate(zip(pixel_index_maps(affines), image_index.tolist())):
+        warped = cv2.warpAffine(
+            pixels[i],
+            source,
+            (width, height),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+        crops[n] = warped[..., :channels]
+    return torch.from_numpy(crops).permute(0, 3, 1, 2)
+
+
+def grid_sample_crops(
+    images: Sequence[Tensor], affines: Tensor, image_index: Tensor, crop_size: tuple[int, int]
+) -> Tensor:
+    """``affine_crops`` on any device, maps to pixels of ``images``: float crops, one ``grid_sample`` per image."""
+    height, width = crop_size
+    v, u = torch.meshgrid(
+        torch.arange(height, device=affines.device) + 0.5,
+        torch.arange(width, device=affines.device) + 0.5,
+        indexing="ij",
+    )
+    centres = torch.stack([u, v], dim=-1).reshape(1, -1, 2).expand(len(affines), -1, -1)
+    points = apply_affines(centres, affines.float())
+    crops = torch.zeros((len(affines), images[0].shape[0], height, width), device=affines.device)
+    for i in image_index.unique().tolist():
+        chosen = (image_index == i).nonzero().squeeze(1)
+        image_height, image_width = images[i].shape[-2:]
+        grid = points[chosen] / points.new_tensor([image_width, image_height]) * 2 - 1
+        source = images[i].float()[None].expand(len(chosen), -1, -1, -1)
+        crops[chosen] = torch.nn.functional.grid_sample(
+            source, grid.view(len(chosen), height, width, 2), align_corners=False
+        )
+    return crops
