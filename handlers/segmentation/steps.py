@@ -22,6 +22,8 @@ from handlers.core.answers import Answer, image_answer, json_answer
 from handlers.core.errors import RequestError
 from handlers.core.images import ImageLimits, decode_image, group_by_size, resize_pixels
 from handlers.core.options import PNG_COMPRESSION_HELP, Option, choice, integer, number
+from handlers.pose_blazepose.schema import BlazePoseDetectorSpec
+from handlers.pose_blazepose.steps import NOBODY_LOG_ODDS, detect_bodies
 from handlers.segmentation.schema import SegmenterSpec
 
 BACKGROUND_WORDS = ("transparent", "blur")
@@ -110,6 +112,22 @@ def person_log_odds(model: torch.nn.Module, groups: list[tuple[list[int], Tensor
         for i, odds in zip(members, model(batch)):
             maps[i] = odds[0]
     return maps
+
+
+def gate_people(
+    log_odds: list[Tensor],
+    detector: torch.nn.Module,
+    images: list[Tensor],
+    sizes: list[tuple[int, int]],
+    scales: list[int],
+    spec: BlazePoseDetectorSpec,
+) -> list[Tensor]:
+    """Each photo's person log-odds where the person detector (BlazePose's, one call for the batch) finds someone in
+    it, else nobody's: for segmenters that mark a photo's main subject, whatever it is."""
+    found = detect_bodies(detector, images, sizes, scales, spec)
+    return [
+        odds if len(scores) else torch.full_like(odds, NOBODY_LOG_ODDS) for odds, (_, scores) in zip(log_odds, found)
+    ]
 
 
 def logit(probability: float) -> float:

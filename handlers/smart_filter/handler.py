@@ -13,6 +13,7 @@ from handlers.segmentation.steps import (
     SEGMENTER_OPTIONS,
     alpha_matte,
     composite,
+    gate_people,
     mask_coverage,
     mask_rle,
     model_inputs,
@@ -22,9 +23,9 @@ from handlers.segmentation.steps import (
 from handlers.smart_filter.schema import SmartFilterConfig
 from handlers.smart_filter.steps import FILTER_OPTIONS, PALETTE, decision
 
-# (segmenter inputs grouped by size, the photos, the face queries) and (log-odds, faces) per item:
-# tuples, not classes, as TorchServe wants exactly one class in a handler module.
-FilterInputs = tuple[list[tuple[list[int], Tensor]], list[Tensor], list[FaceQuery]]
+# (segmenter inputs grouped by size, the photos, the face queries, the photos' sizes and decode scales) and
+# (log-odds, faces) per item: tuples, not classes, as TorchServe wants exactly one class in a handler module.
+FilterInputs = tuple[list[tuple[list[int], Tensor]], list[Tensor], list[FaceQuery], list[tuple[int, int]], list[int]]
 
 
 class SmartFilterHandler(VisionHandler):
@@ -45,17 +46,21 @@ class SmartFilterHandler(VisionHandler):
     def initialize(self, context):
         super().initialize(context)
         self.networks = {part: self.load_part(part) for part in ("pnet", "rnet", "onet", "expression")}
+        self.person_detector = self.load_part("detector") if self.settings.person_gate is not None else None
 
     def prepare(self, items: list[Item]) -> FilterInputs:
         images = [item.image for item in items]
         queries = [FaceQuery(i.options["min_face_size"] / i.scale, i.options["score_threshold"], None) for i in items]
-        return model_inputs(images, [item.size for item in items], self.settings.segmenter), images, queries
+        sizes = [item.size for item in items]
+        groups = model_inputs(images, sizes, self.settings.segmenter)
+        return groups, images, queries, sizes, [item.scale for item in items]
 
     def forward(self, inputs: FilterInputs) -> tuple[list[Tensor], list[Faces]]:
-        groups, images, queries = inputs
-        return person_log_odds(self.model, groups, len(images)), detect_faces(
-            self.networks, images, queries, self.settings.faces
-        )
+        groups, images, queries, sizes, scales = inputs
+        log_odds = person_log_odds(self.model, groups, len(images))
+        if self.person_detector is not None:
+            log_odds = gate_people(log_odds, self.person_detector, images, sizes, scales, self.settings.person_gate)
+        return log_odds, detect_faces(self.networks, images, queries, self.settings.faces)
 
     def answer(self, items: list[Item], inputs: Any, outputs: tuple[list[Tensor], list[Faces]]) -> list[Answer]:
         answers = []
