@@ -68,6 +68,7 @@ ROWS = {
     "alone": Row("TorchServe alone", ALONE),
     "pose": Row("pose (whole image)", "pose_standin", targets=POSE_TARGETS),
     "pose_pipeline": Row("pose_pipeline (3 people)", "pose_pipeline_standin", targets=JSON_TARGETS),
+    "blazepose": Row("pose_blazepose (3 people)", "blazepose_standin", targets=JSON_TARGETS),
     "detector": Row("person detector", "detector_standin", targets=JSON_TARGETS),
     "keypoint_rcnn": Row("keypoint_rcnn", "keypoint_rcnn_standin", targets=JSON_TARGETS),
     "segmenter": Row("segmenter mask (JSON)", "segmenter_standin", targets=JSON_TARGETS),
@@ -78,6 +79,7 @@ ROWS = {
         {"background": "transparent", "png_compression": "0"},
         PICTURE_TARGETS,
     ),
+    "selfie": Row("selfie mask (JSON, person gate)", "selfie_standin", targets=JSON_TARGETS),
     "style": Row("style (JPEG)", "style_standin", targets=PICTURE_TARGETS),
     "pix2pix": Row("pix2pix (JPEG; 256x256 model, answer resized back)", "pix2pix_standin", targets=PICTURE_TARGETS),
 }
