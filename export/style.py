@@ -12,6 +12,7 @@ from handlers.style.schema import StyleConfig
 
 from .archive import Pt2Shapes
 from .recipe import CHECKPOINTS, IMAGE_LIMITS, IMAGE_SERVING, PartRecipe, Recipe, example_photos
+from .weights import PublishedWeights
 
 STYLES_FILE = Path(__file__).with_name("styles.yaml")
 
@@ -109,6 +110,23 @@ def drop_instance_norm_statistics(state: dict[str, Tensor]) -> dict[str, Tensor]
 STYLE_PT2 = Pt2Shapes(sides=(8, 4096), multiple=4)
 
 
+def published_style(settings: dict) -> tuple[PublishedWeights, ...]:
+    """A style's published checkpoint, when styles.yaml names one (no digest is published for them)."""
+    if "url" not in settings:
+        return ()
+    return (
+        PublishedWeights(
+            url=settings["url"],
+            sha256=None,
+            license="BSD-3-Clause",
+            cited="pytorch/examples fast_neural_style/download_saved_models.py",
+            layout="pytorch/examples TransformerNet state dict, stale InstanceNorm running statistics",
+            member=settings.get("member"),
+            adapt=drop_instance_norm_statistics,
+        ),
+    )
+
+
 def _style_recipes() -> tuple[Recipe, ...]:
     styles = yaml.safe_load(STYLES_FILE.read_text())["styles"]
     return tuple(
@@ -122,6 +140,7 @@ def _style_recipes() -> tuple[Recipe, ...]:
                     torchscript="script",
                     default_checkpoint=CHECKPOINTS / "style" / f"{style}.pth",
                     adapt_state_dict=drop_instance_norm_statistics,
+                    published=published_style(settings),
                     finish=pixel_style,
                     pt2=STYLE_PT2,
                 ),

