@@ -81,7 +81,10 @@ def download(url: str, sha256: str | None) -> tuple[Path, str]:
     if is_offline():
         raise DownloadError(f"offline ({OFFLINE} is set): {target.name} is not in {target.parent}")
     source = mirrored(url)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a read-only cache (a pod's mounted weights)
+        raise DownloadError(f"{source} cannot be cached in {target.parent} ({error})") from error
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     try:
         digest = _fetch(source, partial, float(os.environ.get(TIMEOUT) or TIMEOUT_S))
