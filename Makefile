@@ -27,9 +27,10 @@ AGENT_JAR := build/humanserve-agent.jar
 
 setup: $(VENV)/.installed $(MESSAGE_MODULES) $(AGENT_JAR)
 
-$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml | check-java
+$(VENV)/.installed: requirements.txt constraints.txt requirements-reference.txt pyproject.toml | check-java
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(VENV)/bin/pip install --disable-pip-version-check --no-deps -r requirements-reference.txt
 	$(VENV)/bin/pip install --disable-pip-version-check --no-deps -e .
 	touch $@
 

@@ -24,6 +24,7 @@ from handlers.faces.steps import (
     detect_faces,
     in_chunks,
     nms_per_image,
+    p_net_cells,
     pyramid_scales,
     regress,
     squared,
@@ -32,6 +33,8 @@ from handlers.faces.steps import (
 )
 from tests.fixtures.oracles import (
     FACE_LANDMARK_FRACTIONS,
+    FACE_ORACLE_GREYS,
+    FACE_ORACLE_PIXELS,
     FACE_STAGE_MARGIN,
     CropOracle,
     ExpressionOracle,
@@ -57,31 +60,39 @@ def test_pyramid_keeps_levels_within_the_compiled_side():
     assert pyramid_scales(11, 500, 20, 0.709, 4096) == []  # not one window fits
 
 
-def test_window_boxes_map_p_net_cells_to_image_pixels():
+def test_window_boxes_map_p_net_cells_to_image_pixels_as_facenet_pytorch_places_them():
     cells = torch.tensor([[0, 0], [3, 5]])  # (row, column)
-    level_scale = torch.tensor([[0.5, 0.5], [0.25, 0.5]])  # (x, y) level pixels per image pixel
-    expected = torch.tensor([[0, 0, 24, 24], [40, 12, 88, 36]], dtype=torch.float32)
-    assert torch.equal(window_boxes(cells, level_scale), expected)
+    scales = torch.tensor([0.5, 0.25])  # level pixels per image pixel
+    # floor((2 * cell + 1) / scale), floor((2 * cell + 12) / scale)
+    expected = torch.tensor([[2, 2, 24, 24], [44, 28, 88, 72]], dtype=torch.float32)
+    assert torch.equal(window_boxes(cells, scales), expected)
+
+
+def test_p_net_cells_count_its_valid_outputs_of_a_level():
+    # 3x3 conv, 2x2 ceil-mode pool, two 3x3 convs: 12 px -> 1 output, 13 -> 2 (the pool's partial window), 14 -> 2.
+    assert p_net_cells(torch.tensor([12, 13, 14, 15, 16])).tolist() == [1, 2, 2, 3, 3]
 
 
 def test_regress_moves_each_side_by_a_fraction_of_the_box_and_squared_keeps_the_centre():
     boxes = torch.tensor([[10.0, 20.0, 50.0, 100.0]])
-    assert torch.allclose(
-        regress(boxes, torch.tensor([[0.1, -0.1, 0.0, 0.5]])), torch.tensor([[14.0, 12.0, 50.0, 140.0]])
-    )
+    offsets = torch.tensor([[0.1, -0.1, 0.0, 0.5]])
+    assert torch.allclose(regress(boxes, offsets, inclusive=False), torch.tensor([[14.0, 12.0, 50.0, 140.0]]))
+    # R-Net's and O-Net's stages count both edge pixels: 41 wide, 81 high.
+    assert torch.allclose(regress(boxes, offsets), torch.tensor([[14.1, 11.9, 50.0, 140.5]]))
     assert torch.equal(squared(boxes), torch.tensor([[-10.0, 20.0, 70.0, 100.0]]))
 
 
-def test_crops_cut_each_box_from_its_own_image_with_zeros_beyond_the_edges():
+def test_crops_cut_whole_pixels_of_each_box_from_its_own_image_and_stretch_what_lies_inside():
     first = torch.arange(40 * 60, dtype=torch.float32).reshape(1, 40, 60)
-    second = torch.full((1, 30, 30), 7.0)
+    second = torch.arange(30 * 30, dtype=torch.float32).reshape(1, 30, 30)
     candidates = Candidates(
-        torch.tensor([[10.0, 5.0, 34.0, 29.0], [-15.0, 0.0, 15.0, 30.0]]), torch.ones(2), torch.tensor([0, 1])
+        torch.tensor([[10.7, 5.2, 33.9, 28.5], [-15.0, 0.0, 15.0, 30.0]]), torch.ones(2), torch.tensor([0, 1])
     )
     cut = crops([first, second], candidates, 24)
-    assert torch.allclose(cut[0, 0], first[0, 5:29, 10:34])  # one pixel per output pixel: the pixels themselves
-    assert torch.allclose(cut[1, 0, :, 14:], torch.full((24, 10), 7.0))  # the box's right half lies on the image
-    assert cut[1, 0, :, :10].abs().max() == 0  # its left half lies beyond the edge
+    # Truncated to (10, 5, 33, 28) and cut from one pixel before, as facenet-pytorch does: 24 x 24 pixels as they are.
+    assert torch.equal(cut[0, 0], first[0, 4:28, 9:33])
+    # Over the left edge: only the 15 columns inside, stretched to 24 (area resize), none of them zeros.
+    assert torch.allclose(cut[1], torch.nn.functional.interpolate(second[None, :, :, :15], (24, 24), mode="area")[0])
 
 
 def test_networks_see_few_batch_shapes_and_answer_each_input_once():
@@ -253,10 +264,10 @@ def test_oracle_faces_land_on_painted_faces_at_any_size_in_one_batch():
                 [b for b in painted if box_iou(box[None], torch.tensor([b], dtype=torch.float32)) > 0.5][0],
                 dtype=torch.float32,
             )
-            assert (box - truth).abs().max() <= 1.0, (box, truth)
+            assert (box - truth).abs().max() <= FACE_ORACLE_PIXELS, (box, truth)
             expected = truth[:2] + torch.tensor(FACE_LANDMARK_FRACTIONS) * (truth[2:] - truth[:2])
-            assert (points - expected).abs().max() <= 1.0
-            assert np.allclose(scores[:4].tolist(), face_quadrant_greys(), atol=0.01)
+            assert (points - expected).abs().max() <= FACE_ORACLE_PIXELS
+            assert np.allclose(scores[:4].tolist(), face_quadrant_greys(), atol=FACE_ORACLE_GREYS)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,14 @@ from skimage import data
 from handlers.segmentation.steps import gaussian_blur
 from handlers.smart_filter.steps import EXPRESSION_BACKGROUNDS, PALETTE
 from tests.conftest import served_with_published_weights
-from tests.fixtures.oracles import FACE_LANDMARK_FRACTIONS, FACE_QUADRANT_LEVELS, face_quadrant_greys, paint_faces
+from tests.fixtures.oracles import (
+    FACE_LANDMARK_FRACTIONS,
+    FACE_ORACLE_GREYS,
+    FACE_ORACLE_PIXELS,
+    FACE_QUADRANT_LEVELS,
+    face_quadrant_greys,
+    paint_faces,
+)
 from tests.fixtures.serving import (
     BAD_REQUESTS,
     check_bad_requests_beside_good_ones,
@@ -32,7 +39,9 @@ PAINTED = [  # (width, height, faces [x1, y1, x2, y2] with even sides, request f
 ]
 
 
-def check_faces(answer: dict, width: int, height: int, painted: list[list[int]], tolerance: float = 1.0) -> None:
+def check_faces(
+    answer: dict, width: int, height: int, painted: list[list[int]], tolerance: float = FACE_ORACLE_PIXELS
+) -> None:
     """Each painted face found once: box and landmarks within ``tolerance`` pixels, the classifier's crop on the
     face."""
     assert answer["image"] == {"width": width, "height": height}
@@ -47,7 +56,7 @@ def check_faces(answer: dict, width: int, height: int, painted: list[list[int]],
         # The expression oracle reads each quadrant's grey: the crop was cut on the face.
         scores = face["expression"]["scores"]
         quadrants = [scores[name] for name in ("angry", "disgust", "fear", "happy")]
-        assert np.allclose(quadrants, face_quadrant_greys(), atol=0.02), quadrants
+        assert np.allclose(quadrants, face_quadrant_greys(), atol=FACE_ORACLE_GREYS), quadrants
         assert face["expression"]["label"] == "happy" and face["smiling"] is True and face["score"] == 0.99
 
 
@@ -68,8 +77,8 @@ def test_a_large_jpeg_is_decoded_small_for_large_faces_and_answered_in_its_own_p
     photo = encode(paint_faces(1600, 1200, faces, seed=5), "JPEG")
     response = post(server, http, ORACLE, photo, "json", {"min_face_size": 200}, image_format="JPEG")
     assert response.status_code == 200, response.text
-    # Decoded at a quarter (DCT scaling): a decoded pixel is 4 image pixels, plus JPEG's blur.
-    check_faces(response.json(), 1600, 1200, faces, tolerance=6.0)
+    # Decoded at a quarter (DCT scaling): a decoded pixel is 4 image pixels.
+    check_faces(response.json(), 1600, 1200, faces, tolerance=4 * FACE_ORACLE_PIXELS)
 
 
 def test_options_limit_the_faces_and_set_the_smile(server, http):

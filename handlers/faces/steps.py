@@ -3,23 +3,29 @@ images.
 
 Each network runs once per stage over the whole batch's candidates (P-Net once per pyramid
 level); candidates move between stages as tensors, filtered by masks and by torchvision's
-NMS within each image (one call for the batch), never one by one. An image's answer does
-not depend on its batch mates. Crops are cut with ``roi_align`` per image (images differ in
-size), which averages the pixels each output pixel covers, as MTCNN's area resize did.
+NMS within each image (one call for the batch). An image's answer does not depend on its
+batch mates.
 
-Conventions: images are RGB ``uint8[3, H, W]``; boxes ``[N, 4]`` are xyxy in continuous
-image pixels (pixel ``i`` covers ``[i, i + 1)``); landmarks ``[N, 5, 2]`` are (x, y) in the
-same frame, in the order left eye, right eye (as seen), nose, left and right mouth corner.
+The geometry is facenet-pytorch's (its ``detect_face``, which the published weights were run
+with), so that the served faces are the reference's: pyramid levels of ``int(side * scale +
+1)`` pixels, P-Net windows at ``floor((2 * cell + 1) / scale)``, R-Net and O-Net crops cut at
+whole pixels and area-resized, the inclusive ``+ 1`` widths of its box regression, landmarks
+and last suppression (tests/test_faces_parity.py holds it to the reference). Images are RGB
+``uint8[3, H, W]``; boxes ``[N, 4]`` are xyxy in image pixels as facenet-pytorch answers them;
+landmarks ``[N, 5, 2]`` are (x, y), in the order left eye, right eye (as seen), nose, left and
+right mouth corner.
 """
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
-from torchvision.ops import box_area, nms, roi_align
+from torchvision.ops import nms
 
 from handlers.core.answers import Answer, image_answer, json_answer
 from handlers.core.inputs import Item
@@ -31,7 +37,8 @@ from handlers.vision.render import draw_faces
 Network = Callable[[Tensor], Tensor]
 WINDOW, STRIDE = 12, 2  # P-Net looks at 12x12 windows every 2 pixels of a pyramid level
 REFINE_SIDE, OUTPUT_SIDE, EXPRESSION_SIDE = 24, 48, 48  # R-Net, O-Net and classifier inputs
-GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as OpenCV's RGB2GRAY
+# ITU-R BT.601 weights of R, G, B in OpenCV's 15-bit fixed point (its RGB2GRAY on 8-bit pixels, rounded).
+GREY_FIXED_POINT, GREY_SHIFT = (9798, 19235, 3735), 15
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # left and right as seen in the picture
 
 FACE_OPTIONS = {
@@ -82,34 +89,44 @@ class Candidates:
 
 def pyramid_scales(height: int, width: int, min_face_size: float, factor: float, max_side: int) -> list[float]:
     """The pyramid's scales: the first maps ``min_face_size`` onto P-Net's window, then ``factor`` smaller, while a
-    window fits.
+    window fits (the reference's loop, float for float).
 
     The first is lowered so that no level's long side exceeds ``max_side``.
     """
     scale = min(WINDOW / min_face_size, max_side / max(height, width))
+    shortest = min(height, width) * scale
     scales = []
-    while min(height, width) * scale >= WINDOW:
+    while shortest >= WINDOW:
         scales.append(scale)
         scale *= factor
+        shortest *= factor
     return scales
 
 
 def level_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """A pyramid level's size: the image's sides times ``scale``, rounded, at least one window."""
-    return max(WINDOW, round(height * scale)), max(WINDOW, round(width * scale))
+    """A pyramid level's size, as facenet-pytorch makes it: ``int(side * scale + 1)``."""
+    return int(height * scale + 1), int(width * scale + 1)
 
 
-def window_boxes(cells: Tensor, level_scale: Tensor) -> Tensor:
-    """P-Net's windows at ``cells[N, 2]`` (row, column of its output) as image boxes ``[N, 4]``; ``level_scale[N, 2]``
-    is (x, y) level px per image px."""
-    corner = cells.flip(1).to(level_scale.dtype) * STRIDE
-    return torch.cat([corner, corner + WINDOW], dim=1) / level_scale.repeat(1, 2)
+def p_net_cells(level_side: Tensor) -> Tensor:
+    """How many P-Net outputs a level of ``level_side`` pixels has along that side, unpadded: its 3x3 convolution, its
+    2x2 ceil-mode pooling and two more 3x3 convolutions."""
+    return (level_side - 2 + 1) // 2 - 4
 
 
-def regress(boxes: Tensor, offsets: Tensor) -> Tensor:
+def window_boxes(cells: Tensor, scales: Tensor) -> Tensor:
+    """P-Net's windows at ``cells[N, 2]`` (row, column of its output) as image boxes ``[N, 4]`` on the levels of
+    ``scales[N]``, as facenet-pytorch places them (12 px windows every 2 px, whole pixels)."""
+    corner = cells.flip(1).to(scales.dtype) * STRIDE
+    scale = scales[:, None]
+    return torch.cat([((corner + 1) / scale).floor(), ((corner + WINDOW) / scale).floor()], dim=1)
+
+
+def regress(boxes: Tensor, offsets: Tensor, inclusive: bool = True) -> Tensor:
     """``boxes[N, 4]`` moved by MTCNN's offsets ``[N, 4]`` (x1, y1, x2, y2), each a fraction of the box's width or
-    height."""
-    sides = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    height; ``inclusive``: the width counts both edge pixels (``x2 - x1 + 1``), as the reference's R-Net and O-Net
+    stages measure it (its P-Net stage does not)."""
+    sides = (boxes[:, 2:] - boxes[:, :2] + (1 if inclusive else 0)).repeat(1, 2)
     return boxes + offsets * sides
 
 
@@ -120,17 +137,52 @@ def squared(boxes: Tensor) -> Tensor:
     return torch.cat([centres - half, centres + half], dim=1)
 
 
+def area_bins(start: Tensor, length: Tensor, side: int) -> tuple[Tensor, Tensor]:
+    """Where each of ``side`` area-resize bins begins and ends (``[N, side]`` each) along spans ``[start, start +
+    length)``: ``floor(i * length / side)`` to ``ceil((i + 1) * length / side)``, as adaptive average pooling
+    bins them."""
+    i = torch.arange(side, device=start.device)
+    low = start[:, None] + (i[None, :] * length[:, None]).div(side, rounding_mode="floor")
+    high = start[:, None] - (-((i[None, :] + 1) * length[:, None])).div(side, rounding_mode="floor")
+    return low, high
+
+
 def crops(images: Sequence[Tensor], candidates: Candidates, side: int) -> Tensor:
-    """``float[N, C, side, side]`` crops of the candidates' boxes from their images (``float[C, H, W]``); zeros beyond
-    the edges."""
-    channels = images[0].shape[0]
-    out = candidates.boxes.new_zeros((len(candidates), channels, side, side))
-    for index, image in enumerate(images):
+    """``float[N, C, side, side]`` crops of the candidates' boxes from their images (``float[C, H, W]``, whole grey
+    levels), as facenet-pytorch cuts them: the box truncated to whole pixels and kept inside the image (so a box over
+    an edge is cut short and stretched), area-resized (``F.interpolate(mode="area")`` of the cut).
+
+    All of an image's candidates at once from its summed-area table (float64 sums of whole levels
+    are exact; the division is float32's, as the reference's): the same values as one resize per
+    candidate, which cost hundreds of small calls per photo.
+    """
+    out = candidates.boxes.new_zeros((len(candidates), images[0].shape[0], side, side))
+    corners = candidates.boxes.trunc().long()
+    for index in candidates.image.unique().tolist():
         mine = (candidates.image == index).nonzero().squeeze(1)
-        if len(mine):
-            out[mine] = roi_align(
-                image[None], [candidates.boxes[mine]], side, spatial_scale=1.0, sampling_ratio=-1, aligned=True
-            )
+        image = images[index]
+        height, width = image.shape[-2:]
+        x1, y1 = (corners[mine, :2].clamp(min=1) - 1).unbind(1)
+        x2, y2 = corners[mine, 2].clamp(max=width), corners[mine, 3].clamp(max=height)
+        cut = (x2 > x1) & (y2 > y1)
+        mine, x1, y1, x2, y2 = mine[cut], x1[cut], y1[cut], x2[cut], y2[cut]
+        table = F.pad(image.double().cumsum(1).cumsum(2), (1, 0, 1, 0))  # [C, H + 1, W + 1]
+        top, bottom = area_bins(y1, y2 - y1, side)
+        left, right = area_bins(x1, x2 - x1, side)
+        rows_low, rows_high, cols_low, cols_high = (
+            top[:, :, None],
+            bottom[:, :, None],
+            left[:, None, :],
+            right[:, None, :],
+        )
+        sums = (
+            table[:, rows_high, cols_high]
+            - table[:, rows_low, cols_high]
+            - table[:, rows_high, cols_low]
+            + table[:, rows_low, cols_low]
+        )  # [C, N, side, side]
+        counts = (rows_high - rows_low) * (cols_high - cols_low)
+        out[mine] = (sums / counts).float().transpose(0, 1)
     return out
 
 
@@ -179,22 +231,24 @@ def best_per_image(image: Tensor, scores: Tensor, most: int) -> Tensor:
 
 
 def suppress_by_smaller_overlap(candidates: Candidates, threshold: float) -> Tensor:
-    """Indices kept, best first: a box goes when a better box of its image covers more than ``threshold`` of the smaller
-    one.
-
-    One matrix step (as YOLACT's Fast NMS); unlike greedy NMS, a box already suppressed still
-    suppresses others, which among the few faces left after O-Net changes nothing in practice.
-    """
-    order = candidates.scores.argsort(descending=True, stable=True)
-    boxes, image = candidates.boxes[order], candidates.image[order]
-    corner_low = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    corner_high = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    overlap = (corner_high - corner_low).clamp(min=0).prod(dim=2)
-    area = box_area(boxes)
-    smaller = torch.minimum(area[:, None], area[None, :]).clamp(min=1e-9)
-    covers = (overlap / smaller > threshold) & (image[:, None] == image[None, :])
-    better = torch.ones_like(covers).triu(diagonal=1)  # row i is better than column j when i < j
-    return order[~(covers & better).any(dim=0)]
+    """Indices kept, best first: greedily, a box goes when a better kept box of its image covers more than
+    ``threshold`` of the smaller one (areas in whole pixels, ``x2 - x1 + 1`` wide, as the reference measures them).
+    The few faces O-Net leaves make a loop cheap."""
+    order = candidates.scores.argsort(descending=True, stable=True).tolist()
+    boxes, image = candidates.boxes, candidates.image
+    kept: list[int] = []
+    for n in order:
+        mine = [k for k in kept if image[k] == image[n]]
+        if mine:
+            others = boxes[mine]
+            sides = torch.minimum(others[:, 2:], boxes[n, 2:]) - torch.maximum(others[:, :2], boxes[n, :2]) + 1
+            overlap = sides.clamp(min=0).prod(dim=1)
+            areas = (others[:, 2:] - others[:, :2] + 1).prod(dim=1)
+            smaller = torch.minimum(areas, (boxes[n, 2:] - boxes[n, :2] + 1).prod())
+            if (overlap / smaller > threshold).any():
+                continue
+        kept.append(n)
+    return torch.tensor(kept, dtype=torch.long, device=boxes.device)
 
 
 def propose(pnet: Network, images: Sequence[Tensor], min_face_sizes: Sequence[float], spec: CascadeSpec) -> Candidates:
@@ -211,17 +265,15 @@ def propose(pnet: Network, images: Sequence[Tensor], min_face_sizes: Sequence[fl
         for row, (i, (h, w)) in enumerate(zip(members, level_sizes)):
             batch[row, :, :h, :w] = F.interpolate(images[i][None], size=(h, w), mode="area")[0]
         out = pnet(batch)
-        level_hw = torch.tensor(level_sizes, device=device, dtype=torch.float32)
+        level_hw = torch.tensor(level_sizes, device=device)
         rows, cols = torch.arange(out.shape[2], device=device), torch.arange(out.shape[3], device=device)
-        # Windows must lie on the level's own pixels, not on the padding to the batch's largest level.
-        inside = (rows[None, :, None] * STRIDE + WINDOW <= level_hw[:, 0, None, None]) & (
-            cols[None, None, :] * STRIDE + WINDOW <= level_hw[:, 1, None, None]
-        )
+        # The outputs P-Net gives the level alone, not those on the padding to the batch's largest level.
+        cells = p_net_cells(level_hw)
+        inside = (rows[None, :, None] < cells[:, 0, None, None]) & (cols[None, None, :] < cells[:, 1, None, None])
         row, y, x = ((out[:, 0] >= spec.proposal_threshold) & inside).nonzero().unbind(1)
-        image_sizes = torch.tensor([sizes[i] for i in members], device=device, dtype=torch.float32)
-        level_scale = (level_hw / image_sizes).flip(1)[row]  # (x, y) level px per image px
+        scales = torch.tensor([pyramids[i][level] for i in members], device=device, dtype=torch.float32)
         candidates = Candidates(
-            window_boxes(torch.stack([y, x], dim=1), level_scale),
+            window_boxes(torch.stack([y, x], dim=1), scales[row]),
             out[row, 0, y, x],
             torch.tensor(members, device=device)[row],
         )
@@ -237,7 +289,7 @@ def propose(pnet: Network, images: Sequence[Tensor], min_face_sizes: Sequence[fl
     offsets = torch.cat([o for _, o in found])
     keep = nms_per_image(candidates, spec.proposal_nms)
     candidates, offsets = candidates[keep], offsets[keep]
-    candidates.boxes = squared(regress(candidates.boxes, offsets))
+    candidates.boxes = squared(regress(candidates.boxes, offsets, inclusive=False))
     return candidates
 
 
@@ -265,20 +317,44 @@ def output(
     out = in_chunks(onet, crops(images, candidates, OUTPUT_SIDE), spec.max_crops)
     if not len(candidates):
         return candidates, candidates.boxes.new_zeros((0, 5, 2))
-    passed = out[:, 0] >= thresholds[candidates.image]
+    passed = out[:, 0] > thresholds[candidates.image]
     boxes, out = candidates.boxes[passed], out[passed]
-    # Landmarks are fractions of the box O-Net was shown, before its own offsets move it.
+    # Landmarks are fractions of the box O-Net was shown (its whole pixels: + 1, - 1), before its offsets move it.
     fractions = out[:, 5:15].reshape(-1, 2, 5).transpose(1, 2)
-    landmarks = boxes[:, None, :2] + fractions * (boxes[:, 2:] - boxes[:, :2])[:, None, :]
+    landmarks = boxes[:, None, :2] - 1 + fractions * (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
     faces = Candidates(regress(boxes, out[:, 1:5]), out[:, 0], candidates.image[passed])
     keep = suppress_by_smaller_overlap(faces, spec.output_min_overlap)
     return faces[keep], landmarks[keep]
 
 
-def grey(image: Tensor) -> Tensor:
-    """RGB ``float[3, H, W]`` to grey ``float[1, H, W]``."""
-    weights = torch.tensor(GREY_WEIGHTS, device=image.device, dtype=image.dtype)
-    return (image * weights[:, None, None]).sum(dim=0, keepdim=True)
+def grey_levels(image: Tensor) -> Tensor:
+    """RGB ``uint8[3, H, W]`` to grey ``uint8[H, W]``, exactly as OpenCV's RGB2GRAY computes it."""
+    weights = torch.tensor(GREY_FIXED_POINT, device=image.device, dtype=torch.int32)
+    levels = (image.int() * weights[:, None, None]).sum(dim=0) + (1 << (GREY_SHIFT - 1))
+    return (levels >> GREY_SHIFT).to(torch.uint8)
+
+
+def expression_crops(pixels: Sequence[Tensor], faces: Candidates) -> Tensor:
+    """The classifier's inputs ``float[N, 1, 48, 48]`` (grey levels 0..255), cut as PyEmotion cuts them.
+
+    Each box rounded to whole pixels (and kept inside its image), that part of the OpenCV grey
+    image resized to 48 x 48 by Pillow (bilinear), as the reference's torchvision transforms do.
+    The classifier's scores move by hundredths with a single grey level changed and by tenths
+    with a crop a few pixels off, so the crop follows the reference to the level: Pillow's
+    fixed-point two-pass resampling, whose pass order depends on the crop's shape, is the
+    reference itself, on the CPU (a few faces per photo, 48 x 48 each).
+    """
+    out = faces.boxes.new_zeros((len(faces), 1, EXPRESSION_SIDE, EXPRESSION_SIDE))
+    greys = {int(index): grey_levels(pixels[index]).cpu().numpy() for index in faces.image.unique()}
+    for n, ((x1, y1, x2, y2), index) in enumerate(zip(faces.boxes.round().long().tolist(), faces.image.tolist())):
+        height, width = greys[index].shape
+        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
+        if x2 > x1 and y2 > y1:
+            face = Image.fromarray(greys[index][y1:y2, x1:x2]).resize(
+                (EXPRESSION_SIDE, EXPRESSION_SIDE), Image.Resampling.BILINEAR
+            )
+            out[n, 0] = torch.from_numpy(np.array(face)).to(out.device, out.dtype)
+    return out
 
 
 def detect_faces(
@@ -291,9 +367,7 @@ def detect_faces(
     candidates = refine(networks["rnet"], images, candidates, spec)
     thresholds = torch.tensor([q.score_threshold for q in queries], device=candidates.boxes.device)
     faces, landmarks = output(networks["onet"], images, candidates, thresholds, spec)
-    expressions = in_chunks(
-        networks["expression"], crops([grey(image) for image in images], faces, EXPRESSION_SIDE), spec.max_crops
-    )
+    expressions = in_chunks(networks["expression"], expression_crops(pixels, faces), spec.max_crops)
     if not len(faces):
         expressions = faces.boxes.new_zeros((0, len(spec.expressions)))
     answers = []
