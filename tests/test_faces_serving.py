@@ -158,7 +158,7 @@ def test_the_smart_filter_decides_by_the_largest_faces_expression(server, http, 
     )
     assert (
         len(answer["faces"]) == 2
-        and np.abs(np.array(largest["box"]) - FACE).max() <= 1
+        and np.abs(np.array(largest["box"]) - FACE).max() <= FACE_ORACLE_PIXELS
         and answer["smiling"] is largest["smiling"]
     )
     # The segmenter oracle reads faces as person too: the person's rectangle and the small face.
