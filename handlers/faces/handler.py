@@ -19,14 +19,18 @@ from handlers.vision.people import check_output_options, output_format
 
 
 class FacesHandler(VisionHandler):
-    """Four compiled networks (P-Net, R-Net, O-Net, expression), each run once per stage over the whole batch."""
+    """Five compiled networks (P-Net, R-Net, O-Net, expression, and the second opinion where asked for), each run
+    once per stage over the whole batch."""
 
     options = FACE_OPTIONS
     schema = FacesConfig
 
     def initialize(self, context):
         super().initialize(context)
-        self.networks = {"pnet": self.model, **{part: self.load_part(part) for part in ("rnet", "onet", "expression")}}
+        self.networks = {
+            "pnet": self.model,
+            **{part: self.load_part(part) for part in ("rnet", "onet", "expression", "mini_xception")},
+        }
 
     def validate(self, item: Item) -> None:
         check_output_options(item.options)
@@ -36,7 +40,12 @@ class FacesHandler(VisionHandler):
 
     def prepare(self, items: list[Item]) -> tuple[list[Tensor], list[FaceQuery]]:
         queries = [
-            FaceQuery(i.options["min_face_size"] / i.scale, i.options["score_threshold"], i.options["max_faces"])
+            FaceQuery(
+                i.options["min_face_size"] / i.scale,
+                i.options["score_threshold"],
+                i.options["max_faces"],
+                i.options["second_opinion"],
+            )
             for i in items
         ]
         return [item.image for item in items], queries

