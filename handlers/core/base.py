@@ -24,12 +24,13 @@ from ts.torch_handler.base_handler import BaseHandler
 from handlers.core.answers import Answer, error_answer
 from handlers.core.errors import InternalError, RequestError
 from handlers.core.images import ImageHeader, dct_scale, decode_jpegs_on, decode_pixels, read_header
-from handlers.core.inputs import Item, read_request
+from handlers.core.inputs import Item, Request, read_request
 from handlers.core.metrics import report_batch
 from handlers.core.models import compiled_record, load_model
 from handlers.core.options import Option, describe, parse_options
 from handlers.core.schema import HandlerConfig
 from handlers.core.stages import CLOCK
+from handlers.core.v2 import V2Request, is_v2_request, read_v2_request, split_body, v2_answer, v2_error
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +64,22 @@ class Upload:
 
 
 @dataclass
+class Row:
+    """One request of TorchServe's batch and the places of the items it became: one, or a v2 request's photos."""
+
+    places: list[int]
+    v2: bool = False  # an Open Inference Protocol request: answered in its form
+    request: V2Request | None = None  # None: a v2 request that could not be read
+
+
+@dataclass
 class Batch:
-    """A TorchServe batch on its way through the life cycle."""
+    """A TorchServe batch on its way through the life cycle: ``size`` requests (``rows``), their items by place."""
 
     size: int
     items: list[Item]
     errors: dict[int, RequestError]
+    rows: list[Row] = field(default_factory=list)
     inputs: Any = None
     outputs: Any = None
     answers: list[Answer] = field(default_factory=list)
@@ -155,29 +166,54 @@ class VisionHandler(BaseHandler):
     def preprocess(self, data: list[dict[str, Any]]) -> Batch:
         """Read and validate each request, decode the readable ones and gather them into one model input.
 
-        A request that breaks our code is answered 500 alone; its batch mates go on.
+        A v2 request's photos become items of their own, in the same batch. A request that breaks our
+        code is answered 500 alone; its batch mates go on.
         """
-        uploads, errors = [], {}
+        uploads, errors, rows = [], {}, []
         for index, row in enumerate(data):
-            try:
-                with CLOCK.stage("read"):
-                    request = read_request(row, self.context.get_all_request_header(index))
-                    options = parse_options(request.options, self.options)
-                    header = read_header(request.image, self.limits)
-                    item = Item(index, options, header.size, sequence_id=self.context.get_sequence_id(index))
-                    self.validate(item)
-                uploads.append(Upload(item, request.image, header))
-            except RequestError as error:
-                errors[index] = error
-            except Exception as error:
-                errors[index] = _internal("reading the request", error)
+            with CLOCK.stage("read"):
+                rows.append(self._read_row(index, row, rows[-1].places[-1] + 1 if rows else 0, uploads, errors))
         with CLOCK.stage("decode"):
             items = self.decode(uploads, errors)
-        batch = Batch(len(data), items, errors)
+        batch = Batch(len(data), items, errors, rows)
         if items:
             with CLOCK.stage("preprocess"):
                 batch.inputs = self._guarded(batch, "preparing the model input", lambda: self.prepare(items))
         return batch
+
+    def _read_row(
+        self, index: int, row: dict[str, Any], place: int, uploads: list[Upload], errors: dict[int, RequestError]
+    ) -> Row:
+        """Read TorchServe's request ``index`` into uploads (or errors) from ``place`` on: its ``Row``."""
+        headers = self.context.get_all_request_header(index)
+        v2, request = is_v2_request(row.get("body"), headers), None
+        try:
+            body, binary = split_body(row, headers)
+            v2 = is_v2_request(body, headers)
+            if v2:
+                request = read_v2_request(body, binary, self.batch_limit)
+                sent = [Request(image, request.options) for image in request.images]
+            else:
+                sent = [read_request({**row, "body": body} if "body" in row else row, headers)]
+        except RequestError as error:
+            errors[place] = error
+            return Row([place], v2)
+        except Exception as error:
+            errors[place] = _internal("reading the request", error)
+            return Row([place], v2)
+        places = list(range(place, place + len(sent)))
+        for at, one in zip(places, sent):
+            try:
+                options = parse_options(one.options, self.options)
+                header = read_header(one.image, self.limits)
+                item = Item(at, options, header.size, sequence_id=self.context.get_sequence_id(index))
+                self.validate(item)
+                uploads.append(Upload(item, one.image, header))
+            except RequestError as error:
+                errors[at] = error
+            except Exception as error:
+                errors[at] = _internal("reading the request", error)
+        return Row(places, v2, request)
 
     def decode(self, uploads: list[Upload], errors: dict[int, RequestError]) -> list[Item]:
         """Decode each upload at its coarsest allowed scale: JPEGs in one call on a CUDA model's device, the rest on the
@@ -242,8 +278,9 @@ class VisionHandler(BaseHandler):
                     )
                     or []
                 )
-            answers: dict[int, Answer] = {i: error_answer(e) for i, e in batch.errors.items()}
-            answers.update(zip((item.index for item in batch.items), batch.answers))
+            by_place: dict[int, Answer] = {i: error_answer(e) for i, e in batch.errors.items()}
+            by_place.update(zip((item.index for item in batch.items), batch.answers))
+            answers = dict(enumerate(self._row_answer(row, by_place) for row in batch.rows))
             for index, answer in answers.items():
                 self.context.set_response_content_type(index, answer.content_type)
                 self.context.set_response_header(index, BATCH_SIZE_HEADER, str(batch.size))
@@ -258,6 +295,14 @@ class VisionHandler(BaseHandler):
         batch.stages = dict(CLOCK.totals)  # handle() restarts the clock for the next batch
         report_batch(self.context.metrics, batch.stages, batch.size, self.batch_limit, len(batch.errors))
         return [answers[index].body for index in range(batch.size)]
+
+    def _row_answer(self, row: Row, by_place: dict[int, Answer]) -> Answer:
+        """A request's answer from its items': the one item's, or the v2 answer of them all."""
+        if not row.v2:
+            return by_place[row.places[0]]
+        if row.request is None:
+            return v2_error(by_place[row.places[0]], 0, 1)
+        return v2_answer(row.request, self.model_name, self.model_version, [by_place[p] for p in row.places])
 
     def describe_handle(self) -> str:
         """What the describe API shows under ``customizedMetadata``."""

@@ -1,0 +1,271 @@
+"""The Open Inference Protocol (KServe v2) over REST: one infer request's photos and options in, its answers out.
+
+TorchServe 0.12 hands a ``POST /v2/models/{name}/infer`` to the handler as the client sent it: the
+JSON object (parsed when it came as ``application/json``, else its bytes), followed by the tensors'
+bytes when the client used the binary data extension (the ``Inference-Header-Content-Length``
+header then gives the JSON's length; tritonclient sends BYTES inputs so by default). Its answer
+goes back as the handler writes it.
+
+A request carries its photos as one ``BYTES`` input named ``image`` (or its only input): base64
+strings in JSON, the photos' bytes themselves with the binary extension; ``shape [N]`` is N
+photos, answered together in one batch (at most the model's batch size). Options are request or
+input ``parameters``. The answer has one ``BYTES`` output of ``shape [N]``: ``answer``, each
+element the photo's JSON answer, or ``picture``, each element the encoded picture (base64 in JSON,
+with the output's ``content_type``; bytes with the binary extension, asked for by
+``binary_data_output`` or an output's ``binary_data``). A photo that cannot be answered fails its
+request with that photo's status and the v2 error body, ``{"error": "..."}``; other requests of
+the batch are answered.
+"""
+
+import base64
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from handlers.core.answers import Answer
+from handlers.core.errors import RequestError
+from handlers.core.inputs import decode_base64
+
+JSON_LENGTH_HEADER = "Inference-Header-Content-Length"  # the binary data extension's header
+IMAGE_INPUT = "image"
+# Parameters of the protocol or its extensions (tritonclient sends them), not model options.
+PROTOCOL_PARAMETERS = frozenset(
+    {
+        "binary_data",
+        "binary_data_output",
+        "binary_data_size",
+        "content_type",
+        "priority",
+        "timeout",
+        "classification",
+        "shared_memory_region",
+        "shared_memory_byte_size",
+        "shared_memory_offset",
+    }
+)
+SEQUENCE_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end"})
+_LENGTH = struct.Struct("<I")  # a BYTES element's length, before it, in the binary extension
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """One infer request: its ``id``, its photos' bytes, the options for all of them, and how outputs go back."""
+
+    id: str | None
+    images: list[bytes]
+    options: dict[str, Any]
+    binary_output: bool
+
+
+def split_body(row: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[Any, bytes]:
+    """The request's body, a JSON object parsed here where TorchServe left it as bytes (sent without a content type,
+    or with the binary extension), and the binary data after it."""
+    body = row.get("body")
+    if isinstance(body, (bytes, bytearray)):
+        if _header(headers, JSON_LENGTH_HEADER) is not None:
+            return _split_binary(bytes(body), headers)
+        if body.lstrip()[:1] == b"{":
+            try:
+                return json.loads(bytes(body).decode("utf-8")), b""
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                pass  # not JSON after all: read_request says what is wrong with it
+    return body, b""
+
+
+def is_v2_request(body: Any, headers: Mapping[str, Any]) -> bool:
+    """Whether a request (its body as ``split_body`` gives it) is a v2 infer request: a JSON object with ``inputs``,
+    or one sent with the binary extension."""
+    return (isinstance(body, dict) and "inputs" in body) or _header(headers, JSON_LENGTH_HEADER) is not None
+
+
+def read_v2_request(body: Any, binary: bytes, most_images: int) -> V2Request:
+    """Read a v2 infer request (its JSON object and the binary data after it): its photos, options and output form;
+    ``RequestError`` saying what is wrong otherwise."""
+    if not isinstance(body, dict):
+        raise RequestError("a v2 infer request is a JSON object with 'inputs'", "InvalidRequest")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, dict) for i in inputs):
+        raise RequestError("'inputs' must be a list of tensors, with one BYTES input named 'image'", "NoImage")
+    named = [i for i in inputs if i.get("name") == IMAGE_INPUT] or (inputs if len(inputs) == 1 else [])
+    if len(named) != 1:
+        names = ", ".join(repr(i.get("name")) for i in inputs)
+        raise RequestError(
+            f"send the photos as one BYTES input named 'image' (inputs given: {names}); options go in 'parameters'",
+            "NoImage",
+        )
+    (tensor,) = named
+    others = [i.get("name") for i in inputs if i is not tensor]
+    if others:
+        raise RequestError(f"unknown input {others[0]!r}: options go in the request's 'parameters'", "InvalidRequest")
+    images = _image_elements(tensor, _input_blobs(inputs, binary))
+    if len(images) > most_images:
+        raise RequestError(
+            f"{len(images)} photos in one request; this model answers at most {most_images} together (its batch size)",
+            "TooManyImages",
+        )
+    options = {**_options(body.get("parameters"), "the request"), **_options(tensor.get("parameters"), "input 'image'")}
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise RequestError("'id' must be a string", "InvalidRequest")
+    return V2Request(request_id, images, options, _binary_output(body))
+
+
+def v2_answer(request: V2Request, model: str, version: str, answers: Sequence[Answer]) -> Answer:
+    """The request's answer: one output of its photos' answers in order, or the first failed photo's error."""
+    failed = next((n for n, answer in enumerate(answers) if answer.status != 200), None)
+    if failed is not None:
+        return v2_error(answers[failed], failed, len(answers))
+    content_type = answers[0].content_type
+    picture = not content_type.startswith("application/json")
+    output: dict[str, Any] = {
+        "name": "picture" if picture else "answer",
+        "datatype": "BYTES",
+        "shape": [len(answers)],
+        "parameters": {"content_type": content_type},
+    }
+    header = {"model_name": model, "model_version": version, "outputs": [output]}
+    if request.id is not None:
+        header = {"id": request.id, **header}
+    if request.binary_output:
+        data = b"".join(_LENGTH.pack(len(answer.body)) + answer.body for answer in answers)
+        output["parameters"]["binary_data_size"] = len(data)
+        text = json.dumps(header, separators=(",", ":")).encode()
+        return Answer(text + data, "application/octet-stream", headers={JSON_LENGTH_HEADER: str(len(text))})
+    if picture:
+        output["parameters"]["content_encoding"] = "base64"
+        output["data"] = [base64.b64encode(answer.body).decode("ascii") for answer in answers]
+    else:
+        output["data"] = [answer.body.decode("utf-8") for answer in answers]
+    return Answer(json.dumps(header, separators=(",", ":")).encode(), "application/json")
+
+
+def v2_error(answer: Answer, photo: int, photos: int) -> Answer:
+    """A failed photo's answer as the v2 error body ``{"error": ...}``, with its status (our error's ``type`` and
+    ``code`` kept beside it)."""
+    try:
+        ours = json.loads(answer.body)
+    except ValueError:
+        ours = {}
+    message = ours.get("message") or answer.body.decode("utf-8", "replace")
+    where = f"photo {photo} of {photos}: " if photos > 1 else ""
+    body = {"error": f"{where}{message}", "type": ours.get("type"), "code": answer.status}
+    return Answer(json.dumps(body).encode(), "application/json", answer.status)
+
+
+def _header(headers: Mapping[str, Any], name: str) -> Any:
+    lowered = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == lowered), None)
+
+
+def _split_binary(body: bytes, headers: Mapping[str, Any]) -> tuple[Any, bytes]:
+    """The binary extension's JSON object (its length in the header) and the data after it."""
+    length = _header(headers, JSON_LENGTH_HEADER)
+    try:
+        length = int(length)
+    except ValueError:
+        raise RequestError(f"{JSON_LENGTH_HEADER} must be a whole number of bytes, not {length!r}", "InvalidRequest")
+    if not 0 < length <= len(body):
+        raise RequestError(
+            f"{JSON_LENGTH_HEADER} says {length} bytes of JSON, but the body has {len(body)}", "InvalidRequest"
+        )
+    try:
+        return json.loads(body[:length].decode("utf-8")), body[length:]
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise RequestError(f"the request's JSON is not valid: {error}", "InvalidJSON") from None
+
+
+def _input_blobs(inputs: list[dict[str, Any]], binary: bytes) -> dict[int, bytes]:
+    """Each input's binary data (by its place in ``inputs``), cut from ``binary`` in order by ``binary_data_size``."""
+    blobs, start = {}, 0
+    for n, tensor in enumerate(inputs):
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or start + size > len(binary):
+            raise RequestError(
+                f"input {tensor.get('name')!r} says binary_data_size {size!r}, but {len(binary) - start} bytes are left",
+                "InvalidRequest",
+            )
+        blobs[n], start = binary[start : start + size], start + size
+    if start != len(binary):
+        raise RequestError(f"{len(binary) - start} bytes of binary data follow that no input claims", "InvalidRequest")
+    return blobs
+
+
+def _image_elements(tensor: dict[str, Any], blobs: dict[int, bytes]) -> list[bytes]:
+    """The photos of the ``image`` input: ``BYTES`` of shape ``[N]`` (or ``[N, 1]``), base64 in JSON or binary."""
+    if tensor.get("datatype") != "BYTES":
+        raise RequestError(
+            f"input 'image' must be BYTES (the encoded photos), not {tensor.get('datatype')!r}", "InvalidRequest"
+        )
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape) or not shape:
+        raise RequestError(f"input 'image' needs a shape such as [1] or [N], not {shape!r}", "InvalidRequest")
+    count = int(np.prod(shape))
+    if count == 0:
+        raise RequestError("input 'image' holds no photo; send at least one", "EmptyRequest")
+    if blobs:
+        (blob,) = blobs.values()
+        images = _binary_elements(blob)
+    else:
+        data = tensor.get("data")
+        images = [decode_base64(text, "image") for text in _flat_strings(data)]
+    if len(images) != count:
+        raise RequestError(f"input 'image' has shape {shape} but holds {len(images)} photos", "InvalidRequest")
+    return images
+
+
+def _flat_strings(data: Any) -> list[str]:
+    if isinstance(data, str):
+        return [data]
+    if not isinstance(data, list):
+        raise RequestError("input 'image' needs 'data': the photos as base64 strings", "NoImage")
+    flat = []
+    for element in data:
+        flat.extend(_flat_strings(element) if isinstance(element, list) else [element])
+    if not all(isinstance(element, str) for element in flat):
+        raise RequestError("the photos of input 'image' must be base64 strings", "InvalidBase64")
+    return flat
+
+
+def _binary_elements(blob: bytes) -> list[bytes]:
+    """BYTES elements of the binary extension: each a 4-byte little-endian length, then its bytes."""
+    elements, start = [], 0
+    while start < len(blob):
+        if start + _LENGTH.size > len(blob):
+            raise RequestError("input 'image''s binary data ends inside an element's length", "InvalidRequest")
+        (length,) = _LENGTH.unpack_from(blob, start)
+        start += _LENGTH.size
+        if start + length > len(blob):
+            raise RequestError("input 'image''s binary data ends inside a photo", "InvalidRequest")
+        if not length:
+            raise RequestError("a photo of input 'image' is empty; send an image", "EmptyRequest")
+        elements.append(blob[start : start + length])
+        start += length
+    return elements
+
+
+def _options(parameters: Any, where: str) -> dict[str, Any]:
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise RequestError(f"the 'parameters' of {where} must be an object of options", "InvalidOption")
+    sequence = sorted(SEQUENCE_PARAMETERS & parameters.keys())
+    if sequence:
+        raise RequestError(
+            f"{sequence[0]!r}: sequences are not served over v2 yet; use /predictions with ts_request_sequence_id",
+            "InvalidOption",
+        )
+    return {name: value for name, value in parameters.items() if name not in PROTOCOL_PARAMETERS}
+
+
+def _binary_output(body: dict[str, Any]) -> bool:
+    parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+    outputs = body.get("outputs") if isinstance(body.get("outputs"), list) else []
+    return bool(parameters.get("binary_data_output")) or any(
+        isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data") for o in outputs
+    )

@@ -1,0 +1,184 @@
+"""The Open Inference Protocol codec (handlers/core/v2.py), fed and read by tritonclient's own request and response
+code, and by hand-written JSON as curl sends it."""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+
+from handlers.core.answers import Answer
+from handlers.core.errors import RequestError
+from handlers.core.v2 import (
+    JSON_LENGTH_HEADER,
+    V2Request,
+    is_v2_request,
+    read_v2_request,
+    split_body,
+    v2_answer,
+    v2_error,
+)
+
+PHOTOS = [b"\xff\xd8first photo", b"\x89PNG second, longer photo"]
+
+
+def photos_input(photos: list[bytes], binary: bool) -> triton.InferInput:
+    """The photos as tritonclient sends them: their bytes with the binary extension, else base64 text in the JSON
+    (tritonclient puts BYTES elements in JSON as UTF-8 text)."""
+    tensor = triton.InferInput("image", [len(photos)], "BYTES")
+    elements = photos if binary else [base64.b64encode(photo) for photo in photos]
+    tensor.set_data_from_numpy(np.array(elements, dtype=np.object_), binary_data=binary)
+    return tensor
+
+
+def read(row: dict, headers: dict, most_images: int) -> V2Request:
+    """What the handler reads of a request row TorchServe hands it, which must be a v2 request."""
+    body, binary = split_body(row, headers)
+    assert is_v2_request(body, headers)
+    return read_v2_request(body, binary, most_images)
+
+
+def triton_row(photos: list[bytes], binary: bool, **kwargs) -> tuple[dict, dict]:
+    """What TorchServe hands the handler for tritonclient's request: the body's bytes and the request's headers."""
+    body, json_size = triton.InferenceServerClient.generate_request_body([photos_input(photos, binary)], **kwargs)
+    headers = {JSON_LENGTH_HEADER: str(json_size)} if json_size is not None else {}
+    return {"body": bytearray(body)}, headers
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_s_requests_give_their_photos_and_options(binary):
+    row, headers = triton_row(PHOTOS, binary, request_id="r1", parameters={"flip_test": True, "max_people": 3})
+    request = read(row, headers, most_images=4)
+    assert request.images == PHOTOS and request.id == "r1"
+    assert request.options == {"flip_test": True, "max_people": 3}  # binary_data_output is the protocol's
+
+
+def test_curl_s_json_with_base64_and_input_parameters():
+    body = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [1, 1],
+                "data": [[base64.b64encode(PHOTOS[0]).decode()]],
+                "parameters": {"render": True, "content_type": "base64"},
+            }
+        ],
+        "parameters": {"format": "png"},
+    }
+    request = read({"body": body}, {}, most_images=1)  # TorchServe parses a body sent as application/json
+    assert request.images == PHOTOS[:1] and request.options == {"format": "png", "render": True}
+    assert request.id is None and not request.binary_output
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"inputs": []}, "one BYTES input named 'image'"),
+        ([1, 2], "a JSON object with 'inputs'"),
+        ({"inputs": [{"name": "a"}, {"name": "b"}]}, "inputs given: 'a', 'b'"),
+        ({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, "must be BYTES"),
+        ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [2], "data": ["aGk="]}]}, "holds 1 photos"),
+        ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": "1", "data": ["aGk="]}]}, "needs a shape"),
+        ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [0], "data": []}]}, "holds no photo"),
+        ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [7]}]}, "base64 strings"),
+        ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]}, "not valid base64"),
+        (
+            {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["aGk="]}, {"name": "flip"}]},
+            "unknown input 'flip'",
+        ),
+        (
+            {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["aGk="]}], "parameters": [1]},
+            "must be an object of options",
+        ),
+        (
+            {
+                "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["aGk="]}],
+                "parameters": {"sequence_id": 7},
+            },
+            "sequences are not served over v2 yet",
+        ),
+        ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [3], "data": ["aGk="] * 3}]}, "at most 2"),
+    ],
+)
+def test_malformed_requests_are_refused_saying_what_is_wrong(body, fragment):
+    with pytest.raises(RequestError) as refused:
+        read_v2_request(body, b"", most_images=2)
+    assert fragment in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "cut, length, fragment",
+    [
+        (-3, None, "ends inside a photo"),
+        (0, "12x", "must be a whole number"),
+        (0, "100000", "but the body has"),
+    ],
+)
+def test_broken_binary_data_is_refused(cut, length, fragment):
+    row, headers = triton_row(PHOTOS, binary=True)
+    body = bytes(row["body"])
+    if cut:
+        # the JSON still claims the whole tensor: shorten it inside a photo by fixing the size it states
+        text = body[: int(headers[JSON_LENGTH_HEADER])]
+        blob = body[len(text) : cut]
+        size = len(body) - len(text)
+        text = text.replace(f'"binary_data_size":{size}'.encode(), f'"binary_data_size":{size + cut}'.encode())
+        body, headers = text + blob, {JSON_LENGTH_HEADER: str(len(text))}
+    if length is not None:
+        headers = {JSON_LENGTH_HEADER: length}
+    with pytest.raises(RequestError) as refused:
+        read({"body": bytearray(body)}, headers, most_images=4)
+    assert fragment in refused.value.message
+
+
+def test_binary_data_no_input_claims_is_refused():
+    row, headers = triton_row(PHOTOS, binary=True)
+    with pytest.raises(RequestError, match="no input claims"):
+        read({"body": row["body"] + b"\x00\x01"}, headers, most_images=4)
+
+
+JSON_ANSWERS = [Answer(b'{"people":1}', "application/json"), Answer(b'{"people":0}', "application/json")]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_answers_read_back_by_tritonclient(binary):
+    request = V2Request("r2", PHOTOS, {}, binary_output=binary)
+    answer = v2_answer(request, "pose", "1.0", JSON_ANSWERS)
+    length = answer.headers.get(JSON_LENGTH_HEADER)
+    result = triton.InferenceServerClient.parse_response_body(answer.body, header_length=length and int(length))
+    assert result.get_response()["id"] == "r2" and result.get_response()["model_name"] == "pose"
+    answers = result.as_numpy("answer")
+    assert [json.loads(a) for a in answers] == [{"people": 1}, {"people": 0}]
+
+
+def test_pictures_are_base64_in_json_and_bytes_in_binary():
+    pictures = [Answer(b"\x89PNG...", "image/png"), Answer(b"\x89PNG....", "image/png")]
+    as_json = json.loads(v2_answer(V2Request(None, PHOTOS, {}, False), "m", "1", pictures).body)
+    (output,) = as_json["outputs"]
+    assert output["name"] == "picture" and output["parameters"]["content_type"] == "image/png"
+    assert [base64.b64decode(d) for d in output["data"]] == [p.body for p in pictures]
+    binary = v2_answer(V2Request(None, PHOTOS, {}, True), "m", "1", pictures)
+    result = triton.InferenceServerClient.parse_response_body(
+        binary.body, header_length=int(binary.headers[JSON_LENGTH_HEADER])
+    )
+    assert list(result.as_numpy("picture")) == [p.body for p in pictures]
+
+
+def test_a_failed_photo_fails_its_request_with_its_status_and_message():
+    bad = Answer(b'{"code": 415, "type": "UnsupportedImageType", "message": "a GIF"}', "application/json", 415)
+    answer = v2_answer(V2Request(None, PHOTOS, {}, False), "m", "1", [JSON_ANSWERS[0], bad])
+    assert answer.status == 415
+    assert json.loads(answer.body) == {"error": "photo 1 of 2: a GIF", "type": "UnsupportedImageType", "code": 415}
+    single = v2_error(bad, 0, 1)
+    assert json.loads(single.body)["error"] == "a GIF"
+
+
+def test_our_own_json_form_and_broken_json_are_no_v2_requests():
+    ours = {"body": bytearray(b'{"image": "aGk=", "flip_test": true}')}
+    body, binary = split_body(ours, {})
+    assert body == {"image": "aGk=", "flip_test": True} and not is_v2_request(body, {})
+    broken = {"body": bytearray(b'{"inputs": [')}
+    assert split_body(broken, {}) == (broken["body"], b"")  # read_request names what is wrong
+    assert not is_v2_request(broken["body"], {})
