@@ -5,6 +5,7 @@ Caddy with the ConfigMap's Caddyfile and an API key as the Secret would give it.
 differ from the pod (free ones, on loopback), through one more config layer.
 """
 
+import json
 import os
 import secrets
 import shutil
@@ -17,11 +18,15 @@ import time
 import uuid
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import numpy as np
 import psutil
 import pytest
 import requests
+import tritonclient.http as triton
 from skimage import data
+from tritonclient.utils import InferenceServerException
 
 from export.archive import REPO
 from handlers.core.metrics import ITEMS_METRIC, STAGE_METRIC
@@ -277,6 +282,21 @@ def test_inference_through_the_proxy_needs_the_key_from_the_secret(running_pod):
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["model"] == ORACLE
+
+
+def test_v2_through_the_proxy_needs_the_key_and_its_health_routes_none(running_pod):
+    client = triton.InferenceServerClient(urlsplit(running_pod.rest_url).netloc, network_timeout=60)
+    try:
+        assert client.is_server_live() and client.is_server_ready()  # no key: health only
+        image = triton.InferInput("image", [1], "BYTES")
+        image.set_data_from_numpy(np.array([encode(data.astronaut(), "PNG")], dtype=np.object_))
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer(ORACLE, [image])
+        assert refused.value.status() == "401"
+        result = client.infer(ORACLE, [image], headers={"Authorization": f"Bearer {running_pod.api_key}"})
+        assert json.loads(result.as_numpy("answer")[0])["model"] == ORACLE
+    finally:
+        client.close()
 
 
 def test_metrics_endpoint_shows_the_handler_metrics_the_config_map_declares(running_pod):
