@@ -38,7 +38,7 @@ from export.archive import write_archive
 from export.recipe import POSE_SERVING
 from handlers.core.stages import CLOCK, STAGES
 from loadtest.accounting import cost_per_answer
-from loadtest.load import Request, rest_turns
+from loadtest.load import Request, rest_turns, v2_request
 from loadtest.machine import describe_machine
 from loadtest.photos import Photo, photo
 from loadtest.results import write_report
@@ -62,6 +62,16 @@ class Row:
     model: str
     options: dict[str, str] = field(default_factory=dict)
     targets: dict[str, float] = field(default_factory=dict)
+    v2: bool = False  # sent over the Open Inference Protocol (tritonclient's binary form) instead of /predictions
+
+    def request(self, photo: Photo) -> Request:
+        """What each of the row's requests carries."""
+        if self.v2:
+            return v2_request(photo.data, self.options)
+        return Request(photo.data, photo.content_type, self.options)
+
+    def path(self) -> str:
+        return f"/v2/models/{self.model}/infer" if self.v2 else f"/predictions/{self.model}"
 
 
 ROWS = {
@@ -80,6 +90,10 @@ ROWS = {
         PICTURE_TARGETS,
     ),
     "selfie": Row("selfie mask (JSON, person gate)", "selfie_standin", targets=JSON_TARGETS),
+    "pose_v2": Row("pose (whole image), v2", "pose_standin", targets=POSE_TARGETS, v2=True),
+    "cutout_v2": Row(
+        "segmenter cut-out (PNG), v2", "segmenter_standin", {"background": "transparent"}, PICTURE_TARGETS, v2=True
+    ),
     "style": Row("style (JPEG)", "style_standin", targets=PICTURE_TARGETS),
     "pix2pix": Row("pix2pix (JPEG; 256x256 model, answer resized back)", "pix2pix_standin", targets=PICTURE_TARGETS),
 }
@@ -126,8 +140,7 @@ def measure_served(
 ) -> tuple[float, float, float]:
     """Server CPU core-ms per answered request (the frontend's, the rest's) and requests/s, over ``window_s`` of steady
     load."""
-    request = Request(photo.data, photo.content_type, row.options)
-    turns = rest_turns(f"{server.inference_url}/predictions/{row.model}", server.token("inference"), [request], clients)
+    turns = rest_turns(f"{server.inference_url}{row.path()}", server.token("inference"), [row.request(photo)], clients)
     try:
         return cost_per_answer(server, turns, warm_up_s, window_s)
     except RuntimeError as error:
@@ -142,12 +155,17 @@ def measure_in_process(archive: Path, row: Row, photo: Photo, batches: int = 30)
         handler, context, request_processor = load_handler(Path(work), config)
 
         size = config["batchSize"]
-        headers = {"body": {"content-type": photo.content_type}, **{f"X-Option-{k}": v for k, v in row.options.items()}}
+        request = row.request(photo)
+        headers = {
+            "body": {"content-type": request.content_type},
+            **{f"X-Option-{k}": v for k, v in request.options.items()},
+            **request.headers,
+        }
         totals = dict.fromkeys(STAGES, 0.0)
         # The first calls warm caches and the allocator up; handle() restarts the clock.
         for repeat in range(batches + 3):
             context.request_processor = [request_processor(headers) for _ in range(size)]
-            handler.handle([{"body": bytearray(photo.data)} for _ in range(size)], context)
+            handler.handle([{"body": bytearray(request.body)} for _ in range(size)], context)
             if repeat >= 3:
                 for stage, milliseconds in CLOCK.take().items():
                     totals[stage] += milliseconds
