@@ -151,12 +151,13 @@ def test_answers_read_back_by_tritonclient(binary):
     assert result.get_response()["id"] == "r2" and result.get_response()["model_name"] == "pose"
     answers = result.as_numpy("answer")
     assert [json.loads(a) for a in answers] == [{"people": 1}, {"people": 0}]
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["answer"]  # nothing typed in these answers
 
 
 def test_pictures_are_base64_in_json_and_bytes_in_binary():
     pictures = [Answer(b"\x89PNG...", "image/png"), Answer(b"\x89PNG....", "image/png")]
     as_json = json.loads(v2_answer(V2Request(None, PHOTOS, {}, False), "m", "1", pictures).body)
-    (output,) = as_json["outputs"]
+    (output,) = as_json["outputs"]  # a picture has no typed tensors
     assert output["name"] == "picture" and output["parameters"]["content_type"] == "image/png"
     assert [base64.b64decode(d) for d in output["data"]] == [p.body for p in pictures]
     binary = v2_answer(V2Request(None, PHOTOS, {}, True), "m", "1", pictures)
@@ -182,3 +183,44 @@ def test_our_own_json_form_and_broken_json_are_no_v2_requests():
     broken = {"body": bytearray(b'{"inputs": [')}
     assert split_body(broken, {}) == (broken["body"], b"")  # read_request names what is wrong
     assert not is_v2_request(broken["body"], {})
+
+
+PEOPLE_ANSWERS = [
+    {
+        "people": [
+            {"box": [1, 2, 3, 4], "score": 0.5, "keypoints": [[1.5, 2.5, 0.9]] * 17},
+            {"box": [5, 6, 7, 8], "score": 0.25, "keypoints": [[3.5, 4.5, 0.1]] * 17},
+        ],
+        "keypoint_names": ["nose"] * 17,
+    },
+    {"people": [], "keypoint_names": ["nose"] * 17},
+    {"people": [{"box": [0, 0, 9, 9], "score": 1.0, "keypoints": [[0.0, 0.0, 0.0]] * 17}], "keypoint_names": []},
+]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_people_come_as_typed_tensors_too(binary):
+    answers = [Answer(json.dumps(a).encode(), "application/json") for a in PEOPLE_ANSWERS]
+    answer = v2_answer(V2Request(None, PHOTOS + PHOTOS[:1], {}, binary), "pose", "1", answers)
+    length = answer.headers.get(JSON_LENGTH_HEADER)
+    result = triton.InferenceServerClient.parse_response_body(answer.body, header_length=length and int(length))
+    people = [person for a in PEOPLE_ANSWERS for person in a["people"]]
+    assert result.as_numpy("people").tolist() == [2, 0, 1]
+    assert np.array_equal(result.as_numpy("boxes").reshape(-1, 4), np.array([p["box"] for p in people], np.float32))
+    assert np.array_equal(result.as_numpy("scores").ravel(), np.array([p["score"] for p in people], np.float32))
+    keypoints = result.as_numpy("keypoints").reshape(-1, 17, 3)
+    assert np.array_equal(keypoints, np.array([p["keypoints"] for p in people], np.float32))
+    shapes = {o["name"]: o["shape"] for o in result.get_response()["outputs"]}
+    assert shapes == {"answer": [3], "people": [3], "boxes": [3, 4], "scores": [3], "keypoints": [3, 17, 3]}
+
+
+def test_masks_come_as_rle_and_named_outputs_alone():
+    masks = [{"mask": {"size": [4, 6], "counts": "3a01"}}, {"mask": {"size": [8, 2], "counts": "0f"}}]
+    answers = [Answer(json.dumps(m).encode(), "application/json") for m in masks]
+    request = V2Request(None, PHOTOS, {}, False, outputs=("mask_sizes", "masks"))
+    outputs = json.loads(v2_answer(request, "seg", "1", answers).body)["outputs"]
+    assert [o["name"] for o in outputs] == ["mask_sizes", "masks"]
+    assert outputs[0]["data"] == [4, 6, 8, 2] and outputs[0]["shape"] == [2, 2]
+    assert outputs[1]["data"] == ["3a01", "0f"]
+    unknown = v2_answer(V2Request(None, PHOTOS, {}, False, outputs=("keypoints",)), "seg", "1", answers)
+    assert unknown.status == 400 and "no output 'keypoints'" in json.loads(unknown.body)["error"]

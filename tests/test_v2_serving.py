@@ -13,6 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.fixtures.oracles import paint_faces, paint_people
 from tests.fixtures.serving import SMALL_JPEG, encode, post, send_together
+from tests.test_people_serving import Photo
 
 ASTRONAUT = encode(data.astronaut(), "JPEG")
 FACES = encode(paint_faces(320, 240, [[100, 60, 180, 160]], seed=0), "PNG")
@@ -59,9 +60,10 @@ def as_predicted(server, http, model: str, photo: bytes, options: dict):
 
 def v2_answers(result: triton.InferResult) -> list:
     """A v2 result's answers, parsed as ``as_predicted`` parses them."""
-    (output,) = result.get_response()["outputs"]
-    elements = result.as_numpy(output["name"])
-    return [json.loads(e) if output["name"] == "answer" else bytes(e) for e in elements]
+    names = [output["name"] for output in result.get_response()["outputs"]]
+    if "picture" in names:
+        return [bytes(e) for e in result.as_numpy("picture")]
+    return [json.loads(e) for e in result.as_numpy("answer")]
 
 
 @pytest.mark.parametrize("model, photo, options", FAMILIES, ids=[f"{m}{o}" for m, _, o in FAMILIES])
@@ -80,6 +82,30 @@ def test_several_photos_in_one_request_are_answered_together_in_order(server, ht
         assert v2_answers(result) == [as_predicted(server, http, model, photo, {}) for photo in photos]
 
 
+def test_typed_tensors_hold_what_the_json_answers_say(server, http, triton_client):
+    photos = [PEOPLE, encode(paint_people(97, 131, [[10, 20, 80, 120]], seed=4).image, "PNG")]
+    result = triton_client.infer("pose_oracle", [photos_input(photos)])
+    people = [person for answer in v2_answers(result) for person in answer["people"]]
+    assert result.as_numpy("people").tolist() == [1, 1]
+    assert np.allclose(result.as_numpy("keypoints"), [p["keypoints"] for p in people])
+    assert np.allclose(result.as_numpy("boxes"), [p["box"] for p in people])
+    framed = Photo("keypoints", 500, 700, [[100, 80, 400, 640]]).paint(seed=9)  # as the keypoint oracle finds people
+    viewed = triton_client.infer("keypoint_oracle", [photos_input([encode(framed.image, "PNG")])])
+    (answer,) = v2_answers(viewed)
+    assert answer["people"] and [v.decode() for v in viewed.as_numpy("views")] == [
+        p["view"] for p in answer["people"]
+    ], answer
+    faces = triton_client.infer("face_oracle", [photos_input([FACES])])
+    (answer,) = v2_answers(faces)
+    assert np.allclose(faces.as_numpy("landmarks"), [face["landmarks"] for face in answer["faces"]])
+    wanted = [triton.InferRequestedOutput("masks"), triton.InferRequestedOutput("mask_sizes")]
+    masks = triton_client.infer("segmenter_oracle", [photos_input([PEOPLE])], outputs=wanted)
+    expected = as_predicted(server, http, "segmenter_oracle", PEOPLE, {})["mask"]
+    assert [m.decode() for m in masks.as_numpy("masks")] == [expected["counts"]]
+    assert masks.as_numpy("mask_sizes").tolist() == [expected["size"]]
+    assert [o["name"] for o in masks.get_response()["outputs"]] == ["masks", "mask_sizes"]
+
+
 def test_json_in_and_out_as_curl_sends_it(server, http):
     body = {
         "id": "curl",
@@ -91,7 +117,7 @@ def test_json_in_and_out_as_curl_sends_it(server, http):
     response = http.post(f"{server.inference_url}/v2/models/face_oracle/infer", json=body, timeout=300)
     assert response.status_code == 200 and response.headers["Content-Type"] == "application/json", response.text
     answer = response.json()
-    (output,) = answer["outputs"]
+    output = answer["outputs"][0]
     assert answer["id"] == "curl" and output["name"] == "answer" and output["shape"] == [1]
     assert json.loads(output["data"][0]) == as_predicted(server, http, "face_oracle", FACES, {"max_faces": 1})
     pictures = {**body, "parameters": {"max_side": 128}}

@@ -9,10 +9,12 @@ goes back as the handler writes it.
 A request carries its photos as one ``BYTES`` input named ``image`` (or its only input): base64
 strings in JSON, the photos' bytes themselves with the binary extension; ``shape [N]`` is N
 photos, answered together in one batch (at most the model's batch size). Options are request or
-input ``parameters``. The answer has one ``BYTES`` output of ``shape [N]``: ``answer``, each
+input ``parameters``. The answer has a ``BYTES`` output of ``shape [N]``: ``answer``, each
 element the photo's JSON answer, or ``picture``, each element the encoded picture (base64 in JSON,
 with the output's ``content_type``; bytes with the binary extension, asked for by
-``binary_data_output`` or an output's ``binary_data``). A photo that cannot be answered fails its
+``binary_data_output`` or an output's ``binary_data``); JSON answers add typed tensors
+(``typed_outputs``: people's boxes, scores and keypoints, faces' landmarks, masks as RLE). A
+request that names ``outputs`` gets those. A photo that cannot be answered fails its
 request with that photo's status and the v2 error body, ``{"error": "..."}``; other requests of
 the batch are answered.
 """
@@ -21,12 +23,12 @@ import base64
 import json
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from handlers.core.answers import Answer
+from handlers.core.answers import Answer, error_answer
 from handlers.core.errors import RequestError
 from handlers.core.inputs import decode_base64
 
@@ -59,6 +61,7 @@ class V2Request:
     images: list[bytes]
     options: dict[str, Any]
     binary_output: bool
+    outputs: tuple[str, ...] | None = None  # the outputs asked for by name (None: all)
 
 
 def split_body(row: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[Any, bytes]:
@@ -111,36 +114,112 @@ def read_v2_request(body: Any, binary: bytes, most_images: int) -> V2Request:
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise RequestError("'id' must be a string", "InvalidRequest")
-    return V2Request(request_id, images, options, _binary_output(body))
+    return V2Request(request_id, images, options, _binary_output(body), _requested_outputs(body))
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output tensor: numbers (``values`` an array of ``shape``) or ``BYTES`` elements."""
+
+    name: str
+    datatype: str  # BYTES, FP32 or INT32
+    values: np.ndarray | list[bytes]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> list[int]:
+        return [len(self.values)] if isinstance(self.values, list) else list(self.values.shape)
 
 
 def v2_answer(request: V2Request, model: str, version: str, answers: Sequence[Answer]) -> Answer:
-    """The request's answer: one output of its photos' answers in order, or the first failed photo's error."""
+    """The request's answer: its photos' answers as one ``BYTES`` output (and, for JSON answers, their typed tensors;
+    those the request names, where it names outputs), or the first failed photo's error."""
     failed = next((n for n, answer in enumerate(answers) if answer.status != 200), None)
     if failed is not None:
         return v2_error(answers[failed], failed, len(answers))
     content_type = answers[0].content_type
-    picture = not content_type.startswith("application/json")
-    output: dict[str, Any] = {
-        "name": "picture" if picture else "answer",
-        "datatype": "BYTES",
-        "shape": [len(answers)],
-        "parameters": {"content_type": content_type},
-    }
-    header = {"model_name": model, "model_version": version, "outputs": [output]}
-    if request.id is not None:
-        header = {"id": request.id, **header}
-    if request.binary_output:
-        data = b"".join(_LENGTH.pack(len(answer.body)) + answer.body for answer in answers)
-        output["parameters"]["binary_data_size"] = len(data)
-        text = json.dumps(header, separators=(",", ":")).encode()
-        return Answer(text + data, "application/octet-stream", headers={JSON_LENGTH_HEADER: str(len(text))})
-    if picture:
-        output["parameters"]["content_encoding"] = "base64"
-        output["data"] = [base64.b64encode(answer.body).decode("ascii") for answer in answers]
+    bodies = [answer.body for answer in answers]
+    if content_type.startswith("application/json"):
+        outputs = [Output("answer", "BYTES", bodies, {"content_type": content_type})]
+        outputs += typed_outputs([json.loads(body) for body in bodies])
     else:
-        output["data"] = [answer.body.decode("utf-8") for answer in answers]
-    return Answer(json.dumps(header, separators=(",", ":")).encode(), "application/json")
+        outputs = [Output("picture", "BYTES", bodies, {"content_type": content_type})]
+    if request.outputs is not None:
+        known = {output.name: output for output in outputs}
+        unknown = [name for name in request.outputs if name not in known]
+        if unknown:
+            refused = RequestError(f"no output {unknown[0]!r} in this model's answers; they have: {', '.join(known)}")
+            return v2_error(error_answer(refused), 0, 1)
+        outputs = [known[name] for name in request.outputs]
+    header: dict[str, Any] = {"model_name": model, "model_version": version}
+    if request.id is not None:
+        header["id"] = request.id
+    described, blobs = [], []
+    for output in outputs:
+        tensor = {"name": output.name, "datatype": output.datatype, "shape": output.shape}
+        parameters = dict(output.parameters)
+        if request.binary_output:
+            blobs.append(_binary(output))
+            parameters["binary_data_size"] = len(blobs[-1])
+        else:
+            tensor["data"] = _json_data(output, parameters)
+        described.append({**tensor, "parameters": parameters} if parameters else tensor)
+    header["outputs"] = described
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if request.binary_output:
+        return Answer(text + b"".join(blobs), "application/octet-stream", headers={JSON_LENGTH_HEADER: str(len(text))})
+    return Answer(text, "application/json")
+
+
+def typed_outputs(records: Sequence[Any]) -> list[Output]:
+    """The tensors natural to the photos' JSON answers, in photo order: per person (``people`` per photo, ``boxes
+    [P, 4]``, ``scores [P]``, ``keypoints [P, K, 3]``, ``views [P]``), per face (``faces``, ``boxes``, ``scores``,
+    ``landmarks [F, 5, 2]``), or a segmenter's masks (``masks [N]``, COCO RLE counts, of ``mask_sizes [N, 2]``)."""
+    if not all(isinstance(record, dict) for record in records):
+        return []  # format=coco answers are lists
+    for group in ("people", "faces"):
+        if all(isinstance(record.get(group), list) for record in records):
+            found = [one for record in records for one in record[group]]
+            outputs = [Output(group, "INT32", np.array([len(record[group]) for record in records], np.int32))]
+            outputs += [Output("boxes", "FP32", _floats([one["box"] for one in found], (0, 4)))]
+            outputs += [Output("scores", "FP32", _floats([one["score"] for one in found], (0,)))]
+            joints = len(records[0].get("keypoint_names", ()))
+            if joints and all("keypoints" in one for one in found):
+                outputs.append(
+                    Output("keypoints", "FP32", _floats([one["keypoints"] for one in found], (0, joints, 3)))
+                )
+            if group == "faces":
+                outputs.append(Output("landmarks", "FP32", _floats([one["landmarks"] for one in found], (0, 5, 2))))
+            if found and all("view" in one for one in found):
+                outputs.append(Output("views", "BYTES", [str(one["view"]).encode() for one in found]))
+            return outputs
+    if all(isinstance(record.get("mask"), dict) for record in records):
+        return [
+            Output("masks", "BYTES", [record["mask"]["counts"].encode("ascii") for record in records]),
+            Output("mask_sizes", "INT32", np.array([record["mask"]["size"] for record in records], np.int32)),
+        ]
+    return []
+
+
+def _floats(values: list, empty: tuple[int, ...]) -> np.ndarray:
+    return np.array(values, np.float32) if values else np.zeros(empty, np.float32)
+
+
+def _binary(output: Output) -> bytes:
+    """An output's data in the binary extension: BYTES elements each after its length, numbers little-endian."""
+    if isinstance(output.values, list):
+        return b"".join(_LENGTH.pack(len(element)) + element for element in output.values)
+    return output.values.astype(output.values.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _json_data(output: Output, parameters: dict[str, Any]) -> list:
+    """An output's data in JSON: numbers flat, in row-major order; BYTES as text, pictures as base64."""
+    if not isinstance(output.values, list):
+        return output.values.ravel().tolist()
+    if output.name == "picture":
+        parameters["content_encoding"] = "base64"
+        return [base64.b64encode(element).decode("ascii") for element in output.values]
+    return [element.decode("utf-8") for element in output.values]
 
 
 def v2_error(answer: Answer, photo: int, photos: int) -> Answer:
@@ -269,3 +348,14 @@ def _binary_output(body: dict[str, Any]) -> bool:
     return bool(parameters.get("binary_data_output")) or any(
         isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data") for o in outputs
     )
+
+
+def _requested_outputs(body: dict[str, Any]) -> tuple[str, ...] | None:
+    outputs = body.get("outputs")
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
+        raise RequestError("'outputs' must be a list of objects with a 'name'", "InvalidRequest")
+    return tuple(o["name"] for o in outputs)
