@@ -15,6 +15,7 @@ Option headers may accompany any form; naming the same option twice is an error.
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from handlers.core.errors import RequestError
 IMAGE_FIELDS = ("data", "image")
 OPTION_HEADER_PREFIX = "x-option-"
 _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+_JSON_START = re.compile(rb"\s*\{")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def _read_body(body: Any, content_type: str) -> tuple[bytes, dict[str, Any]]:
             _raise_json_error(bytes(body))
         if not body:
             raise RequestError("the request body is empty; send an image", "EmptyRequest")
-        if body.lstrip()[:1] == b"{":
+        if starts_like_json(body):
             # No image format starts with '{': this is JSON sent without its content type
             # (TorchServe workflows pass node outputs this way).
             return _read_body(_parse_json(bytes(body)), "application/json")
@@ -133,6 +135,11 @@ def _read_fields(row: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[by
         if name not in IMAGE_FIELDS
     }  # an image file sent as an option (a background) stays bytes
     return bytes(image), options
+
+
+def starts_like_json(body: bytes | bytearray) -> bool:
+    """Whether the body's first non-blank byte is ``{`` (no image format starts so), without copying the body."""
+    return _JSON_START.match(body) is not None
 
 
 def decode_base64(text: str, field: str) -> bytes:

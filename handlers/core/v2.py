@@ -30,7 +30,7 @@ import numpy as np
 
 from handlers.core.answers import Answer, error_answer
 from handlers.core.errors import RequestError
-from handlers.core.inputs import decode_base64
+from handlers.core.inputs import decode_base64, starts_like_json
 
 JSON_LENGTH_HEADER = "Inference-Header-Content-Length"  # the binary data extension's header
 IMAGE_INPUT = "image"
@@ -71,7 +71,7 @@ def split_body(row: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[Any,
     if isinstance(body, (bytes, bytearray)):
         if _header(headers, JSON_LENGTH_HEADER) is not None:
             return _split_binary(bytes(body), headers)
-        if body.lstrip()[:1] == b"{":
+        if starts_like_json(body):
             try:
                 return json.loads(bytes(body).decode("utf-8")), b""
             except (UnicodeDecodeError, ValueError, RecursionError):
