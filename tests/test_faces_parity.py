@@ -19,7 +19,7 @@ from skimage.transform import rescale
 from torchvision.ops import box_iou
 
 from export.faces import CASCADE
-from handlers.faces.steps import Candidates, expression_crops, grey_levels, mini_xception_crops
+from handlers.faces.steps import Candidates, expression_crops, grey_images, grey_levels, mini_xception_crops
 from tests.fixtures.faces import faces_on, rgb, wheel_networks
 
 SCORE_TOLERANCE = 0.02  # expression scores on the same face (issue 38)
@@ -97,7 +97,7 @@ def test_the_grey_image_is_opencv_s_to_the_level():
 def test_classifier_inputs_and_scores_are_pyemotion_s_on_the_same_boxes(reference, expression_network):
     for name, (photo, boxes) in photos_with_faces().items():
         faces = Candidates(torch.tensor(boxes), torch.ones(len(boxes)), torch.zeros(len(boxes), dtype=torch.long))
-        ours = expression_crops([torch.from_numpy(photo).permute(2, 0, 1)], faces)
+        ours = expression_crops(grey_images([torch.from_numpy(photo).permute(2, 0, 1)], faces), faces)
         expected = torch.stack([reference_input(reference, photo, box) for box in boxes])
         levels = expected * 127.5 + 127.5  # Normalize(0.5, 0.5) undone: grey levels
         assert torch.equal(ours, levels.round()) and (levels - levels.round()).abs().max() < 1e-3, name
@@ -186,7 +186,7 @@ def test_the_second_opinion_is_fer_s_on_the_same_faces(reference, fer_reference,
         faces = Candidates(
             torch.from_numpy(boxes).float(), torch.ones(len(boxes)), torch.zeros(len(boxes), dtype=torch.long)
         )
-        crops = mini_xception_crops([torch.from_numpy(photo).permute(2, 0, 1)], faces)
+        crops = mini_xception_crops(grey_images([torch.from_numpy(photo).permute(2, 0, 1)], faces), faces)
         expected = torch.from_numpy(np.asarray(seen["inputs"], np.float32))[:, None]
         assert torch.equal((crops / 255.0 - 0.5) * 2.0, expected), name  # the same input, to the level
         ours = faces_on(face_networks, photo, second_opinion=True)

@@ -11,7 +11,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage import data
 
-from handlers.faces.steps import Candidates, mini_xception_crops
+from handlers.faces.steps import Candidates, grey_images, mini_xception_crops
 from handlers.segmentation.steps import gaussian_blur
 from handlers.smart_filter.steps import EXPRESSION_BACKGROUNDS, PALETTE
 from tests.conftest import served_with_published_weights
@@ -104,10 +104,8 @@ def test_the_second_opinion_reads_its_own_crops_for_those_who_ask(server, http):
     assert "second_opinion" not in json.dumps(plain.json())
     answered = asking.json()["faces"]
     boxes = torch.tensor([face["box"] for face in answered])
-    crops = mini_xception_crops(
-        [torch.from_numpy(painted).permute(2, 0, 1)],
-        Candidates(boxes, torch.ones(len(boxes)), torch.zeros(len(boxes), dtype=torch.long)),
-    )
+    candidates = Candidates(boxes, torch.ones(len(boxes)), torch.zeros(len(boxes), dtype=torch.long))
+    crops = mini_xception_crops(grey_images([torch.from_numpy(painted).permute(2, 0, 1)], candidates), candidates)
     expected = ExpressionOracle()(crops)  # the quadrants' greys of fer's squared, widened crops
     for face, scores in zip(answered, expected.tolist()):
         opinion = face["second_opinion"]

@@ -344,8 +344,15 @@ def grey_levels(image: Tensor) -> Tensor:
     return (levels >> GREY_SHIFT).to(torch.uint8)
 
 
-def expression_crops(pixels: Sequence[Tensor], faces: Candidates) -> Tensor:
-    """The classifier's inputs ``float[N, 1, 48, 48]`` (grey levels 0..255), cut as PyEmotion cuts them.
+def grey_images(pixels: Sequence[Tensor], faces: Candidates) -> dict[int, np.ndarray]:
+    """OpenCV's grey levels (``grey_levels``) of each image that has faces, by image index, for both classifiers'
+    crops."""
+    return {index: grey_levels(pixels[index]).cpu().numpy() for index in faces.image.unique().tolist()}
+
+
+def expression_crops(greys: Mapping[int, np.ndarray], faces: Candidates) -> Tensor:
+    """The classifier's inputs ``float[N, 1, 48, 48]`` (grey levels 0..255), cut from ``greys`` as PyEmotion cuts
+    them.
 
     Each box rounded to whole pixels (and kept inside its image), that part of the OpenCV grey
     image resized to 48 x 48 by Pillow (bilinear), as the reference's torchvision transforms do.
@@ -355,7 +362,6 @@ def expression_crops(pixels: Sequence[Tensor], faces: Candidates) -> Tensor:
     reference itself, on the CPU (a few faces per photo, 48 x 48 each).
     """
     out = faces.boxes.new_zeros((len(faces), 1, EXPRESSION_SIDE, EXPRESSION_SIDE))
-    greys = {int(index): grey_levels(pixels[index]).cpu().numpy() for index in faces.image.unique()}
     for n, ((x1, y1, x2, y2), index) in enumerate(zip(faces.boxes.round().long().tolist(), faces.image.tolist())):
         height, width = greys[index].shape
         x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
@@ -367,8 +373,9 @@ def expression_crops(pixels: Sequence[Tensor], faces: Candidates) -> Tensor:
     return out
 
 
-def mini_xception_crops(pixels: Sequence[Tensor], faces: Candidates) -> Tensor:
-    """The second classifier's inputs ``float[N, 1, 64, 64]`` (grey levels 0..255), cut as the fer package cuts them.
+def mini_xception_crops(greys: Mapping[int, np.ndarray], faces: Candidates) -> Tensor:
+    """The second classifier's inputs ``float[N, 1, 64, 64]`` (grey levels 0..255), cut from ``greys`` as the fer
+    package cuts them.
 
     Each box truncated to whole pixels, made square by growing its shorter side (centred, the odd
     pixel after), 10 px added around it, cut from the OpenCV grey image padded by 40 px of its
@@ -379,7 +386,7 @@ def mini_xception_crops(pixels: Sequence[Tensor], faces: Candidates) -> Tensor:
     out = faces.boxes.new_zeros((len(faces), 1, MINI_XCEPTION_SIDE, MINI_XCEPTION_SIDE))
     padded = {}
     for index in faces.image.unique().tolist():
-        grey = grey_levels(pixels[index]).cpu().numpy()
+        grey = greys[index]
         mean = cv2.mean(grey[-2:])[0]
         padded[index] = cv2.copyMakeBorder(grey, *[MINI_XCEPTION_PADDING] * 4, cv2.BORDER_CONSTANT, value=mean)
     for n, ((x1, y1, x2, y2), index) in enumerate(zip(faces.boxes.trunc().long().tolist(), faces.image.tolist())):
@@ -406,16 +413,15 @@ def detect_faces(
     candidates = refine(networks["rnet"], images, candidates, spec)
     thresholds = torch.tensor([q.score_threshold for q in queries], device=candidates.boxes.device)
     faces, landmarks = output(networks["onet"], images, candidates, thresholds, spec)
-    expressions = in_chunks(networks["expression"], expression_crops(pixels, faces), spec.max_crops)
+    greys = grey_images(pixels, faces)
+    expressions = in_chunks(networks["expression"], expression_crops(greys, faces), spec.max_crops)
     if not len(faces):
         expressions = faces.boxes.new_zeros((0, len(spec.expressions)))
     second_opinion = expressions.new_zeros(expressions.shape)
     asking = torch.tensor([q.second_opinion for q in queries], device=faces.image.device)[faces.image]
     if asking.any():
         asked = faces[asking.nonzero().squeeze(1)]
-        second_opinion[asking] = in_chunks(
-            networks["mini_xception"], mini_xception_crops(pixels, asked), spec.max_crops
-        )
+        second_opinion[asking] = in_chunks(networks["mini_xception"], mini_xception_crops(greys, asked), spec.max_crops)
     answers = []
     for index, query in enumerate(queries):
         mine = (faces.image == index).nonzero().squeeze(1)[: query.max_faces]  # kept best first
