@@ -16,7 +16,7 @@ MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 # grpcio-tools that build happened to get. The gRPC service stubs are not generated: humanserve_client/protocol/stub.py
 # makes each from its service's descriptor in those modules. `make stubs` after editing a .proto or the grpcio-tools
 # pin; tests/test_client_install.py fails while the committed modules differ from a fresh generation.
-PROTOS := $(wildcard humanserve_client/protocol/*.proto)
+PROTOS := $(wildcard humanserve_client/protocol/*.proto handlers/core/*.proto)
 MESSAGE_MODULES := $(PROTOS:.proto=_pb2.py)
 
 # The frontend agent that lets TorchServe 0.12 restart a dead worker of a sequence model, answer every
@@ -42,6 +42,9 @@ stubs: $(VENV)/.installed
 
 # The venv is order-only: a new venv does not rewrite a clone's committed modules; an edited .proto does.
 humanserve_client/protocol/%_pb2.py: humanserve_client/protocol/%.proto | $(VENV)/.installed
+	$(PROTOC) $<
+
+handlers/core/%_pb2.py: handlers/core/%.proto | $(VENV)/.installed
 	$(PROTOC) $<
 
 $(AGENT_JAR): runtime/frontend_agent/build.sh runtime/frontend_agent/MANIFEST.MF $(shell find runtime/frontend_agent -name '*.java')

@@ -38,7 +38,7 @@ from export.archive import write_archive
 from export.recipe import POSE_SERVING
 from handlers.core.stages import CLOCK, STAGES
 from loadtest.accounting import cost_per_answer
-from loadtest.load import Request, rest_turns, v2_request
+from loadtest.load import Request, grpc_turns, rest_turns, v2_grpc_request, v2_grpc_turns, v2_request
 from loadtest.machine import describe_machine
 from loadtest.photos import Photo, photo
 from loadtest.results import write_report
@@ -62,16 +62,27 @@ class Row:
     model: str
     options: dict[str, str] = field(default_factory=dict)
     targets: dict[str, float] = field(default_factory=dict)
-    v2: bool = False  # sent over the Open Inference Protocol (tritonclient's binary form) instead of /predictions
+    # How it is sent: "predictions" (REST), "grpc" (our client's Predictions call), or the Open Inference Protocol as
+    # tritonclient sends it, "v2" (REST, the binary extension) or "v2_grpc" (ModelInfer, raw_input_contents).
+    protocol: str = "predictions"
 
     def request(self, photo: Photo) -> Request:
         """What each of the row's requests carries."""
-        if self.v2:
+        if self.protocol == "v2":
             return v2_request(photo.data, self.options)
+        if self.protocol == "v2_grpc":
+            return v2_grpc_request(self.model, photo.data, self.options)
         return Request(photo.data, photo.content_type, self.options)
 
-    def path(self) -> str:
-        return f"/v2/models/{self.model}/infer" if self.v2 else f"/predictions/{self.model}"
+    def turns(self, server: TorchServe, photo: Photo, clients: int) -> list:
+        """The closed-loop clients that send the row's requests to ``server``."""
+        token = server.token("inference")
+        if self.protocol == "v2_grpc":
+            return v2_grpc_turns(server.grpc_target, token, [self.request(photo)], clients)
+        if self.protocol == "grpc":
+            return grpc_turns(server.grpc_target, token, self.model, [self.request(photo)], clients)
+        path = f"/v2/models/{self.model}/infer" if self.protocol == "v2" else f"/predictions/{self.model}"
+        return rest_turns(f"{server.inference_url}{path}", token, [self.request(photo)], clients)
 
 
 ROWS = {
@@ -90,9 +101,29 @@ ROWS = {
         PICTURE_TARGETS,
     ),
     "selfie": Row("selfie mask (JSON, person gate)", "selfie_standin", targets=JSON_TARGETS),
-    "pose_v2": Row("pose (whole image), v2", "pose_standin", targets=POSE_TARGETS, v2=True),
+    "pose_v2": Row("pose (whole image), v2", "pose_standin", targets=POSE_TARGETS, protocol="v2"),
+    "pose_grpc": Row("pose (whole image), gRPC", "pose_standin", targets=POSE_TARGETS, protocol="grpc"),
+    "pose_v2_grpc": Row("pose (whole image), v2 gRPC", "pose_standin", targets=POSE_TARGETS, protocol="v2_grpc"),
     "cutout_v2": Row(
-        "segmenter cut-out (PNG), v2", "segmenter_standin", {"background": "transparent"}, PICTURE_TARGETS, v2=True
+        "segmenter cut-out (PNG), v2",
+        "segmenter_standin",
+        {"background": "transparent"},
+        PICTURE_TARGETS,
+        protocol="v2",
+    ),
+    "cutout_grpc": Row(
+        "segmenter cut-out (PNG), gRPC",
+        "segmenter_standin",
+        {"background": "transparent"},
+        PICTURE_TARGETS,
+        protocol="grpc",
+    ),
+    "cutout_v2_grpc": Row(
+        "segmenter cut-out (PNG), v2 gRPC",
+        "segmenter_standin",
+        {"background": "transparent"},
+        PICTURE_TARGETS,
+        protocol="v2_grpc",
     ),
     "style": Row("style (JPEG)", "style_standin", targets=PICTURE_TARGETS),
     "pix2pix": Row("pix2pix (JPEG; 256x256 model, answer resized back)", "pix2pix_standin", targets=PICTURE_TARGETS),
@@ -140,7 +171,7 @@ def measure_served(
 ) -> tuple[float, float, float]:
     """Server CPU core-ms per answered request (the frontend's, the rest's) and requests/s, over ``window_s`` of steady
     load."""
-    turns = rest_turns(f"{server.inference_url}{row.path()}", server.token("inference"), [row.request(photo)], clients)
+    turns = row.turns(server, photo, clients)
     try:
         return cost_per_answer(server, turns, warm_up_s, window_s)
     except RuntimeError as error:

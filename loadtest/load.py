@@ -19,8 +19,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+import grpc
 import numpy as np
 
+from handlers.core.open_inference_pb2 import ModelInferRequest
+from handlers.core.v2_grpc import INFER, METHOD_HEADER
 from humanserve_client import Answer, GrpcClient, HandlerError, ServerError
 from humanserve_client.client import SEQUENCE_HEADER, new_sequence_id
 
@@ -49,6 +52,17 @@ def v2_request(photo: bytes, options: Mapping[str, str]) -> Request:
     image.set_data_from_numpy(np.array([photo], dtype=np.object_))
     body, json_size = triton.InferenceServerClient.generate_request_body([image], parameters=dict(options))
     return Request(body, "application/octet-stream", headers={"Inference-Header-Content-Length": str(json_size)})
+
+
+def v2_grpc_request(model: str, photo: bytes, options: Mapping[str, str]) -> Request:
+    """An Open Inference Protocol ``ModelInferRequest``'s bytes as tritonclient.grpc sends it: the photo as a BYTES
+    input in ``raw_input_contents``, the options as string parameters (call ``v2_grpc_turns`` with it)."""
+    message = ModelInferRequest(model_name=model, raw_input_contents=[len(photo).to_bytes(4, "little") + photo])
+    message.inputs.add(name="image", datatype="BYTES", shape=[1])
+    for name, value in options.items():
+        message.parameters[name].string_param = value
+    # The header is what the frontend agent adds to the call it hands the worker (for the in-process breakdown).
+    return Request(message.SerializeToString(), "application/x-protobuf", headers={METHOD_HEADER: INFER})
 
 
 @dataclass(frozen=True)
@@ -222,6 +236,31 @@ def rest_turns(
                 yield send(requests[frame % len(requests)], {**sequence, **end})
 
         turn.close = connection.close
+        return turn
+
+    return [client(index) for index in range(clients)]
+
+
+def v2_grpc_turns(target: str, token: str | None, requests: Sequence[Request], clients: int) -> list[Turn]:
+    """``clients`` gRPC clients (a channel each) calling the Open Inference Protocol's ``ModelInfer`` with ``requests``
+    (``v2_grpc_request``'s) in turn, the message's bytes sent as they are."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def client(index: int) -> Turn:
+        channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)])
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        sent = iter(range(index, 1 << 62))
+
+        def turn() -> Iterator[Outcome]:
+            request, start = requests[next(sent) % len(requests)], time.perf_counter()
+            try:
+                infer(request.body, metadata=metadata, timeout=600)
+                failure, status = None, 200
+            except grpc.RpcError as error:
+                failure, status = f"{error.code()}: {error.details()}", 500
+            yield Outcome(time.time(), time.perf_counter() - start, failure, status)
+
+        turn.close = channel.close
         return turn
 
     return [client(index) for index in range(clients)]

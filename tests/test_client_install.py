@@ -27,6 +27,8 @@ from tests.fixtures.serving import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL = Path("humanserve_client", "protocol")
+# The handlers' own messages (the Open Inference Protocol's, read and written in the worker), generated alike.
+PROTOCOL_DIRECTORIES = [PROTOCOL, Path("handlers", "core")]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 HEAVY_LIBRARIES = sorted({module for modules in EXTRAS.values() for module in modules})
 # pip's words when it cannot reach the package index: then the install is skipped, any other failure fails the test.
@@ -68,7 +70,17 @@ def floor(name: str) -> str:
 
 def tracked_protocol_files() -> list[str]:
     return subprocess.run(
-        ["git", "ls-files", str(PROTOCOL)], cwd=REPO, capture_output=True, text=True, check=True
+        [
+            "git",
+            "ls-files",
+            "--",
+            *(f"{d}/*.proto" for d in PROTOCOL_DIRECTORIES),
+            *(f"{d}/*_pb2.py" for d in PROTOCOL_DIRECTORIES),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
 
 
@@ -109,7 +121,7 @@ def test_the_service_stubs_are_what_grpcio_tools_would_generate(tmp_path):
         spec = importlib.util.spec_from_file_location(Path(name).stem, tmp_path / name)
         generated_module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(generated_module)
-        messages = importlib.import_module(f"humanserve_client.protocol.{Path(name).stem.removesuffix('_grpc')}")
+        messages = importlib.import_module(name.removesuffix("_grpc.py").replace("/", "."))
         for service in messages.DESCRIPTOR.services_by_name.values():
             # Each method under its name, with the same path, streaming, message classes and options.
             made = vars(ServiceStub(RecordingChannel(), service))
@@ -120,7 +132,8 @@ def test_the_service_stubs_are_what_grpcio_tools_would_generate(tmp_path):
 def test_the_protobuf_floor_is_the_version_the_message_modules_were_generated_for():
     versions = {
         re.search(r"# Protobuf Python Version: (\S+)", path.read_text())[1]
-        for path in (REPO / PROTOCOL).glob("*_pb2.py")
+        for directory in PROTOCOL_DIRECTORIES
+        for path in (REPO / directory).glob("*_pb2.py")
     }
     # A message module refuses a runtime older than its generator: an older floor would let pip install a broken client.
     assert versions == {floor("protobuf")}

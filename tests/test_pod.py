@@ -24,6 +24,7 @@ import numpy as np
 import psutil
 import pytest
 import requests
+import tritonclient.grpc
 import tritonclient.http as triton
 from skimage import data
 from tritonclient.utils import InferenceServerException
@@ -294,6 +295,22 @@ def test_v2_through_the_proxy_needs_the_key_and_its_health_routes_none(running_p
             client.infer(ORACLE, [image])
         assert refused.value.status() == "401"
         result = client.infer(ORACLE, [image], headers={"Authorization": f"Bearer {running_pod.api_key}"})
+        assert json.loads(result.as_numpy("answer")[0])["model"] == ORACLE
+    finally:
+        client.close()
+
+
+def test_v2_grpc_through_the_proxy_needs_the_key(running_pod):
+    client = tritonclient.grpc.InferenceServerClient(f"127.0.0.1:{running_pod.grpc_port}")
+    key = {"authorization": f"Bearer {running_pod.api_key}"}
+    try:
+        image = tritonclient.grpc.InferInput("image", [1], "BYTES")
+        image.set_data_from_numpy(np.array([encode(data.astronaut(), "PNG")], dtype=np.object_))
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer(ORACLE, [image])
+        assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+        assert client.is_server_ready(headers=key) and client.is_model_ready(ORACLE, headers=key)
+        result = client.infer(ORACLE, [image], headers=key)
         assert json.loads(result.as_numpy("answer")[0])["model"] == ORACLE
     finally:
         client.close()

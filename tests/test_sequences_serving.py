@@ -18,9 +18,14 @@ import urllib.request
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 import requests
+import tritonclient.grpc
+import tritonclient.http
+from tritonclient.utils import InferenceServerException
 
 from export.archive import Sequences, write_archive
 from export.registry import RECIPES
@@ -324,3 +329,57 @@ def test_the_first_request_of_make_start_leaves_no_sequence_open(limited, capsys
     show_first_request(limited)
     assert "X-Option-End: true" in capsys.readouterr().out
     assert open_sequences(limited) == 0 and closed(limited, "ended") > 0
+
+
+def v2_frame(client, image: bytes, **sequence):
+    """One frame to the tracker as tritonclient sends it (sequence_id, sequence_start, sequence_end its own arguments):
+    the frame's answer."""
+    module = tritonclient.http if isinstance(client, tritonclient.http.InferenceServerClient) else tritonclient.grpc
+    photo = module.InferInput("image", [1], "BYTES")
+    photo.set_data_from_numpy(np.array([image], dtype=np.object_))
+    return json.loads(client.infer(MODEL, [photo], **sequence).as_numpy("answer")[0])
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_v2_sequences_named_by_tritonclient_keep_their_ids(server, alone, protocol):
+    if protocol == "http":
+        client = tritonclient.http.InferenceServerClient(urlsplit(server.inference_url).netloc, network_timeout=300)
+    else:
+        client = tritonclient.grpc.InferenceServerClient(server.grpc_target)
+    try:
+        # Two videos in turns, one named by a number and one by a string, as the protocol allows.
+        videos = {f"{scene}-{uuid.uuid4().hex}": frames_of(scene)[1][:10] for scene in ("apart", "crossing")}
+        names = dict(zip(videos, [int(uuid.uuid4().int % 10**12), f"v2-{uuid.uuid4().hex}"]))
+        answers: dict[str, list[dict]] = {name: [] for name in videos}
+        for n in range(10):
+            for name, images in videos.items():
+                frame = v2_frame(client, images[n], sequence_id=names[name], sequence_start=n == 0, sequence_end=n == 9)
+                assert frame["sequence_id"] == str(names[name]), frame
+                answers[name].append({**frame, "sequence_id": name})
+        check_tracked(answers, alone)
+    finally:
+        client.close()
+
+
+def test_v2_frames_leave_no_sequence_open_and_a_named_one_ends_with_sequence_end(limited):
+    ended = closed(limited, "ended")
+    images = frames_of("apart")[1][:3]
+    http = tritonclient.http.InferenceServerClient(urlsplit(limited.inference_url).netloc, network_timeout=300)
+    grpc_client = tritonclient.grpc.InferenceServerClient(limited.grpc_target)
+    try:
+        for client in (http, grpc_client):  # no sequence named: each photo is a one-frame sequence, ended at once
+            assert [v2_frame(client, image)["frame"] for image in images] == [0, 0, 0]
+        named = [v2_frame(grpc_client, image, sequence_id=77, sequence_end=n == 2) for n, image in enumerate(images)]
+        assert [answer["frame"] for answer in named] == [0, 1, 2] and named[0]["sequence_id"] == "77"
+        # Metadata comes from the handler, in a one-call sequence of its own on a sequence model, ended too.
+        assert http.get_model_metadata(MODEL)["outputs"][0]["name"] == "answer"
+        assert grpc_client.get_model_metadata(MODEL, as_json=True)["outputs"][0]["name"] == "answer"
+        until_none_open(limited, timeout=IDLE_CLOSE_MS / 1000 / 2)  # well before any would idle out
+        assert closed(limited, "ended") == ended + 9
+        with pytest.raises(InferenceServerException, match="one per request"):
+            photos = tritonclient.grpc.InferInput("image", [2], "BYTES")
+            photos.set_data_from_numpy(np.array(images[:2], dtype=np.object_))
+            grpc_client.infer(MODEL, [photos], sequence_id=78)
+    finally:
+        http.close()
+        grpc_client.close()

@@ -1,24 +1,30 @@
-"""The Open Inference Protocol codec (handlers/core/v2.py), fed and read by tritonclient's own request and response
-code, and by hand-written JSON as curl sends it."""
+"""The Open Inference Protocol codecs (handlers/core/v2.py, v2_grpc.py), fed and read by tritonclient's own request
+and response code (REST and gRPC), and by hand-written JSON as curl sends it."""
 
 import base64
 import json
 
 import numpy as np
 import pytest
+import tritonclient.grpc
 import tritonclient.http as triton
+from tritonclient.grpc import service_pb2
+from tritonclient.grpc._utils import _get_inference_request
 
-from handlers.core.answers import Answer
+from handlers.core.answers import Answer, error_answer
 from handlers.core.errors import RequestError
 from handlers.core.v2 import (
     JSON_LENGTH_HEADER,
     V2Request,
+    in_sequence,
     is_v2_request,
     read_v2_request,
     split_body,
     v2_answer,
     v2_error,
+    v2_metadata,
 )
+from handlers.core.v2_grpc import grpc_answer, model_metadata, read_grpc_request
 
 PHOTOS = [b"\xff\xd8first photo", b"\x89PNG second, longer photo"]
 
@@ -94,10 +100,24 @@ def test_curl_s_json_with_base64_and_input_parameters():
         ),
         (
             {
-                "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["aGk="]}],
-                "parameters": {"sequence_id": 7},
+                "inputs": [
+                    {
+                        "name": "image",
+                        "datatype": "BYTES",
+                        "shape": [1],
+                        "data": ["aGk="],
+                        "parameters": {"sequence_id": 7},
+                    }
+                ],
             },
-            "sequences are not served over v2 yet",
+            "'sequence_id' goes in the request's parameters",
+        ),
+        (
+            {
+                "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["aGk="]}],
+                "parameters": {"sequence_id": 7, "sequence_end": "yes"},
+            },
+            "'sequence_end' must be true or false",
         ),
         ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [3], "data": ["aGk="] * 3}]}, "at most 2"),
     ],
@@ -224,3 +244,80 @@ def test_masks_come_as_rle_and_named_outputs_alone():
     assert outputs[1]["data"] == ["3a01", "0f"]
     unknown = v2_answer(V2Request(None, PHOTOS, {}, False, outputs=("keypoints",)), "seg", "1", answers)
     assert unknown.status == 400 and "no output 'keypoints'" in json.loads(unknown.body)["error"]
+
+
+def test_a_sequence_model_s_frames_end_their_sequence_as_the_request_says():
+    def request(**parameters) -> V2Request:
+        body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["aGk="]}]}
+        return read_v2_request({**body, "parameters": parameters}, b"", most_images=2)
+
+    assert in_sequence(request(sequence_id=7), "7").options == {"end": False}
+    assert in_sequence(request(sequence_id="v", sequence_end=True), "v").options == {"end": True}
+    assert in_sequence(request(sequence_id=7, end=True), "7").options == {"end": True}  # our own option still works
+    assert in_sequence(request(flip_test=True), "ts-seq-1").options == {"flip_test": True, "end": True}  # one frame
+    assert in_sequence(request(flip_test=True), None).options == {"flip_test": True}
+    with pytest.raises(RequestError, match="answers photos one by one"):
+        in_sequence(request(sequence_start=True), None)
+    two = read_v2_request(
+        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [2], "data": ["aGk="] * 2}]}, b"", most_images=2
+    )
+    with pytest.raises(RequestError, match="one per request"):
+        in_sequence(two, "ts-seq-2")
+
+
+def grpc_request(photos: list[bytes], **kwargs) -> bytes:
+    """tritonclient.grpc's ModelInferRequest for the photos (raw_input_contents, as it sends them), as bytes."""
+    image = tritonclient.grpc.InferInput("image", [len(photos)], "BYTES")
+    image.set_data_from_numpy(np.array(photos, dtype=np.object_))
+    arguments = {"model_version": "", "request_id": "", "outputs": None, "sequence_id": 0, "sequence_start": False}
+    arguments |= {"sequence_end": False, "priority": 0, "timeout": None, "parameters": None} | kwargs
+    return _get_inference_request("pose", [image], **arguments).SerializeToString()
+
+
+def test_tritonclient_s_grpc_requests_read_as_their_rest_form():
+    outputs = [tritonclient.grpc.InferRequestedOutput("keypoints")]
+    body = grpc_request(PHOTOS, request_id="g1", outputs=outputs, parameters={"flip_test": True, "max_people": 3})
+    request = read_v2_request(*read_grpc_request(body), most_images=4)
+    assert request.images == PHOTOS and request.id == "g1" and request.outputs == ("keypoints",)
+    assert request.options == {"flip_test": True, "max_people": 3}
+    framed = read_v2_request(*read_grpc_request(grpc_request(PHOTOS[:1], sequence_id=7, sequence_end=True)), 4)
+    assert framed.sequence and framed.sequence_end and framed.options == {}  # the sequence is the frontend's to route
+    with pytest.raises(RequestError, match="at most 1 together"):
+        read_v2_request(*read_grpc_request(body), most_images=1)
+    with pytest.raises(RequestError, match="not a ModelInferRequest"):
+        read_grpc_request(body[:-3])
+
+
+def test_grpc_answers_read_back_by_tritonclient():
+    answers = [Answer(json.dumps(a).encode(), "application/json") for a in PEOPLE_ANSWERS]
+    request = V2Request("g2", PHOTOS + PHOTOS[:1], {}, False)
+    response = service_pb2.ModelInferResponse.FromString(grpc_answer(request, "pose", "1", answers).body)
+    result = tritonclient.grpc.InferResult(response)
+    assert result.get_response().id == "g2" and result.get_response().model_version == "1"
+    assert [json.loads(a) for a in result.as_numpy("answer")] == PEOPLE_ANSWERS
+    people = [person for a in PEOPLE_ANSWERS for person in a["people"]]
+    assert np.array_equal(result.as_numpy("keypoints"), np.array([p["keypoints"] for p in people], np.float32))
+    assert result.as_numpy("people").tolist() == [2, 0, 1] and result.as_numpy("boxes").shape == (3, 4)
+    assert result.get_output("answer").parameters["content_type"].string_param == "application/json"
+    pictures = [Answer(b"\x89PNG one", "image/png"), Answer(b"\x89PNG two", "image/png")]
+    response = service_pb2.ModelInferResponse.FromString(grpc_answer(request, "style", "1", pictures).body)
+    assert [bytes(p) for p in tritonclient.grpc.InferResult(response).as_numpy("picture")] == [a.body for a in pictures]
+
+
+def test_a_failed_photo_fails_its_grpc_call_with_its_status_and_message_alone():
+    bad = error_answer(RequestError("the image cannot be decoded", "UndecodableImage"))
+    answer = grpc_answer(V2Request(None, PHOTOS, {}, False), "m", "1", [JSON_ANSWERS[0], bad])
+    assert answer.status == 400 and answer.body == b"photo 1 of 2: the image cannot be decoded"
+
+
+def test_model_metadata_lists_the_image_input_and_the_family_s_outputs():
+    response = service_pb2.ModelMetadataResponse.FromString(model_metadata("pose", "1.0", ("answer", "keypoints")).body)
+    assert response.name == "pose" and list(response.versions) == ["1.0"]
+    assert [(t.name, t.datatype, list(t.shape)) for t in response.inputs] == [("image", "BYTES", [-1])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in response.outputs] == [
+        ("answer", "BYTES", [-1]),
+        ("keypoints", "FP32", [-1, -1, 3]),
+    ]
+    rest = json.loads(v2_metadata("pose", "1.0", ("answer",), {"flip_test": {"default": False, "help": "h"}}).body)
+    assert rest["outputs"] == [{"name": "answer", "datatype": "BYTES", "shape": [-1]}]
+    assert rest["parameters"] == {"flip_test": {"default": False, "help": "h"}}

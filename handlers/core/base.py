@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,33 @@ from handlers.core.models import compiled_record, load_model
 from handlers.core.options import Option, describe, parse_options
 from handlers.core.schema import HandlerConfig
 from handlers.core.stages import CLOCK
-from handlers.core.v2 import V2Request, is_v2_request, read_v2_request, split_body, v2_answer, v2_error
+from handlers.core.v2 import (
+    V2Request,
+    in_sequence,
+    is_metadata_request,
+    is_v2_request,
+    read_v2_request,
+    split_body,
+    v2_answer,
+    v2_error,
+    v2_metadata,
+)
+from handlers.core.v2_grpc import (
+    INFER,
+    METADATA,
+    grpc_answer,
+    grpc_error,
+    grpc_method,
+    model_metadata,
+    read_grpc_request,
+)
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE_HEADER = "X-Batch-Size"
 # The sequence's ID in the answer, under a name proxies pass (the frontend agent takes requests' sequences from it too).
 SEQUENCE_HEADER = "X-Sequence-Id"
+SEQUENCE_END_HEADER = "ts_request_sequence_end"  # an answer with it closes its sequence (TorchServe's header)
 # Nice increment a worker takes once it has answered its first batch (0: none). A worker that
 # starts (in place of a dead one, or a scale-up) then runs before the busy ones: on 2 cores under
 # mixed load its 3.5 s of start-up CPU otherwise got a third of them (make soak, docs/benchmarks.md).
@@ -70,6 +90,8 @@ class Row:
     places: list[int]
     v2: bool = False  # an Open Inference Protocol request: answered in its form
     request: V2Request | None = None  # None: a v2 request that could not be read
+    grpc: str | None = None  # the v2 gRPC call it is (v2_grpc.INFER or METADATA): answered as its response message
+    metadata: bool = False  # a v2 model metadata request (over REST or gRPC): answered without items
 
 
 @dataclass
@@ -91,6 +113,8 @@ class VisionHandler(BaseHandler):
     answer each."""
 
     options: Mapping[str, Option] = {}
+    # The v2 outputs the family's answers can have (v2_grpc.OUTPUT_TENSORS), as its model metadata lists them.
+    v2_output_names: tuple[str, ...] = ("answer",)
     schema: type[HandlerConfig] = HandlerConfig  # the family's archive config (handlers/<family>/schema.py)
 
     def initialize(self, context):
@@ -169,10 +193,11 @@ class VisionHandler(BaseHandler):
         A v2 request's photos become items of their own, in the same batch. A request that breaks our
         code is answered 500 alone; its batch mates go on.
         """
-        uploads, errors, rows = [], {}, []
+        uploads, errors, rows, place = [], {}, [], 0
         for index, row in enumerate(data):
             with CLOCK.stage("read"):
-                rows.append(self._read_row(index, row, rows[-1].places[-1] + 1 if rows else 0, uploads, errors))
+                rows.append(self._read_row(index, row, place, uploads, errors))
+            place += len(rows[-1].places)
         with CLOCK.stage("decode"):
             items = self.decode(uploads, errors)
         batch = Batch(len(data), items, errors, rows)
@@ -186,21 +211,29 @@ class VisionHandler(BaseHandler):
     ) -> Row:
         """Read TorchServe's request ``index`` into uploads (or errors) from ``place`` on: its ``Row``."""
         headers = self.context.get_all_request_header(index)
-        v2, request = is_v2_request(row.get("body"), headers), None
+        grpc = grpc_method(headers)
+        if grpc == METADATA or is_metadata_request(headers):
+            return Row([], True, None, grpc, metadata=True)
+        v2, request = grpc == INFER or is_v2_request(row.get("body"), headers), None
         try:
-            body, binary = split_body(row, headers)
-            v2 = is_v2_request(body, headers)
+            if grpc == INFER:
+                body, binary = read_grpc_request(row.get("body"))
+            else:
+                body, binary = split_body(row, headers)
+                v2 = is_v2_request(body, headers)
             if v2:
-                request = read_v2_request(body, binary, self.batch_limit)
+                request = in_sequence(
+                    read_v2_request(body, binary, self.batch_limit), self.context.get_sequence_id(index)
+                )
                 sent = [Request(image, request.options) for image in request.images]
             else:
                 sent = [read_request({**row, "body": body} if "body" in row else row, headers)]
         except RequestError as error:
             errors[place] = error
-            return Row([place], v2)
+            return Row([place], v2, grpc=grpc)
         except Exception as error:
             errors[place] = _internal("reading the request", error)
-            return Row([place], v2)
+            return Row([place], v2, grpc=grpc)
         places = list(range(place, place + len(sent)))
         for at, one in zip(places, sent):
             try:
@@ -213,7 +246,7 @@ class VisionHandler(BaseHandler):
                 errors[at] = error
             except Exception as error:
                 errors[at] = _internal("reading the request", error)
-        return Row(places, v2, request)
+        return Row(places, v2, request, grpc)
 
     def decode(self, uploads: list[Upload], errors: dict[int, RequestError]) -> list[Item]:
         """Decode each upload at its coarsest allowed scale: JPEGs in one call on a CUDA model's device, the rest on the
@@ -288,6 +321,8 @@ class VisionHandler(BaseHandler):
                 if sequence_id is not None:  # how a REST client learns the ID TorchServe gave its new sequence
                     self.context.set_response_header(index, self.context.header_key_sequence_id, sequence_id)
                     self.context.set_response_header(index, SEQUENCE_HEADER, sequence_id)
+                    if batch.rows[index].metadata:  # a sequence model's metadata request opened one of its own
+                        self.context.set_response_header(index, SEQUENCE_END_HEADER, sequence_id)
                 for name, value in answer.headers.items():
                     self.context.set_response_header(index, name, value)
                 if answer.status != HTTPStatus.OK:
@@ -297,12 +332,20 @@ class VisionHandler(BaseHandler):
         return [answers[index].body for index in range(batch.size)]
 
     def _row_answer(self, row: Row, by_place: dict[int, Answer]) -> Answer:
-        """A request's answer from its items': the one item's, or the v2 answer of them all."""
+        """A request's answer from its items': the one item's, or the v2 answer of them all (over REST or gRPC)."""
+        if row.metadata and row.grpc:
+            return model_metadata(self.model_name, self.model_version, self.v2_output_names)
+        if row.metadata:
+            return v2_metadata(self.model_name, self.model_version, self.v2_output_names, describe(self.options))
         if not row.v2:
             return by_place[row.places[0]]
         if row.request is None:
-            return v2_error(by_place[row.places[0]], 0, 1)
-        return v2_answer(row.request, self.model_name, self.model_version, [by_place[p] for p in row.places])
+            return (grpc_error if row.grpc else v2_error)(by_place[row.places[0]], 0, 1)
+        answers = [by_place[p] for p in row.places]
+        answer = (grpc_answer if row.grpc else v2_answer)(row.request, self.model_name, self.model_version, answers)
+        # Headers for the frontend (a tracker's sequence end) go with the v2 answer, as with the items' own.
+        carried = {name: value for item in answers for name, value in item.headers.items()}
+        return replace(answer, headers={**carried, **answer.headers}) if carried else answer
 
     def describe_handle(self) -> str:
         """What the describe API shows under ``customizedMetadata``."""

@@ -23,7 +23,7 @@ import base64
 import json
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -49,8 +49,25 @@ PROTOCOL_PARAMETERS = frozenset(
         "shared_memory_offset",
     }
 )
+# What every output can be, as model metadata describes it (-1: any size); each family names those it answers.
+OUTPUT_TENSORS = {
+    "answer": ("BYTES", [-1]),
+    "picture": ("BYTES", [-1]),
+    "people": ("INT32", [-1]),
+    "faces": ("INT32", [-1]),
+    "boxes": ("FP32", [-1, 4]),
+    "scores": ("FP32", [-1]),
+    "keypoints": ("FP32", [-1, -1, 3]),
+    "landmarks": ("FP32", [-1, 5, 2]),
+    "views": ("BYTES", [-1]),
+    "masks": ("BYTES", [-1]),
+    "mask_sizes": ("INT32", [-1, 2]),
+}
+PLATFORM = "pytorch_torchserve"
+# The header by which the frontend agent marks a REST model metadata request (GET /v2/models/{name}).
+REST_METHOD_HEADER = "humanserve-v2-rest"
 SEQUENCE_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end"})
-_LENGTH = struct.Struct("<I")  # a BYTES element's length, before it, in the binary extension
+ELEMENT_LENGTH = struct.Struct("<I")  # a BYTES element's length, before it, in the binary extension
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,8 @@ class V2Request:
     options: dict[str, Any]
     binary_output: bool
     outputs: tuple[str, ...] | None = None  # the outputs asked for by name (None: all)
+    sequence: bool = False  # it names a sequence (sequence_id, sequence_start or sequence_end): a video's frame
+    sequence_end: bool = False  # the sequence's last frame
 
 
 def split_body(row: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[Any, bytes]:
@@ -110,11 +129,40 @@ def read_v2_request(body: Any, binary: bytes, most_images: int) -> V2Request:
             f"{len(images)} photos in one request; this model answers at most {most_images} together (its batch size)",
             "TooManyImages",
         )
-    options = {**_options(body.get("parameters"), "the request"), **_options(tensor.get("parameters"), "input 'image'")}
+    parameters = body.get("parameters")
+    options = {**_options(parameters, "the request"), **_options(tensor.get("parameters"), "input 'image'")}
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise RequestError("'id' must be a string", "InvalidRequest")
-    return V2Request(request_id, images, options, _binary_output(body), _requested_outputs(body))
+    named = SEQUENCE_PARAMETERS & parameters.keys() if isinstance(parameters, dict) else set()
+    sequence_end = parameters.get("sequence_end", False) if named else False
+    if not isinstance(sequence_end, bool):
+        raise RequestError(f"'sequence_end' must be true or false, not {sequence_end!r}", "InvalidOption")
+    return V2Request(
+        request_id, images, options, _binary_output(body), _requested_outputs(body), bool(named), sequence_end
+    )
+
+
+def in_sequence(request: V2Request, sequence_id: str | None) -> V2Request:
+    """The request as its model takes it: a sequence model's frame (``sequence_id``: the frontend put it in one) ends
+    its sequence with ``sequence_end``, or at once when the request named no sequence (one photo, one answer, no
+    sequence left open); ``RequestError`` for a sequence sent to another model, or several frames in one request."""
+    if sequence_id is None:
+        if request.sequence:
+            raise RequestError(
+                "this model answers photos one by one: sequence_id, sequence_start and sequence_end are for sequence"
+                " models (pose_tracker)",
+                "InvalidOption",
+            )
+        return request
+    if len(request.images) != 1:
+        raise RequestError(
+            f"{len(request.images)} photos in one request to a sequence model: send a video's frames one per request,"
+            " in order, with the same sequence_id",
+            "TooManyImages",
+        )
+    end = (request.sequence_end or bool(request.options.get("end"))) if request.sequence else True
+    return replace(request, options={**request.options, "end": end})
 
 
 @dataclass(frozen=True)
@@ -132,25 +180,11 @@ class Output:
 
 
 def v2_answer(request: V2Request, model: str, version: str, answers: Sequence[Answer]) -> Answer:
-    """The request's answer: its photos' answers as one ``BYTES`` output (and, for JSON answers, their typed tensors;
-    those the request names, where it names outputs), or the first failed photo's error."""
-    failed = next((n for n, answer in enumerate(answers) if answer.status != 200), None)
-    if failed is not None:
-        return v2_error(answers[failed], failed, len(answers))
-    content_type = answers[0].content_type
-    bodies = [answer.body for answer in answers]
-    if content_type.startswith("application/json"):
-        outputs = [Output("answer", "BYTES", bodies, {"content_type": content_type})]
-        outputs += typed_outputs([json.loads(body) for body in bodies])
-    else:
-        outputs = [Output("picture", "BYTES", bodies, {"content_type": content_type})]
-    if request.outputs is not None:
-        known = {output.name: output for output in outputs}
-        unknown = [name for name in request.outputs if name not in known]
-        if unknown:
-            refused = RequestError(f"no output {unknown[0]!r} in this model's answers; they have: {', '.join(known)}")
-            return v2_error(error_answer(refused), 0, 1)
-        outputs = [known[name] for name in request.outputs]
+    """The request's answer over REST: its photos' answers as ``v2_outputs`` gives them, in JSON or with the binary
+    extension, or the first failed photo's error."""
+    outputs = v2_outputs(request, answers)
+    if isinstance(outputs, Failed):
+        return v2_error(outputs.answer, outputs.photo, outputs.photos)
     header: dict[str, Any] = {"model_name": model, "model_version": version}
     if request.id is not None:
         header["id"] = request.id
@@ -159,7 +193,7 @@ def v2_answer(request: V2Request, model: str, version: str, answers: Sequence[An
         tensor = {"name": output.name, "datatype": output.datatype, "shape": output.shape}
         parameters = dict(output.parameters)
         if request.binary_output:
-            blobs.append(_binary(output))
+            blobs.append(binary_data(output))
             parameters["binary_data_size"] = len(blobs[-1])
         else:
             tensor["data"] = _json_data(output, parameters)
@@ -169,6 +203,59 @@ def v2_answer(request: V2Request, model: str, version: str, answers: Sequence[An
     if request.binary_output:
         return Answer(text + b"".join(blobs), "application/octet-stream", headers={JSON_LENGTH_HEADER: str(len(text))})
     return Answer(text, "application/json")
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Why a request has no outputs: the answer of its photo ``photo`` (of ``photos``), an error."""
+
+    answer: Answer
+    photo: int = 0
+    photos: int = 1
+
+
+def v2_outputs(request: V2Request, answers: Sequence[Answer]) -> list[Output] | Failed:
+    """The request's outputs: its photos' answers as one ``BYTES`` output (and, for JSON answers, their typed tensors;
+    those the request names, where it names outputs), or its first failed photo."""
+    failed = next((n for n, answer in enumerate(answers) if answer.status != 200), None)
+    if failed is not None:
+        return Failed(answers[failed], failed, len(answers))
+    content_type = answers[0].content_type
+    bodies = [answer.body for answer in answers]
+    if content_type.startswith("application/json"):
+        outputs = [Output("answer", "BYTES", bodies, {"content_type": content_type})]
+        outputs += typed_outputs([json.loads(body) for body in bodies])
+    else:
+        outputs = [Output("picture", "BYTES", bodies, {"content_type": content_type})]
+    if request.outputs is None:
+        return outputs
+    known = {output.name: output for output in outputs}
+    unknown = [name for name in request.outputs if name not in known]
+    if unknown:
+        refused = RequestError(f"no output {unknown[0]!r} in this model's answers; they have: {', '.join(known)}")
+        return Failed(error_answer(refused))
+    return [known[name] for name in request.outputs]
+
+
+def is_metadata_request(headers: Mapping[str, Any]) -> bool:
+    """Whether a request is the frontend agent's REST model metadata request."""
+    return _header(headers, REST_METHOD_HEADER) is not None
+
+
+def v2_metadata(model: str, version: str, outputs: Sequence[str], options: Mapping[str, Any]) -> Answer:
+    """``GET /v2/models/{name}``'s answer: the ``image`` input, the outputs the model can answer, and (beside the
+    protocol's fields) the options a request may send as parameters."""
+    metadata = {
+        "name": model,
+        "versions": [version] if version else [],
+        "platform": PLATFORM,
+        "inputs": [{"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [
+            {"name": name, "datatype": OUTPUT_TENSORS[name][0], "shape": OUTPUT_TENSORS[name][1]} for name in outputs
+        ],
+        "parameters": dict(options),
+    }
+    return Answer(json.dumps(metadata).encode(), "application/json")
 
 
 def typed_outputs(records: Sequence[Any]) -> list[Output]:
@@ -205,10 +292,10 @@ def _floats(values: list, empty: tuple[int, ...]) -> np.ndarray:
     return np.array(values, np.float32) if values else np.zeros(empty, np.float32)
 
 
-def _binary(output: Output) -> bytes:
-    """An output's data in the binary extension: BYTES elements each after its length, numbers little-endian."""
+def binary_data(output: Output) -> bytes:
+    """An output's data in the binary extension (and gRPC's raw contents): BYTES elements each after its length, numbers little-endian."""
     if isinstance(output.values, list):
-        return b"".join(_LENGTH.pack(len(element)) + element for element in output.values)
+        return b"".join(ELEMENT_LENGTH.pack(len(element)) + element for element in output.values)
     return output.values.astype(output.values.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
@@ -225,14 +312,20 @@ def _json_data(output: Output, parameters: dict[str, Any]) -> list:
 def v2_error(answer: Answer, photo: int, photos: int) -> Answer:
     """A failed photo's answer as the v2 error body ``{"error": ...}``, with its status (our error's ``type`` and
     ``code`` kept beside it)."""
+    message, kind = error_message(answer, photo, photos)
+    body = {"error": message, "type": kind, "code": answer.status}
+    return Answer(json.dumps(body).encode(), "application/json", answer.status)
+
+
+def error_message(answer: Answer, photo: int, photos: int) -> tuple[str, str | None]:
+    """A failed photo's error message, saying which photo where the request had several, and our error's type."""
     try:
         ours = json.loads(answer.body)
     except ValueError:
         ours = {}
     message = ours.get("message") or answer.body.decode("utf-8", "replace")
     where = f"photo {photo} of {photos}: " if photos > 1 else ""
-    body = {"error": f"{where}{message}", "type": ours.get("type"), "code": answer.status}
-    return Answer(json.dumps(body).encode(), "application/json", answer.status)
+    return f"{where}{message}", ours.get("type")
 
 
 def _header(headers: Mapping[str, Any], name: str) -> Any:
@@ -315,10 +408,10 @@ def _binary_elements(blob: bytes) -> list[bytes]:
     """BYTES elements of the binary extension: each a 4-byte little-endian length, then its bytes."""
     elements, start = [], 0
     while start < len(blob):
-        if start + _LENGTH.size > len(blob):
+        if start + ELEMENT_LENGTH.size > len(blob):
             raise RequestError("input 'image''s binary data ends inside an element's length", "InvalidRequest")
-        (length,) = _LENGTH.unpack_from(blob, start)
-        start += _LENGTH.size
+        (length,) = ELEMENT_LENGTH.unpack_from(blob, start)
+        start += ELEMENT_LENGTH.size
         if start + length > len(blob):
             raise RequestError("input 'image''s binary data ends inside a photo", "InvalidRequest")
         if not length:
@@ -334,12 +427,13 @@ def _options(parameters: Any, where: str) -> dict[str, Any]:
     if not isinstance(parameters, dict):
         raise RequestError(f"the 'parameters' of {where} must be an object of options", "InvalidOption")
     sequence = sorted(SEQUENCE_PARAMETERS & parameters.keys())
-    if sequence:
-        raise RequestError(
-            f"{sequence[0]!r}: sequences are not served over v2 yet; use /predictions with ts_request_sequence_id",
-            "InvalidOption",
-        )
-    return {name: value for name, value in parameters.items() if name not in PROTOCOL_PARAMETERS}
+    if sequence and where != "the request":
+        raise RequestError(f"{sequence[0]!r} goes in the request's parameters, not in {where}'s", "InvalidOption")
+    return {
+        name: value
+        for name, value in parameters.items()
+        if name not in PROTOCOL_PARAMETERS and name not in SEQUENCE_PARAMETERS
+    }
 
 
 def _binary_output(body: dict[str, Any]) -> bool:

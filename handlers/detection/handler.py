@@ -11,6 +11,8 @@ from handlers.vision.people import people_answer
 class PersonDetectorHandler(DetectionHandler):
     """Finds people: a batch of images of any sizes goes through the detector in one call."""
 
+    v2_output_names = ("answer", "people", "boxes", "scores")
+
     def answer(self, items: list[Item], images: list[Tensor], detections: list[dict[str, Tensor]]) -> list[Answer]:
         return [
             people_answer(

@@ -22,6 +22,8 @@ class FacesHandler(VisionHandler):
     """Five compiled networks (P-Net, R-Net, O-Net, expression, and the second opinion where asked for), each run
     once per stage over the whole batch."""
 
+    v2_output_names = ("answer", "faces", "boxes", "scores", "landmarks")
+
     options = FACE_OPTIONS
     schema = FacesConfig
 

@@ -16,6 +16,8 @@ LAYOUT = Layout(COCO_KEYPOINTS, COCO_SKELETON)
 class KeypointRCNNHandler(DetectionHandler):
     """Detects people with their keypoints in one call per batch, then names each person's view."""
 
+    v2_output_names = ("answer", "people", "boxes", "scores", "keypoints", "views")
+
     schema = KeypointRCNNConfig
 
     def initialize(self, context):

@@ -27,6 +27,8 @@ from handlers.vision.people import OUTPUT_OPTIONS, check_output_options, people_
 class PoseHandler(VisionHandler):
     """SimpleBaseline pose: crops each given box (or the whole image) and decodes 17 COCO keypoints."""
 
+    v2_output_names = ("answer", "people", "boxes", "scores", "keypoints", "views")
+
     options = {
         "boxes": boxes(
             MAX_BOXES, "people to estimate, [[x1, y1, x2, y2], ...] in image pixels; default: the whole image"

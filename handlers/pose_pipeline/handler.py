@@ -36,6 +36,8 @@ PipelineInputs = tuple[list[Tensor], list[dict], list[int]]
 class PosePipelineHandler(VisionHandler):
     """Person detector, then top-down pose on every person it keeps."""
 
+    v2_output_names = ("answer", "people", "boxes", "scores", "keypoints", "views")
+
     options = {
         **DETECTION_OPTIONS,
         "boxes": boxes(

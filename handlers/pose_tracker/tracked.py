@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from handlers.core.answers import Answer
-from handlers.core.base import Item
+from handlers.core.base import SEQUENCE_END_HEADER, Item
 from handlers.core.options import flag
 from handlers.pose.steps import POSE_LAYOUT
 from handlers.pose_tracker.steps import SequenceStore, track
 from handlers.vision.people import People, people_answer, ranked
 
-SEQUENCE_END_HEADER = "ts_request_sequence_end"  # TorchServe's (continuous sequence batching) answer header
 TRACKING_OPTIONS = {"end": flag(False, "the sequence's last frame: answer it, then free the sequence's state")}
 
 

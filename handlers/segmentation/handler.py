@@ -27,6 +27,8 @@ SegmenterInputs = tuple[list[tuple[list[int], Tensor]], list[Tensor], list[tuple
 class PersonSegmenterHandler(VisionHandler):
     """Marks the people of each photo; answers the mask (COCO RLE) or the photo composited over a new background."""
 
+    v2_output_names = ("answer", "masks", "mask_sizes", "picture")
+
     options = SEGMENTER_OPTIONS
     schema = SegmentationConfig
 

@@ -31,6 +31,8 @@ FilterInputs = tuple[list[tuple[list[int], Tensor]], list[Tensor], list[FaceQuer
 class SmartFilterHandler(VisionHandler):
     """The segmenter and the four face networks, each run once per batch; one background per photo from the palette."""
 
+    v2_output_names = ("answer", "picture")
+
     options = {
         **FILTER_OPTIONS,
         "format": choice(

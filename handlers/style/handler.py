@@ -11,6 +11,8 @@ from handlers.style.steps import STYLE_OPTIONS, check_style_size, coarsest_style
 class StyleHandler(VisionHandler):
     """Restyles each photo at its own size (at most ``max_side``), photos of equal size in one call."""
 
+    v2_output_names = ("picture",)
+
     options = STYLE_OPTIONS
     schema = StyleConfig
 

@@ -41,6 +41,7 @@ public final class Agent implements ClassFileTransformer {
         StreamEndFix.FIX,
         SequenceHeaderFix.FIX,
         IdleSequenceFix.FIX,
+        OpenInferenceFix.FIX,
     };
 
     private final Map<String, List<CallPatch>> patches = new HashMap<>();

@@ -4,5 +4,7 @@ package io.grpc.stub;
 public interface StreamObserver<V> {
     void onNext(V value);
 
+    void onError(Throwable error);
+
     void onCompleted();
 }

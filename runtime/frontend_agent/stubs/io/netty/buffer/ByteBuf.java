@@ -7,4 +7,8 @@ public abstract class ByteBuf {
     public abstract int writerIndex();
 
     public abstract int getInt(int index);
+
+    public abstract int readableBytes();
+
+    public abstract String toString(int index, int length, java.nio.charset.Charset charset);
 }

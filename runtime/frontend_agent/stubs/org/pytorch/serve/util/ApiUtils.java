@@ -5,4 +5,8 @@ public final class ApiUtils {
     public static String getStreamingInferenceErrorResponseMessage(String modelName, String version) {
         throw new UnsupportedOperationException("stub");
     }
+
+    public static boolean isModelHealthy() {
+        throw new UnsupportedOperationException("stub");
+    }
 }

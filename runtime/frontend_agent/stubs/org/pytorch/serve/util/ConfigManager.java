@@ -17,4 +17,8 @@ public final class ConfigManager {
     public String getTsHeaderKeySequenceId() {
         throw new UnsupportedOperationException("stub");
     }
+
+    public String getVersion() {
+        throw new UnsupportedOperationException("stub");
+    }
 }

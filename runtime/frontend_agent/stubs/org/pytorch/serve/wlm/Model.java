@@ -16,6 +16,18 @@ public class Model {
         throw new UnsupportedOperationException("stub");
     }
 
+    public boolean isSequenceBatching() {
+        throw new UnsupportedOperationException("stub");
+    }
+
+    public int getMinWorkers() {
+        throw new UnsupportedOperationException("stub");
+    }
+
+    public ModelVersionName getModelVersionName() {
+        throw new UnsupportedOperationException("stub");
+    }
+
     public JobGroup getJobGroup(String groupId) {
         throw new UnsupportedOperationException("stub");
     }
