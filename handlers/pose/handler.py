@@ -27,7 +27,7 @@ from handlers.vision.people import OUTPUT_OPTIONS, check_output_options, people_
 class PoseHandler(VisionHandler):
     """SimpleBaseline pose: crops each given box (or the whole image) and decodes 17 COCO keypoints."""
 
-    v2_output_names = ("answer", "people", "boxes", "scores", "keypoints", "views")
+    v2_output_names = ("answer", "people", "boxes", "scores", "keypoints")
 
     options = {
         "boxes": boxes(

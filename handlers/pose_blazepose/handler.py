@@ -32,7 +32,7 @@ BlazePoseInputs = tuple[list[Tensor], list[dict], list[int], list[tuple[int, int
 class BlazePoseHandler(VisionHandler):
     """Detect people, then landmarks on each: 17 COCO keypoints per person, or all 33 BlazePose landmarks."""
 
-    v2_output_names = ("answer", "people", "boxes", "scores", "keypoints", "views")
+    v2_output_names = ("answer", "people", "boxes", "scores", "keypoints")
 
     options = {
         **OUTPUT_OPTIONS,

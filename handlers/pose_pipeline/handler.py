@@ -36,7 +36,7 @@ PipelineInputs = tuple[list[Tensor], list[dict], list[int]]
 class PosePipelineHandler(VisionHandler):
     """Person detector, then top-down pose on every person it keeps."""
 
-    v2_output_names = ("answer", "people", "boxes", "scores", "keypoints", "views")
+    v2_output_names = ("answer", "people", "boxes", "scores", "keypoints")
 
     options = {
         **DETECTION_OPTIONS,
