@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
-.PHONY: setup stubs check-java export export-gpu serve start stop test lint format loadtest bench bench-zoo soak clean
+.PHONY: setup stubs check-java export export-gpu gpu-check serve start stop test lint format loadtest bench bench-zoo soak clean
 
 # The protobuf message modules (*_pb2.py), generated from the .proto files by the pinned grpcio-tools and never
 # edited, are committed so that `pip install .` needs nothing at build time. Generating them there would put
@@ -76,6 +76,11 @@ GPU_SERVING := --batch-size 32 --max-batch-delay 10 --workers 1 --device cuda
 export-gpu: setup
 	$(PY) -m export $(MODELS) --store model_store/gpu $(GPU_SERVING) $(EXPORT_ARGS)
 
+# One prepared check for a GPU machine, inside 8 minutes: the GPU-only tests, pose's CUDA archive served and measured,
+# the rows in loadtest/results/ (loadtest/gpu_check.py). Without a CUDA device it says so and exits 0.
+gpu-check: setup
+	$(PY) -m loadtest.gpu_check $(GPU_SERVING)
+
 # Export what is missing or stale, serve in the foreground, send a first request. Ctrl-C stops.
 serve: setup
 	$(PY) -m export $(MODELS) --if-stale
@@ -138,7 +143,9 @@ bench-zoo: setup
 #   pairing    pose pairing of two synthetic 50,000-patch sets (humanserve pair), and --unique on smaller ones
 #              (--patches --views --top --unique-patches)
 #   generator  the load generator's own CPU per request, threads against asyncio (--clients --window --rounds)
-BENCHMARKS := decode stack answers pipeline batching latency tracking pairing generator
+#   encoders   exact PNG/WebP encoders for transparent cut-outs, ms and bytes at 640x480 and 1920x1080, issue 37
+#              (--sizes --pictures --repeats --min-seconds --rounds --only; about 10 minutes on 2 cores)
+BENCHMARKS := decode stack answers pipeline batching latency tracking pairing generator encoders
 .PHONY: $(addprefix bench-,$(BENCHMARKS))
 $(addprefix bench-,$(BENCHMARKS)): bench-%: setup
 	$(PY) -m loadtest.bench_$* $(BENCH_ARGS)

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from humanserve_client import Answer
@@ -239,3 +240,16 @@ def test_a_short_soak_of_mixed_models_writes_its_report_and_fails_nothing_outsid
         )
     assert report["log_bytes"] >= 0 and "answers/s" in done.stdout
     assert report["priming_rounds"] == 2 and "priming: 2 rounds" in done.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine make gpu-check runs the check itself")
+def test_the_gpu_check_skips_cleanly_without_a_gpu():
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest.gpu_check", "--budget", "5"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no CUDA device here" in done.stdout and "skipped" in done.stdout

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
+import fpng
 import numpy as np
 import simplejpeg
 import torch
@@ -210,43 +211,25 @@ def decode_image(data: bytes, limits: ImageLimits) -> Tensor:
 
 
 def png_settings(compression: int) -> list[int]:
-    """OpenCV's PNG settings for zlib level ``compression`` (0-9).
+    """OpenCV's PNG settings for zlib level ``compression`` (0, 2-9; level 1 is fpng's, ``encode_image``).
 
-    0 stores the pixels (no filter); 1 uses the "sub" filter and Huffman coding alone, which
-    encoded a 640x480 RGBA cut-out 2.6x faster than level 3 with adaptive filters, 6% larger;
-    2-9 use zlib's level with libpng's adaptive filters (smaller, slower).
+    0 stores the pixels (no filter); 2-9 use zlib's level with libpng's adaptive filters (smaller, slower).
     """
     if compression == 0:
         return [cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
-    if compression == 1:
-        return [
-            cv2.IMWRITE_PNG_COMPRESSION,
-            1,
-            cv2.IMWRITE_PNG_FILTER,
-            cv2.IMWRITE_PNG_FILTER_SUB,
-            cv2.IMWRITE_PNG_STRATEGY,
-            cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
-        ]
     return [cv2.IMWRITE_PNG_COMPRESSION, compression]
 
 
 def encode_image(pixels: Tensor, image_format: str, quality: int = 90, png_compression: int = 1) -> bytes:
     """Encode RGB ``uint8[3, H, W]`` (or RGBA ``[4, H, W]``) pixels, on any device, as JPEG or PNG.
 
-    OpenCV wants blue first and channels last. On a GPU one stacking pass makes that array
-    before the copy; on the CPU, channels-last pixels (drawn pictures) take one colour
-    conversion and channels-first ones (model outputs, composites) are interleaved by
-    ``cv2.merge``, 4-6x faster here than ``torch.stack`` (1080p: 0.47 against 2.0 ms).
+    PNG at ``png_compression`` 1 (the default) is fpng's: exact, and 6-15x faster than OpenCV's fastest zlib setting
+    (level 1, "sub" filter, Huffman coding alone) at about its size (docs/benchmarks.md, "Picture encoders"). The
+    other levels are OpenCV's (``png_settings``).
     """
-    order = (2, 1, 0, 3)[: pixels.shape[0]]
-    if pixels.device.type != "cpu":
-        bgr = torch.stack([pixels[channel] for channel in order], dim=-1).cpu().numpy()
-    elif pixels.permute(1, 2, 0).is_contiguous():
-        bgr = cv2.cvtColor(
-            pixels.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR if len(order) == 3 else cv2.COLOR_RGBA2BGRA
-        )
-    else:
-        bgr = cv2.merge([pixels[channel].numpy() for channel in order])
+    if image_format == "png" and png_compression == 1:
+        return fpng.from_ndarray(interleaved(pixels, (0, 1, 2, 3)[: pixels.shape[0]]))  # fpng takes RGB(A)
+    bgr = interleaved(pixels, (2, 1, 0, 3)[: pixels.shape[0]])
     if image_format == "jpeg":
         ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     else:
@@ -254,6 +237,23 @@ def encode_image(pixels: Tensor, image_format: str, quality: int = 90, png_compr
     if not ok:
         raise RuntimeError(f"OpenCV failed to encode a {image_format} image")
     return encoded.tobytes()
+
+
+def interleaved(pixels: Tensor, order: tuple[int, ...]) -> np.ndarray:
+    """``uint8[C, H, W]`` pixels, on any device, as a contiguous ``[H, W, C]`` array with the channels in ``order``.
+
+    On a GPU one stacking pass makes that array before the copy; on the CPU, channels-last pixels (drawn pictures)
+    are used as they are or take one colour conversion, and channels-first ones (model outputs, composites) are
+    interleaved by ``cv2.merge``, 4-6x faster here than ``torch.stack`` (1080p: 0.47 against 2.0 ms).
+    """
+    if pixels.device.type != "cpu":
+        return torch.stack([pixels[channel] for channel in order], dim=-1).cpu().numpy()
+    if pixels.permute(1, 2, 0).is_contiguous():
+        as_stored = pixels.permute(1, 2, 0).numpy()
+        if order == tuple(range(len(order))):
+            return as_stored
+        return cv2.cvtColor(as_stored, cv2.COLOR_RGB2BGR if len(order) == 3 else cv2.COLOR_RGBA2BGRA)
+    return cv2.merge([pixels[channel].numpy() for channel in order])
 
 
 def normalize(pixels: Tensor, mean: Sequence[float], std: Sequence[float], channels: str = "rgb") -> Tensor:

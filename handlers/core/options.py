@@ -9,8 +9,8 @@ from typing import Any
 from handlers.core.errors import RequestError
 
 PNG_COMPRESSION_HELP = (
-    "zlib level of a PNG answer: 1 (default) is fast, 9 smallest; 0 stores the pixels, the fastest to encode "
-    "but about twice as large, and TorchServe 0.12 spends more on large answers than that saves"
+    "how a PNG answer is compressed: 1 (default) fpng's fast writer; 2-9 zlib's levels, smaller and slower; "
+    "0 stores the pixels, several times larger"
 )
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
