@@ -18,18 +18,16 @@ Each step prints its seconds; a step that would start past the budget is skipped
 """
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 
 from loadtest.accounting import cost_per_answer
+from loadtest.bench_stack import full_decode_ms
 from loadtest.load import Request, rest_turns
 from loadtest.machine import describe_machine
 from loadtest.photos import photo
@@ -70,17 +68,6 @@ def timed(step: str, command: list[str], timeout_s: float) -> int:
     return status
 
 
-def full_decode_ms(data: bytes) -> float:
-    """Median ms of one full-size OpenCV decode on one thread (bench-stack's unit)."""
-    buffer = np.frombuffer(data, np.uint8)
-    times = []
-    for _ in range(50):
-        start = time.perf_counter()
-        cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=480, help="seconds for the whole check")
@@ -114,7 +101,7 @@ def main() -> None:
                         url, server.token("inference"), [Request(shot.data, shot.content_type)], args.clients
                     )
                     frontend_ms, others_ms, rate = cost_per_answer(server, turns, 5, args.window)
-                    decode_ms = full_decode_ms(shot.data)
+                    decode_ms = full_decode_ms(shot)
                     core_ms = frontend_ms + others_ms
                     row = {
                         "photo": shot.label,

@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 
 from handlers.core.open_inference_pb2 import ModelInferRequest
+from handlers.core.v2 import length_prefixed
 from handlers.core.v2_grpc import INFER, METHOD_HEADER
 from humanserve_client import Answer, GrpcClient, HandlerError, ServerError
 from humanserve_client.client import SEQUENCE_HEADER, new_sequence_id
@@ -57,7 +58,7 @@ def v2_request(photo: bytes, options: Mapping[str, str]) -> Request:
 def v2_grpc_request(model: str, photo: bytes, options: Mapping[str, str]) -> Request:
     """An Open Inference Protocol ``ModelInferRequest``'s bytes as tritonclient.grpc sends it: the photo as a BYTES
     input in ``raw_input_contents``, the options as string parameters (call ``v2_grpc_turns`` with it)."""
-    message = ModelInferRequest(model_name=model, raw_input_contents=[len(photo).to_bytes(4, "little") + photo])
+    message = ModelInferRequest(model_name=model, raw_input_contents=[length_prefixed([photo])])
     message.inputs.add(name="image", datatype="BYTES", shape=[1])
     for name, value in options.items():
         message.parameters[name].string_param = value

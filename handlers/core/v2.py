@@ -88,7 +88,7 @@ def split_body(row: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[Any,
     or with the binary extension), and the binary data after it."""
     body = row.get("body")
     if isinstance(body, (bytes, bytearray)):
-        if _header(headers, JSON_LENGTH_HEADER) is not None:
+        if header_value(headers, JSON_LENGTH_HEADER) is not None:
             return _split_binary(bytes(body), headers)
         if starts_like_json(body):
             try:
@@ -101,7 +101,7 @@ def split_body(row: Mapping[str, Any], headers: Mapping[str, Any]) -> tuple[Any,
 def is_v2_request(body: Any, headers: Mapping[str, Any]) -> bool:
     """Whether a request (its body as ``split_body`` gives it) is a v2 infer request: a JSON object with ``inputs``,
     or one sent with the binary extension."""
-    return (isinstance(body, dict) and "inputs" in body) or _header(headers, JSON_LENGTH_HEADER) is not None
+    return (isinstance(body, dict) and "inputs" in body) or header_value(headers, JSON_LENGTH_HEADER) is not None
 
 
 def read_v2_request(body: Any, binary: bytes, most_images: int) -> V2Request:
@@ -239,7 +239,7 @@ def v2_outputs(request: V2Request, answers: Sequence[Answer]) -> list[Output] | 
 
 def is_metadata_request(headers: Mapping[str, Any]) -> bool:
     """Whether a request is the frontend agent's REST model metadata request."""
-    return _header(headers, REST_METHOD_HEADER) is not None
+    return header_value(headers, REST_METHOD_HEADER) is not None
 
 
 def v2_metadata(model: str, version: str, outputs: Sequence[str], options: Mapping[str, Any]) -> Answer:
@@ -295,8 +295,13 @@ def _floats(values: list, empty: tuple[int, ...]) -> np.ndarray:
 def binary_data(output: Output) -> bytes:
     """An output's data in the binary extension (and gRPC's raw contents): BYTES elements each after its length, numbers little-endian."""
     if isinstance(output.values, list):
-        return b"".join(ELEMENT_LENGTH.pack(len(element)) + element for element in output.values)
+        return length_prefixed(output.values)
     return output.values.astype(output.values.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def length_prefixed(elements: Sequence[bytes]) -> bytes:
+    """BYTES elements as the binary extension and gRPC's raw contents carry them: each after its 4-byte length."""
+    return b"".join(ELEMENT_LENGTH.pack(len(element)) + element for element in elements)
 
 
 def _json_data(output: Output, parameters: dict[str, Any]) -> list:
@@ -328,14 +333,15 @@ def error_message(answer: Answer, photo: int, photos: int) -> tuple[str, str | N
     return f"{where}{message}", ours.get("type")
 
 
-def _header(headers: Mapping[str, Any], name: str) -> Any:
+def header_value(headers: Mapping[str, Any], name: str) -> Any:
+    """A request header's value, its name in any case (None when absent)."""
     lowered = name.lower()
     return next((value for key, value in headers.items() if key.lower() == lowered), None)
 
 
 def _split_binary(body: bytes, headers: Mapping[str, Any]) -> tuple[Any, bytes]:
     """The binary extension's JSON object (its length in the header) and the data after it."""
-    length = _header(headers, JSON_LENGTH_HEADER)
+    length = header_value(headers, JSON_LENGTH_HEADER)
     try:
         length = int(length)
     except ValueError:

@@ -2,7 +2,7 @@
 
 The frontend agent serves ``inference.GRPCInferenceService`` on the gRPC inference port and passes a ``ModelInfer``
 or ``ModelMetadata`` call to a worker of the model as its request message's bytes, the method named by the
-``humanserve-v2-grpc`` header (runtime/frontend_agent/OpenInferenceGrpcFix.java). A ``ModelInferRequest`` is read
+``humanserve-v2-grpc`` header (runtime/frontend_agent/OpenInferenceFix.java). A ``ModelInferRequest`` is read
 into the REST form, its JSON object and binary data, so that one reader (``v2.read_v2_request``) checks both; the
 photos may come in ``raw_input_contents`` (tritonclient's way) or ``contents.bytes_contents``. The answer is the
 ``ModelInferResponse``'s bytes, every output in ``raw_output_contents`` as Triton answers. A failure answers its
@@ -23,7 +23,6 @@ from handlers.core.open_inference_pb2 import (
     ModelMetadataResponse,
 )
 from handlers.core.v2 import (
-    ELEMENT_LENGTH,
     IMAGE_INPUT,
     OUTPUT_TENSORS,
     PLATFORM,
@@ -31,6 +30,8 @@ from handlers.core.v2 import (
     V2Request,
     binary_data,
     error_message,
+    header_value,
+    length_prefixed,
     v2_outputs,
 )
 
@@ -41,7 +42,7 @@ PROTOBUF = "application/x-protobuf"
 
 def grpc_method(headers: Mapping[str, Any]) -> str | None:
     """Which of the service's calls a request is (``INFER`` or ``METADATA``); None for any other request."""
-    method = next((value for key, value in headers.items() if key.lower() == METHOD_HEADER), None)
+    method = header_value(headers, METHOD_HEADER)
     return method.decode() if isinstance(method, (bytes, bytearray)) else method
 
 
@@ -59,20 +60,15 @@ def read_grpc_request(body: Any) -> tuple[dict[str, Any], bytes]:
         )
     inputs, blobs = [], []
     for n, tensor in enumerate(message.inputs):
-        parameters = parameter_values(tensor.parameters)
+        described = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        inputs.append(described)
         if raw:
             blobs.append(raw[n])
         elif tensor.datatype == "BYTES":
-            blobs.append(
-                b"".join(ELEMENT_LENGTH.pack(len(element)) + element for element in tensor.contents.bytes_contents)
-            )
+            blobs.append(length_prefixed(tensor.contents.bytes_contents))
         else:  # numbers are no photo: the reader refuses the datatype, or the input's name
-            inputs.append({"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)})
             continue
-        parameters["binary_data_size"] = len(blobs[-1])
-        inputs.append(
-            {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape), "parameters": parameters}
-        )
+        described["parameters"] = {**parameter_values(tensor.parameters), "binary_data_size": len(blobs[-1])}
     request: dict[str, Any] = {"inputs": inputs, "parameters": parameter_values(message.parameters)}
     if message.id:
         request["id"] = message.id
