@@ -145,7 +145,9 @@ bench-zoo: setup
 #   generator  the load generator's own CPU per request, threads against asyncio (--clients --window --rounds)
 #   encoders   exact PNG/WebP encoders for transparent cut-outs, ms and bytes at 640x480 and 1920x1080, issue 37
 #              (--sizes --pictures --repeats --min-seconds --rounds --only; about 10 minutes on 2 cores)
-BENCHMARKS := decode stack answers pipeline batching latency tracking pairing generator encoders
+#   reads      what TorchServe's worker spends reading a request from the frontend, and other readers of it
+#              (--messages --rounds; under a minute)
+BENCHMARKS := decode stack answers pipeline batching latency tracking pairing generator encoders reads
 .PHONY: $(addprefix bench-,$(BENCHMARKS))
 $(addprefix bench-,$(BENCHMARKS)): bench-%: setup
 	$(PY) -m loadtest.bench_$* $(BENCH_ARGS)

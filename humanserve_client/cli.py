@@ -37,7 +37,7 @@ from .progress import Progress
 EXTRAS = {"video": ("cv2", "numpy"), "eval": ("numpy", "scipy", "pycocotools")}
 # Models that find people themselves; evaluate sends the others the annotations' boxes.
 FINDS_PEOPLE = ("pose_pipeline", "pose_tracker", "keypoint_rcnn")
-IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
+IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 
 
 def image_files(paths: list[Path]) -> Iterator[Path]:

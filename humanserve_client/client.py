@@ -123,6 +123,8 @@ def encode_option(value: OptionValue) -> bytes:
 
 def sniff_content_type(body: bytes) -> str:
     """What an answer is, from its first bytes (gRPC carries no content type)."""
+    if body[:4] == b"RIFF" and body[8:12] == b"WEBP":  # a RIFF container's size comes between the two
+        return "image/webp"
     return next(
         (kind for signature, kind in IMAGE_SIGNATURES.items() if body.startswith(signature)), "application/json"
     )

@@ -12,8 +12,9 @@ as a reference that no browser shows) on the astronaut photo with an ellipse-sha
 covering about 40 % of the frame, as two pictures:
 
 * ``zeroed``: a hard-edged alpha (0 or 255), RGB zeroed where alpha is 0;
-* ``served``: what ``composite()`` answers today: the photo's RGB kept under alpha 0, the
-  alpha softened by ``alpha_matte``'s default feather (2 px).
+* ``served``: what ``composite()`` answers: the alpha softened by ``alpha_matte``'s default
+  feather (2 px), RGB zeroed under alpha 0 by ``cut_out`` (until 2026-12-07 the photo's RGB
+  stayed there: the first run's "served" table in docs/benchmarks.md).
 
 Every encoder gets the pixels already interleaved in the order it wants (BGRA for OpenCV,
 RGBA for the others), so only the encode is timed; the "as served" row times the whole

@@ -100,6 +100,12 @@ ROWS = {
         {"background": "transparent", "png_compression": "0"},
         PICTURE_TARGETS,
     ),
+    "cutout_webp": Row(
+        "segmenter cut-out (lossless WebP)",
+        "segmenter_standin",
+        {"background": "transparent", "format": "webp"},
+        PICTURE_TARGETS,
+    ),
     "selfie": Row("selfie mask (JSON, person gate)", "selfie_standin", targets=JSON_TARGETS),
     "pose_v2": Row("pose (whole image), v2", "pose_standin", targets=POSE_TARGETS, protocol="v2"),
     "pose_grpc": Row("pose (whole image), gRPC", "pose_standin", targets=POSE_TARGETS, protocol="grpc"),

@@ -124,6 +124,14 @@ def test_a_background_image_travels_as_bytes_over_grpc(both, photo):
     )
 
 
+@pytest.mark.parametrize("image_format", ["png", "webp", "jpeg"])
+def test_grpc_answers_are_recognised_by_their_bytes_as_rest_labels_them(both, photo, image_format):
+    rest, remote = both
+    options = {"background": "#1e90ff", "format": image_format}
+    over_rest, over_grpc = (client.predict("segmenter_oracle", photo, options) for client in (rest, remote))
+    assert over_rest.content_type == over_grpc.content_type == f"image/{image_format}"
+
+
 def test_management_and_health_on_both_protocols(both):
     rest, remote = both
     assert rest.health() == remote.health() == {"status": "Healthy"}

@@ -317,10 +317,21 @@ def test_normalize_takes_the_same_values_on_its_opencv_and_torch_paths(channels)
     assert normalize(crops[:0], mean, std, channels).shape == (0, 3, 20, 30)
 
 
-@pytest.mark.parametrize("size", [(60, 80), (37, 101), (80, 107), (200, 300)])
-def test_opencv_resize_on_the_cpu_matches_torchvisions_antialiased_resize(size):
+@pytest.mark.parametrize(
+    ("source", "size"),
+    [
+        ((120, 160), (60, 80)),  # one exact halving
+        ((120, 160), (37, 101)),
+        ((120, 160), (80, 107)),
+        ((120, 160), (200, 300)),
+        ((1080, 1920), (520, 924)),  # halved, then bilinear
+        ((1081, 1919), (250, 460)),  # halved twice (odd sides), then bilinear
+        ((480, 640), (400, 100)),  # squeezed on one axis only
+    ],
+)
+def test_opencv_resize_on_the_cpu_matches_torchvisions_antialiased_resize(source, size):
     """The CPU path of resize_pixels against the device path (run on the CPU): smooth photos differ by rounding."""
-    ys, xs = np.mgrid[0:120, 0:160]
+    ys, xs = np.mgrid[0 : source[0], 0 : source[1]]
     smooth = np.stack(
         [127 + 100 * np.sin(xs / 9.0), 127 + 100 * np.cos(ys / 7.0), (xs + ys) % 256 * 0 + 90], axis=2
     ).astype(np.uint8)
@@ -331,4 +342,4 @@ def test_opencv_resize_on_the_cpu_matches_torchvisions_antialiased_resize(size):
         pixels[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False
     )[0]
     assert (resized.float() - expected).abs().mean() < 2.5
-    assert resize_pixels(pixels, (120, 160)) is pixels
+    assert resize_pixels(pixels, source) is pixels

@@ -78,6 +78,21 @@ def test_transparent_cut_out_alpha_is_the_mask(server, http):
     assert set(np.unique(cut_out[..., 3])) <= {0, 255}  # feather 0: a hard edge
     inside = photo.mask & (cut_out[..., 3] == 255)
     assert (cut_out[..., :3][inside] == photo.image[inside]).all()
+    assert (cut_out[..., :3][cut_out[..., 3] == 0] == 0).all(), "the removed background must not travel hidden"
+
+
+@pytest.mark.parametrize("background", ["transparent", "#1e90ff"])
+def test_webp_answers_the_png_answers_pixels_in_fewer_bytes(server, http, background):
+    photo = encode(paint_segments(640, 480, seed=5, noise=True).image, "PNG")
+    answers = {
+        image_format: post(server, http, SEGMENTER, photo, "raw", {"background": background, "format": image_format})
+        for image_format in ("png", "webp")
+    }
+    assert answers["webp"].status_code == 200, answers["webp"].text
+    assert answers["webp"].headers["Content-Type"] == "image/webp"
+    assert answers["webp"].content[8:12] == b"WEBP"
+    assert (decode_picture(answers["webp"].content) == decode_picture(answers["png"].content)).all()
+    assert len(answers["webp"].content) < len(answers["png"].content)
 
 
 def test_png_compression_trades_size_for_nothing_else(server, http):
@@ -166,6 +181,7 @@ SEGMENTER_BAD_OPTIONS = [
     ),
     ("transparent JPEG", {"background": "transparent", "format": "jpeg"}, "InvalidOption", "JPEG has no transparency"),
     ("picture without background", {"format": "png"}, "InvalidOption", "which background"),
+    ("WebP without background", {"format": "webp"}, "InvalidOption", "which background"),
 ]
 BLACK_PNG_BASE64 = base64.b64encode(encode(np.zeros((40, 60, 3), np.uint8), "PNG")).decode()
 SEGMENTER_BAD_REQUESTS = [

@@ -4,15 +4,19 @@ Locust run over REST and gRPC against a real server."""
 import json
 import random
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
+from ts.protocol.otf_message_handler import retrieve_msg
 
 from humanserve_client import Answer
+from loadtest.bench_reads import BufferedSocket, predict_frame, read_one_copy
 from loadtest.load import ClosedLoop, Request, grpc_turns, parse_duration, rest_turns, run
 from loadtest.photos import SIZES, photo_pool
 from loadtest.run import run_locust
@@ -253,3 +257,24 @@ def test_the_gpu_check_skips_cleanly_without_a_gpu():
     )
     assert done.returncode == 0, done.stderr
     assert "no CUDA device here" in done.stdout and "skipped" in done.stdout
+
+
+def test_the_worker_protocol_bench_reads_what_torchserves_worker_reads():
+    """Its frame is one TorchServe's worker parses, and each of its readers gets the same request from it."""
+    body = bytes(range(256)) * 1000
+    frame = predict_frame(body, "image/jpeg")
+    receiving, sending = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with receiving, sending:
+        sender = threading.Thread(target=sending.sendall, args=(frame * 3,))  # more than the socket holds
+        sender.start()
+        command, (request,) = retrieve_msg(receiving)
+        assert command == b"I" and request["parameters"][0]["value"] == body
+        assert {"name": b"content-length", "value": str(len(body)).encode()} in request["headers"]
+        (copied,) = read_one_copy(receiving, len(frame))()["batch"]
+        _, (buffered,) = retrieve_msg(BufferedSocket(receiving))
+        sender.join()
+    for other in (copied, buffered):
+        assert other["headers"] == request["headers"] and other["requestId"] == request["requestId"]
+        assert [(p["name"], p["contentType"], bytes(p["value"])) for p in other["parameters"]] == [
+            (p["name"], p["contentType"], p["value"]) for p in request["parameters"]
+        ]

@@ -1,15 +1,21 @@
 """Segmentation steps on synthetic maps: the model size and its bounds, the RLE mask, the separable blur."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from pycocotools import mask as coco_mask
+from skimage import data
 from torchvision.transforms.v2 import functional as F
 
 from export.segmentation import SEGMENTER_CONFIG, SEGMENTER_PT2
+from handlers.core.images import decode_image
+from handlers.core.schema import ImageLimits
 from handlers.segmentation.steps import (
     SegmenterSpec,
     alpha_matte,
+    cut_out,
+    cut_out_on_device,
     gaussian_blur,
     gaussian_blur_on_device,
     mask_rle,
@@ -90,3 +96,25 @@ def test_alpha_matte_of_the_opencv_path_is_the_torch_matte(feather):
     alpha = alpha_matte(log_odds, size, 0.5, feather)
     assert alpha.dtype == torch.uint8 and alpha.shape == size
     assert (alpha.float() - expected * 255).abs().max() <= 2.5  # OpenCV's fixed-point blur rounds
+
+
+@pytest.mark.parametrize("layout", ["decoder's RGBX", "RGB planes", "RGB channels-last"])
+def test_cut_out_zeroes_the_background_and_keeps_the_person_exact(layout):
+    """Where alpha is 0 the answer carries nothing of the photo; elsewhere its exact pixels and the alpha as given."""
+    ok, jpeg = cv2.imencode(".jpg", cv2.resize(data.astronaut(), (64, 48)))
+    decoded = decode_image(jpeg.tobytes(), ImageLimits())
+    assert decoded.stride()[0] == 1  # the decoder's RGBX buffer behind an RGB view
+    image = {
+        "decoder's RGBX": decoded,
+        "RGB planes": decoded.contiguous(),
+        "RGB channels-last": decoded.permute(1, 2, 0).contiguous().permute(2, 0, 1),
+    }[layout]
+    alpha = torch.zeros(48, 64, dtype=torch.uint8)
+    alpha[10:40, 20:50] = 255
+    alpha[9, 20:50] = 1  # a feathered edge: visible, however faintly
+    rgba = cut_out(image, alpha)
+    assert rgba.shape == (4, 48, 64) and rgba.dtype == torch.uint8
+    assert (rgba[3] == alpha).all()
+    assert (rgba[:3, alpha > 0] == decoded[:, alpha > 0]).all()
+    assert (rgba[:3, alpha == 0] == 0).all() and (decoded[:, alpha == 0] > 0).any()
+    assert (cut_out_on_device(image, alpha) == rgba).all()

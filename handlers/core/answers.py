@@ -11,7 +11,7 @@ from handlers.core.errors import RequestError
 from handlers.core.images import encode_image
 from handlers.core.stages import CLOCK
 
-IMAGE_CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+IMAGE_CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def json_answer(payload: Any) -> Answer:
 
 
 def image_answer(pixels: Tensor, image_format: str, quality: int = 90, png_compression: int = 1) -> Answer:
-    """RGB(A) ``uint8[C, H, W]`` pixels as an encoded JPEG or PNG image."""
+    """RGB(A) ``uint8[C, H, W]`` pixels as an encoded JPEG, PNG or WebP image."""
     with CLOCK.stage("encode"):
         return Answer(encode_image(pixels, image_format, quality, png_compression), IMAGE_CONTENT_TYPES[image_format])
 

