@@ -296,6 +296,11 @@ def test_v2_through_the_proxy_needs_the_key_and_its_health_routes_none(running_p
         assert refused.value.status() == "401"
         result = client.infer(ORACLE, [image], headers={"Authorization": f"Bearer {running_pod.api_key}"})
         assert json.loads(result.as_numpy("answer")[0])["model"] == ORACLE
+        with pytest.raises(InferenceServerException) as refused:
+            client.get_model_repository_index()
+        assert refused.value.status() == "401"
+        index = client.get_model_repository_index(headers={"Authorization": f"Bearer {running_pod.api_key}"})
+        assert {"name": ORACLE, "version": "1.0", "state": "READY"} in index
     finally:
         client.close()
 
@@ -312,6 +317,7 @@ def test_v2_grpc_through_the_proxy_needs_the_key(running_pod):
         assert client.is_server_ready(headers=key) and client.is_model_ready(ORACLE, headers=key)
         result = client.infer(ORACLE, [image], headers=key)
         assert json.loads(result.as_numpy("answer")[0])["model"] == ORACLE
+        assert ORACLE in [model.name for model in client.get_model_repository_index(headers=key).models]
     finally:
         client.close()
 

@@ -248,6 +248,22 @@ def test_health_readiness_and_metadata_follow_the_protocol(server, http, triton_
     assert http.post(f"{server.inference_url}/v2/models/pose_oracle", timeout=60).status_code == 404
 
 
+def test_the_repository_index_lists_every_model_the_management_api_lists(server, http, triton_client):
+    """Triton's repository index (tritonclient's call, and the playground's list): every version, READY as
+    ``/ready`` says; ``{"ready": true}`` keeps only those."""
+    registered = http.get(f"{server.management_url}/models?limit=1000", timeout=60).json()["models"]
+    if triton(triton_client) is tritonclient.grpc:
+        index = triton_client.get_model_repository_index(as_json=True)["models"]
+    else:
+        index = triton_client.get_model_repository_index()
+    assert [model["name"] for model in index] == sorted(model["modelName"] for model in registered)
+    assert {(model["name"], model["version"], model["state"]) for model in index} >= {("pose_oracle", "1.0", "READY")}
+    assert all("reason" in model for model in index if model["state"] != "READY")
+    ready = http.post(f"{server.inference_url}/v2/repository/index", json={"ready": True}, timeout=60)
+    assert ready.status_code == 200 and ready.json() == [model for model in index if model["state"] == "READY"]
+    assert http.get(f"{server.inference_url}/v2/repository/index", timeout=60).status_code == 404  # POST, as Triton
+
+
 def model_infer(server, request: bytes, metadata=()) -> ModelInferResponse:
     """A ModelInfer call with the request message's bytes, as any gRPC client sends it."""
     with grpc.insecure_channel(server.grpc_target) as channel:

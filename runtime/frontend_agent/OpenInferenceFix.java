@@ -25,7 +25,10 @@ import java.io.InputStream;
 import java.io.UncheckedIOException;
 import java.lang.reflect.Method;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.UUID;
 import org.pytorch.serve.archive.model.ModelNotFoundException;
@@ -44,6 +47,7 @@ import org.pytorch.serve.util.messages.RequestInput;
 import org.pytorch.serve.util.messages.WorkerCommands;
 import org.pytorch.serve.wlm.Model;
 import org.pytorch.serve.wlm.ModelManager;
+import org.pytorch.serve.wlm.ModelVersionedRefs;
 
 /**
  * The Open Inference Protocol's routes that TorchServe 0.12 lacks: the gRPC service {@code inference.GRPCInferenceService}
@@ -59,11 +63,11 @@ import org.pytorch.serve.wlm.ModelManager;
  * (token check, access log). Its messages stay bytes here: {@code ModelInfer} and {@code ModelMetadata}
  * go to the model's worker as they came, marked by {@link #METHOD_HEADER}, and the handler answers the
  * response message's bytes (handlers/core/v2_grpc.py), or its error: a status and a message, which becomes
- * the call's gRPC status. Health, readiness and server metadata are answered here.
+ * the call's gRPC status. Health, readiness, server metadata and the repository index are answered here.
  *
  * <p>Over REST, the inference API's handler passes every path it does not know to the next handler of its chain,
  * which answers 404; that call answers first {@code GET /v2}, {@code /v2/health/live|ready},
- * {@code /v2/models/{name}[/versions/{version}]} and its {@code /ready}. Model metadata comes from the handler
+ * {@code /v2/models/{name}[/versions/{version}]} and its {@code /ready}, and {@code POST /v2/repository/index}. Model metadata comes from the handler
  * (marked by {@link #REST_METHOD_HEADER}) through TorchServe's own REST job; the rest is answered here. Turning on
  * TorchServe's own protocol ({@code ts_open_inference_protocol}) is not needed, and not wanted: its gRPC
  * {@code ModelInfer} kills the worker on a refused photo.
@@ -179,8 +183,25 @@ public final class OpenInferenceFix {
                 NettyUtils.sendJsonResponse(ctx, Map.of("error", ApiUtils.getStreamingInferenceErrorResponseMessage(model[0], model[1])),
                         HttpResponseStatus.SERVICE_UNAVAILABLE);
             }
+        } else if (HttpMethod.POST.equals(request.method()) && length == 4 && "v2".equals(segments[1])
+                && "repository".equals(segments[2]) && "index".equals(segments[3])) {
+            List<Map<String, String>> models = repositoryIndex(readyOnly(request));
+            models.forEach(model -> model.remove("reason", ""));  // as Triton: no reason when there is none
+            NettyUtils.sendJsonResponse(ctx, models, HttpResponseStatus.OK);
         } else {
             next.handleRequest(ctx, request, decoder, segments);
+        }
+    }
+
+    /** A repository index request's {@code "ready": true}; anything else in or instead of its JSON body lists all. */
+    static boolean readyOnly(FullHttpRequest request) {
+        try {
+            ByteBuf body = request.content();
+            JsonElement json = JsonParser.parseString(body.toString(body.readerIndex(), body.readableBytes(), StandardCharsets.UTF_8));
+            JsonElement ready = json.isJsonObject() ? json.getAsJsonObject().get("ready") : null;
+            return ready != null && ready.isJsonPrimitive() && "true".equals(ready.getAsString());
+        } catch (RuntimeException unreadable) {
+            return false;
         }
     }
 
@@ -209,6 +230,7 @@ public final class OpenInferenceFix {
                         ServerCalls.asyncUnaryCall((request, answer) -> send(answer, flag(ApiUtils.isModelHealthy()))))
                 .addMethod(method("ModelReady"), ServerCalls.asyncUnaryCall(OpenInferenceFix::modelReady))
                 .addMethod(method("ServerMetadata"), ServerCalls.asyncUnaryCall(OpenInferenceFix::serverMetadata))
+                .addMethod(method("RepositoryIndex"), ServerCalls.asyncUnaryCall(OpenInferenceFix::repositoryIndexCall))
                 .addMethod(method("ModelMetadata"),
                         ServerCalls.asyncUnaryCall((request, answer) -> toWorker("ModelMetadata", request, answer)))
                 .addMethod(method("ModelInfer"),
@@ -362,9 +384,7 @@ public final class OpenInferenceFix {
     }
 
     static void serverMetadata(byte[] request, StreamObserver<byte[]> answer) {
-        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        CodedOutputStream out = CodedOutputStream.newInstance(bytes);
-        try {
+        send(answer, message(out -> {
             out.writeString(1, "torchserve");
             String version = ConfigManager.getInstance().getVersion();
             if (version != null) {
@@ -373,24 +393,85 @@ public final class OpenInferenceFix {
             for (String extension : EXTENSIONS) {
                 out.writeString(3, extension);
             }
-            out.flush();
-        } catch (IOException unexpected) {
-            throw new UncheckedIOException(unexpected);
-        }
-        send(answer, bytes.toByteArray());
+        }));
     }
 
-    /** A response whose only field, field 1, is the bool {@code value} (ServerLive, ServerReady, ModelReady). */
-    static byte[] flag(boolean value) {
+    /** RepositoryIndex: {@link #repositoryIndex}, as a RepositoryIndexResponse (a ModelIndex message per version). */
+    static void repositoryIndexCall(byte[] request, StreamObserver<byte[]> answer) {
+        boolean readyOnly = false;
+        try {
+            CodedInputStream in = CodedInputStream.newInstance(request);
+            for (int tag = in.readTag(); tag != 0; tag = in.readTag()) {
+                if (tag == (2 << 3)) {
+                    readyOnly = in.readRawVarint32() != 0;
+                } else {
+                    in.skipField(tag);
+                }
+            }
+        } catch (IOException unreadable) {
+            fail(answer, Status.INVALID_ARGUMENT, "not a RepositoryIndexRequest message: " + unreadable.getMessage());
+            return;
+        }
+        List<Map<String, String>> models = repositoryIndex(readyOnly);
+        send(answer, message(out -> {
+            for (Map<String, String> model : models) {
+                out.writeByteArray(1, message(index -> {
+                    index.writeString(1, model.get("name"));
+                    index.writeString(2, model.get("version"));
+                    index.writeString(3, model.get("state"));
+                    if (!model.get("reason").isEmpty()) {
+                        index.writeString(4, model.get("reason"));
+                    }
+                }));
+            }
+        }));
+    }
+
+    /**
+     * The Open Inference Protocol's model repository index (Triton's extension, which tritonclient and the playground
+     * read): every version of every registered model, by name and version, with its state, {@code READY} (as
+     * {@code /ready} says) or {@code UNAVAILABLE} and why; only the ready ones when {@code readyOnly}.
+     */
+    static List<Map<String, String>> repositoryIndex(boolean readyOnly) {
+        List<Map<String, String>> models = new ArrayList<>();
+        for (Map.Entry<String, ModelVersionedRefs> named : ModelManager.getInstance().getAllModels()) {
+            for (Map.Entry<String, Model> version : named.getValue().getAllVersions()) {
+                boolean ready = ready(version.getValue());
+                if (ready || !readyOnly) {
+                    Map<String, String> model = new LinkedHashMap<>();
+                    model.put("name", named.getKey());
+                    model.put("version", version.getKey());
+                    model.put("state", ready ? "READY" : "UNAVAILABLE");
+                    model.put("reason", ready ? "" : "fewer workers up than the model keeps");
+                    models.add(model);
+                }
+            }
+        }
+        models.sort(Comparator.comparing((Map<String, String> model) -> model.get("name")).thenComparing(model -> model.get("version")));
+        return models;
+    }
+
+    /** What a message's fields are: written, in field order, to a protobuf stream. */
+    interface Fields {
+        void write(CodedOutputStream out) throws IOException;
+    }
+
+    /** A message's bytes, from what writes its {@code fields}. */
+    static byte[] message(Fields fields) {
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
         CodedOutputStream out = CodedOutputStream.newInstance(bytes);
         try {
-            out.writeBool(1, value);
+            fields.write(out);
             out.flush();
         } catch (IOException unexpected) {
             throw new UncheckedIOException(unexpected);
         }
         return bytes.toByteArray();
+    }
+
+    /** A response whose only field, field 1, is the bool {@code value} (ServerLive, ServerReady, ModelReady). */
+    static byte[] flag(boolean value) {
+        return message(out -> out.writeBool(1, value));
     }
 
     private static void send(StreamObserver<byte[]> answer, byte[] message) {

@@ -13,5 +13,7 @@ public abstract class CodedOutputStream {
 
     public abstract void writeBool(int field, boolean value) throws IOException;
 
+    public abstract void writeByteArray(int field, byte[] value) throws IOException;
+
     public abstract void flush() throws IOException;
 }

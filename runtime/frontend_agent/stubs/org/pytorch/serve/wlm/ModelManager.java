@@ -1,5 +1,7 @@
 package org.pytorch.serve.wlm;
 
+import java.util.Map;
+import java.util.Set;
 import org.pytorch.serve.archive.model.ModelNotFoundException;
 import org.pytorch.serve.archive.model.ModelVersionNotFoundException;
 import org.pytorch.serve.job.Job;
@@ -15,4 +17,6 @@ public abstract class ModelManager {
     public abstract Model getModel(String modelName, String version) throws ModelVersionNotFoundException;
 
     public abstract int getNumHealthyWorkers(ModelVersionName model);
+
+    public abstract Set<Map.Entry<String, ModelVersionedRefs>> getAllModels();
 }
