@@ -325,8 +325,10 @@ def test_normalize_takes_the_same_values_on_its_opencv_and_torch_paths(channels)
         ((120, 160), (80, 107)),
         ((120, 160), (200, 300)),
         ((1080, 1920), (520, 924)),  # halved, then bilinear
-        ((1081, 1919), (250, 460)),  # halved twice (odd sides), then bilinear
+        ((1081, 1919), (250, 460)),  # odd sides: no halving, area average
+        ((1080, 1922), (250, 460)),  # halved once, then an odd side: area average
         ((480, 640), (400, 100)),  # squeezed on one axis only
+        ((541, 2000), (256, 480)),  # an odd side: no halving, area average at uneven ratios
     ],
 )
 def test_opencv_resize_on_the_cpu_matches_torchvisions_antialiased_resize(source, size):

@@ -226,15 +226,15 @@ def encode_image(pixels: Tensor, image_format: str, quality: int = 90, png_compr
     PNG at ``png_compression`` 1 (the default) is fpng's: exact, and 6-15x faster than OpenCV's fastest zlib setting
     (level 1, "sub" filter, Huffman coding alone) at about its size (docs/benchmarks.md, "Picture encoders"). The
     other levels are OpenCV's (``png_settings``). WebP is lossless and exact (``exact`` keeps any colour under alpha
-    0), at libwebp's effort 1 of 6 (method 1, quality 0): 25-55 % smaller than fpng's PNG on photos, at about 17x its
-    time; effort 0 is 5x fpng's time and within 15 % of its size, so not worth offering.
+    0), at libwebp's effort 1 of 6 (method 1, quality 0): 25-55 % smaller than fpng's PNG on photos, at 17x its time
+    in-process and 28x served; effort 0 is 5x fpng's time and within 15 % of its size, so not worth offering.
     """
-    if image_format == "png" and png_compression == 1:
-        return fpng.from_ndarray(interleaved(pixels, (0, 1, 2, 3)[: pixels.shape[0]]))  # fpng takes RGB(A)
-    if image_format == "webp":
+    if image_format == "webp" or (image_format == "png" and png_compression == 1):
+        rgb = interleaved(pixels, (0, 1, 2, 3)[: pixels.shape[0]])  # fpng and Pillow take RGB(A)
+        if image_format == "png":
+            return fpng.from_ndarray(rgb)
         encoded = io.BytesIO()
-        picture = Image.fromarray(interleaved(pixels, (0, 1, 2, 3)[: pixels.shape[0]]))
-        picture.save(encoded, "WEBP", lossless=True, quality=0, method=1, exact=True)
+        Image.fromarray(rgb).save(encoded, "WEBP", lossless=True, quality=0, method=1, exact=True)
         return encoded.getvalue()
     bgr = interleaved(pixels, (2, 1, 0, 3)[: pixels.shape[0]])
     if image_format == "jpeg":
@@ -293,31 +293,22 @@ def resize_pixels(pixels: Tensor, size: tuple[int, int]) -> Tensor:
     """RGB ``uint8[3, h, w]`` pixels at ``size`` (height, width), antialiased when shrunk.
 
     On the CPU, OpenCV on the channels-last array, answering a channels-first view again:
-    halved by area averaging while 2x or more too large, then bilinear, which at under 2x
-    already reads every source pixel. OpenCV averages exact halves of both sides with SIMD
-    code and any other ratio 10-30x slower (1080p to 924x520: 0.6 + 1.0 ms halved then
-    bilinear, against 17 ms at the uneven ratio), which only a strip squeezed on one axis
-    still takes. An odd side's last row or column is left out of a halving, so the bilinear
-    step then samples at the photo's own scale (an affine warp) rather than the halves'.
+    halved by area averaging while both sides are even and 2x or more too large, then
+    area-averaged if a side is still 2x too large, else bilinear, which at under 2x already
+    reads every source pixel. OpenCV averages exact halves with SIMD code and other ratios
+    10-30x slower (1080p to 924x520: 0.6 + 1.0 ms halved then bilinear, against 17 ms at
+    the uneven ratio); an odd side stops the halving, so the geometry stays exact.
     Elsewhere torchvision's antialiased bilinear resize.
     """
     if tuple(pixels.shape[-2:]) == tuple(size):
         return pixels
     if pixels.device.type != "cpu":
         return F.resize(pixels, list(size), antialias=True)
-    resized, halvings = channels_last(pixels), 0
-    while resized.shape[0] >= 2 * size[0] and resized.shape[1] >= 2 * size[1]:
-        height, width = resized.shape[0] // 2, resized.shape[1] // 2
-        resized = cv2.resize(resized[: 2 * height, : 2 * width], (width, height), interpolation=cv2.INTER_AREA)
-        halvings += 1
-    if (resized.shape[0] << halvings, resized.shape[1] << halvings) != tuple(pixels.shape[-2:]):
-        # An odd side was halved: sample the halves at the photo's own scale.
-        scale_y, scale_x = (side / 2**halvings / target for side, target in zip(pixels.shape[-2:], size))
-        to_halves = np.float32([[scale_x, 0, scale_x / 2 - 0.5], [0, scale_y, scale_y / 2 - 0.5]])
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        resized = cv2.warpAffine(resized, to_halves, (size[1], size[0]), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    elif resized.shape[:2] != tuple(size):
-        area = resized.shape[0] >= 2 * size[0] or resized.shape[1] >= 2 * size[1]  # a strip squeezed on one axis
+    resized = channels_last(pixels)
+    while all(side % 2 == 0 and side >= 2 * target for side, target in zip(resized.shape[:2], size)):
+        resized = cv2.resize(resized, (resized.shape[1] // 2, resized.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if resized.shape[:2] != tuple(size):
+        area = resized.shape[0] >= 2 * size[0] or resized.shape[1] >= 2 * size[1]
         resized = cv2.resize(resized, (size[1], size[0]), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
     return torch.from_numpy(resized.reshape(size[0], size[1], -1)).permute(2, 0, 1)[: pixels.shape[0]]
 

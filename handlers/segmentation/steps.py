@@ -249,13 +249,14 @@ def cut_out(image: Tensor, alpha: Tensor) -> Tensor:
     """RGBA ``uint8[4, H, W]``: the photo with ``alpha``, its RGB zeroed where alpha is 0.
 
     Zeroed, the background is gone from the answer rather than hidden behind alpha 0, and
-    the PNG is 2.6x smaller and 2.2x faster to write (fpng, 1080p: 6.8 against 15.1 ms, 1.2
-    against 3.1 MB). On the CPU one masked copy of the decoder's RGBX buffer makes it, in
-    the channels-last layout the encoders read (no interleaving left to do).
+    fpng writes it faster and smaller (docs/benchmarks.md, "Cut-outs in fewer passes"). On
+    the CPU one masked copy of the decoder's RGBX buffer makes it, in the channels-last
+    layout the encoders read (no interleaving left to do).
     """
+    image = image[:3]
     if image.device.type != "cpu":
         return cut_out_on_device(image, alpha.to(image.device))
-    pixels, visible = channels_last(image), alpha.numpy()
+    pixels, visible = channels_last(image), alpha.cpu().numpy()
     if pixels.shape[2] == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2RGBA)
     rgba = cv2.bitwise_and(pixels, pixels, mask=cv2.compare(visible, 0, cv2.CMP_GT))
