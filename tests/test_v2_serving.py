@@ -12,6 +12,7 @@ import pytest
 import tritonclient.grpc
 import tritonclient.http
 from skimage import data
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from handlers.core.open_inference_pb2 import InferTensorContents, ModelInferRequest, ModelInferResponse
@@ -248,6 +249,28 @@ def test_health_readiness_and_metadata_follow_the_protocol(server, http, triton_
     assert http.post(f"{server.inference_url}/v2/models/pose_oracle", timeout=60).status_code == 404
 
 
+def test_rest_metadata_says_what_a_model_does_its_weights_and_each_options_form(server, http):
+    """What the playground builds its model list and forms from."""
+    metadata = http.get(f"{server.inference_url}/v2/models/pose_oracle", timeout=60).json()
+    assert metadata["description"].startswith("SimpleBaseline top-down pose"), metadata
+    assert metadata["weights"]["model"]["source"] == "oracle"
+    options = metadata["parameters"]
+    assert options["flip_test"] == {"default": False, "help": options["flip_test"]["help"], "type": "boolean"}
+    assert options["max_people"]["type"] == "integer" and options["max_people"]["minimum"] >= 1
+    assert options["format"]["type"] == "string" and "json" in options["format"]["enum"]
+    assert options["boxes"]["type"] == "array"
+    segmenter = http.get(f"{server.inference_url}/v2/models/segmenter_oracle", timeout=60).json()
+    assert segmenter["description"].startswith("Person segmentation")
+    assert segmenter["parameters"]["threshold"] | {"help": ""} == {
+        "default": 0.5,
+        "help": "",
+        "type": "number",
+        "minimum": 0.01,
+        "maximum": 0.99,
+    }
+    assert segmenter["parameters"]["background"]["type"] == "string"  # text: a word, a colour or a picture
+
+
 def test_the_repository_index_lists_every_model_the_management_api_lists(server, http, triton_client):
     """Triton's repository index (tritonclient's call, and the playground's list): every version, READY as
     ``/ready`` says; ``{"ready": true}`` keeps only those."""
@@ -262,6 +285,34 @@ def test_the_repository_index_lists_every_model_the_management_api_lists(server,
     ready = http.post(f"{server.inference_url}/v2/repository/index", json={"ready": True}, timeout=60)
     assert ready.status_code == 200 and ready.json() == [model for model in index if model["state"] == "READY"]
     assert http.get(f"{server.inference_url}/v2/repository/index", timeout=60).status_code == 404  # POST, as Triton
+
+
+def test_a_model_without_workers_is_listed_unavailable_and_left_out_of_the_ready_list(server, http):
+    model, index = "pix2pix_oracle", f"{server.inference_url}/v2/repository/index"
+    scale = f"{server.management_url}/models/{model}"
+    workers = http.get(scale, timeout=60).json()[0]
+    assert http.put(scale, params={"min_worker": 0, "max_worker": 0, "synchronous": "true"}, timeout=120).ok
+    try:
+        listed = {entry["name"]: entry for entry in http.post(index, timeout=60).json()}
+        assert listed[model] == {"name": model, "version": "1.0", "state": "UNAVAILABLE", "reason": "no worker up"}
+        assert listed["pose_oracle"]["state"] == "READY" and "reason" not in listed["pose_oracle"]
+        ready = [entry["name"] for entry in http.post(index, json={"ready": True}, timeout=60).json()]
+        assert model not in ready and "pose_oracle" in ready
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            call = channel.unary_unary("/inference.GRPCInferenceService/RepositoryIndex")
+            every = service_pb2.RepositoryIndexResponse.FromString(call(b"", timeout=60))
+            only_ready = service_pb2.RepositoryIndexResponse.FromString(
+                call(service_pb2.RepositoryIndexRequest(ready=True).SerializeToString(), timeout=60)
+            )
+        unavailable = next(entry for entry in every.models if entry.name == model)
+        assert (unavailable.state, unavailable.reason) == ("UNAVAILABLE", "no worker up")
+        assert [entry.name for entry in only_ready.models] == ready
+        for body in ("ready", '{"ready": "yes"}', "[true]"):
+            refused = http.post(index, data=body, timeout=60)
+            assert refused.status_code == 400 and "ready" in refused.json()["error"], body
+    finally:
+        restored = {"min_worker": workers["minWorkers"], "max_worker": workers["maxWorkers"], "synchronous": "true"}
+        assert http.put(scale, params=restored, timeout=300).ok
 
 
 def model_infer(server, request: bytes, metadata=()) -> ModelInferResponse:

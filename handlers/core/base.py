@@ -10,6 +10,7 @@ input on the device), ``forward`` (the model call) and ``answer`` (outputs to on
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
@@ -29,7 +30,7 @@ from handlers.core.metrics import report_batch
 from handlers.core.models import compiled_record, load_model
 from handlers.core.options import Option, describe, parse_options
 from handlers.core.schema import HandlerConfig
-from handlers.core.stages import CLOCK
+from handlers.core.stages import CLOCK, server_timing
 from handlers.core.v2 import (
     V2Request,
     in_sequence,
@@ -54,6 +55,8 @@ from handlers.core.v2_grpc import (
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE_HEADER = "X-Batch-Size"
+# The batch's stage times up to its answers' headers, shared by its requests.
+SERVER_TIMING_HEADER = "Server-Timing"
 # The sequence's ID in the answer, under a name proxies pass (the frontend agent takes requests' sequences from it too).
 SEQUENCE_HEADER = "X-Sequence-Id"
 SEQUENCE_END_HEADER = "ts_request_sequence_end"  # an answer with it closes its sequence (TorchServe's header)
@@ -166,6 +169,12 @@ class VisionHandler(BaseHandler):
             self.weights,
             self.compiled,
         )
+
+    @property
+    def description(self) -> str:
+        """What the model does: its family's one-line docstring (handlers/<family>/__init__.py)."""
+        family = type(self).__module__.rpartition(".")[0]
+        return " ".join((sys.modules[family].__doc__ or "").split())
 
     def load_part(self, part: str) -> Callable[..., Any]:
         """One model file of the archive, as its export recorded it, on the worker's device."""
@@ -314,9 +323,11 @@ class VisionHandler(BaseHandler):
             by_place: dict[int, Answer] = {i: error_answer(e) for i, e in batch.errors.items()}
             by_place.update(zip((item.index for item in batch.items), batch.answers))
             answers = dict(enumerate(self._row_answer(row, by_place) for row in batch.rows))
+            timing = server_timing(CLOCK.so_far())
             for index, answer in answers.items():
                 self.context.set_response_content_type(index, answer.content_type)
                 self.context.set_response_header(index, BATCH_SIZE_HEADER, str(batch.size))
+                self.context.set_response_header(index, SERVER_TIMING_HEADER, timing)
                 sequence_id = self.context.get_sequence_id(index)
                 if sequence_id is not None:  # how a REST client learns the ID TorchServe gave its new sequence
                     self.context.set_response_header(index, self.context.header_key_sequence_id, sequence_id)
@@ -336,7 +347,14 @@ class VisionHandler(BaseHandler):
         if row.metadata and row.grpc:
             return model_metadata(self.model_name, self.model_version, self.v2_output_names)
         if row.metadata:
-            return v2_metadata(self.model_name, self.model_version, self.v2_output_names, describe(self.options))
+            return v2_metadata(
+                self.model_name,
+                self.model_version,
+                self.v2_output_names,
+                describe(self.options),
+                self.description,
+                self.weights,
+            )
         if not row.v2:
             return by_place[row.places[0]]
         if row.request is None:
@@ -353,6 +371,7 @@ class VisionHandler(BaseHandler):
             {
                 "model": self.model_name,
                 "version": self.model_version,
+                "description": self.description,
                 "weights": self.weights,
                 "compiled": self.compiled,
                 "device": str(self.device),

@@ -3,7 +3,7 @@
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from handlers.core.errors import RequestError
@@ -18,11 +18,13 @@ _FALSE = {"false", "0", "no", "off"}
 
 @dataclass(frozen=True)
 class Option:
-    """One option: a parser from the sent value (text or JSON) to a typed value, and a default."""
+    """One option: a parser from the sent value (text or JSON) to a typed value, a default, and what a form needs to
+    offer it (JSON Schema's words: ``type``, ``minimum``, ``maximum``, ``enum``, ``maxItems``)."""
 
     parse: Callable[[str, Any], Any]
     default: Any
     help: str
+    form: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
 
 
 def parse_options(sent: Mapping[str, Any], spec: Mapping[str, Option]) -> dict[str, Any]:
@@ -47,17 +49,19 @@ def flag(default: bool, help: str) -> Option:
             return False
         raise _invalid(name, value, "true or false")
 
-    return Option(parse, default, help)
+    return Option(parse, default, help, {"type": "boolean"})
 
 
 def number(default: float | None, minimum: float, maximum: float, help: str) -> Option:
     """A finite number within [minimum, maximum]."""
-    return _within(_to_number, minimum, maximum, f"a number from {minimum:g} to {maximum:g}", default, help)
+    expected = f"a number from {minimum:g} to {maximum:g}"
+    return _within(_to_number, minimum, maximum, expected, default, help, "number")
 
 
 def integer(default: int | None, minimum: int, maximum: int, help: str) -> Option:
     """A whole number within [minimum, maximum], kept exact (not through a float)."""
-    return _within(_to_integer, minimum, maximum, f"a whole number from {minimum} to {maximum}", default, help)
+    expected = f"a whole number from {minimum} to {maximum}"
+    return _within(_to_integer, minimum, maximum, expected, default, help, "integer")
 
 
 def choice(default: str, allowed: tuple[str, ...], help: str) -> Option:
@@ -69,7 +73,7 @@ def choice(default: str, allowed: tuple[str, ...], help: str) -> Option:
             raise _invalid(name, value, "one of " + ", ".join(allowed))
         return text
 
-    return Option(parse, default, help)
+    return Option(parse, default, help, {"type": "string", "enum": list(allowed)})
 
 
 def boxes(max_count: int, help: str, max_coordinate: float = 1e7) -> Option:
@@ -103,19 +107,25 @@ def boxes(max_count: int, help: str, max_coordinate: float = 1e7) -> Option:
             parsed.append(coords)
         return parsed
 
-    return Option(parse, None, help)
+    return Option(parse, None, help, {"type": "array", "maxItems": max_count})
 
 
 def describe(spec: Mapping[str, Option]) -> dict[str, dict[str, Any]]:
-    """Options as data for the describe API."""
-    return {name: {"default": option.default, "help": option.help} for name, option in spec.items()}
+    """Options as data for the describe API and the v2 model metadata: default, help and the form's words."""
+    return {name: {"default": option.default, "help": option.help, **option.form} for name, option in spec.items()}
 
 
 def _within(
-    read: Callable[[Any], float | int | None], minimum: float, maximum: float, expected: str, default: Any, help: str
+    read: Callable[[Any], float | int | None],
+    minimum: float,
+    maximum: float,
+    expected: str,
+    default: Any,
+    help: str,
+    kind: str,
 ) -> Option:
     """An option that ``read`` turns into a number (None: the value is not one) within [minimum, maximum];
-    ``expected`` words that for the error."""
+    ``expected`` words that for the error, ``kind`` is its JSON Schema type."""
 
     def parse(name: str, value: Any) -> float | int:
         parsed = read(value)
@@ -123,7 +133,7 @@ def _within(
             raise _invalid(name, value, expected)
         return parsed
 
-    return Option(parse, default, help)
+    return Option(parse, default, help, {"type": kind, "minimum": minimum, "maximum": maximum})
 
 
 def _to_number(value: Any) -> float | None:

@@ -242,9 +242,17 @@ def is_metadata_request(headers: Mapping[str, Any]) -> bool:
     return header_value(headers, REST_METHOD_HEADER) is not None
 
 
-def v2_metadata(model: str, version: str, outputs: Sequence[str], options: Mapping[str, Any]) -> Answer:
+def v2_metadata(
+    model: str,
+    version: str,
+    outputs: Sequence[str],
+    options: Mapping[str, Any],
+    description: str,
+    weights: Mapping[str, Any],
+) -> Answer:
     """``GET /v2/models/{name}``'s answer: the ``image`` input, the outputs the model can answer, and (beside the
-    protocol's fields) the options a request may send as parameters."""
+    protocol's fields) the options a request may send as parameters, what the model does and where each part's
+    weights came from (``pretrained`` false: random, its answers meaningless)."""
     metadata = {
         "name": model,
         "versions": [version] if version else [],
@@ -254,6 +262,8 @@ def v2_metadata(model: str, version: str, outputs: Sequence[str], options: Mappi
             {"name": name, "datatype": OUTPUT_TENSORS[name][0], "shape": OUTPUT_TENSORS[name][1]} for name in outputs
         ],
         "parameters": dict(options),
+        "description": description,
+        "weights": dict(weights),
     }
     return Answer(json.dumps(metadata).encode(), "application/json")
 

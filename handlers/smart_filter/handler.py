@@ -1,6 +1,7 @@
 """TorchServe handler for the smart filter: the person kept, the background replaced by one chosen from the largest
 face's expression."""
 
+from dataclasses import replace
 from typing import Any
 
 from torch import Tensor
@@ -21,7 +22,7 @@ from handlers.segmentation.steps import (
     picture_answer,
 )
 from handlers.smart_filter.schema import SmartFilterConfig
-from handlers.smart_filter.steps import FILTER_OPTIONS, PALETTE, decision
+from handlers.smart_filter.steps import FILTER_OPTIONS, PALETTE, decision, decision_headers
 
 # (segmenter inputs grouped by size, the photos, the face queries, the photos' sizes and decode scales) and
 # (log-odds, faces) per item: tuples, not classes, as TorchServe wants exactly one class in a handler module.
@@ -89,5 +90,6 @@ class SmartFilterHandler(VisionHandler):
             make = PALETTE[chosen["background"]].make
             alpha = alpha_matte(odds, item.size, options["threshold"], options["feather"])
             picture = composite(item.image, alpha, make(item.image) if make else "blur")
-            answers.append(picture_answer(picture, {**options, "background": chosen["background"]}))
+            answer = picture_answer(picture, {**options, "background": chosen["background"]})
+            answers.append(replace(answer, headers=decision_headers(chosen)))
         return answers

@@ -148,7 +148,9 @@ FILTER_OPTIONS = {
         None,
         "keywords that narrow the palette, e.g. rainbow,texture (the expression still orders what is left)",
     ),
-    "background": Option(_forced, None, f"force one background: {', '.join(PALETTE)}"),
+    "background": Option(
+        _forced, None, f"force one background: {', '.join(PALETTE)}", {"type": "string", "enum": list(PALETTE)}
+    ),
 }
 
 
@@ -176,3 +178,14 @@ def decision(faces: Sequence[Mapping[str, Any]], options: Mapping[str, Any]) -> 
         "smiling": face["smiling"] if face else None,
         "background": choose_background(expression, options["theme"], options["background"]),
     }
+
+
+def decision_headers(chosen: Mapping[str, Any]) -> dict[str, str]:
+    """The decision beside a picture answer, so that a picture's client learns why without asking for JSON:
+    ``X-Filter-Background``, and ``X-Filter-Expression`` / ``X-Filter-Smiling`` when a face was found."""
+    headers = {"X-Filter-Background": chosen["background"]}
+    if chosen["expression"] is not None:
+        headers.update(
+            {"X-Filter-Expression": chosen["expression"], "X-Filter-Smiling": str(chosen["smiling"]).lower()}
+        )
+    return headers

@@ -185,7 +185,13 @@ public final class OpenInferenceFix {
             }
         } else if (HttpMethod.POST.equals(request.method()) && length == 4 && "v2".equals(segments[1])
                 && "repository".equals(segments[2]) && "index".equals(segments[3])) {
-            List<Map<String, String>> models = repositoryIndex(readyOnly(request));
+            Boolean readyOnly = readyOnly(request);
+            if (readyOnly == null) {
+                NettyUtils.sendJsonResponse(ctx, Map.of("error", "a repository index request's body is empty or a JSON"
+                        + " object whose \"ready\" is true or false"), HttpResponseStatus.BAD_REQUEST);
+                return;
+            }
+            List<Map<String, String>> models = repositoryIndex(readyOnly);
             models.forEach(model -> model.remove("reason", ""));  // as Triton: no reason when there is none
             NettyUtils.sendJsonResponse(ctx, models, HttpResponseStatus.OK);
         } else {
@@ -193,15 +199,28 @@ public final class OpenInferenceFix {
         }
     }
 
-    /** A repository index request's {@code "ready": true}; anything else in or instead of its JSON body lists all. */
-    static boolean readyOnly(FullHttpRequest request) {
-        try {
-            ByteBuf body = request.content();
-            JsonElement json = JsonParser.parseString(body.toString(body.readerIndex(), body.readableBytes(), StandardCharsets.UTF_8));
-            JsonElement ready = json.isJsonObject() ? json.getAsJsonObject().get("ready") : null;
-            return ready != null && ready.isJsonPrimitive() && "true".equals(ready.getAsString());
-        } catch (RuntimeException unreadable) {
+    /**
+     * A repository index request's {@code "ready"}: false for an empty body (tritonclient's) or none given, null (refused)
+     * for a body that is not a JSON object or whose {@code ready} is not a boolean, as Triton refuses them.
+     */
+    static Boolean readyOnly(FullHttpRequest request) {
+        ByteBuf body = request.content();
+        String text = body.toString(body.readerIndex(), body.readableBytes(), StandardCharsets.UTF_8);
+        if (text.isBlank()) {
             return false;
+        }
+        try {
+            JsonElement json = JsonParser.parseString(text);
+            if (!json.isJsonObject()) {
+                return null;
+            }
+            JsonElement ready = json.getAsJsonObject().get("ready");
+            if (ready == null) {
+                return false;
+            }
+            return ready.isJsonPrimitive() && ready.getAsJsonPrimitive().isBoolean() ? ready.getAsBoolean() : null;
+        } catch (RuntimeException unreadable) {
+            return null;
         }
     }
 
@@ -219,8 +238,16 @@ public final class OpenInferenceFix {
 
     /** Ready: a worker answers, and as many as the model keeps at least. */
     static boolean ready(Model model) {
+        return notReady(model) == null;
+    }
+
+    /** Why {@code model} is not {@link #ready}, or null when it is. */
+    static String notReady(Model model) {
         int healthy = ModelManager.getInstance().getNumHealthyWorkers(model.getModelVersionName());
-        return healthy > 0 && healthy >= model.getMinWorkers();
+        if (healthy == 0) {
+            return "no worker up";
+        }
+        return healthy < model.getMinWorkers() ? healthy + " of " + model.getMinWorkers() + " workers up" : null;
     }
 
     static ServerServiceDefinition definition() {
@@ -436,13 +463,13 @@ public final class OpenInferenceFix {
         List<Map<String, String>> models = new ArrayList<>();
         for (Map.Entry<String, ModelVersionedRefs> named : ModelManager.getInstance().getAllModels()) {
             for (Map.Entry<String, Model> version : named.getValue().getAllVersions()) {
-                boolean ready = ready(version.getValue());
-                if (ready || !readyOnly) {
+                String notReady = notReady(version.getValue());
+                if (notReady == null || !readyOnly) {
                     Map<String, String> model = new LinkedHashMap<>();
                     model.put("name", named.getKey());
                     model.put("version", version.getKey());
-                    model.put("state", ready ? "READY" : "UNAVAILABLE");
-                    model.put("reason", ready ? "" : "fewer workers up than the model keeps");
+                    model.put("state", notReady == null ? "READY" : "UNAVAILABLE");
+                    model.put("reason", notReady == null ? "" : notReady);
                     models.add(model);
                 }
             }

@@ -14,6 +14,14 @@ public abstract class JsonElement {
         throw new UnsupportedOperationException("stub");
     }
 
+    public JsonPrimitive getAsJsonPrimitive() {
+        throw new UnsupportedOperationException("stub");
+    }
+
+    public boolean getAsBoolean() {
+        throw new UnsupportedOperationException("stub");
+    }
+
     public String getAsString() {
         throw new UnsupportedOperationException("stub");
     }
