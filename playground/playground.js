@@ -15,7 +15,7 @@ const state = {
   parameters: {},
   file: null,
   video: null,
-  photoUrl: null,
+  sourceUrl: null,
   pictureUrl: null,
   points: [],
   regions: [],
@@ -221,10 +221,10 @@ function takeFile(file) {
   if (!file) {
     return;
   }
-  if (state.photoUrl) {
-    URL.revokeObjectURL(state.photoUrl);
+  if (state.sourceUrl) {
+    URL.revokeObjectURL(state.sourceUrl);
   }
-  state.photoUrl = URL.createObjectURL(file);
+  state.sourceUrl = URL.createObjectURL(file);
   const video = file.type.startsWith("video/") && isSequenceModel();
   const photo = file.type.startsWith("image/");
   state.file = video ? null : file; // anything else is sent as it is, for the server to say what it is not
@@ -232,7 +232,7 @@ function takeFile(file) {
   $("photo").hidden = !photo;
   $("source-video").hidden = !video;
   if (photo || video) {
-    (video ? $("source-video") : $("photo")).src = state.photoUrl;
+    (video ? $("source-video") : $("photo")).src = state.sourceUrl;
   }
   const kind = video ? "Video" : photo ? "Photo" : "File";
   $("photo-caption").textContent = `${kind} (${file.name || file.type}, ${file.size} bytes)`;
@@ -300,7 +300,8 @@ async function send(event) {
     await trackVideo(state.video);
     return;
   }
-  const options = chosenOptions();
+  // A photo to a tracker is a one-frame sequence, ended with its answer: nothing is left open on the server.
+  const options = [...chosenOptions(), ...(isSequenceModel() ? [["end", "true"]] : [])];
   $("curl").textContent = curlCommand(state.model, state.file.name || "photo.jpg", options);
   $("send").disabled = true;
   const started = performance.now();

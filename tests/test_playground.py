@@ -15,7 +15,7 @@ import requests
 from playwright.sync_api import expect, sync_playwright
 
 from export.archive import REPO
-from tests.fixtures.oracles import paint_people, paint_segments
+from tests.fixtures.oracles import paint_faces, paint_people, paint_segments
 from tests.fixtures.serving import encode
 from tests.fixtures.videos import SCENES, mot_scores, paint_video
 from tests.test_metrics import scrape, total
@@ -37,7 +37,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = REPO / "run" / "test-artifacts" / "playground"
 PLAYGROUND = REPO / "playground"
-SEGMENTER, STYLE = "segmenter_oracle", "style_oracle"
+SEGMENTER, STYLE, FACES = "segmenter_oracle", "style_oracle", "face_oracle"
 COLOURS = [(0xE6, 0x19, 0x4B), (0x3C, 0xB4, 0x4B)]  # the first two people's (or tracks') colours in playground.js
 DOT = COLOURS[0]
 
@@ -165,6 +165,26 @@ def page_position(page, point, width: int) -> dict[str, float]:
     return {"x": float(point[0]) * shown / width, "y": float(point[1]) * shown / width}
 
 
+def test_a_face_is_boxed_with_its_expression_and_its_scores_on_hover(page, running_pod, tmp_path):  # noqa: F811
+    photo = tmp_path / "face.png"
+    photo.write_bytes(encode(paint_faces(320, 240, [[100, 60, 180, 160]], seed=0), "PNG"))
+    use_key(page, running_pod.api_key)
+    choose(page, FACES, photo)
+    page.wait_for_selector("#drawn:not([hidden])")
+    page.screenshot(path=ARTIFACTS / "faces.png", full_page=True)
+    (face,) = json.loads(page.text_content("#json"))["faces"]
+    drawn = page.evaluate(
+        """() => { const c = document.querySelector('#drawn');
+                   return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }"""
+    )
+    pixels = np.array(drawn, np.uint8).reshape(240, 320, 4)
+    x1, y1, x2, y2 = face["box"]
+    assert tuple(pixels[int((y1 + y2) / 2), int(x1), :3]) == DOT  # the box's left side, the first face's colour
+    assert tuple(pixels[int((y1 + y2) / 2), int(x1) - 6, :3]) != DOT
+    page.hover("#drawn", position=page_position(page, ((x1 + x2) / 2, (y1 + y2) / 2), 320))
+    assert page.text_content("#hover").startswith("face 1 (score 0.990): happy ")
+
+
 def test_a_cut_out_shows_the_person_and_nothing_else(page, running_pod, tmp_path):  # noqa: F811
     painted = paint_segments(320, 240, seed=3)
     photo = tmp_path / "segments.png"
@@ -253,6 +273,14 @@ def test_a_video_is_tracked_as_one_sequence_and_played_back_with_its_ids(page, r
     page.click("#play")
     expect(page.locator("#progress-text")).to_have_text("playing frame 20 of 20")
     page.wait_for_selector("#play:not([disabled])")
+    # A photo to the tracker is a one-frame sequence, ended with its answer.
+    still = tmp_path / "still.png"
+    still.write_bytes(encode(video[0].image, "PNG"))
+    page.set_input_files("#file", str(still))
+    page.click("#send")
+    page.wait_for_selector("#drawn:not([hidden])")
+    assert json.loads(page.text_content("#json"))["frame"] == 0
+    assert total(scrape(running_pod.metrics_url), "ts_sequences_open", model_name=TRACKER) == open_before
 
 
 def drawn_within(person: dict) -> list[list[float]]:

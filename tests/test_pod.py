@@ -43,7 +43,7 @@ from tests.test_tracking_serving import frames_of, ids
 ORACLE = "pose_oracle"
 TRACKER = "tracker_oracle"  # REST sequences and gRPC streams through the proxy
 # All the pod serves: with a picture-answering pair for the playground's browser tests (tests/test_playground.py).
-SERVED = (ORACLE, TRACKER, "segmenter_oracle", "style_oracle")
+SERVED = (ORACLE, TRACKER, "segmenter_oracle", "style_oracle", "face_oracle")  # the playground tries them all
 
 
 def properties_text(properties: dict[str, str]) -> str:

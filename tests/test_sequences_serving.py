@@ -303,8 +303,15 @@ def test_the_cli_interrupted_with_ctrl_c_ends_its_sequence(limited, tmp_path):
         "--grpc-target",
         f"127.0.0.1:{ports['grpc_inference_port']}",
     ]
+    # Ctrl-C as a terminal sends it, also where the suite itself runs in the background: a shell starts background
+    # jobs with SIGINT ignored, which Python would inherit and keep (no KeyboardInterrupt, the video tracked to its end).
     tracking = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     for _ in range(3):
         assert json.loads(tracking.stdout.readline())["frame"] >= 0
