@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from handlers.core.errors import RequestError
-from handlers.core.options import Option
+from handlers.core.options import Option, choice
 
 Background = Callable[[Tensor], Tensor]
 
@@ -135,22 +135,13 @@ def _theme(name: str, value: Any) -> frozenset[str]:
     return keywords
 
 
-def _forced(name: str, value: Any) -> str:
-    text = str(value).strip().lower() if isinstance(value, str) else None
-    if text not in PALETTE:
-        raise RequestError(f"option {name!r} must be one of {', '.join(PALETTE)}, got {value!r}", "InvalidOption")
-    return text
-
-
 FILTER_OPTIONS = {
     "theme": Option(
         _theme,
         None,
         "keywords that narrow the palette, e.g. rainbow,texture (the expression still orders what is left)",
     ),
-    "background": Option(
-        _forced, None, f"force one background: {', '.join(PALETTE)}", {"type": "string", "enum": list(PALETTE)}
-    ),
+    "background": choice(None, tuple(PALETTE), f"force one background: {', '.join(PALETTE)}"),
 }
 
 
