@@ -409,7 +409,7 @@ function showDrawn(image, answer) {
 // The video's frames at the chosen rate, each sent in order as a frame of one sequence (the last one ending it),
 // then played back with the tracks drawn.
 async function trackVideo(file) {
-  const fps = Math.min(30, Math.max(1, Number($("fps").value) || 10));
+  const fps = framesPerSecond();
   const video = $("source-video");
   if (video.readyState < HTMLMediaElement.HAVE_METADATA) {
     await new Promise((loaded, failed) => {
@@ -477,6 +477,11 @@ async function videoFrame(video, time) {
   return new Promise((done) => canvas.toBlob(done, "image/jpeg", 0.92));
 }
 
+// The rate chosen for sending and playing a video back, within 1-30.
+function framesPerSecond() {
+  return Math.min(30, Math.max(1, Number($("fps").value) || 10));
+}
+
 function seek(video, time) {
   return new Promise((seeked) => {
     video.addEventListener("seeked", seeked, { once: true });
@@ -493,7 +498,7 @@ async function showFrame(index) {
 }
 
 async function playBack() {
-  const fps = Math.min(30, Math.max(1, Number($("fps").value) || 10));
+  const fps = framesPerSecond();
   $("play").disabled = true;
   for (let index = 0; index < state.frames.length; index++) {
     const shown = new Promise((next) => setTimeout(next, 1000 / fps));

@@ -137,11 +137,8 @@ def test_pose_is_drawn_where_the_oracle_finds_the_joints(page, running_pod, tmp_
     choose(page, ORACLE, photo)
     page.wait_for_selector("#drawn:not([hidden])")
     page.screenshot(path=ARTIFACTS / "pose.png", full_page=True)
-    drawn = page.evaluate(
-        """() => { const c = document.querySelector('#drawn');
-                   return [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)]; }"""
-    )
-    width, height, pixels = drawn[0], drawn[1], np.array(drawn[2], np.uint8).reshape(drawn[1], drawn[0], 4)
+    pixels = drawn_pixels(page)
+    height, width = pixels.shape[:2]
     assert (width, height) == (320, 240)
     dotted = [tuple(pixels[round(y - 0.5), round(x - 0.5), :3]) == DOT for x, y in painted.joints[0]]
     assert sum(dotted) >= 15, dotted  # each painted joint under the first person's dot (the oracle is off by < 2 px)
@@ -159,6 +156,15 @@ def test_pose_is_drawn_where_the_oracle_finds_the_joints(page, running_pod, tmp_
     assert "untrained weights" in page.text_content("#model-weights").lower()
 
 
+def drawn_pixels(page) -> np.ndarray:
+    """The answer's canvas as RGBA ``uint8[H, W, 4]``."""
+    width, height, pixels = page.evaluate(
+        """() => { const c = document.querySelector('#drawn');
+                   return [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)]; }"""
+    )
+    return np.array(pixels, np.uint8).reshape(height, width, 4)
+
+
 def page_position(page, point, width: int) -> dict[str, float]:
     """Where image ``point`` is on the canvas as shown (scaled to the page's layout)."""
     shown = page.eval_on_selector("#drawn", "c => c.getBoundingClientRect().width")
@@ -173,11 +179,7 @@ def test_a_face_is_boxed_with_its_expression_and_its_scores_on_hover(page, runni
     page.wait_for_selector("#drawn:not([hidden])")
     page.screenshot(path=ARTIFACTS / "faces.png", full_page=True)
     (face,) = json.loads(page.text_content("#json"))["faces"]
-    drawn = page.evaluate(
-        """() => { const c = document.querySelector('#drawn');
-                   return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }"""
-    )
-    pixels = np.array(drawn, np.uint8).reshape(240, 320, 4)
+    pixels = drawn_pixels(page)
     x1, y1, x2, y2 = face["box"]
     assert tuple(pixels[int((y1 + y2) / 2), int(x1), :3]) == DOT  # the box's left side, the first face's colour
     assert tuple(pixels[int((y1 + y2) / 2), int(x1) - 6, :3]) != DOT
@@ -253,11 +255,7 @@ def test_a_video_is_tracked_as_one_sequence_and_played_back_with_its_ids(page, r
     }
     assert sorted(seen.values())[-2] >= 15, seen
     # The last frame is drawn, each person's joints in the colour of their track.
-    drawn = page.evaluate(
-        """() => { const c = document.querySelector('#drawn');
-                   return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }"""
-    )
-    pixels = np.array(drawn, np.uint8).reshape(240, 320, 4)
+    pixels = drawn_pixels(page)
     people = answers[-1]["people"]
     for person in people:
         others = [bounds for other in people if other is not person for bounds in drawn_within(other)]
